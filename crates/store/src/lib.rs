@@ -1,0 +1,209 @@
+//! Bellows state: hardware, templates, workflows and their events.
+//!
+//! [`Store`] is what every service talks to. The embedded default is
+//! [`SqliteStore`] (one WAL-mode file under the data directory); a PostgreSQL
+//! implementation slots in behind the same trait, with the same portable SQL
+//! (JSON as TEXT, times as integer Unix milliseconds).
+//!
+//! Network services (DHCP, iPXE, metadata) must never wait on a query in
+//! their packet path: they keep an in-memory index and refresh it from the
+//! [`Change`] notifications that every committed write publishes.
+
+use std::net::IpAddr;
+
+use async_trait::async_trait;
+use bellows_model::workflow::{Event, Transition, TransitionError};
+use bellows_model::{Hardware, MacAddr, State, Workflow};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The named object does not exist.
+    #[error("{kind} {id:?} not found")]
+    NotFound {
+        /// "hardware", "template" or "workflow".
+        kind: &'static str,
+        /// The id or name asked for.
+        id: String,
+    },
+    /// The write would break a uniqueness or reference rule.
+    #[error("{message}")]
+    Conflict {
+        /// Field at fault (`network.interfaces[0].dhcp.mac`), if one.
+        field: Option<String>,
+        /// What clashes with what.
+        message: String,
+    },
+    /// A workflow report that the state machine refuses.
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    /// Stored data could not be decoded: a bug or a hand-edited database.
+    #[error("stored {kind} {id:?} is corrupt: {source}")]
+    Corrupt {
+        /// Kind of row.
+        kind: &'static str,
+        /// Its id.
+        id: String,
+        /// Decode error.
+        source: serde_json::Error,
+    },
+    /// The database itself failed (disk full, locked, gone).
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Schema migration failed at open.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Convenience alias.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A stored template: its source text and identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TemplateRecord {
+    /// Server-assigned id.
+    pub id: String,
+    /// Unique name.
+    pub name: String,
+    /// YAML source (a Go template).
+    pub data: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    /// Unix milliseconds.
+    pub updated_at: i64,
+}
+
+/// A logged workflow event with its place in the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// Monotonic sequence number across all workflows.
+    pub seq: i64,
+    /// Workflow it belongs to.
+    pub workflow_id: String,
+    /// The event.
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// What changed, published after each committed write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// Kind of object.
+    pub kind: ChangeKind,
+    /// Its id.
+    pub id: String,
+    /// Whether it now exists.
+    pub op: ChangeOp,
+}
+
+/// Object kinds that publish changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    /// A hardware record.
+    Hardware,
+    /// A template.
+    Template,
+    /// A workflow.
+    Workflow,
+}
+
+/// Created/updated or deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeOp {
+    /// Created or updated: re-read it.
+    Upsert,
+    /// Gone: drop it from any index.
+    Delete,
+}
+
+/// Outcome of a hardware push.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pushed {
+    /// The record as stored (with its id filled in).
+    pub hardware: Hardware,
+    /// True if no record existed before.
+    pub created: bool,
+}
+
+/// Filters for workflow listings.
+#[derive(Debug, Clone, Default)]
+pub struct WorkflowFilter {
+    /// Only workflows in this state.
+    pub state: Option<State>,
+    /// Only workflows with a task for this worker (case-insensitive).
+    pub worker: Option<String>,
+}
+
+/// The persistence interface every Bellows service uses.
+///
+/// Every method that writes is one transaction: it either happens whole or
+/// not at all, and a refused write leaves the store exactly as it was.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates or replaces a hardware record. The target is `hw.id` if set,
+    /// else the record that already owns one of its MACs, else a new id.
+    /// MACs and IPs owned by another record are a conflict.
+    async fn push_hardware(&self, hw: Hardware) -> Result<Pushed>;
+    /// Replaces an existing record; `NotFound` if there is none.
+    async fn replace_hardware(&self, id: &str, hw: Hardware) -> Result<Hardware>;
+    /// By id.
+    async fn hardware(&self, id: &str) -> Result<Option<Hardware>>;
+    /// By any of its MACs.
+    async fn hardware_by_mac(&self, mac: MacAddr) -> Result<Option<Hardware>>;
+    /// By any of its reserved IPs.
+    async fn hardware_by_ip(&self, ip: IpAddr) -> Result<Option<Hardware>>;
+    /// All records, ordered by id.
+    async fn list_hardware(&self) -> Result<Vec<Hardware>>;
+    /// Deletes a record; refused while a PENDING/RUNNING workflow targets it.
+    async fn delete_hardware(&self, id: &str) -> Result<()>;
+
+    /// Stores a new template; its name must be unique.
+    async fn create_template(&self, name: &str, data: &str) -> Result<TemplateRecord>;
+    /// By id or name.
+    async fn template(&self, id_or_name: &str) -> Result<Option<TemplateRecord>>;
+    /// All templates, ordered by name.
+    async fn list_templates(&self) -> Result<Vec<TemplateRecord>>;
+    /// Replaces the source (and optionally renames). Existing workflows keep
+    /// the text they were rendered from.
+    async fn update_template(
+        &self,
+        id: &str,
+        name: Option<&str>,
+        data: &str,
+    ) -> Result<TemplateRecord>;
+    /// Deletes a template. Workflows made from it are unaffected.
+    async fn delete_template(&self, id: &str) -> Result<()>;
+
+    /// Stores a new workflow and its `created` event.
+    async fn create_workflow(&self, wf: &Workflow) -> Result<()>;
+    /// By id.
+    async fn workflow(&self, id: &str) -> Result<Option<Workflow>>;
+    /// Workflows matching the filter, oldest first.
+    async fn list_workflows(&self, filter: &WorkflowFilter) -> Result<Vec<Workflow>>;
+    /// Deletes a workflow and its events.
+    async fn delete_workflow(&self, id: &str) -> Result<()>;
+    /// The workflow's event log in order.
+    async fn workflow_events(&self, id: &str) -> Result<Vec<EventRecord>>;
+    /// Applies a report through the state machine and logs its events, in
+    /// one transaction. Illegal reports change nothing.
+    async fn apply_transition(&self, id: &str, transition: &Transition) -> Result<Workflow>;
+
+    /// Change notifications for writes committed from now on.
+    fn subscribe(&self) -> broadcast::Receiver<Change>;
+}
+
+/// Current time in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,601 @@
+//! The embedded store: SQLite in WAL mode, one file under the data directory.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bellows_model::workflow::Transition;
+use bellows_model::{Hardware, MacAddr, Workflow};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+use tokio::sync::{Mutex, broadcast};
+
+use crate::{
+    Change, ChangeKind, ChangeOp, EventRecord, Pushed, Result, Store, StoreError, TemplateRecord,
+    WorkflowFilter, now_ms,
+};
+
+/// File name of the database inside the data directory.
+pub const DB_FILE: &str = "bellows.db";
+
+/// SQLite-backed [`Store`].
+pub struct SqliteStore {
+    pool: SqlitePool,
+    /// SQLite has one writer; taking this lock before `BEGIN` turns lock
+    /// contention into an orderly queue instead of `SQLITE_BUSY` errors.
+    write: Mutex<()>,
+    changes: broadcast::Sender<Change>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `data_dir/bellows.db` and migrates it.
+    pub async fn open(data_dir: &Path) -> Result<SqliteStore> {
+        let options = SqliteConnectOptions::new()
+            .filename(data_dir.join(DB_FILE))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a write acknowledged to a client survives power loss,
+            // not only a crashed process.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        let (changes, _) = broadcast::channel(1024);
+        Ok(SqliteStore {
+            pool,
+            write: Mutex::new(()),
+            changes,
+        })
+    }
+
+    /// Closes the pool, checkpointing the WAL.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    fn publish(&self, kind: ChangeKind, id: &str, op: ChangeOp) {
+        // No subscribers is fine: nobody needs to hear about it.
+        let _ = self.changes.send(Change {
+            kind,
+            id: id.to_string(),
+            op,
+        });
+    }
+
+    async fn begin(
+        &self,
+    ) -> Result<(
+        tokio::sync::MutexGuard<'_, ()>,
+        Transaction<'static, Sqlite>,
+    )> {
+        let guard = self.write.lock().await;
+        let tx = self.pool.begin().await?;
+        Ok((guard, tx))
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(kind: &'static str, id: &str, body: &str) -> Result<T> {
+    serde_json::from_str(body).map_err(|source| StoreError::Corrupt {
+        kind,
+        id: id.to_string(),
+        source,
+    })
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> String {
+    // Serialising our own model types to JSON cannot fail: no maps with
+    // non-string keys, no foreign Serialize impls.
+    serde_json::to_string(value).unwrap_or_else(|e| unreachable!("model serialises: {e}"))
+}
+
+fn hardware_row(row: &sqlx::sqlite::SqliteRow) -> Result<Hardware> {
+    let id: String = row.try_get("id")?;
+    let body: String = row.try_get("body")?;
+    decode("hardware", &id, &body)
+}
+
+fn template_row(row: &sqlx::sqlite::SqliteRow) -> Result<TemplateRecord> {
+    Ok(TemplateRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        data: row.try_get("data")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn workflow_row(row: &sqlx::sqlite::SqliteRow) -> Result<Workflow> {
+    let id: String = row.try_get("id")?;
+    let body: String = row.try_get("body")?;
+    decode("workflow", &id, &body)
+}
+
+/// Finds the interface path of a MAC or IP, for conflict messages.
+fn field_of(hw: &Hardware, mac: Option<MacAddr>, ip: Option<IpAddr>) -> Option<String> {
+    let base = if hw.resource.is_some() {
+        "spec.interfaces"
+    } else {
+        "network.interfaces"
+    };
+    hw.network
+        .interfaces
+        .iter()
+        .enumerate()
+        .find_map(|(i, iface)| {
+            let d = iface.dhcp.as_ref()?;
+            if mac == Some(d.mac) {
+                return Some(format!("{base}[{i}].dhcp.mac"));
+            }
+            if ip.is_some() && d.ip.as_ref().map(|x| x.address) == ip {
+                return Some(format!("{base}[{i}].dhcp.ip.address"));
+            }
+            None
+        })
+}
+
+impl SqliteStore {
+    /// Writes `hw` under `id` inside `tx`, enforcing MAC/IP ownership.
+    async fn write_hardware(
+        tx: &mut Transaction<'static, Sqlite>,
+        id: &str,
+        hw: &Hardware,
+        now: i64,
+    ) -> Result<bool> {
+        for mac in hw.macs() {
+            let owner: Option<String> =
+                sqlx::query_scalar("SELECT hardware_id FROM hardware_mac WHERE mac = $1")
+                    .bind(mac.to_string())
+                    .fetch_optional(&mut **tx)
+                    .await?;
+            if let Some(owner) = owner.filter(|o| o != id) {
+                return Err(StoreError::Conflict {
+                    field: field_of(hw, Some(mac), None),
+                    message: format!("MAC {mac} already belongs to hardware {owner:?}"),
+                });
+            }
+        }
+        for ip in hw.ips() {
+            let owner: Option<String> =
+                sqlx::query_scalar("SELECT hardware_id FROM hardware_ip WHERE ip = $1")
+                    .bind(ip.to_string())
+                    .fetch_optional(&mut **tx)
+                    .await?;
+            if let Some(owner) = owner.filter(|o| o != id) {
+                return Err(StoreError::Conflict {
+                    field: field_of(hw, None, Some(ip)),
+                    message: format!("IP {ip} is already reserved for hardware {owner:?}"),
+                });
+            }
+        }
+        let existed: Option<i64> = sqlx::query_scalar("SELECT 1 FROM hardware WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO hardware (id, body, created_at, updated_at) VALUES ($1, $2, $3, $3) \
+             ON CONFLICT (id) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
+        )
+        .bind(id)
+        .bind(encode(hw))
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query("DELETE FROM hardware_mac WHERE hardware_id = $1")
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query("DELETE FROM hardware_ip WHERE hardware_id = $1")
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        for mac in hw.macs() {
+            sqlx::query("INSERT INTO hardware_mac (mac, hardware_id) VALUES ($1, $2)")
+                .bind(mac.to_string())
+                .bind(id)
+                .execute(&mut **tx)
+                .await?;
+        }
+        for ip in hw.ips() {
+            sqlx::query("INSERT INTO hardware_ip (ip, hardware_id) VALUES ($1, $2)")
+                .bind(ip.to_string())
+                .bind(id)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(existed.is_none())
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn push_hardware(&self, mut hw: Hardware) -> Result<Pushed> {
+        let (_guard, mut tx) = self.begin().await?;
+        if hw.id.is_empty() {
+            let mut owner = None;
+            for mac in hw.macs() {
+                owner = sqlx::query_scalar::<_, String>(
+                    "SELECT hardware_id FROM hardware_mac WHERE mac = $1",
+                )
+                .bind(mac.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+                if owner.is_some() {
+                    break;
+                }
+            }
+            hw.id = owner.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        }
+        let id = hw.id.clone();
+        let created = Self::write_hardware(&mut tx, &id, &hw, now_ms()).await?;
+        tx.commit().await?;
+        self.publish(ChangeKind::Hardware, &id, ChangeOp::Upsert);
+        Ok(Pushed {
+            hardware: hw,
+            created,
+        })
+    }
+
+    async fn replace_hardware(&self, id: &str, mut hw: Hardware) -> Result<Hardware> {
+        let (_guard, mut tx) = self.begin().await?;
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM hardware WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound {
+                kind: "hardware",
+                id: id.to_string(),
+            });
+        }
+        hw.id = id.to_string();
+        Self::write_hardware(&mut tx, id, &hw, now_ms()).await?;
+        tx.commit().await?;
+        self.publish(ChangeKind::Hardware, id, ChangeOp::Upsert);
+        Ok(hw)
+    }
+
+    async fn hardware(&self, id: &str) -> Result<Option<Hardware>> {
+        let row = sqlx::query("SELECT id, body FROM hardware WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(hardware_row).transpose()
+    }
+
+    async fn hardware_by_mac(&self, mac: MacAddr) -> Result<Option<Hardware>> {
+        let row = sqlx::query(
+            "SELECT h.id, h.body FROM hardware h JOIN hardware_mac m ON m.hardware_id = h.id \
+             WHERE m.mac = $1",
+        )
+        .bind(mac.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(hardware_row).transpose()
+    }
+
+    async fn hardware_by_ip(&self, ip: IpAddr) -> Result<Option<Hardware>> {
+        let row = sqlx::query(
+            "SELECT h.id, h.body FROM hardware h JOIN hardware_ip i ON i.hardware_id = h.id \
+             WHERE i.ip = $1",
+        )
+        .bind(ip.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(hardware_row).transpose()
+    }
+
+    async fn list_hardware(&self) -> Result<Vec<Hardware>> {
+        let rows = sqlx::query("SELECT id, body FROM hardware ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(hardware_row).collect()
+    }
+
+    async fn delete_hardware(&self, id: &str) -> Result<()> {
+        let (_guard, mut tx) = self.begin().await?;
+        let row = sqlx::query("SELECT id, body FROM hardware WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Err(StoreError::NotFound {
+                kind: "hardware",
+                id: id.to_string(),
+            });
+        };
+        let hw = hardware_row(&row)?;
+        let mut workers: Vec<String> = hw.macs().map(|m| m.to_string()).collect();
+        workers.push(id.to_lowercase());
+        for worker in workers {
+            let active: Option<String> = sqlx::query_scalar(
+                "SELECT w.id FROM workflow w JOIN workflow_worker ww ON ww.workflow_id = w.id \
+                 WHERE ww.worker = $1 AND w.state IN ('PENDING', 'RUNNING') LIMIT 1",
+            )
+            .bind(&worker)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(wf) = active {
+                return Err(StoreError::Conflict {
+                    field: None,
+                    message: format!(
+                        "hardware {id:?} has an unfinished workflow {wf:?}; delete or finish it first"
+                    ),
+                });
+            }
+        }
+        sqlx::query("DELETE FROM hardware WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.publish(ChangeKind::Hardware, id, ChangeOp::Delete);
+        Ok(())
+    }
+
+    async fn create_template(&self, name: &str, data: &str) -> Result<TemplateRecord> {
+        let (_guard, mut tx) = self.begin().await?;
+        let taken: Option<String> = sqlx::query_scalar("SELECT id FROM template WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(other) = taken {
+            return Err(StoreError::Conflict {
+                field: Some("name".into()),
+                message: format!("a template named {name:?} already exists (id {other})"),
+            });
+        }
+        let now = now_ms();
+        let record = TemplateRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: name.to_string(),
+            data: data.to_string(),
+            created_at: now,
+            updated_at: now,
+        };
+        sqlx::query(
+            "INSERT INTO template (id, name, data, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)",
+        )
+        .bind(&record.id)
+        .bind(&record.name)
+        .bind(&record.data)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.publish(ChangeKind::Template, &record.id, ChangeOp::Upsert);
+        Ok(record)
+    }
+
+    async fn template(&self, id_or_name: &str) -> Result<Option<TemplateRecord>> {
+        let row = sqlx::query(
+            "SELECT id, name, data, created_at, updated_at FROM template \
+             WHERE id = $1 OR name = $1 ORDER BY (id = $1) DESC LIMIT 1",
+        )
+        .bind(id_or_name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(template_row).transpose()
+    }
+
+    async fn list_templates(&self) -> Result<Vec<TemplateRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, name, data, created_at, updated_at FROM template ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(template_row).collect()
+    }
+
+    async fn update_template(
+        &self,
+        id: &str,
+        name: Option<&str>,
+        data: &str,
+    ) -> Result<TemplateRecord> {
+        let (_guard, mut tx) = self.begin().await?;
+        let row = sqlx::query(
+            "SELECT id, name, data, created_at, updated_at FROM template WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Err(StoreError::NotFound {
+                kind: "template",
+                id: id.to_string(),
+            });
+        };
+        let mut record = template_row(&row)?;
+        if let Some(name) = name.filter(|n| *n != record.name) {
+            let taken: Option<String> =
+                sqlx::query_scalar("SELECT id FROM template WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some(other) = taken {
+                return Err(StoreError::Conflict {
+                    field: Some("name".into()),
+                    message: format!("a template named {name:?} already exists (id {other})"),
+                });
+            }
+            record.name = name.to_string();
+        }
+        record.data = data.to_string();
+        record.updated_at = now_ms();
+        sqlx::query("UPDATE template SET name = $1, data = $2, updated_at = $3 WHERE id = $4")
+            .bind(&record.name)
+            .bind(&record.data)
+            .bind(record.updated_at)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.publish(ChangeKind::Template, id, ChangeOp::Upsert);
+        Ok(record)
+    }
+
+    async fn delete_template(&self, id: &str) -> Result<()> {
+        let (_guard, mut tx) = self.begin().await?;
+        let done = sqlx::query("DELETE FROM template WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                kind: "template",
+                id: id.to_string(),
+            });
+        }
+        tx.commit().await?;
+        self.publish(ChangeKind::Template, id, ChangeOp::Delete);
+        Ok(())
+    }
+
+    async fn create_workflow(&self, wf: &Workflow) -> Result<()> {
+        let (_guard, mut tx) = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO workflow (id, template_id, hardware_id, state, body, version, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, 1, $6, $7)",
+        )
+        .bind(&wf.id)
+        .bind(&wf.template_id)
+        .bind(&wf.hardware_id)
+        .bind(wf.state.as_str())
+        .bind(encode(wf))
+        .bind(wf.created_at)
+        .bind(wf.updated_at)
+        .execute(&mut *tx)
+        .await?;
+        let mut workers: Vec<String> = wf.tasks.iter().map(|t| t.worker.to_lowercase()).collect();
+        if let Some(hw) = &wf.hardware_id {
+            workers.push(hw.to_lowercase());
+        }
+        workers.sort();
+        workers.dedup();
+        for worker in workers {
+            sqlx::query("INSERT INTO workflow_worker (workflow_id, worker) VALUES ($1, $2)")
+                .bind(&wf.id)
+                .bind(worker)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let created = wf.created_event();
+        sqlx::query("INSERT INTO workflow_event (workflow_id, at, body) VALUES ($1, $2, $3)")
+            .bind(&wf.id)
+            .bind(created.at)
+            .bind(encode(&created))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.publish(ChangeKind::Workflow, &wf.id, ChangeOp::Upsert);
+        Ok(())
+    }
+
+    async fn workflow(&self, id: &str) -> Result<Option<Workflow>> {
+        let row = sqlx::query("SELECT id, body FROM workflow WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(workflow_row).transpose()
+    }
+
+    async fn list_workflows(&self, filter: &WorkflowFilter) -> Result<Vec<Workflow>> {
+        let rows = sqlx::query(
+            "SELECT id, body FROM workflow w \
+             WHERE ($1 IS NULL OR w.state = $1) \
+               AND ($2 IS NULL OR EXISTS (SELECT 1 FROM workflow_worker ww \
+                                          WHERE ww.workflow_id = w.id AND ww.worker = $2)) \
+             ORDER BY created_at, id",
+        )
+        .bind(filter.state.map(|s| s.as_str()))
+        .bind(filter.worker.as_ref().map(|w| w.to_lowercase()))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(workflow_row).collect()
+    }
+
+    async fn delete_workflow(&self, id: &str) -> Result<()> {
+        let (_guard, mut tx) = self.begin().await?;
+        let done = sqlx::query("DELETE FROM workflow WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                kind: "workflow",
+                id: id.to_string(),
+            });
+        }
+        tx.commit().await?;
+        self.publish(ChangeKind::Workflow, id, ChangeOp::Delete);
+        Ok(())
+    }
+
+    async fn workflow_events(&self, id: &str) -> Result<Vec<EventRecord>> {
+        let rows = sqlx::query(
+            "SELECT seq, workflow_id, body FROM workflow_event WHERE workflow_id = $1 ORDER BY seq",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let body: String = row.try_get("body")?;
+                Ok(EventRecord {
+                    seq: row.try_get("seq")?,
+                    workflow_id: row.try_get("workflow_id")?,
+                    event: decode("workflow event", id, &body)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn apply_transition(&self, id: &str, transition: &Transition) -> Result<Workflow> {
+        let (_guard, mut tx) = self.begin().await?;
+        let row = sqlx::query("SELECT id, body FROM workflow WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Err(StoreError::NotFound {
+                kind: "workflow",
+                id: id.to_string(),
+            });
+        };
+        let current = workflow_row(&row)?;
+        let (next, events) = current.apply(transition)?;
+        sqlx::query(
+            "UPDATE workflow SET state = $1, body = $2, version = version + 1, updated_at = $3 \
+             WHERE id = $4",
+        )
+        .bind(next.state.as_str())
+        .bind(encode(&next))
+        .bind(next.updated_at)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        for event in &events {
+            sqlx::query("INSERT INTO workflow_event (workflow_id, at, body) VALUES ($1, $2, $3)")
+                .bind(id)
+                .bind(event.at)
+                .bind(encode(event))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        self.publish(ChangeKind::Workflow, id, ChangeOp::Upsert);
+        Ok(next)
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,294 @@
+use super::*;
+use bellows_model::template::{Strictness, Template};
+use bellows_model::workflow::Outcome;
+use bellows_model::{State, TransitionError};
+
+fn hw(id: &str, mac: &str, ip: &str) -> Hardware {
+    let doc = serde_json::json!({
+        "id": id,
+        "network": {"interfaces": [{"dhcp": {"mac": mac, "ip": {"address": ip, "netmask": "255.255.255.0"}}}]}
+    });
+    Hardware::from_value(doc).unwrap()
+}
+
+async fn store() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(dir.path()).await.unwrap();
+    (dir, s)
+}
+
+const TMPL: &str = "version: \"0.1\"\nname: t\nglobal_timeout: 60\ntasks:\n  - name: a\n    worker: \"{{.device_1}}\"\n    actions:\n      - name: one\n        image: busybox\n";
+
+fn workflow(id: &str, worker: &str) -> Workflow {
+    let rendered = TMPL.replace("{{.device_1}}", worker);
+    let t = Template::parse(&rendered, Strictness::Rendered).unwrap();
+    Workflow::new(
+        id.into(),
+        "tmpl".into(),
+        [("device_1".to_string(), worker.to_string())].into(),
+        None,
+        rendered,
+        &t,
+        now_ms(),
+    )
+}
+
+#[tokio::test]
+async fn hardware_push_get_and_lookups() {
+    let (_d, s) = store().await;
+    let pushed = s
+        .push_hardware(hw("m1", "aa:bb:cc:00:00:01", "10.0.0.1"))
+        .await
+        .unwrap();
+    assert!(pushed.created);
+    let mac: MacAddr = "AA-BB-CC-00-00-01".parse().unwrap();
+    assert_eq!(s.hardware_by_mac(mac).await.unwrap().unwrap().id, "m1");
+    let ip: IpAddr = "10.0.0.1".parse().unwrap();
+    assert_eq!(s.hardware_by_ip(ip).await.unwrap().unwrap().id, "m1");
+    assert_eq!(s.hardware("m1").await.unwrap().unwrap(), pushed.hardware);
+    assert!(s.hardware("nope").await.unwrap().is_none());
+
+    // Same id: update, new IP replaces the old reservation.
+    let again = s
+        .push_hardware(hw("m1", "aa:bb:cc:00:00:01", "10.0.0.2"))
+        .await
+        .unwrap();
+    assert!(!again.created);
+    assert!(s.hardware_by_ip(ip).await.unwrap().is_none());
+    // No id, known MAC: updates that record.
+    let by_mac = s
+        .push_hardware(hw("", "aa:bb:cc:00:00:01", "10.0.0.3"))
+        .await
+        .unwrap();
+    assert_eq!(by_mac.hardware.id, "m1");
+    assert!(!by_mac.created);
+    // No id, new MAC: a fresh uuid.
+    let fresh = s
+        .push_hardware(hw("", "aa:bb:cc:00:00:02", "10.0.0.4"))
+        .await
+        .unwrap();
+    assert!(fresh.created);
+    assert_eq!(fresh.hardware.id.len(), 36);
+    assert_eq!(s.list_hardware().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn duplicate_mac_or_ip_is_a_conflict_and_changes_nothing() {
+    let (_d, s) = store().await;
+    s.push_hardware(hw("m1", "aa:bb:cc:00:00:01", "10.0.0.1"))
+        .await
+        .unwrap();
+    let before = s.list_hardware().await.unwrap();
+    let e = s
+        .push_hardware(hw("m2", "aa:bb:cc:00:00:01", "10.0.0.9"))
+        .await
+        .unwrap_err();
+    match e {
+        StoreError::Conflict { field, message } => {
+            assert_eq!(field.as_deref(), Some("network.interfaces[0].dhcp.mac"));
+            assert!(message.contains("m1"), "{message}");
+        }
+        other => panic!("expected conflict, got {other}"),
+    }
+    let e = s
+        .push_hardware(hw("m2", "aa:bb:cc:00:00:02", "10.0.0.1"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, StoreError::Conflict { field: Some(ref f), .. } if f.ends_with("ip.address"))
+    );
+    assert_eq!(s.list_hardware().await.unwrap(), before);
+    assert!(s.hardware("m2").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn replace_and_delete_hardware() {
+    let (_d, s) = store().await;
+    assert!(matches!(
+        s.replace_hardware("m1", hw("", "aa:bb:cc:00:00:01", "10.0.0.1"))
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+    s.push_hardware(hw("m1", "aa:bb:cc:00:00:01", "10.0.0.1"))
+        .await
+        .unwrap();
+    let replaced = s
+        .replace_hardware("m1", hw("", "aa:bb:cc:00:00:05", "10.0.0.5"))
+        .await
+        .unwrap();
+    assert_eq!(replaced.id, "m1");
+    assert!(
+        s.hardware_by_mac("aa:bb:cc:00:00:01".parse().unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // An unfinished workflow for its MAC blocks deletion.
+    s.create_workflow(&workflow("wf1", "aa:bb:cc:00:00:05"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.delete_hardware("m1").await,
+        Err(StoreError::Conflict { .. })
+    ));
+    s.delete_workflow("wf1").await.unwrap();
+    s.delete_hardware("m1").await.unwrap();
+    assert!(s.hardware("m1").await.unwrap().is_none());
+    assert!(
+        s.hardware_by_mac("aa:bb:cc:00:00:05".parse().unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(matches!(
+        s.delete_hardware("m1").await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn templates_crud_with_unique_names() {
+    let (_d, s) = store().await;
+    let t = s.create_template("hello", TMPL).await.unwrap();
+    assert!(matches!(
+        s.create_template("hello", TMPL).await,
+        Err(StoreError::Conflict { field: Some(ref f), .. }) if f == "name"
+    ));
+    assert_eq!(s.template(&t.id).await.unwrap().unwrap(), t);
+    assert_eq!(s.template("hello").await.unwrap().unwrap(), t);
+    let other = s.create_template("other", TMPL).await.unwrap();
+    assert!(matches!(
+        s.update_template(&other.id, Some("hello"), TMPL).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    let updated = s
+        .update_template(&t.id, Some("renamed"), "x")
+        .await
+        .unwrap();
+    assert_eq!(
+        (updated.name.as_str(), updated.data.as_str()),
+        ("renamed", "x")
+    );
+    assert_eq!(s.list_templates().await.unwrap().len(), 2);
+    s.delete_template(&t.id).await.unwrap();
+    assert!(matches!(
+        s.delete_template(&t.id).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn workflow_transitions_are_logged_and_illegal_ones_change_nothing() {
+    let (_d, s) = store().await;
+    let worker = "aa:bb:cc:00:00:01";
+    s.create_workflow(&workflow("wf1", worker)).await.unwrap();
+    let start = Transition::ActionStarted {
+        task: "a".into(),
+        action: "one".into(),
+        worker: worker.into(),
+        at: now_ms(),
+    };
+    let running = s.apply_transition("wf1", &start).await.unwrap();
+    assert_eq!(running.state, State::Running);
+    let before_events = s.workflow_events("wf1").await.unwrap();
+    assert_eq!(
+        before_events.len(),
+        3,
+        "created, action_started, state_changed"
+    );
+    // Starting again is refused and leaves workflow and log untouched.
+    assert!(matches!(
+        s.apply_transition("wf1", &start).await,
+        Err(StoreError::Transition(
+            TransitionError::BadActionState { .. }
+        ))
+    ));
+    assert_eq!(s.workflow("wf1").await.unwrap().unwrap(), running);
+    assert_eq!(s.workflow_events("wf1").await.unwrap(), before_events);
+    let finish = Transition::ActionFinished {
+        task: "a".into(),
+        action: "one".into(),
+        worker: worker.into(),
+        outcome: Outcome::Success,
+        message: None,
+        at: now_ms(),
+    };
+    let done = s.apply_transition("wf1", &finish).await.unwrap();
+    assert_eq!(done.state, State::Success);
+    let events = s.workflow_events("wf1").await.unwrap();
+    assert_eq!(events.len(), 5);
+    assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
+    let filter = WorkflowFilter {
+        state: Some(State::Success),
+        worker: Some(worker.to_uppercase()),
+    };
+    assert_eq!(s.list_workflows(&filter).await.unwrap().len(), 1);
+    assert!(matches!(
+        s.apply_transition("nope", &finish).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn writes_publish_changes_after_commit() {
+    let (_d, s) = store().await;
+    let mut rx = s.subscribe();
+    s.push_hardware(hw("m1", "aa:bb:cc:00:00:01", "10.0.0.1"))
+        .await
+        .unwrap();
+    let _ = s
+        .push_hardware(hw("m2", "aa:bb:cc:00:00:01", "10.0.0.2"))
+        .await; // refused: no change
+    s.delete_hardware("m1").await.unwrap();
+    let first = rx.recv().await.unwrap();
+    assert_eq!(
+        (first.kind, first.id.as_str(), first.op),
+        (ChangeKind::Hardware, "m1", ChangeOp::Upsert)
+    );
+    let second = rx.recv().await.unwrap();
+    assert_eq!((second.id.as_str(), second.op), ("m1", ChangeOp::Delete));
+    assert!(rx.try_recv().is_err(), "a refused write publishes nothing");
+}
+
+#[tokio::test]
+async fn data_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = SqliteStore::open(dir.path()).await.unwrap();
+        s.push_hardware(hw("m1", "aa:bb:cc:00:00:01", "10.0.0.1"))
+            .await
+            .unwrap();
+        s.create_template("hello", TMPL).await.unwrap();
+        s.create_workflow(&workflow("wf1", "aa:bb:cc:00:00:01"))
+            .await
+            .unwrap();
+        // Dropped without close(): like a crash, minus the kill.
+    }
+    let s = SqliteStore::open(dir.path()).await.unwrap();
+    assert!(s.hardware("m1").await.unwrap().is_some());
+    assert!(s.template("hello").await.unwrap().is_some());
+    assert_eq!(s.workflow_events("wf1").await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn concurrent_writers_queue_instead_of_failing() {
+    let (_d, s) = store().await;
+    let s = std::sync::Arc::new(s);
+    let mut tasks = Vec::new();
+    for i in 0..40u8 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.push_hardware(hw(
+                &format!("m{i}"),
+                &format!("aa:bb:cc:00:01:{i:02x}"),
+                &format!("10.0.1.{}", i + 1),
+            ))
+            .await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(s.list_hardware().await.unwrap().len(), 40);
+}
