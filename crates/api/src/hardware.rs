@@ -1,0 +1,123 @@
+//! `/api/v1/hardware`: push, get, list, replace, delete.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use bellows_model::{Hardware, MacAddr};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{ApiError, AppState, body};
+
+/// Resolves a path segment that may be an id or one of the record's MACs.
+pub(crate) async fn resolve(state: &AppState, id: &str) -> Result<Hardware, ApiError> {
+    if let Some(hw) = state.store.hardware(id).await? {
+        return Ok(hw);
+    }
+    if let Ok(mac) = id.parse::<MacAddr>()
+        && let Some(hw) = state.store.hardware_by_mac(mac).await?
+    {
+        return Ok(hw);
+    }
+    Err(ApiError::not_found("hardware", id))
+}
+
+async fn parse(body: Body) -> Result<Hardware, ApiError> {
+    let value: Value = body::json(body).await?;
+    Ok(Hardware::from_value(value)?)
+}
+
+pub(crate) async fn push(
+    State(state): State<AppState>,
+    body: Body,
+) -> Result<(StatusCode, Json<Hardware>), ApiError> {
+    let hw = parse(body).await?;
+    let pushed = state.store.push_hardware(hw).await?;
+    let status = if pushed.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    tracing::info!(id = %pushed.hardware.id, created = pushed.created, "hardware pushed");
+    Ok((status, Json(pushed.hardware)))
+}
+
+pub(crate) async fn replace(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Json<Hardware>, ApiError> {
+    let hw = parse(body).await?;
+    let existing = resolve(&state, &id).await?;
+    if !hw.id.is_empty() && hw.id != existing.id {
+        return Err(ApiError::invalid(
+            "id",
+            format!(
+                "the document's id {:?} differs from the record being replaced ({:?})",
+                hw.id, existing.id
+            ),
+        ));
+    }
+    Ok(Json(state.store.replace_hardware(&existing.id, hw).await?))
+}
+
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Hardware>, ApiError> {
+    Ok(Json(resolve(&state, &id).await?))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ListQuery {
+    mac: Option<String>,
+    ip: Option<String>,
+}
+
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let items: Vec<Hardware> = match (q.mac, q.ip) {
+        (Some(mac), _) => {
+            let mac: MacAddr = mac.parse().map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("mac: {e}"),
+                    Some("mac".into()),
+                )
+            })?;
+            state
+                .store
+                .hardware_by_mac(mac)
+                .await?
+                .into_iter()
+                .collect()
+        }
+        (None, Some(ip)) => {
+            let ip = ip.parse().map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("ip: {ip:?} is not an IP address"),
+                    Some("ip".into()),
+                )
+            })?;
+            state.store.hardware_by_ip(ip).await?.into_iter().collect()
+        }
+        (None, None) => state.store.list_hardware().await?,
+    };
+    Ok(Json(json!({ "items": items })))
+}
+
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let hw = resolve(&state, &id).await?;
+    state.store.delete_hardware(&hw.id).await?;
+    tracing::info!(id = %hw.id, "hardware deleted");
+    Ok(StatusCode::NO_CONTENT)
+}

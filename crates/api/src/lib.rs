@@ -1,0 +1,133 @@
+//! The Bellows management API: REST/JSON over hardware, templates and
+//! workflows. Every handler is a thin translation between HTTP and the
+//! [`Store`]; the rules live in `bellows-model` and the store.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use bellows_store::Store;
+use tokio::net::TcpListener;
+
+mod body;
+mod error;
+mod hardware;
+mod templates;
+mod workflows;
+
+pub use error::ApiError;
+
+/// The OpenAPI document, served at `/api/v1/openapi.json`; a test checks
+/// the router and this document describe the same operations.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// Largest request body accepted, in bytes.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// The one source of truth.
+    pub store: Arc<dyn Store>,
+}
+
+/// Every route, for the OpenAPI consistency test: (method, path).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/healthz"),
+    ("get", "/api/v1/openapi.json"),
+    ("get", "/api/v1/hardware"),
+    ("post", "/api/v1/hardware"),
+    ("get", "/api/v1/hardware/{id}"),
+    ("put", "/api/v1/hardware/{id}"),
+    ("delete", "/api/v1/hardware/{id}"),
+    ("get", "/api/v1/templates"),
+    ("post", "/api/v1/templates"),
+    ("get", "/api/v1/templates/{id}"),
+    ("put", "/api/v1/templates/{id}"),
+    ("delete", "/api/v1/templates/{id}"),
+    ("get", "/api/v1/workflows"),
+    ("post", "/api/v1/workflows"),
+    ("get", "/api/v1/workflows/{id}"),
+    ("delete", "/api/v1/workflows/{id}"),
+    ("get", "/api/v1/workflows/{id}/events"),
+];
+
+/// Builds the router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/hardware", get(hardware::list).post(hardware::push))
+        .route(
+            "/api/v1/hardware/{id}",
+            get(hardware::get)
+                .put(hardware::replace)
+                .delete(hardware::delete),
+        )
+        .route(
+            "/api/v1/templates",
+            get(templates::list).post(templates::create),
+        )
+        .route(
+            "/api/v1/templates/{id}",
+            get(templates::get)
+                .put(templates::update)
+                .delete(templates::delete),
+        )
+        .route(
+            "/api/v1/workflows",
+            get(workflows::list).post(workflows::create),
+        )
+        .route(
+            "/api/v1/workflows/{id}",
+            get(workflows::get).delete(workflows::delete),
+        )
+        .route("/api/v1/workflows/{id}/events", get(workflows::events))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        // Bodies are read by `body::read` with its own limit and JSON error.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then finishes
+/// in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint; see /api/v1/openapi.json",
+        None,
+    )
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this endpoint; see /api/v1/openapi.json",
+        None,
+    )
+}

@@ -1,0 +1,200 @@
+//! `/api/v1/workflows`: create (render once, now), get, list, events, delete.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use bellows_model::{Hardware, MacAddr, RenderContext, Workflow, render};
+use bellows_store::{WorkflowFilter, now_ms};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{ApiError, AppState, body};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateBody {
+    /// Template id or name.
+    template: String,
+    /// `device_1` → MAC (or hardware id / IP).
+    hardware_map: BTreeMap<String, String>,
+    /// Hardware id for `.Hardware`, when it is not `device_1`'s machine.
+    #[serde(default)]
+    hardware: Option<String>,
+}
+
+/// Finds the hardware a map value names: a MAC, a reserved IP, or an id.
+async fn lookup(state: &AppState, value: &str) -> Result<Option<Hardware>, ApiError> {
+    if let Ok(mac) = value.parse::<MacAddr>() {
+        return Ok(state.store.hardware_by_mac(mac).await?);
+    }
+    if let Ok(ip) = value.parse::<IpAddr>() {
+        return Ok(state.store.hardware_by_ip(ip).await?);
+    }
+    Ok(state.store.hardware(value).await?)
+}
+
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    body: Body,
+) -> Result<(StatusCode, Json<Workflow>), ApiError> {
+    let req: CreateBody = body::json(body).await?;
+    let template = state.store.template(&req.template).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("template {:?} not found", req.template),
+            Some("template".into()),
+        )
+    })?;
+    if req.hardware_map.is_empty() {
+        return Err(ApiError::invalid(
+            "hardware_map",
+            "hardware_map: give at least one worker, e.g. {\"device_1\": \"<mac>\"}",
+        ));
+    }
+    // Every worker must be a machine Bellows knows; MACs are stored in
+    // canonical form so the worker's report (by MAC) matches the task.
+    let mut map = BTreeMap::new();
+    let mut machines = BTreeMap::new();
+    for (key, value) in &req.hardware_map {
+        let field = format!("hardware_map.{key}");
+        let key_ok = !key.is_empty()
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !key.starts_with(|c: char| c.is_ascii_digit());
+        if !key_ok || key == "Hardware" {
+            return Err(ApiError::invalid(
+                field,
+                format!(
+                    "hardware_map: {key:?} is not usable as a template key (letters, digits, '_'; not \"Hardware\")"
+                ),
+            ));
+        }
+        let Some(hw) = lookup(&state, value.trim()).await? else {
+            return Err(ApiError::invalid(
+                field,
+                format!(
+                    "hardware_map.{key}: no hardware has MAC, IP or id {value:?}; push it first with `bellows hardware push`"
+                ),
+            ));
+        };
+        let worker = match value.trim().parse::<MacAddr>() {
+            Ok(mac) => mac.to_string(),
+            Err(_) => value.trim().to_string(),
+        };
+        map.insert(key.clone(), worker);
+        machines.insert(key.clone(), hw);
+    }
+    let hardware =
+        match &req.hardware {
+            Some(id) => Some(lookup(&state, id).await?.ok_or_else(|| {
+                ApiError::invalid("hardware", format!("hardware {id:?} not found"))
+            })?),
+            None => machines
+                .get("device_1")
+                .or_else(|| machines.values().next())
+                .cloned(),
+        };
+    let ctx = RenderContext {
+        hardware_map: map.clone(),
+        hardware,
+    };
+    let (rendered, parsed) = render(&template.data, &ctx)?;
+    let wf = Workflow::new(
+        uuid::Uuid::new_v4().to_string(),
+        template.id.clone(),
+        map,
+        ctx.hardware.as_ref().map(|h| h.id.clone()),
+        rendered,
+        &parsed,
+        now_ms(),
+    );
+    state.store.create_workflow(&wf).await?;
+    tracing::info!(id = %wf.id, template = %template.name, "workflow created");
+    Ok((StatusCode::CREATED, Json(wf)))
+}
+
+async fn resolve(state: &AppState, id: &str) -> Result<Workflow, ApiError> {
+    state
+        .store
+        .workflow(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("workflow", id))
+}
+
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Workflow>, ApiError> {
+    Ok(Json(resolve(&state, &id).await?))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ListQuery {
+    state: Option<String>,
+    hardware: Option<String>,
+}
+
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let wf_state = match q.state.as_deref() {
+        None => None,
+        Some(s) => Some(
+            serde_json::from_value(Value::String(s.to_ascii_uppercase())).map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!(
+                        "state: {s:?} is not one of PENDING, RUNNING, SUCCESS, FAILED, TIMEOUT"
+                    ),
+                    Some("state".into()),
+                )
+            })?,
+        ),
+    };
+    // `hardware` may be a MAC, IP or id; workflows are indexed by worker.
+    let worker = match q.hardware {
+        None => None,
+        Some(h) => Some(match h.parse::<MacAddr>() {
+            Ok(mac) => mac.to_string(),
+            Err(_) => match lookup(&state, &h).await? {
+                Some(hw) => hw
+                    .macs()
+                    .next()
+                    .map_or_else(|| hw.id.clone(), |m| m.to_string()),
+                None => h,
+            },
+        }),
+    };
+    let filter = WorkflowFilter {
+        state: wf_state,
+        worker,
+    };
+    Ok(Json(
+        json!({ "items": state.store.list_workflows(&filter).await? }),
+    ))
+}
+
+pub(crate) async fn events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    resolve(&state, &id).await?;
+    Ok(Json(
+        json!({ "items": state.store.workflow_events(&id).await? }),
+    ))
+}
+
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.store.delete_workflow(&id).await?;
+    tracing::info!(id = %id, "workflow deleted");
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,180 @@
+//! Command-line grammar. Words follow the Tinkerbell CLI the seeds use
+//! (`hardware push`, `template create -n -p`, `workflow create -t -r`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Default API address: loopback, because the management API has no
+/// authentication; bind it wider only on a trusted provisioning network.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:42113";
+
+/// Bare-metal provisioning: network boot, workflows of container actions,
+/// metadata and BMC control, in one program.
+#[derive(Parser, Debug)]
+#[command(name = "bellows", version, propagate_version = true)]
+pub struct Cli {
+    /// Bellows API URL for client commands.
+    #[arg(
+        long,
+        global = true,
+        env = "BELLOWS_URL",
+        default_value = "http://127.0.0.1:42113"
+    )]
+    pub url: String,
+    /// Output format for client commands.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How client commands print results.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Aligned columns for people.
+    Table,
+    /// JSON, as the API returns it.
+    Json,
+    /// YAML, as the API returns it.
+    Yaml,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the Bellows server (API and state) in the foreground.
+    Server(ServerArgs),
+    /// Manage hardware records.
+    #[command(subcommand)]
+    Hardware(HardwareCmd),
+    /// Manage workflow templates.
+    #[command(subcommand)]
+    Template(TemplateCmd),
+    /// Manage workflows.
+    #[command(subcommand)]
+    Workflow(WorkflowCmd),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// Shell to generate for.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `bellows server` options. Precedence: flag, then environment variable,
+/// then the TOML file given by --config, then the default.
+#[derive(Args, Debug, Default)]
+pub struct ServerArgs {
+    /// Directory holding the embedded database [default: ./bellows-data].
+    #[arg(long, env = "BELLOWS_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address for the API (REST; gRPC later) [default: 127.0.0.1:42113].
+    /// Use port 0 to pick a free port; the chosen one is logged.
+    #[arg(long, env = "BELLOWS_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// TOML file with `data_dir`, `listen`, `log` keys.
+    #[arg(long, env = "BELLOWS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log filter, e.g. `info` or `bellows=debug` [default: info].
+    #[arg(long, env = "BELLOWS_LOG")]
+    pub log: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HardwareCmd {
+    /// Create or update hardware from a JSON file (flat Tinkerbell or
+    /// resource shape). An existing id or MAC is updated in place.
+    Push {
+        /// File to read; `-` for stdin.
+        #[arg(short, long)]
+        file: PathBuf,
+    },
+    /// Show one machine, by id or MAC.
+    Get {
+        /// Hardware id or MAC.
+        id: String,
+    },
+    /// List machines.
+    List,
+    /// Delete a machine, by id or MAC.
+    Delete {
+        /// Hardware id or MAC.
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TemplateCmd {
+    /// Create a template from a YAML file; prints its id.
+    Create {
+        /// Template name (unique).
+        #[arg(short, long)]
+        name: String,
+        /// Template file; `-` for stdin.
+        #[arg(short, long)]
+        path: PathBuf,
+    },
+    /// Show a template, by id or name.
+    Get {
+        /// Template id or name.
+        id: String,
+    },
+    /// List templates.
+    List,
+    /// Replace a template's YAML (and optionally its name).
+    Update {
+        /// Template id or name.
+        id: String,
+        /// New template file; `-` for stdin.
+        #[arg(short, long)]
+        path: PathBuf,
+        /// New name.
+        #[arg(short, long)]
+        name: Option<String>,
+    },
+    /// Delete a template. Workflows already created from it are unaffected.
+    Delete {
+        /// Template id or name.
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WorkflowCmd {
+    /// Create a workflow from a template for the given machines; prints its id.
+    Create {
+        /// Template id or name.
+        #[arg(short, long)]
+        template: String,
+        /// Hardware map as JSON, e.g. '{"device_1":"d0:50:99:d7:63:20"}'.
+        #[arg(short = 'r', long = "hardware-map")]
+        hardware_map: String,
+        /// Hardware id exposed to the template as .Hardware [default: device_1's machine].
+        #[arg(long)]
+        hardware: Option<String>,
+    },
+    /// Show a workflow with each task's worker and each action's state.
+    Get {
+        /// Workflow id.
+        id: String,
+    },
+    /// List workflows.
+    List {
+        /// Only this state (PENDING, RUNNING, SUCCESS, FAILED, TIMEOUT).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only workflows for this machine (MAC, IP or id).
+        #[arg(long)]
+        hardware: Option<String>,
+    },
+    /// Show a workflow's event log.
+    Events {
+        /// Workflow id.
+        id: String,
+    },
+    /// Delete a workflow and its events.
+    Delete {
+        /// Workflow id.
+        id: String,
+    },
+}

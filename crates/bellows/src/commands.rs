@@ -1,0 +1,434 @@
+//! Client commands: each turns arguments into one or two API calls and
+//! prints the result.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::CommandFactory;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::cli::{Cli, Command, Format, HardwareCmd, TemplateCmd, WorkflowCmd};
+use crate::client::{Client, segment};
+use crate::output::{duration, s, structured, table, time};
+
+/// Everything a command can fail with, printed as `error: …`.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The server refused the request.
+    #[error("{}{message} (HTTP {status})", field.as_deref().map(|f| if message.starts_with(f) { String::new() } else { format!("{f}: ") }).unwrap_or_default())]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// Server's message.
+        message: String,
+        /// Field at fault.
+        field: Option<String>,
+    },
+    /// No server to talk to.
+    #[error("{0}")]
+    Connect(String),
+    /// Bad arguments or local input.
+    #[error("{0}")]
+    Usage(String),
+    /// The server could not start or run.
+    #[error("{0}")]
+    Server(String),
+}
+
+/// Dispatches a parsed command line.
+pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    let format = cli.output;
+    match cli.command {
+        Command::Server(args) => crate::server::run(args).await,
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "bellows",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Hardware(cmd) => hardware(&Client::new(&cli.url)?, format, cmd).await,
+        Command::Template(cmd) => template(&Client::new(&cli.url)?, format, cmd).await,
+        Command::Workflow(cmd) => workflow(&Client::new(&cli.url)?, format, cmd).await,
+    }
+}
+
+/// Reads a file, or stdin for `-`.
+fn read_input(path: &Path) -> Result<Vec<u8>, CliError> {
+    if path.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .map_err(|e| CliError::Usage(format!("cannot read stdin: {e}")))?;
+        return Ok(buf);
+    }
+    std::fs::read(path).map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))
+}
+
+fn body(v: &Value) -> Option<Vec<u8>> {
+    Some(v.to_string().into_bytes())
+}
+
+fn hardware_rows(items: &[Value]) -> Vec<Vec<String>> {
+    items
+        .iter()
+        .map(|h| {
+            let ifaces = h.pointer("/network/interfaces").and_then(Value::as_array);
+            let join = |ptr: &str| {
+                ifaces
+                    .map(|l| {
+                        l.iter()
+                            .map(|i| s(i, ptr))
+                            .filter(|x| !x.is_empty())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
+                    .unwrap_or_default()
+            };
+            let hostname = {
+                let h1 = join("/dhcp/hostname");
+                if h1.is_empty() {
+                    s(h, "/metadata/instance/hostname")
+                } else {
+                    h1
+                }
+            };
+            vec![
+                s(h, "/id"),
+                join("/dhcp/mac"),
+                join("/dhcp/ip/address"),
+                hostname,
+            ]
+        })
+        .collect()
+}
+
+async fn hardware(c: &Client, format: Format, cmd: HardwareCmd) -> Result<ExitCode, CliError> {
+    const HEADERS: &[&str] = &["ID", "MAC", "IP", "HOSTNAME"];
+    match cmd {
+        HardwareCmd::Push { file } => {
+            let bytes = read_input(&file)?;
+            let v = c
+                .call(Method::POST, "/api/v1/hardware", Some(bytes))
+                .await?;
+            if !structured(format, &v)? {
+                println!("{}", s(&v, "/id"));
+            }
+        }
+        HardwareCmd::Get { id } => {
+            let v = c
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/hardware/{}", segment(&id)),
+                    None,
+                )
+                .await?;
+            if !structured(format, &v)? {
+                print!(
+                    "{}",
+                    table(HEADERS, &hardware_rows(std::slice::from_ref(&v)))
+                );
+            }
+        }
+        HardwareCmd::List => {
+            let v = c.call(Method::GET, "/api/v1/hardware", None).await?;
+            if !structured(format, &v)? {
+                let items = v["items"].as_array().cloned().unwrap_or_default();
+                print!("{}", table(HEADERS, &hardware_rows(&items)));
+            }
+        }
+        HardwareCmd::Delete { id } => {
+            c.call(
+                Method::DELETE,
+                &format!("/api/v1/hardware/{}", segment(&id)),
+                None,
+            )
+            .await?;
+            eprintln!("deleted hardware {id}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn template_rows(items: &[Value]) -> Vec<Vec<String>> {
+    items
+        .iter()
+        .map(|t| {
+            vec![
+                s(t, "/id"),
+                s(t, "/name"),
+                time(t, "/created_at"),
+                time(t, "/updated_at"),
+            ]
+        })
+        .collect()
+}
+
+fn utf8(bytes: Vec<u8>, what: &Path) -> Result<String, CliError> {
+    String::from_utf8(bytes)
+        .map_err(|_| CliError::Usage(format!("{} is not UTF-8 text", what.display())))
+}
+
+async fn template(c: &Client, format: Format, cmd: TemplateCmd) -> Result<ExitCode, CliError> {
+    const HEADERS: &[&str] = &["ID", "NAME", "CREATED", "UPDATED"];
+    match cmd {
+        TemplateCmd::Create { name, path } => {
+            let data = utf8(read_input(&path)?, &path)?;
+            let v = c
+                .call(
+                    Method::POST,
+                    "/api/v1/templates",
+                    body(&json!({"name": name, "data": data})),
+                )
+                .await?;
+            if !structured(format, &v)? {
+                println!("{}", s(&v, "/id"));
+            }
+        }
+        TemplateCmd::Get { id } => {
+            let v = c
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/templates/{}", segment(&id)),
+                    None,
+                )
+                .await?;
+            if !structured(format, &v)? {
+                print!(
+                    "{}",
+                    table(HEADERS, &template_rows(std::slice::from_ref(&v)))
+                );
+                println!();
+                print!("{}", s(&v, "/data"));
+            }
+        }
+        TemplateCmd::List => {
+            let v = c.call(Method::GET, "/api/v1/templates", None).await?;
+            if !structured(format, &v)? {
+                let items = v["items"].as_array().cloned().unwrap_or_default();
+                print!("{}", table(HEADERS, &template_rows(&items)));
+            }
+        }
+        TemplateCmd::Update { id, path, name } => {
+            let data = utf8(read_input(&path)?, &path)?;
+            let mut req = json!({"data": data});
+            if let Some(name) = name {
+                req["name"] = Value::String(name);
+            }
+            let v = c
+                .call(
+                    Method::PUT,
+                    &format!("/api/v1/templates/{}", segment(&id)),
+                    body(&req),
+                )
+                .await?;
+            if !structured(format, &v)? {
+                println!("{}", s(&v, "/id"));
+            }
+        }
+        TemplateCmd::Delete { id } => {
+            c.call(
+                Method::DELETE,
+                &format!("/api/v1/templates/{}", segment(&id)),
+                None,
+            )
+            .await?;
+            eprintln!("deleted template {id}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_workflow(v: &Value) {
+    let header = table(
+        &["ID", "TEMPLATE", "STATE", "CREATED"],
+        &[vec![
+            s(v, "/id"),
+            s(v, "/template_name"),
+            s(v, "/state"),
+            time(v, "/created_at"),
+        ]],
+    );
+    print!("{header}");
+    if let Some(msg) = v.get("message").and_then(Value::as_str) {
+        println!("message: {msg}");
+    }
+    println!();
+    let mut rows = Vec::new();
+    for task in v["tasks"].as_array().into_iter().flatten() {
+        for action in task["actions"].as_array().into_iter().flatten() {
+            rows.push(vec![
+                s(task, "/name"),
+                s(task, "/worker"),
+                s(action, "/name"),
+                s(action, "/image"),
+                s(action, "/state"),
+                duration(action["duration_ms"].as_i64()),
+                s(action, "/message"),
+            ]);
+        }
+    }
+    print!(
+        "{}",
+        table(
+            &[
+                "TASK", "WORKER", "ACTION", "IMAGE", "STATE", "DURATION", "MESSAGE"
+            ],
+            &rows
+        )
+    );
+}
+
+async fn workflow(c: &Client, format: Format, cmd: WorkflowCmd) -> Result<ExitCode, CliError> {
+    match cmd {
+        WorkflowCmd::Create {
+            template,
+            hardware_map,
+            hardware,
+        } => {
+            let map: Value = serde_json::from_str(&hardware_map).map_err(|e| {
+                CliError::Usage(format!(
+                    "--hardware-map is not JSON ({e}); write it like '{{\"device_1\":\"d0:50:99:d7:63:20\"}}'"
+                ))
+            })?;
+            let mut req = json!({"template": template, "hardware_map": map});
+            if let Some(hw) = hardware {
+                req["hardware"] = Value::String(hw);
+            }
+            let v = c
+                .call(Method::POST, "/api/v1/workflows", body(&req))
+                .await?;
+            if !structured(format, &v)? {
+                println!("{}", s(&v, "/id"));
+            }
+        }
+        WorkflowCmd::Get { id } => {
+            let v = c
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/workflows/{}", segment(&id)),
+                    None,
+                )
+                .await?;
+            if !structured(format, &v)? {
+                print_workflow(&v);
+            }
+        }
+        WorkflowCmd::List { state, hardware } => {
+            let mut path = "/api/v1/workflows".to_string();
+            let mut sep = '?';
+            for (k, val) in [("state", state), ("hardware", hardware)] {
+                if let Some(val) = val {
+                    path.push_str(&format!("{sep}{k}={}", segment(&val)));
+                    sep = '&';
+                }
+            }
+            let v = c.call(Method::GET, &path, None).await?;
+            if !structured(format, &v)? {
+                let rows: Vec<Vec<String>> = v["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|w| {
+                        let workers: Vec<String> = w["tasks"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|t| s(t, "/worker"))
+                            .collect();
+                        vec![
+                            s(w, "/id"),
+                            s(w, "/template_name"),
+                            s(w, "/state"),
+                            workers.join(","),
+                            time(w, "/created_at"),
+                        ]
+                    })
+                    .collect();
+                print!(
+                    "{}",
+                    table(&["ID", "TEMPLATE", "STATE", "WORKERS", "CREATED"], &rows)
+                );
+            }
+        }
+        WorkflowCmd::Events { id } => {
+            let v = c
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/workflows/{}/events", segment(&id)),
+                    None,
+                )
+                .await?;
+            if !structured(format, &v)? {
+                let rows: Vec<Vec<String>> = v["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|e| {
+                        vec![
+                            s(e, "/seq"),
+                            time(e, "/at"),
+                            s(e, "/type"),
+                            event_details(e),
+                        ]
+                    })
+                    .collect();
+                print!("{}", table(&["SEQ", "TIME", "EVENT", "DETAILS"], &rows));
+            }
+        }
+        WorkflowCmd::Delete { id } => {
+            c.call(
+                Method::DELETE,
+                &format!("/api/v1/workflows/{}", segment(&id)),
+                None,
+            )
+            .await?;
+            eprintln!("deleted workflow {id}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn event_details(e: &Value) -> String {
+    match e["type"].as_str() {
+        Some("created") => format!("from template {}", s(e, "/template_id")),
+        Some("action_started") => format!(
+            "{}/{} on {}",
+            s(e, "/task"),
+            s(e, "/action"),
+            s(e, "/worker")
+        ),
+        Some("action_finished") => {
+            let msg = s(e, "/message");
+            format!(
+                "{}/{} {}{}",
+                s(e, "/task"),
+                s(e, "/action"),
+                s(e, "/state"),
+                if msg.is_empty() {
+                    msg
+                } else {
+                    format!(": {msg}")
+                }
+            )
+        }
+        Some("state_changed") => {
+            let msg = s(e, "/message");
+            format!(
+                "{} -> {}{}",
+                s(e, "/from"),
+                s(e, "/to"),
+                if msg.is_empty() {
+                    msg
+                } else {
+                    format!(": {msg}")
+                }
+            )
+        }
+        _ => String::new(),
+    }
+}

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Fuzzes a running Bellows server against its own OpenAPI document
+# (crates/api/openapi.json, served at /api/v1/openapi.json) with schemathesis:
+# no 5xx, only documented status codes and content types, and every response
+# body valid against its schema.
+#
+#   BELLOWS_URL   server to test (default http://127.0.0.1:42113); only this
+#                 server is contacted
+#   BELLOWS_VENV  virtualenv holding schemathesis (default /tmp/bellows-venv);
+#                 created and filled on first use
+#   ST_MAX_EXAMPLES  test cases per operation and phase (default 30)
+#   ST_SEED       optional seed, to replay a run
+#
+# Extra arguments are passed to `st run` (e.g. --report junit).
+set -euo pipefail
+
+SCHEMATHESIS_VERSION=4.32.5
+url="${BELLOWS_URL:-http://127.0.0.1:42113}"
+url="${url%/}"
+venv="${BELLOWS_VENV:-/tmp/bellows-venv}"
+max_examples="${ST_MAX_EXAMPLES:-30}"
+
+st="$venv/bin/st"
+if ! [ -x "$st" ] || [ "$("$st" --version 2>/dev/null | awk '{print $NF}')" != "$SCHEMATHESIS_VERSION" ]; then
+  echo "schemathesis.sh: installing schemathesis $SCHEMATHESIS_VERSION into $venv" >&2
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+
+args=(
+  run "$url/api/v1/openapi.json"
+  --url "$url"
+  --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance
+  --max-examples "$max_examples"
+  --workers 1
+  --request-timeout 10
+  --max-redirects 0
+  --generation-database none
+  --wait-for-schema 30
+  --no-color
+)
+if [ -n "${ST_SEED:-}" ]; then
+  args+=(--seed "$ST_SEED")
+fi
+
+# Hard bound on the whole run, whatever the number of operations.
+exec timeout 600 "$st" "${args[@]}" "$@"
