@@ -11,7 +11,10 @@
 #   ST_MAX_EXAMPLES  test cases per operation and phase (default 30)
 #   ST_SEED       optional seed, to replay a run
 #
-# Extra arguments are passed to `st run` (e.g. --report junit).
+# Extra arguments are passed to `st run` (e.g. --report junit). schemathesis
+# and Hypothesis keep caches in the current directory, so the run happens in
+# $BELLOWS_VENV/run (relative paths in extra arguments resolve there); to
+# replay a failure: cd "$BELLOWS_VENV/run" && "$BELLOWS_VENV/bin/st" replay ID.
 set -euo pipefail
 
 SCHEMATHESIS_VERSION=4.32.5
@@ -43,6 +46,10 @@ args=(
 if [ -n "${ST_SEED:-}" ]; then
   args+=(--seed "$ST_SEED")
 fi
+
+# Keep .schemathesis/ and .hypothesis/ out of the caller's work tree.
+mkdir -p "$venv/run"
+cd "$venv/run"
 
 # Hard bound on the whole run, whatever the number of operations.
 exec timeout 600 "$st" "${args[@]}" "$@"

@@ -1,0 +1,7 @@
+//! Tests against the real `bellows` binary: a server process on loopback,
+//! driven over HTTP and through the CLI.
+
+mod api;
+mod cli;
+mod durability;
+mod harness;
