@@ -8,7 +8,8 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bellows_store::Store;
 use tokio::net::TcpListener;
@@ -91,6 +92,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         // Bodies are read by `body::read` with its own limit and JSON error.
         .layer(DefaultBodyLimit::disable())
+        .layer(middleware::map_response(json_rejections))
         .with_state(state)
 }
 
@@ -104,6 +106,32 @@ pub async fn serve(
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// axum's own extractor rejections (a malformed query string, a path that
+/// is not UTF-8) are plain text; clients were promised `{code, message,
+/// field}` for every error, so rewrite them here, in one place.
+async fn json_rejections(resp: Response) -> Response {
+    let status = resp.status();
+    let is_text = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    if !(status.is_client_error() && is_text) {
+        return resp;
+    }
+    let bytes = axum::body::to_bytes(resp.into_body(), 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        _ => "bad_request",
+    };
+    ApiError::new(status, code, String::from_utf8_lossy(&bytes), None).into_response()
 }
 
 async fn healthz() -> impl IntoResponse {

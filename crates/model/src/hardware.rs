@@ -315,6 +315,19 @@ impl Hardware {
         if !(self.metadata.is_null() || self.metadata.is_object()) {
             return Err(ValidationError::new("metadata", "must be an object"));
         }
+        if self.resource.as_ref().is_some_and(|r| !r.is_object()) {
+            return Err(ValidationError::new("resource", "must be an object"));
+        }
+        if self
+            .bmc_ref
+            .as_ref()
+            .is_some_and(|b| !(b.is_object() || b.is_string()))
+        {
+            return Err(ValidationError::new(
+                "bmc_ref",
+                "must be an object (or a BMC name)",
+            ));
+        }
         let mut macs = BTreeSet::new();
         let mut ips = BTreeSet::new();
         for (i, iface) in self.network.interfaces.iter().enumerate() {

@@ -211,6 +211,12 @@ fn malformed_documents_are_refused_with_a_reason() {
     );
     assert_eq!(err_of(r#"{"spec": []}"#).field, "spec");
     assert!(err_of(r#"{"id": "a/b"}"#).message.contains("'/'"));
+    assert_eq!(
+        err_of(r#"{"id": "a", "resource": [null]}"#).field,
+        "resource"
+    );
+    assert_eq!(err_of(r#"{"id": "a", "bmc_ref": 5}"#).field, "bmc_ref");
+    assert_eq!(err_of(r#"{"id": "a", "metadata": "x"}"#).field, "metadata");
     let e =
         err_of(&SEED_HARDWARE.replace("\"x86_64\",", "\"x86_64\", \"hostname\": \"bad_name!\","));
     assert_eq!(e.field, "network.interfaces[0].dhcp.hostname");

@@ -1,0 +1,35 @@
+# Shared set-up for the README's commands: installs what Bellows needs on a
+# fresh Debian 12 machine. Sourced, not run.
+
+# apt_install PKG...: installs the Debian packages that are missing.
+apt_install() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "setup: installing ${missing[*]}" >&2
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# ensure_rust: a Rust toolchain new enough for the workspace (Debian's is too old).
+ensure_rust() {
+  if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+  if ! command -v cargo >/dev/null 2>&1; then
+    apt_install curl ca-certificates
+    echo "setup: installing Rust with rustup" >&2
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c clippy -c rustfmt
+    export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+}
+
+# Build dependencies: a C compiler for the bundled SQLite.
+ensure_build_deps() {
+  apt_install build-essential pkg-config
+  ensure_rust
+}

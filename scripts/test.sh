@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs every check CI runs: formatting, clippy, all tests (unit, API, CLI,
+# durability, store), the Go golden comparison, and schemathesis against
+# a live server's OpenAPI document. Installs what it needs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+ensure_build_deps
+apt_install golang-go python3-venv curl
+
+echo "== fmt"
+cargo fmt --all -- --check
+echo "== clippy"
+cargo clippy --locked --workspace --all-targets -- -D warnings
+echo "== tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --locked --workspace --no-fail-fast
+  cargo test --locked --workspace --doc -q
+else
+  cargo test --locked --workspace --no-fail-fast
+fi
+echo "== golden: Go's text/template renders the committed outputs"
+scripts/golden.sh
+echo "== schemathesis: the live API conforms to its OpenAPI document"
+scripts/api-conformance.sh
+echo "== all checks passed"
