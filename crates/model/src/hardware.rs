@@ -234,7 +234,19 @@ impl Hardware {
             typed_from_value::<Hardware>(Value::Object(obj), "")?
         };
         hw.validate()?;
-        Ok(hw)
+        // What is stored must read back as the same value; a document that
+        // cannot (a key that collides with a field after conversion) is
+        // refused here rather than stored unreadable.
+        let stored = serde_json::to_value(&hw)
+            .map_err(|e| ValidationError::new("", format!("cannot be stored: {e}")))?;
+        match serde_json::from_value::<Hardware>(stored) {
+            Ok(back) if back == hw => Ok(hw),
+            Ok(_) => Err(ValidationError::new(
+                "",
+                "document does not survive a store/load round trip; report this as a bug",
+            )),
+            Err(e) => Err(ValidationError::new("", format!("cannot be stored: {e}"))),
+        }
     }
 
     /// Every MAC on the machine, in interface order.
@@ -441,6 +453,25 @@ mod resource {
             .unwrap_or_default()
             .to_string();
         obj.remove("id");
+        // Top-level keys of the flat shape mean nothing beside `spec`; taking
+        // them as unknown extras would collide with the converted fields.
+        for key in [
+            "network",
+            "disks",
+            "user_data",
+            "vendor_data",
+            "bmc_ref",
+            "resource",
+        ] {
+            if obj.contains_key(key) {
+                return Err(ValidationError::new(
+                    key,
+                    format!(
+                        "{key:?} belongs to the flat shape; in a resource (with spec) put it under spec"
+                    ),
+                ));
+            }
+        }
 
         let mut interfaces = match spec.remove("interfaces") {
             None | Some(Value::Null) => Vec::new(),

@@ -234,6 +234,8 @@ fn bad_input_is_refused_and_changes_nothing() {
         ("GET", format!("{}/api/v1/workflows?state=DONE", s.url), vec![], 400, "not one of", Some("state")),
         ("DELETE", format!("{}/api/v1/workflows/nope", s.url), vec![], 404, "not found", None),
         ("GET", format!("{}/api/v1/workflows?state=PENDING&state=RUNNING", s.url), vec![], 400, "duplicate field", None),
+        ("POST", hw_url.clone(), json!({"metadata": {"name": "dup1"}, "network": 5, "spec": {}}).to_string().into_bytes(),
+            422, "belongs to the flat shape", Some("network")),
         ("POST", hw_url.clone(), json!({"id": "x", "resource": [1]}).to_string().into_bytes(),
             422, "must be an object", Some("resource")),
         // Routing.

@@ -210,6 +210,19 @@ fn malformed_documents_are_refused_with_a_reason() {
         "network.interfaces"
     );
     assert_eq!(err_of(r#"{"spec": []}"#).field, "spec");
+    // Found by schemathesis: flat keys beside `spec` used to be stored as
+    // extras that collided with the converted fields, corrupting the record.
+    for key in [
+        "network",
+        "disks",
+        "user_data",
+        "vendor_data",
+        "bmc_ref",
+        "resource",
+    ] {
+        let doc = format!(r#"{{"metadata": {{"name": "d"}}, "{key}": 5, "spec": {{}}}}"#);
+        assert_eq!(err_of(&doc).field, key);
+    }
     assert!(err_of(r#"{"id": "a/b"}"#).message.contains("'/'"));
     assert_eq!(
         err_of(r#"{"id": "a", "resource": [null]}"#).field,
