@@ -14,11 +14,11 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-"$bin" server --data-dir "$work/data" --listen 127.0.0.1:0 2>"$work/server.log" &
+"$bin" server --data-dir "$work/data" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 2>"$work/server.log" &
 pid=$!
 url=""
 for _ in $(seq 1 100); do
-  url=$(grep -o 'listening on http://[0-9.:]*' "$work/server.log" | head -1 | sed 's/listening on //') || true
+  url=$(grep -o 'bellows API listening on http://[0-9.:]*' "$work/server.log" | head -1 | sed 's/.*listening on //') || true
   [ -n "$url" ] && break
   kill -0 "$pid" 2>/dev/null || { cat "$work/server.log" >&2; exit 1; }
   sleep 0.1

@@ -61,6 +61,10 @@ pub enum Command {
     },
 }
 
+/// Default HTTP boot listener (iPXE scripts, artifacts, metadata). An
+/// unprivileged port, so the server starts as any user; boot URLs carry it.
+pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:8080";
+
 /// `bellows server` options. Precedence: flag, then environment variable,
 /// then the TOML file given by --config, then the default.
 #[derive(Args, Debug, Default)]
@@ -72,7 +76,20 @@ pub struct ServerArgs {
     /// Use port 0 to pick a free port; the chosen one is logged.
     #[arg(long, env = "BELLOWS_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// TOML file with `data_dir`, `listen`, `log` keys.
+    /// Address of the HTTP boot service: iPXE scripts and binaries, the
+    /// in-memory OS, and instance metadata [default: 0.0.0.0:8080].
+    #[arg(long, env = "BELLOWS_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
+    /// Extra addresses serving only the metadata service, e.g.
+    /// 169.254.169.254:80 for stock cloud images (comma-separated).
+    #[arg(long, env = "BELLOWS_METADATA_LISTEN", value_delimiter = ',')]
+    pub metadata_listen: Vec<SocketAddr>,
+    /// Proxies whose X-Forwarded-For is believed when identifying a
+    /// metadata caller (CIDRs, comma-separated). Nobody by default.
+    #[arg(long, env = "BELLOWS_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
+    /// TOML file with `data_dir`, `listen`, `http_listen`,
+    /// `metadata_listen`, `trusted_proxies`, `log` keys.
     #[arg(long, env = "BELLOWS_CONFIG")]
     pub config: Option<PathBuf>,
     /// Log filter, e.g. `info` or `bellows=debug` [default: info].

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::cli::{DEFAULT_LISTEN, ServerArgs};
+use bellows_metadata::Cidr;
+
+use crate::cli::{DEFAULT_HTTP_LISTEN, DEFAULT_LISTEN, ServerArgs};
 
 /// Keys accepted in the TOML file. Unknown keys are an error, so a typo
 /// does not silently fall back to a default.
@@ -14,6 +16,9 @@ use crate::cli::{DEFAULT_LISTEN, ServerArgs};
 struct File {
     data_dir: Option<PathBuf>,
     listen: Option<SocketAddr>,
+    http_listen: Option<SocketAddr>,
+    metadata_listen: Option<Vec<SocketAddr>>,
+    trusted_proxies: Option<Vec<String>>,
     log: Option<String>,
 }
 
@@ -24,6 +29,12 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// API address.
     pub listen: SocketAddr,
+    /// HTTP boot service address.
+    pub http_listen: SocketAddr,
+    /// Extra metadata-only addresses.
+    pub metadata_listen: Vec<SocketAddr>,
+    /// Trusted proxies for X-Forwarded-For.
+    pub trusted_proxies: Vec<Cidr>,
     /// Log filter.
     pub log: String,
 }
@@ -39,6 +50,9 @@ pub enum ConfigError {
         /// IO error.
         source: std::io::Error,
     },
+    /// A value is malformed.
+    #[error("{0}")]
+    Value(String),
     /// The file is not valid TOML or has unknown keys.
     #[error("config file {path}: {message}")]
     Parse {
@@ -55,12 +69,36 @@ pub fn resolve(args: &ServerArgs) -> Result<ServerConfig, ConfigError> {
         Some(path) => load(path)?,
         None => File::default(),
     };
-    let listen = match args.listen.or(file.listen) {
-        Some(addr) => addr,
-        None => DEFAULT_LISTEN
-            .parse()
-            .unwrap_or_else(|e| unreachable!("DEFAULT_LISTEN parses: {e}")),
+    let default = |s: &str| -> SocketAddr {
+        s.parse()
+            .unwrap_or_else(|e| unreachable!("default address {s} parses: {e}"))
     };
+    let listen = args
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| default(DEFAULT_LISTEN));
+    let http_listen = args
+        .http_listen
+        .or(file.http_listen)
+        .unwrap_or_else(|| default(DEFAULT_HTTP_LISTEN));
+    let metadata_listen = if args.metadata_listen.is_empty() {
+        file.metadata_listen.unwrap_or_default()
+    } else {
+        args.metadata_listen.clone()
+    };
+    let proxies = if args.trusted_proxies.is_empty() {
+        file.trusted_proxies.unwrap_or_default()
+    } else {
+        args.trusted_proxies.clone()
+    };
+    let trusted_proxies = proxies
+        .iter()
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| {
+            p.parse::<Cidr>()
+                .map_err(|e| ConfigError::Value(format!("trusted_proxies: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(ServerConfig {
         data_dir: args
             .data_dir
@@ -68,6 +106,9 @@ pub fn resolve(args: &ServerArgs) -> Result<ServerConfig, ConfigError> {
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from("bellows-data")),
         listen,
+        http_listen,
+        metadata_listen,
+        trusted_proxies,
         log: args
             .log
             .clone()
@@ -114,6 +155,14 @@ mod tests {
 
         args.listen = Some("127.0.0.1:1".parse().unwrap());
         assert_eq!(resolve(&args).unwrap().listen.to_string(), "127.0.0.1:1");
+
+        args.trusted_proxies = vec!["10.0.0.0/33".into()];
+        let e = resolve(&args).unwrap_err().to_string();
+        assert!(
+            e.contains("trusted_proxies") && e.contains("10.0.0.0/33"),
+            "{e}"
+        );
+        args.trusted_proxies.clear();
 
         std::fs::write(&path, "data-dir = \"x\"\n").unwrap();
         let e = resolve(&args).unwrap_err().to_string();

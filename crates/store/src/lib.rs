@@ -6,8 +6,9 @@
 //! (JSON as TEXT, times as integer Unix milliseconds).
 //!
 //! Network services (DHCP, iPXE, metadata) must never wait on a query in
-//! their packet path: they keep an in-memory index and refresh it from the
-//! [`Change`] notifications that every committed write publishes.
+//! their packet path: they read the store's in-memory [`HardwareIndex`],
+//! which every hardware write updates before it returns. Other subscribers
+//! follow the [`Change`] notifications each committed write publishes.
 
 use std::net::IpAddr;
 
@@ -17,8 +18,10 @@ use bellows_model::{Hardware, MacAddr, State, Workflow};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+mod index;
 mod sqlite;
 
+pub use index::HardwareIndex;
 pub use sqlite::SqliteStore;
 
 /// Why a store operation failed.
@@ -198,6 +201,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Change notifications for writes committed from now on.
     fn subscribe(&self) -> broadcast::Receiver<Change>;
+
+    /// The in-memory hardware index, current as soon as a write returns.
+    fn index(&self) -> std::sync::Arc<HardwareIndex>;
 }
 
 /// Current time in Unix milliseconds.

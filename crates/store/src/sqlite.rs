@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,8 +13,8 @@ use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 use tokio::sync::{Mutex, broadcast};
 
 use crate::{
-    Change, ChangeKind, ChangeOp, EventRecord, Pushed, Result, Store, StoreError, TemplateRecord,
-    WorkflowFilter, now_ms,
+    Change, ChangeKind, ChangeOp, EventRecord, HardwareIndex, Pushed, Result, Store, StoreError,
+    TemplateRecord, WorkflowFilter, now_ms,
 };
 
 /// File name of the database inside the data directory.
@@ -26,6 +27,7 @@ pub struct SqliteStore {
     /// contention into an orderly queue instead of `SQLITE_BUSY` errors.
     write: Mutex<()>,
     changes: broadcast::Sender<Change>,
+    index: Arc<HardwareIndex>,
 }
 
 impl SqliteStore {
@@ -46,11 +48,14 @@ impl SqliteStore {
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         let (changes, _) = broadcast::channel(1024);
-        Ok(SqliteStore {
+        let mut store = SqliteStore {
             pool,
             write: Mutex::new(()),
             changes,
-        })
+            index: Arc::new(HardwareIndex::new(Vec::new())),
+        };
+        store.index = Arc::new(HardwareIndex::new(store.list_hardware().await?));
+        Ok(store)
     }
 
     /// Closes the pool, checkpointing the WAL.
@@ -233,6 +238,7 @@ impl Store for SqliteStore {
         let id = hw.id.clone();
         let created = Self::write_hardware(&mut tx, &id, &hw, now_ms()).await?;
         tx.commit().await?;
+        self.index.upsert(hw.clone());
         self.publish(ChangeKind::Hardware, &id, ChangeOp::Upsert);
         Ok(Pushed {
             hardware: hw,
@@ -255,6 +261,7 @@ impl Store for SqliteStore {
         hw.id = id.to_string();
         Self::write_hardware(&mut tx, id, &hw, now_ms()).await?;
         tx.commit().await?;
+        self.index.upsert(hw.clone());
         self.publish(ChangeKind::Hardware, id, ChangeOp::Upsert);
         Ok(hw)
     }
@@ -333,6 +340,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.index.remove(id);
         self.publish(ChangeKind::Hardware, id, ChangeOp::Delete);
         Ok(())
     }
@@ -594,6 +602,10 @@ impl Store for SqliteStore {
 
     fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.changes.subscribe()
+    }
+
+    fn index(&self) -> Arc<HardwareIndex> {
+        self.index.clone()
     }
 }
 

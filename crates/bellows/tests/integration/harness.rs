@@ -18,15 +18,44 @@ pub fn fixture(name: &str) -> PathBuf {
 pub struct Server {
     pub child: Child,
     pub url: String,
+    /// The HTTP boot service (metadata) base URL.
+    pub http_url: String,
     log: mpsc::Receiver<String>,
 }
 
 impl Server {
-    /// Starts a server on a free loopback port and waits until it listens.
+    /// Starts a server on free loopback ports and waits until it listens.
     pub fn start(data_dir: &Path) -> Server {
-        let mut child = Command::new(BIN)
-            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        Self::start_with(data_dir, &[])
+    }
+
+    /// Like [`Server::start`], with extra `bellows server` arguments.
+    pub fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ]);
+        Self::spawn(cmd, data_dir, extra)
+    }
+
+    /// Starts a server inside network namespace `ns`, listening on `ip`.
+    pub fn start_in_netns(ns: &str, ip: &str, data_dir: &Path) -> Server {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns, BIN, "server"])
+            .args(["--listen", &format!("{ip}:42113")])
+            .args(["--http-listen", &format!("{ip}:8080")]);
+        Self::spawn(cmd, data_dir, &[])
+    }
+
+    fn spawn(mut cmd: Command, data_dir: &Path, extra: &[&str]) -> Server {
+        let mut child = cmd
+            .arg("--data-dir")
             .arg(data_dir)
+            .args(extra)
             .env("BELLOWS_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -43,23 +72,31 @@ impl Server {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(30);
-        let url = loop {
+        let (mut url, mut http_url) = (None, None);
+        while url.is_none() || http_url.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = match rx.recv_timeout(left) {
                 Ok(line) => line,
                 Err(_) => {
                     let _ = child.kill();
-                    panic!("server did not report its address within 30 s");
+                    panic!("server did not report its addresses within 30 s");
                 }
             };
-            if let Some(i) = line.find("listening on http://") {
-                let rest = &line[i + "listening on ".len()..];
-                break rest.split_whitespace().next().unwrap_or(rest).to_string();
+            let addr = |marker: &str| {
+                let i = line.find(marker)? + marker.len() - "http://".len();
+                let rest = &line[i..];
+                Some(rest.split_whitespace().next().unwrap_or(rest).to_string())
+            };
+            if let Some(a) = addr("bellows API listening on http://") {
+                url = Some(a);
+            } else if let Some(a) = addr("HTTP boot service (metadata) listening on http://") {
+                http_url = Some(a);
             }
-        };
+        }
         Server {
             child,
-            url,
+            url: url.unwrap_or_default(),
+            http_url: http_url.unwrap_or_default(),
             log: rx,
         }
     }
@@ -101,8 +138,19 @@ impl Server {
 
     /// Runs the CLI with `stdin` piped in.
     pub fn cli_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        self.cli_in(Command::new(BIN), args, stdin)
+    }
+
+    /// Runs the CLI inside network namespace `ns`.
+    pub fn cli_netns(&self, ns: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns, BIN]);
+        self.cli_in(cmd, args, stdin)
+    }
+
+    fn cli_in(&self, mut cmd: Command, args: &[&str], stdin: Option<&[u8]>) -> Output {
         use std::io::Write;
-        let mut child = Command::new(BIN)
+        let mut child = cmd
             .args(args)
             .env("BELLOWS_URL", &self.url)
             .stdin(if stdin.is_some() {

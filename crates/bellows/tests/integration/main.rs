@@ -5,3 +5,5 @@ mod api;
 mod cli;
 mod durability;
 mod harness;
+mod metadata;
+mod netns;

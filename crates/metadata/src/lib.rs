@@ -1,0 +1,228 @@
+//! The instance metadata service (Tinkerbell's "hegel"): a booted machine
+//! asks "who am I?" and gets its own answer, found by the address the
+//! request came from, in the formats cloud images already speak: EC2
+//! (`/latest/meta-data/…`), Equinix (`/metadata`) and cloud-init NoCloud
+//! (`ds=nocloud-net;s=http://server/`).
+//!
+//! An unknown caller gets a bare 404 and learns nothing; a machine never
+//! sees another machine's data. `X-Forwarded-For` counts only when the
+//! direct peer is a configured trusted proxy.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use bellows_model::Hardware;
+use bellows_store::HardwareIndex;
+
+mod cidr;
+pub mod views;
+
+pub use cidr::{Cidr, CidrParseError};
+
+use views::Ec2Answer;
+
+/// Shared by the metadata handlers.
+#[derive(Clone)]
+pub struct MetadataState {
+    /// Live hardware lookups.
+    pub index: Arc<HardwareIndex>,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Arc<Vec<Cidr>>,
+}
+
+/// Routes of the metadata service, for the HTTP boot listener. The server
+/// must be run with connect info (`into_make_service_with_connect_info`).
+pub fn router(state: MetadataState) -> Router {
+    Router::new()
+        .route("/latest/api/token", put(imds_token))
+        .route("/{version}", get(ec2_root))
+        .route("/{version}/", get(ec2_root))
+        .route("/{version}/{*path}", get(ec2))
+        .route("/metadata", get(equinix))
+        .route("/meta-data", get(nocloud_meta_data))
+        .route("/user-data", get(nocloud_user_data))
+        .route("/vendor-data", get(nocloud_vendor_data))
+        .with_state(state)
+}
+
+/// The address a request is from: the TCP peer, or, when the peer is a
+/// trusted proxy, the right-most `X-Forwarded-For` entry that is not one.
+pub fn caller_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[Cidr]) -> IpAddr {
+    let peer = unmap(peer);
+    if !trusted.iter().any(|c| c.contains(peer)) {
+        return peer;
+    }
+    let forwarded: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+        .map(unmap)
+        .collect();
+    forwarded
+        .into_iter()
+        .rev()
+        .find(|ip| !trusted.iter().any(|c| c.contains(*ip)))
+        .unwrap_or(peer)
+}
+
+fn unmap(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The caller's hardware and address; `None` means answer a bare 404.
+fn whoami(
+    state: &MetadataState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Option<(Arc<Hardware>, IpAddr)> {
+    let ip = caller_ip(peer.ip(), headers, &state.trusted_proxies);
+    let hw = state.index.by_ip(ip);
+    if hw.is_none() {
+        tracing::debug!(%ip, "metadata request from an unknown address");
+    }
+    Some((hw?, ip))
+}
+
+fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, text("not found\n")).into_response()
+}
+
+fn text(body: impl Into<String>) -> ([(header::HeaderName, HeaderValue); 1], String) {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )],
+        body.into(),
+    )
+}
+
+fn is_version(v: &str) -> bool {
+    v == "latest" || v == "2009-04-04"
+}
+
+fn answer(a: Ec2Answer) -> Response {
+    match a {
+        Ec2Answer::Listing(lines) => text(lines.join("\n")).into_response(),
+        Ec2Answer::Text(t) => text(t).into_response(),
+        Ec2Answer::NotFound => not_found(),
+    }
+}
+
+async fn ec2_root(
+    State(state): State<MetadataState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(version): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if !is_version(&version) {
+        return not_found();
+    }
+    let Some((hw, ip)) = whoami(&state, peer, &headers) else {
+        return not_found();
+    };
+    answer(views::ec2_lookup(&hw, ip, ""))
+}
+
+async fn ec2(
+    State(state): State<MetadataState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((version, path)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if !is_version(&version) {
+        return not_found();
+    }
+    let Some((hw, ip)) = whoami(&state, peer, &headers) else {
+        return not_found();
+    };
+    answer(views::ec2_lookup(&hw, ip, &path))
+}
+
+/// IMDSv2: hand out a session token. Bellows also answers without one
+/// (IMDSv1), so the token is accepted, not enforced; the TTL is checked the
+/// way EC2 checks it so clients get EC2's errors.
+async fn imds_token(
+    State(state): State<MetadataState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if whoami(&state, peer, &headers).is_none() {
+        return not_found();
+    }
+    let ttl = headers
+        .get("x-aws-ec2-metadata-token-ttl-seconds")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u32>().ok());
+    match ttl {
+        Some(ttl @ 1..=21600) => {
+            let token = uuid::Uuid::new_v4().simple().to_string();
+            let mut resp = text(token).into_response();
+            if let Ok(v) = HeaderValue::from_str(&ttl.to_string()) {
+                resp.headers_mut()
+                    .insert("x-aws-ec2-metadata-token-ttl-seconds", v);
+            }
+            resp
+        }
+        _ => (
+            StatusCode::BAD_REQUEST,
+            text("X-aws-ec2-metadata-token-ttl-seconds must be 1-21600\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn equinix(
+    State(state): State<MetadataState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let Some((hw, _)) = whoami(&state, peer, &headers) else {
+        return not_found();
+    };
+    axum::Json(views::equinix(&hw)).into_response()
+}
+
+async fn nocloud_meta_data(
+    State(state): State<MetadataState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let Some((hw, _)) = whoami(&state, peer, &headers) else {
+        return not_found();
+    };
+    text(views::nocloud_meta_data(&hw)).into_response()
+}
+
+/// NoCloud needs `user-data` to exist; an empty body means "none".
+async fn nocloud_user_data(
+    State(state): State<MetadataState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let Some((hw, _)) = whoami(&state, peer, &headers) else {
+        return not_found();
+    };
+    text(views::user_data(&hw).unwrap_or_default()).into_response()
+}
+
+async fn nocloud_vendor_data(
+    State(state): State<MetadataState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let Some((hw, _)) = whoami(&state, peer, &headers) else {
+        return not_found();
+    };
+    text(views::vendor_data(&hw).unwrap_or_default()).into_response()
+}
