@@ -1,0 +1,1 @@
+//! DHCPv4 for network boot (placeholder; being written).

@@ -1,0 +1,1 @@
+//! iPXE scripts (placeholder; being written).
