@@ -1,0 +1,193 @@
+//! Choosing and writing a machine's iPXE script. Pure: no IO.
+
+use std::fmt::Write as _;
+use std::str::FromStr;
+
+use bellows_model::{Hardware, MacAddr};
+
+/// How a machine with nothing to do boots its installed system.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocalBoot {
+    /// `exit`: hand back to the firmware, which tries the next boot device.
+    Exit,
+    /// `sanboot` the first BIOS disk (0x80); on UEFI, `exit` (iPXE cannot
+    /// sanboot a local disk there).
+    Sanboot,
+    /// Chain a local bootloader such as rEFInd (seed 004) by URL.
+    Chain(String),
+}
+
+/// Why a `--local-boot` value is not understood.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a local-boot mode: use exit, sanboot or chain:URL")]
+pub struct LocalBootParseError(String);
+
+impl FromStr for LocalBoot {
+    type Err = LocalBootParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "exit" => Ok(LocalBoot::Exit),
+            "sanboot" => Ok(LocalBoot::Sanboot),
+            _ => match s.strip_prefix("chain:") {
+                Some(url) if !url.is_empty() && !url.contains(['\n', '\r']) => {
+                    Ok(LocalBoot::Chain(url.to_string()))
+                }
+                _ => Err(LocalBootParseError(s.to_string())),
+            },
+        }
+    }
+}
+
+/// The in-memory OS a machine boots to run its workflow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstallOs {
+    /// Kernel URL.
+    pub kernel_url: String,
+    /// Initrd URL.
+    pub initrd_url: String,
+    /// Kernel command line, without `initrd=` (added here) and without the
+    /// per-machine worker id (added here).
+    pub cmdline: String,
+    /// Download attempts for each of kernel and initrd before giving up.
+    pub attempts: u32,
+}
+
+/// What a machine is told to do when it fetches its script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScriptChoice {
+    /// The record carries its own script (`netboot.ipxe.contents`).
+    Inline(String),
+    /// The record names a script to chain (`netboot.ipxe.url`).
+    Chain(String),
+    /// Boot the in-memory OS: a workflow is waiting for this machine.
+    Install,
+    /// Nothing to do, or not allowed to: boot the local disk.
+    LocalBoot(&'static str),
+}
+
+/// Picks the script for the machine's NIC `mac`.
+///
+/// Per-machine overrides win; then a machine may run a workflow only if it
+/// is allowed to PXE-boot and to run workflows and one is waiting.
+pub fn choose(hw: &Hardware, mac: MacAddr, workflow_waiting: bool) -> ScriptChoice {
+    let netboot = hw
+        .interface_by_mac(mac)
+        .and_then(|i| i.netboot.as_ref());
+    if let Some(ipxe) = netboot.and_then(|n| n.ipxe.as_ref()) {
+        if let Some(contents) = ipxe.contents.as_deref().filter(|c| !c.trim().is_empty()) {
+            return ScriptChoice::Inline(contents.to_string());
+        }
+        if let Some(url) = ipxe.url.as_deref().filter(|u| !u.trim().is_empty()) {
+            return ScriptChoice::Chain(url.trim().to_string());
+        }
+    }
+    if netboot.and_then(|n| n.allow_pxe) == Some(false) {
+        return ScriptChoice::LocalBoot("netboot.allow_pxe is false");
+    }
+    if netboot.and_then(|n| n.allow_workflow) == Some(false) {
+        return ScriptChoice::LocalBoot("netboot.allow_workflow is false");
+    }
+    if !workflow_waiting {
+        return ScriptChoice::LocalBoot("no pending workflow");
+    }
+    ScriptChoice::Install
+}
+
+/// iPXE treats `${`, newlines and some separators specially; values from
+/// records go into scripts only through this check.
+fn script_safe(s: &str) -> bool {
+    !s.contains(['\n', '\r', '$', '\0'])
+}
+
+/// The last path segment of a URL, which iPXE uses as the image name (and
+/// the EFI stub needs as `initrd=<name>`).
+fn image_name(url: &str) -> &str {
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    path.rsplit('/').next().filter(|n| !n.is_empty()).unwrap_or("initrd")
+}
+
+/// Writes the script for `choice`. `mac` is written into the kernel command
+/// line as the worker id.
+pub fn render(
+    choice: &ScriptChoice,
+    mac: MacAddr,
+    os: &InstallOs,
+    local: &LocalBoot,
+) -> String {
+    let mut s = String::from("#!ipxe\n");
+    match choice {
+        ScriptChoice::Inline(contents) => {
+            // Serve it as written, adding the magic line only if missing.
+            if contents.trim_start().starts_with("#!ipxe") {
+                return contents.clone();
+            }
+            s.push_str(contents);
+            if !contents.ends_with('\n') {
+                s.push('\n');
+            }
+        }
+        ScriptChoice::Chain(url) if script_safe(url) => {
+            let _ = writeln!(s, "echo Bellows: chaining the script set for {mac}");
+            let _ = writeln!(s, "chain --autofree {url} || goto failed");
+            s.push_str(":failed\necho Bellows: chain failed; booting the local disk\n");
+            local_boot(&mut s, local);
+        }
+        ScriptChoice::Chain(_) => {
+            s.push_str("echo Bellows: the record's ipxe.url is unsafe; booting the local disk\n");
+            local_boot(&mut s, local);
+        }
+        ScriptChoice::LocalBoot(why) => {
+            let _ = writeln!(s, "echo Bellows: {mac}: {why}; booting the local disk");
+            local_boot(&mut s, local);
+        }
+        ScriptChoice::Install => install(&mut s, mac, os, local),
+    }
+    s
+}
+
+fn install(s: &mut String, mac: MacAddr, os: &InstallOs, local: &LocalBoot) {
+    let initrd_name = image_name(&os.initrd_url);
+    let cmdline = format!("initrd={initrd_name} {} bellows.worker_id={mac}", os.cmdline.trim());
+    let attempts = os.attempts.max(1);
+    let _ = writeln!(s, "echo Bellows: {mac} has a workflow; booting the in-memory OS");
+    // Unrolled retries: `kernel` replaces any image fetched by a failed try.
+    for i in 1..=attempts {
+        let _ = writeln!(
+            s,
+            "kernel {} {cmdline} && goto kernel_ok || echo Bellows: kernel download {i}/{attempts} failed",
+            os.kernel_url
+        );
+        if i < attempts {
+            let _ = writeln!(s, "sleep {}", i.min(5));
+        }
+    }
+    s.push_str("goto failed\n:kernel_ok\n");
+    for i in 1..=attempts {
+        let _ = writeln!(
+            s,
+            "initrd {} && goto initrd_ok || echo Bellows: initrd download {i}/{attempts} failed",
+            os.initrd_url
+        );
+        if i < attempts {
+            let _ = writeln!(s, "sleep {}", i.min(5));
+        }
+    }
+    s.push_str("goto failed\n:initrd_ok\nboot || goto failed\n");
+    s.push_str(":failed\necho Bellows: could not boot the in-memory OS; booting the local disk\n");
+    local_boot(s, local);
+}
+
+fn local_boot(s: &mut String, local: &LocalBoot) {
+    match local {
+        LocalBoot::Exit => s.push_str("exit\n"),
+        LocalBoot::Sanboot => s.push_str(
+            "iseq ${platform} efi && exit ||\nsanboot --no-describe --drive 0x80 || exit\n",
+        ),
+        LocalBoot::Chain(url) => {
+            let _ = writeln!(s, "chain --autofree {url} || exit");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
