@@ -22,14 +22,15 @@ cleanup() {
 trap cleanup EXIT
 
 bin=target/release/bellows
-"$bin" server --data-dir "$work/data" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --log warn,bellows=info 2>"$work/bellows.log" &
+"$bin" server --data-dir "$work/data" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
+  --syslog-listen off --tftp-listen off --dhcp-mode off --log warn,bellows=info 2>"$work/bellows.log" &
 pids+=($!)
 for _ in $(seq 1 100); do
-  grep -q 'metadata) listening' "$work/bellows.log" && break
+  grep -q 'HTTP boot service.*listening on http' "$work/bellows.log" && break
   sleep 0.1
 done
 api=$(grep -o 'API listening on http://[0-9.:]*' "$work/bellows.log" | sed 's/.*on //')
-http=$(grep -o 'metadata) listening on http://[0-9.:]*' "$work/bellows.log" | sed 's/.*on //')
+http=$(grep -o 'HTTP boot service.*listening on http://[0-9.:]*' "$work/bellows.log" | sed 's/.*on //')
 BELLOWS_URL=$api "$bin" hardware push -f - >/dev/null <<'JSON'
 {"id": "bench", "metadata": {"instance": {"hostname": "bench-node-01"}},
  "network": {"interfaces": [{"dhcp": {"mac": "02:00:00:00:be:01", "ip": {"address": "127.0.0.1"}}}]}}

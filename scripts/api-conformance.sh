@@ -14,7 +14,8 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-"$bin" server --data-dir "$work/data" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 2>"$work/server.log" &
+"$bin" server --data-dir "$work/data" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
+  --syslog-listen off --tftp-listen off --dhcp-mode off 2>"$work/server.log" &
 pid=$!
 url=""
 for _ in $(seq 1 100); do

@@ -121,3 +121,31 @@ pub(crate) async fn delete(
     tracing::info!(id = %hw.id, "hardware deleted");
     Ok(StatusCode::NO_CONTENT)
 }
+
+#[derive(Deserialize)]
+pub(crate) struct LogsQuery {
+    limit: Option<u32>,
+}
+
+/// Syslog lines a machine sent. `{id}` is an id or MAC; an address Bellows
+/// does not know is filed as `ip:<address>` and can be asked for as such.
+pub(crate) async fn logs(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let machine = match resolve(&state, &id).await {
+        Ok(hw) => hw.id,
+        Err(_)
+            if id
+                .strip_prefix("ip:")
+                .is_some_and(|ip| ip.parse::<std::net::IpAddr>().is_ok()) =>
+        {
+            id
+        }
+        Err(e) => return Err(e),
+    };
+    let limit = q.limit.unwrap_or(200).clamp(1, 10_000);
+    let items = state.store.machine_logs(&machine, limit).await?;
+    Ok(Json(json!({ "items": items })))
+}

@@ -45,6 +45,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/hardware/{id}"),
     ("put", "/api/v1/hardware/{id}"),
     ("delete", "/api/v1/hardware/{id}"),
+    ("get", "/api/v1/hardware/{id}/logs"),
     ("get", "/api/v1/templates"),
     ("post", "/api/v1/templates"),
     ("get", "/api/v1/templates/{id}"),
@@ -69,6 +70,7 @@ pub fn router(state: AppState) -> Router {
                 .put(hardware::replace)
                 .delete(hardware::delete),
         )
+        .route("/api/v1/hardware/{id}/logs", get(hardware::logs))
         .route(
             "/api/v1/templates",
             get(templates::list).post(templates::create),

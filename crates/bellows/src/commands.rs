@@ -13,6 +13,11 @@ use crate::cli::{Cli, Command, Format, HardwareCmd, TemplateCmd, WorkflowCmd};
 use crate::client::{Client, segment};
 use crate::output::{duration, s, structured, table, time};
 
+/// Syslog severity names by number.
+const SEVERITY: [&str; 8] = [
+    "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
+];
+
 /// Everything a command can fail with, printed as `error: …`.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -41,7 +46,7 @@ pub enum CliError {
 pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let format = cli.output;
     match cli.command {
-        Command::Server(args) => crate::server::run(args).await,
+        Command::Server(args) => crate::server::run(*args).await,
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -149,6 +154,34 @@ async fn hardware(c: &Client, format: Format, cmd: HardwareCmd) -> Result<ExitCo
             )
             .await?;
             eprintln!("deleted hardware {id}");
+        }
+        HardwareCmd::Logs { id, limit } => {
+            let v = c
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/hardware/{}/logs?limit={limit}", segment(&id)),
+                    None,
+                )
+                .await?;
+            if !structured(format, &v)? {
+                let rows: Vec<Vec<String>> = v["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|l| {
+                        let sev = l["severity"]
+                            .as_u64()
+                            .and_then(|n| SEVERITY.get(usize::try_from(n).ok()?));
+                        vec![
+                            time(l, "/at"),
+                            sev.copied().unwrap_or("?").to_string(),
+                            s(l, "/app"),
+                            s(l, "/message"),
+                        ]
+                    })
+                    .collect();
+                print!("{}", table(&["TIME", "SEVERITY", "APP", "MESSAGE"], &rows));
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1,26 +1,12 @@
 //! `bellows server` configuration: defaults, TOML file, environment, flags.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
-
+use bellows_ipxe::LocalBoot;
 use bellows_metadata::Cidr;
 
-use crate::cli::{DEFAULT_HTTP_LISTEN, DEFAULT_LISTEN, ServerArgs};
-
-/// Keys accepted in the TOML file. Unknown keys are an error, so a typo
-/// does not silently fall back to a default.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct File {
-    data_dir: Option<PathBuf>,
-    listen: Option<SocketAddr>,
-    http_listen: Option<SocketAddr>,
-    metadata_listen: Option<Vec<SocketAddr>>,
-    trusted_proxies: Option<Vec<String>>,
-    log: Option<String>,
-}
+use crate::cli::{DEFAULT_HTTP_LISTEN, DEFAULT_LISTEN, DhcpMode, Listen, ServerArgs};
 
 /// The resolved server configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,8 +21,46 @@ pub struct ServerConfig {
     pub metadata_listen: Vec<SocketAddr>,
     /// Trusted proxies for X-Forwarded-For.
     pub trusted_proxies: Vec<Cidr>,
+    /// Provisioning interface, if named.
+    pub interface: Option<String>,
+    /// Address machines reach Bellows at.
+    pub public_ip: IpAddr,
+    /// DHCP mode.
+    pub dhcp_mode: DhcpMode,
+    /// DHCP address.
+    pub dhcp_listen: SocketAddr,
+    /// TFTP address or off.
+    pub tftp_listen: Listen,
+    /// Syslog address or off.
+    pub syslog_listen: Listen,
+    /// Which services the operator configured explicitly (a failure to
+    /// bind them is fatal; a default that cannot bind is only a warning).
+    pub explicit: Explicit,
+    /// iPXE binaries.
+    pub ipxe_dir: PathBuf,
+    /// In-memory OS files.
+    pub osie_dir: PathBuf,
+    /// Kernel file name or URL.
+    pub osie_kernel: String,
+    /// Initrd file name or URL.
+    pub osie_initrd: String,
+    /// Extra kernel command line.
+    pub kernel_args: String,
+    /// Local boot mode.
+    pub local_boot: LocalBoot,
     /// Log filter.
     pub log: String,
+}
+
+/// Boot services the operator asked for by name.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Explicit {
+    /// DHCP mode or address given.
+    pub dhcp: bool,
+    /// TFTP address given.
+    pub tftp: bool,
+    /// Syslog address given.
+    pub syslog: bool,
 }
 
 /// Why the configuration could not be resolved.
@@ -63,35 +87,28 @@ pub enum ConfigError {
     },
 }
 
+fn default_addr(s: &str) -> SocketAddr {
+    s.parse()
+        .unwrap_or_else(|e| unreachable!("default address {s} parses: {e}"))
+}
+
 /// Flags and environment (already merged by clap) over the file over defaults.
 pub fn resolve(args: &ServerArgs) -> Result<ServerConfig, ConfigError> {
     let file = match &args.config {
         Some(path) => load(path)?,
-        None => File::default(),
+        None => ServerArgs::default(),
     };
-    let default = |s: &str| -> SocketAddr {
-        s.parse()
-            .unwrap_or_else(|e| unreachable!("default address {s} parses: {e}"))
-    };
-    let listen = args
-        .listen
-        .or(file.listen)
-        .unwrap_or_else(|| default(DEFAULT_LISTEN));
-    let http_listen = args
-        .http_listen
-        .or(file.http_listen)
-        .unwrap_or_else(|| default(DEFAULT_HTTP_LISTEN));
-    let metadata_listen = if args.metadata_listen.is_empty() {
-        file.metadata_listen.unwrap_or_default()
-    } else {
-        args.metadata_listen.clone()
-    };
-    let proxies = if args.trusted_proxies.is_empty() {
-        file.trusted_proxies.unwrap_or_default()
-    } else {
-        args.trusted_proxies.clone()
-    };
-    let trusted_proxies = proxies
+    // Field by field: the flag (or its env var) wins over the file.
+    macro_rules! pick {
+        ($field:ident) => {
+            args.$field.clone().or(file.$field.clone())
+        };
+    }
+    let data_dir = pick!(data_dir).unwrap_or_else(|| PathBuf::from("bellows-data"));
+    let http_listen = pick!(http_listen).unwrap_or_else(|| default_addr(DEFAULT_HTTP_LISTEN));
+    let interface = pick!(interface);
+    let trusted_proxies = pick!(trusted_proxies)
+        .unwrap_or_default()
         .iter()
         .filter(|p| !p.trim().is_empty())
         .map(|p| {
@@ -99,25 +116,79 @@ pub fn resolve(args: &ServerArgs) -> Result<ServerConfig, ConfigError> {
                 .map_err(|e| ConfigError::Value(format!("trusted_proxies: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let public_ip = match pick!(public_ip) {
+        Some(ip) => ip,
+        None => detect_public_ip(interface.as_deref(), http_listen.ip())?,
+    };
+    let local_boot = match pick!(local_boot) {
+        Some(s) => s
+            .parse::<LocalBoot>()
+            .map_err(|e| ConfigError::Value(format!("local_boot: {e}")))?,
+        None => LocalBoot::Exit,
+    };
+    let explicit = Explicit {
+        dhcp: pick!(dhcp_mode).is_some() || pick!(dhcp_listen).is_some(),
+        tftp: pick!(tftp_listen).is_some(),
+        syslog: pick!(syslog_listen).is_some(),
+    };
     Ok(ServerConfig {
-        data_dir: args
-            .data_dir
-            .clone()
-            .or(file.data_dir)
-            .unwrap_or_else(|| PathBuf::from("bellows-data")),
-        listen,
+        osie_dir: pick!(osie_dir).unwrap_or_else(|| data_dir.join("osie")),
+        data_dir,
+        listen: pick!(listen).unwrap_or_else(|| default_addr(DEFAULT_LISTEN)),
         http_listen,
-        metadata_listen,
+        metadata_listen: pick!(metadata_listen).unwrap_or_default(),
         trusted_proxies,
-        log: args
-            .log
-            .clone()
-            .or(file.log)
-            .unwrap_or_else(|| "info".to_string()),
+        interface,
+        public_ip,
+        dhcp_mode: pick!(dhcp_mode).unwrap_or(DhcpMode::Reservation),
+        dhcp_listen: pick!(dhcp_listen).unwrap_or_else(|| default_addr("0.0.0.0:67")),
+        tftp_listen: pick!(tftp_listen).unwrap_or(Listen::At(default_addr("0.0.0.0:69"))),
+        syslog_listen: pick!(syslog_listen).unwrap_or(Listen::At(default_addr("0.0.0.0:514"))),
+        explicit,
+        ipxe_dir: pick!(ipxe_dir).unwrap_or_else(|| PathBuf::from("/usr/lib/ipxe")),
+        osie_kernel: pick!(osie_kernel).unwrap_or_else(|| "vmlinuz".into()),
+        osie_initrd: pick!(osie_initrd).unwrap_or_else(|| "initramfs".into()),
+        kernel_args: pick!(kernel_args).unwrap_or_default(),
+        local_boot,
+        log: pick!(log).unwrap_or_else(|| "info".to_string()),
     })
 }
 
-fn load(path: &Path) -> Result<File, ConfigError> {
+/// The address to put in boot URLs when none is given: the interface's
+/// first IPv4, else the HTTP listener's address if specific, else the first
+/// non-loopback IPv4 on the machine.
+fn detect_public_ip(interface: Option<&str>, http_ip: IpAddr) -> Result<IpAddr, ConfigError> {
+    let addrs: Vec<(String, Ipv4Addr)> = nix::ifaddrs::getifaddrs()
+        .map(|it| {
+            it.filter_map(|a| {
+                let v4 = a.address?.as_sockaddr_in()?.ip();
+                Some((a.interface_name, v4))
+            })
+            .collect()
+        })
+        .unwrap_or_default();
+    if let Some(name) = interface {
+        return addrs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, ip)| IpAddr::V4(*ip))
+            .ok_or_else(|| {
+                ConfigError::Value(format!(
+                    "interface {name:?} has no IPv4 address; give --public-ip"
+                ))
+            });
+    }
+    if !http_ip.is_unspecified() {
+        return Ok(http_ip);
+    }
+    Ok(addrs
+        .iter()
+        .map(|(_, ip)| *ip)
+        .find(|ip| !ip.is_loopback())
+        .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V4))
+}
+
+fn load(path: &Path) -> Result<ServerArgs, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
@@ -137,12 +208,15 @@ mod tests {
         let cfg = resolve(&ServerArgs::default()).unwrap();
         assert_eq!(cfg.data_dir, PathBuf::from("bellows-data"));
         assert_eq!(cfg.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(cfg.dhcp_mode, DhcpMode::Reservation);
+        assert_eq!(cfg.osie_dir, PathBuf::from("bellows-data/osie"));
+        assert_eq!(cfg.explicit, Explicit::default());
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.toml");
         std::fs::write(
             &path,
-            "data_dir = \"/srv/bellows\"\nlisten = \"0.0.0.0:9000\"\n",
+            "data_dir = \"/srv/bellows\"\nlisten = \"0.0.0.0:9000\"\ndhcp_mode = \"proxy\"\ntftp_listen = \"off\"\npublic_ip = \"10.1.0.1\"\nlocal_boot = \"sanboot\"\n",
         )
         .unwrap();
         let mut args = ServerArgs {
@@ -152,20 +226,28 @@ mod tests {
         let cfg = resolve(&args).unwrap();
         assert_eq!(cfg.data_dir, PathBuf::from("/srv/bellows"));
         assert_eq!(cfg.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(cfg.dhcp_mode, DhcpMode::Proxy);
+        assert_eq!(cfg.tftp_listen, Listen::Off);
+        assert_eq!(cfg.public_ip.to_string(), "10.1.0.1");
+        assert_eq!(cfg.local_boot, LocalBoot::Sanboot);
+        assert!(cfg.explicit.dhcp && cfg.explicit.tftp && !cfg.explicit.syslog);
 
         args.listen = Some("127.0.0.1:1".parse().unwrap());
         assert_eq!(resolve(&args).unwrap().listen.to_string(), "127.0.0.1:1");
 
-        args.trusted_proxies = vec!["10.0.0.0/33".into()];
+        args.trusted_proxies = Some(vec!["10.0.0.0/33".into()]);
         let e = resolve(&args).unwrap_err().to_string();
         assert!(
             e.contains("trusted_proxies") && e.contains("10.0.0.0/33"),
             "{e}"
         );
-        args.trusted_proxies.clear();
+        args.trusted_proxies = None;
 
         std::fs::write(&path, "data-dir = \"x\"\n").unwrap();
         let e = resolve(&args).unwrap_err().to_string();
         assert!(e.contains("data-dir"), "{e}");
+        std::fs::write(&path, "tftp_listen = \"nowhere\"\n").unwrap();
+        let e = resolve(&args).unwrap_err().to_string();
+        assert!(e.contains("nowhere"), "{e}");
     }
 }

@@ -4,14 +4,19 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use std::net::SocketAddr;
+
 use bellows_api::AppState;
+use bellows_ipxe::InstallOs;
+use bellows_ipxe::http::{BootFiles, BootState};
 use bellows_metadata::MetadataState;
 use bellows_store::{SqliteStore, Store};
+use bellows_syslog::SyslogServer;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::ServerArgs;
+use crate::cli::{Listen, ServerArgs};
 use crate::commands::CliError;
 use crate::config;
 
@@ -52,26 +57,91 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
 
     // The HTTP boot service and any metadata-only listeners answer from the
     // store's in-memory index, never from a query.
-    let index = store.index();
+    let http = bind_tcp(cfg.http_listen, "HTTP boot service (iPXE, metadata)").await?;
+    let http_port = local_port(&http)?;
+    let mut metadata_only = Vec::new();
+    for addr in &cfg.metadata_listen {
+        metadata_only.push(bind_tcp(*addr, "metadata service").await?);
+    }
+    let syslog = match cfg.syslog_listen {
+        Listen::Off => None,
+        Listen::At(addr) => match SyslogServer::bind(addr, store.clone()).await {
+            Ok(s) => {
+                let local = s
+                    .local_addr()
+                    .map_err(|e| CliError::Server(format!("syslog socket has no address: {e}")))?;
+                tracing::info!("syslog receiver listening on udp://{local}");
+                Some(s)
+            }
+            Err(e) if !cfg.explicit.syslog => {
+                tracing::warn!(
+                    "syslog receiver off: cannot bind {addr}: {e} (port 514 needs root; set --syslog-listen)"
+                );
+                None
+            }
+            Err(e) => {
+                return Err(CliError::Server(format!(
+                    "cannot bind syslog on {addr}: {e}"
+                )));
+            }
+        },
+    };
+    let syslog_arg = match syslog.as_ref().and_then(|s| s.local_addr().ok()) {
+        Some(a) if a.port() == 514 => format!(" bellows.syslog={}", cfg.public_ip),
+        Some(a) => format!(" bellows.syslog={}:{}", cfg.public_ip, a.port()),
+        None => String::new(),
+    };
+
+    let http_base = format!("http://{}", SocketAddr::new(cfg.public_ip, http_port));
+    let file_url = |name: &str| {
+        if name.starts_with("http://") || name.starts_with("https://") {
+            name.to_string()
+        } else {
+            format!("{http_base}/osie/{name}")
+        }
+    };
+    let os = InstallOs {
+        kernel_url: file_url(&cfg.osie_kernel),
+        initrd_url: file_url(&cfg.osie_initrd),
+        cmdline: format!(
+            "bellows.api=http://{}{syslog_arg} console=tty0 console=ttyS0,115200 {}",
+            SocketAddr::new(cfg.public_ip, addr.port()),
+            cfg.kernel_args
+        ),
+        attempts: 3,
+    };
+    if !cfg.osie_kernel.starts_with("http") && !cfg.osie_dir.join(&cfg.osie_kernel).is_file() {
+        tracing::warn!(
+            "no in-memory OS kernel at {}: machines with workflows will fall back to local boot",
+            cfg.osie_dir.join(&cfg.osie_kernel).display()
+        );
+    }
+    if !cfg.ipxe_dir.is_dir() {
+        tracing::warn!(
+            "no iPXE binaries in {} (install Debian's ipxe package, or set --ipxe-dir)",
+            cfg.ipxe_dir.display()
+        );
+    }
+    tracing::info!(public_ip = %cfg.public_ip, "boot URLs start with {http_base}");
+    let dyn_store: Arc<dyn Store> = store.clone();
     let metadata = bellows_metadata::router(MetadataState {
-        index: index.clone(),
+        index: store.index(),
         trusted_proxies: Arc::new(cfg.trusted_proxies.clone()),
     });
-    let mut http_listeners = vec![(cfg.http_listen, "HTTP boot service (metadata)")];
-    http_listeners.extend(cfg.metadata_listen.iter().map(|a| (*a, "metadata service")));
-    let mut bound = Vec::new();
-    for (addr, what) in http_listeners {
-        let listener = TcpListener::bind(addr).await.map_err(|e| {
-            CliError::Server(format!(
-                "cannot listen on {addr} for the {what}: {e} (set another address with --http-listen / --metadata-listen)"
-            ))
-        })?;
-        let local = listener
-            .local_addr()
-            .map_err(|e| CliError::Server(format!("listener has no address: {e}")))?;
-        tracing::info!("{what} listening on http://{local}");
-        bound.push(listener);
-    }
+    let boot = bellows_ipxe::http::router(
+        BootState {
+            store: dyn_store,
+            os: Arc::new(os),
+            local_boot: Arc::new(cfg.local_boot.clone()),
+        },
+        &BootFiles {
+            ipxe_dir: cfg.ipxe_dir.clone(),
+            osie_dir: Some(cfg.osie_dir.clone()),
+        },
+    )
+    .merge(metadata.clone());
+    let mut http_apps = vec![(http, boot)];
+    http_apps.extend(metadata_only.into_iter().map(|l| (l, metadata.clone())));
 
     let mut term = signal(SignalKind::terminate())
         .map_err(|e| CliError::Server(format!("cannot handle SIGTERM: {e}")))?;
@@ -93,8 +163,14 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
         }
     };
     let mut servers = tokio::task::JoinSet::new();
-    for listener in bound {
-        let app = metadata.clone();
+    if let Some(syslog) = syslog {
+        let stop = stopped();
+        servers.spawn(async move {
+            syslog.run(stop).await;
+            Ok(())
+        });
+    }
+    for (listener, app) in http_apps {
         let stop = stopped();
         servers.spawn(async move {
             let addr = listener.local_addr().ok();
@@ -126,4 +202,24 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
     store.close().await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+async fn bind_tcp(addr: SocketAddr, what: &str) -> Result<TcpListener, CliError> {
+    let listener = TcpListener::bind(addr).await.map_err(|e| {
+        CliError::Server(format!(
+            "cannot listen on {addr} for the {what}: {e} (choose another address with --http-listen / --metadata-listen)"
+        ))
+    })?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| CliError::Server(format!("listener has no address: {e}")))?;
+    tracing::info!("{what} listening on http://{local}");
+    Ok(listener)
+}
+
+fn local_port(listener: &TcpListener) -> Result<u16, CliError> {
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| CliError::Server(format!("listener has no address: {e}")))
 }

@@ -6,13 +6,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::Request;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bellows_model::{Hardware, MacAddr, State as WfState};
 use bellows_store::{Store, WorkflowFilter};
-use tower_http::services::ServeDir;
+use tower::ServiceExt;
+use tower_http::services::{ServeDir, ServeFile};
 
 use crate::script::{InstallOs, LocalBoot, choose, render};
 
@@ -37,35 +39,95 @@ pub struct BootFiles {
 }
 
 /// The boot routes, to merge into the HTTP boot listener (which must run
-/// with connect info, for `/auto.ipxe` by source address).
+/// with connect info, for `/auto.ipxe` by source address):
+/// `/ipxe/<mac>/auto.ipxe`, `/auto.ipxe` and `/ipxe/auto.ipxe` (by source
+/// address), `/ipxe/<binary>` and `/ipxe/<mac>/<binary>`, `/osie/<file>`.
 pub fn router(state: BootState, files: &BootFiles) -> Router {
+    let with_files = WithFiles {
+        boot: state,
+        ipxe_dir: Arc::new(files.ipxe_dir.clone()),
+    };
     let mut router = Router::new()
-        .route("/ipxe/{mac}/auto.ipxe", get(by_mac))
+        .route("/ipxe/{first}/{second}", get(ipxe_two))
+        .route("/ipxe/{name}", get(ipxe_one))
         .route("/auto.ipxe", get(by_source))
-        .route("/ipxe/auto.ipxe", get(by_source))
-        .with_state(state)
-        .nest_service("/ipxe", ServeDir::new(&files.ipxe_dir));
+        .with_state(with_files);
     if let Some(dir) = &files.osie_dir {
         router = router.nest_service("/osie", ServeDir::new(dir));
     }
     router
 }
 
+/// Route state: the boot state plus where binaries live.
+#[derive(Clone)]
+struct WithFiles {
+    boot: BootState,
+    ipxe_dir: Arc<PathBuf>,
+}
+
+/// `/ipxe/<mac>/auto.ipxe` is a machine's script; `/ipxe/<mac>/<binary>`
+/// is a binary with a per-machine prefix (tolerated, as over TFTP).
+async fn ipxe_two(
+    State(s): State<WithFiles>,
+    Path((first, second)): Path<(String, String)>,
+    req: Request,
+) -> Response {
+    if second == "auto.ipxe" {
+        return by_mac(&s.boot, &first).await;
+    }
+    if first.parse::<MacAddr>().is_err() {
+        return text(StatusCode::NOT_FOUND, "not found\n".into());
+    }
+    binary(&s.ipxe_dir, &second, req).await
+}
+
+/// `/ipxe/auto.ipxe` (by source address) or `/ipxe/<binary>`.
+async fn ipxe_one(
+    State(s): State<WithFiles>,
+    Path(name): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
+    if name == "auto.ipxe" {
+        return script_by_source(&s.boot, peer).await;
+    }
+    binary(&s.ipxe_dir, &name, req).await
+}
+
+/// Serves one iPXE binary by plain file name (no paths, no dot files).
+async fn binary(dir: &std::path::Path, name: &str, req: Request) -> Response {
+    let plain = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if !plain {
+        return text(StatusCode::NOT_FOUND, "not found\n".into());
+    }
+    match ServeFile::new(dir.join(name)).oneshot(req).await {
+        Ok(resp) => resp.into_response(),
+        Err(never) => match never {},
+    }
+}
+
 fn text(status: StatusCode, body: String) -> Response {
     (
         status,
-        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )],
         body,
     )
         .into_response()
 }
 
-async fn by_mac(State(state): State<BootState>, Path(mac): Path<String>) -> Response {
+async fn by_mac(state: &BootState, mac: &str) -> Response {
     let Ok(mac) = mac.parse::<MacAddr>() else {
         return text(StatusCode::NOT_FOUND, "not found\n".into());
     };
     match state.store.index().by_mac(mac) {
-        Some(hw) => script(&state, &hw, mac).await,
+        Some(hw) => script(state, &hw, mac).await,
         None => {
             tracing::info!(%mac, "auto.ipxe for an unknown MAC");
             text(StatusCode::NOT_FOUND, "not found\n".into())
@@ -76,9 +138,13 @@ async fn by_mac(State(state): State<BootState>, Path(mac): Path<String>) -> Resp
 /// Fallback for scripts that cannot put the MAC in the URL: the machine
 /// whose reserved IP the request comes from.
 async fn by_source(
-    State(state): State<BootState>,
+    State(s): State<WithFiles>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Response {
+    script_by_source(&s.boot, peer).await
+}
+
+async fn script_by_source(state: &BootState, peer: SocketAddr) -> Response {
     let ip = peer.ip();
     let Some(hw) = state.store.index().by_ip(ip) else {
         tracing::info!(%ip, "auto.ipxe from an unknown address");
@@ -96,7 +162,7 @@ async fn by_source(
         .find(|d| d.ip.as_ref().is_some_and(|a| a.address == ip))
         .map(|d| d.mac);
     match mac {
-        Some(mac) => script(&state, &hw, mac).await,
+        Some(mac) => script(state, &hw, mac).await,
         None => text(StatusCode::NOT_FOUND, "not found\n".into()),
     }
 }
@@ -114,7 +180,10 @@ async fn script(state: &BootState, hw: &Hardware, mac: MacAddr) -> Response {
     };
     let choice = choose(hw, mac, waiting);
     tracing::info!(%mac, hardware = %hw.id, ?choice, "serving auto.ipxe");
-    text(StatusCode::OK, render(&choice, mac, &state.os, &state.local_boot))
+    text(
+        StatusCode::OK,
+        render(&choice, mac, &state.os, &state.local_boot),
+    )
 }
 
 /// A PENDING workflow, or a RUNNING one (the machine rebooted mid-way and

@@ -70,9 +70,7 @@ pub enum ScriptChoice {
 /// Per-machine overrides win; then a machine may run a workflow only if it
 /// is allowed to PXE-boot and to run workflows and one is waiting.
 pub fn choose(hw: &Hardware, mac: MacAddr, workflow_waiting: bool) -> ScriptChoice {
-    let netboot = hw
-        .interface_by_mac(mac)
-        .and_then(|i| i.netboot.as_ref());
+    let netboot = hw.interface_by_mac(mac).and_then(|i| i.netboot.as_ref());
     if let Some(ipxe) = netboot.and_then(|n| n.ipxe.as_ref()) {
         if let Some(contents) = ipxe.contents.as_deref().filter(|c| !c.trim().is_empty()) {
             return ScriptChoice::Inline(contents.to_string());
@@ -103,17 +101,15 @@ fn script_safe(s: &str) -> bool {
 /// the EFI stub needs as `initrd=<name>`).
 fn image_name(url: &str) -> &str {
     let path = url.split(['?', '#']).next().unwrap_or(url);
-    path.rsplit('/').next().filter(|n| !n.is_empty()).unwrap_or("initrd")
+    path.rsplit('/')
+        .next()
+        .filter(|n| !n.is_empty())
+        .unwrap_or("initrd")
 }
 
 /// Writes the script for `choice`. `mac` is written into the kernel command
 /// line as the worker id.
-pub fn render(
-    choice: &ScriptChoice,
-    mac: MacAddr,
-    os: &InstallOs,
-    local: &LocalBoot,
-) -> String {
+pub fn render(choice: &ScriptChoice, mac: MacAddr, os: &InstallOs, local: &LocalBoot) -> String {
     let mut s = String::from("#!ipxe\n");
     match choice {
         ScriptChoice::Inline(contents) => {
@@ -147,9 +143,15 @@ pub fn render(
 
 fn install(s: &mut String, mac: MacAddr, os: &InstallOs, local: &LocalBoot) {
     let initrd_name = image_name(&os.initrd_url);
-    let cmdline = format!("initrd={initrd_name} {} bellows.worker_id={mac}", os.cmdline.trim());
+    let cmdline = format!(
+        "initrd={initrd_name} {} bellows.worker_id={mac}",
+        os.cmdline.trim()
+    );
     let attempts = os.attempts.max(1);
-    let _ = writeln!(s, "echo Bellows: {mac} has a workflow; booting the in-memory OS");
+    let _ = writeln!(
+        s,
+        "echo Bellows: {mac} has a workflow; booting the in-memory OS"
+    );
     // Unrolled retries: `kernel` replaces any image fetched by a failed try.
     for i in 1..=attempts {
         let _ = writeln!(

@@ -94,6 +94,42 @@ pub struct EventRecord {
     pub event: Event,
 }
 
+/// One log line a machine sent, before it is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    /// Hardware id, or `ip:<address>` for an unknown sender.
+    pub machine: String,
+    /// Unix milliseconds when Bellows received it.
+    pub at: i64,
+    /// Sender's address.
+    pub source: String,
+    /// Syslog facility number.
+    pub facility: u8,
+    /// Syslog severity number (0 emergency … 7 debug).
+    pub severity: u8,
+    /// Sender's hostname, if it gave one.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub hostname: String,
+    /// Program (`ipxe`, `kernel`, `bellows-worker`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub app: String,
+    /// The text.
+    pub message: String,
+}
+
+/// A stored log line with its place in the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRecord {
+    /// Monotonic sequence number.
+    pub seq: i64,
+    /// The line.
+    #[serde(flatten)]
+    pub entry: LogEntry,
+}
+
+/// Log lines kept per machine; older ones are dropped as new ones arrive.
+pub const MACHINE_LOG_KEEP: i64 = 10_000;
+
 /// What changed, published after each committed write.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
@@ -198,6 +234,12 @@ pub trait Store: Send + Sync + 'static {
     /// Applies a report through the state machine and logs its events, in
     /// one transaction. Illegal reports change nothing.
     async fn apply_transition(&self, id: &str, transition: &Transition) -> Result<Workflow>;
+
+    /// Stores log lines (one transaction), keeping the newest
+    /// [`MACHINE_LOG_KEEP`] per machine.
+    async fn append_logs(&self, entries: &[LogEntry]) -> Result<()>;
+    /// The newest `limit` lines of a machine, oldest first.
+    async fn machine_logs(&self, machine: &str, limit: u32) -> Result<Vec<LogRecord>>;
 
     /// Change notifications for writes committed from now on.
     fn subscribe(&self) -> broadcast::Receiver<Change>;

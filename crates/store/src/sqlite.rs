@@ -13,8 +13,8 @@ use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 use tokio::sync::{Mutex, broadcast};
 
 use crate::{
-    Change, ChangeKind, ChangeOp, EventRecord, HardwareIndex, Pushed, Result, Store, StoreError,
-    TemplateRecord, WorkflowFilter, now_ms,
+    Change, ChangeKind, ChangeOp, EventRecord, HardwareIndex, LogEntry, LogRecord,
+    MACHINE_LOG_KEEP, Pushed, Result, Store, StoreError, TemplateRecord, WorkflowFilter, now_ms,
 };
 
 /// File name of the database inside the data directory.
@@ -339,6 +339,10 @@ impl Store for SqliteStore {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        sqlx::query("DELETE FROM machine_log WHERE machine = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         self.index.remove(id);
         self.publish(ChangeKind::Hardware, id, ChangeOp::Delete);
@@ -598,6 +602,57 @@ impl Store for SqliteStore {
         tx.commit().await?;
         self.publish(ChangeKind::Workflow, id, ChangeOp::Upsert);
         Ok(next)
+    }
+
+    async fn append_logs(&self, entries: &[LogEntry]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let (_guard, mut tx) = self.begin().await?;
+        let mut machines: Vec<&str> = Vec::new();
+        for e in entries {
+            sqlx::query("INSERT INTO machine_log (machine, at, body) VALUES ($1, $2, $3)")
+                .bind(&e.machine)
+                .bind(e.at)
+                .bind(encode(e))
+                .execute(&mut *tx)
+                .await?;
+            if !machines.contains(&e.machine.as_str()) {
+                machines.push(&e.machine);
+            }
+        }
+        for machine in machines {
+            sqlx::query(
+                "DELETE FROM machine_log WHERE machine = $1 AND seq <= \
+                 (SELECT seq FROM machine_log WHERE machine = $1 ORDER BY seq DESC LIMIT 1 OFFSET $2)",
+            )
+            .bind(machine)
+            .bind(MACHINE_LOG_KEEP)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn machine_logs(&self, machine: &str, limit: u32) -> Result<Vec<LogRecord>> {
+        let rows = sqlx::query(
+            "SELECT seq, body FROM (SELECT seq, body FROM machine_log WHERE machine = $1 \
+             ORDER BY seq DESC LIMIT $2) ORDER BY seq",
+        )
+        .bind(machine)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let body: String = row.try_get("body")?;
+                Ok(LogRecord {
+                    seq: row.try_get("seq")?,
+                    entry: decode("log line", machine, &body)?,
+                })
+            })
+            .collect()
     }
 
     fn subscribe(&self) -> broadcast::Receiver<Change> {

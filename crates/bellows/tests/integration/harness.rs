@@ -47,7 +47,15 @@ impl Server {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", ns, BIN, "server"])
             .args(["--listen", &format!("{ip}:42113")])
-            .args(["--http-listen", &format!("{ip}:8080")]);
+            .args(["--http-listen", &format!("{ip}:8080")])
+            .args([
+                "--syslog-listen",
+                &format!("{ip}:514"),
+                "--tftp-listen",
+                "off",
+                "--dhcp-mode",
+                "off",
+            ]);
         Self::spawn(cmd, data_dir, &[])
     }
 
@@ -89,7 +97,8 @@ impl Server {
             };
             if let Some(a) = addr("bellows API listening on http://") {
                 url = Some(a);
-            } else if let Some(a) = addr("HTTP boot service (metadata) listening on http://") {
+            } else if let Some(a) = addr("HTTP boot service (iPXE, metadata) listening on http://")
+            {
                 http_url = Some(a);
             }
         }

@@ -35,7 +35,9 @@ fn assert_core_only(script: &str) {
             continue;
         }
         for part in line.split("&&").flat_map(|p| p.split("||")) {
-            let Some(cmd) = part.split_whitespace().next() else { continue };
+            let Some(cmd) = part.split_whitespace().next() else {
+                continue;
+            };
             assert!(CORE.contains(&cmd), "non-core command {cmd:?} in {line:?}");
         }
     }
@@ -46,15 +48,28 @@ fn choice_follows_overrides_permissions_and_work() {
     let m = mac();
     let allowed = serde_json::json!({"allow_pxe": true, "allow_workflow": true});
     assert_eq!(choose(&hw(allowed.clone()), m, true), ScriptChoice::Install);
-    assert!(matches!(choose(&hw(allowed), m, false), ScriptChoice::LocalBoot(_)));
+    assert!(matches!(
+        choose(&hw(allowed), m, false),
+        ScriptChoice::LocalBoot(_)
+    ));
     let no_pxe = serde_json::json!({"allow_pxe": false, "allow_workflow": true});
-    assert!(matches!(choose(&hw(no_pxe), m, true), ScriptChoice::LocalBoot(w) if w.contains("allow_pxe")));
+    assert!(
+        matches!(choose(&hw(no_pxe), m, true), ScriptChoice::LocalBoot(w) if w.contains("allow_pxe"))
+    );
     let no_wf = serde_json::json!({"allow_pxe": true, "allow_workflow": false});
-    assert!(matches!(choose(&hw(no_wf), m, true), ScriptChoice::LocalBoot(w) if w.contains("allow_workflow")));
+    assert!(
+        matches!(choose(&hw(no_wf), m, true), ScriptChoice::LocalBoot(w) if w.contains("allow_workflow"))
+    );
     let inline = serde_json::json!({"ipxe": {"contents": "#!ipxe\necho hi\n"}});
-    assert_eq!(choose(&hw(inline), m, false), ScriptChoice::Inline("#!ipxe\necho hi\n".into()));
+    assert_eq!(
+        choose(&hw(inline), m, false),
+        ScriptChoice::Inline("#!ipxe\necho hi\n".into())
+    );
     let chain = serde_json::json!({"ipxe": {"url": "http://x/menu.ipxe"}});
-    assert_eq!(choose(&hw(chain), m, false), ScriptChoice::Chain("http://x/menu.ipxe".into()));
+    assert_eq!(
+        choose(&hw(chain), m, false),
+        ScriptChoice::Chain("http://x/menu.ipxe".into())
+    );
 }
 
 #[test]
@@ -64,11 +79,17 @@ fn install_script_boots_the_in_memory_os_with_retries() {
     assert_core_only(&s);
     let kernel_lines: Vec<&str> = s.lines().filter(|l| l.starts_with("kernel ")).collect();
     assert_eq!(kernel_lines.len(), 3, "three attempts:\n{s}");
-    assert!(kernel_lines[0].contains("initrd=initramfs.cpio.gz"), "EFI stub needs initrd=<name>");
+    assert!(
+        kernel_lines[0].contains("initrd=initramfs.cpio.gz"),
+        "EFI stub needs initrd=<name>"
+    );
     assert!(kernel_lines[0].contains("bellows.worker_id=02:00:00:00:00:01"));
     assert!(kernel_lines[0].contains("console=ttyS0"));
     assert_eq!(s.lines().filter(|l| l.starts_with("initrd ")).count(), 3);
-    assert!(s.contains(":failed\n") && s.trim_end().ends_with("exit"), "falls back to local boot:\n{s}");
+    assert!(
+        s.contains(":failed\n") && s.trim_end().ends_with("exit"),
+        "falls back to local boot:\n{s}"
+    );
     assert!(!s.contains("param"), "no params/param commands");
 }
 
@@ -76,11 +97,19 @@ fn install_script_boots_the_in_memory_os_with_retries() {
 fn local_boot_variants() {
     let why = ScriptChoice::LocalBoot("no pending workflow");
     let exit = render(&why, mac(), &os(), &LocalBoot::Exit);
-    assert_eq!(exit, "#!ipxe\necho Bellows: 02:00:00:00:00:01: no pending workflow; booting the local disk\nexit\n");
+    assert_eq!(
+        exit,
+        "#!ipxe\necho Bellows: 02:00:00:00:00:01: no pending workflow; booting the local disk\nexit\n"
+    );
     let san = render(&why, mac(), &os(), &LocalBoot::Sanboot);
     assert!(san.contains("sanboot --no-describe --drive 0x80"));
     assert_core_only(&san);
-    let refind = render(&why, mac(), &os(), &"chain:tftp://10.0.0.1/refind.ipxe".parse().unwrap());
+    let refind = render(
+        &why,
+        mac(),
+        &os(),
+        &"chain:tftp://10.0.0.1/refind.ipxe".parse().unwrap(),
+    );
     assert!(refind.contains("chain --autofree tftp://10.0.0.1/refind.ipxe || exit"));
     assert!("bogus".parse::<LocalBoot>().is_err());
     assert!("chain:".parse::<LocalBoot>().is_err());
@@ -88,13 +117,33 @@ fn local_boot_variants() {
 
 #[test]
 fn overrides_are_served_safely() {
-    let inline = render(&ScriptChoice::Inline("#!ipxe\nshell\n".into()), mac(), &os(), &LocalBoot::Exit);
+    let inline = render(
+        &ScriptChoice::Inline("#!ipxe\nshell\n".into()),
+        mac(),
+        &os(),
+        &LocalBoot::Exit,
+    );
     assert_eq!(inline, "#!ipxe\nshell\n", "verbatim");
-    let bare = render(&ScriptChoice::Inline("echo hi".into()), mac(), &os(), &LocalBoot::Exit);
+    let bare = render(
+        &ScriptChoice::Inline("echo hi".into()),
+        mac(),
+        &os(),
+        &LocalBoot::Exit,
+    );
     assert_eq!(bare, "#!ipxe\necho hi\n");
-    let chain = render(&ScriptChoice::Chain("http://x/menu.ipxe".into()), mac(), &os(), &LocalBoot::Exit);
+    let chain = render(
+        &ScriptChoice::Chain("http://x/menu.ipxe".into()),
+        mac(),
+        &os(),
+        &LocalBoot::Exit,
+    );
     assert!(chain.contains("chain --autofree http://x/menu.ipxe || goto failed"));
     assert_core_only(&chain);
-    let evil = render(&ScriptChoice::Chain("http://x/\nshell".into()), mac(), &os(), &LocalBoot::Exit);
+    let evil = render(
+        &ScriptChoice::Chain("http://x/\nshell".into()),
+        mac(),
+        &os(),
+        &LocalBoot::Exit,
+    );
     assert!(!evil.contains("shell"), "{evil}");
 }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::{LogEntry, MACHINE_LOG_KEEP};
 use bellows_model::template::{Strictness, Template};
 use bellows_model::workflow::Outcome;
 use bellows_model::{State, TransitionError};
@@ -291,4 +292,32 @@ async fn concurrent_writers_queue_instead_of_failing() {
         t.await.unwrap().unwrap();
     }
     assert_eq!(s.list_hardware().await.unwrap().len(), 40);
+}
+
+#[tokio::test]
+async fn machine_logs_keep_the_newest_per_machine() {
+    let (_d, s) = store().await;
+    let line = |machine: &str, i: i64| LogEntry {
+        machine: machine.into(),
+        at: i,
+        source: "10.0.0.1".into(),
+        facility: 1,
+        severity: 6,
+        hostname: String::new(),
+        app: "ipxe".into(),
+        message: format!("line {i}"),
+    };
+    let batch: Vec<LogEntry> = (0..MACHINE_LOG_KEEP + 5).map(|i| line("m1", i)).collect();
+    s.append_logs(&batch).await.unwrap();
+    s.append_logs(&[line("m2", 1)]).await.unwrap();
+    let all = s.machine_logs("m1", u32::MAX).await.unwrap();
+    assert_eq!(all.len() as i64, MACHINE_LOG_KEEP);
+    assert_eq!(all[0].entry.message, "line 5", "oldest dropped first");
+    let tail = s.machine_logs("m1", 2).await.unwrap();
+    assert_eq!(
+        tail.iter().map(|r| r.entry.at).collect::<Vec<_>>(),
+        [MACHINE_LOG_KEEP + 3, MACHINE_LOG_KEEP + 4]
+    );
+    assert_eq!(s.machine_logs("m2", 10).await.unwrap().len(), 1);
+    assert!(s.machine_logs("nobody", 10).await.unwrap().is_empty());
 }
