@@ -20,6 +20,8 @@ pub struct Server {
     pub url: String,
     /// The HTTP boot service (metadata) base URL.
     pub http_url: String,
+    /// The syslog receiver's address, when on.
+    pub syslog: Option<std::net::SocketAddr>,
     log: mpsc::Receiver<String>,
 }
 
@@ -80,8 +82,10 @@ impl Server {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(30);
-        let (mut url, mut http_url) = (None, None);
-        while url.is_none() || http_url.is_none() {
+        let (mut url, mut http_url, mut syslog) = (None, None, None);
+        // "boot URLs start with" is logged once every listener is bound.
+        let mut ready = false;
+        while !ready {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = match rx.recv_timeout(left) {
                 Ok(line) => line,
@@ -95,6 +99,12 @@ impl Server {
                 let rest = &line[i..];
                 Some(rest.split_whitespace().next().unwrap_or(rest).to_string())
             };
+            eprintln!("server: {line}");
+            ready = line.contains("boot URLs start with");
+            if let Some(i) = line.find("syslog receiver listening on udp://") {
+                let rest = &line[i + "syslog receiver listening on udp://".len()..];
+                syslog = rest.split_whitespace().next().and_then(|a| a.parse().ok());
+            }
             if let Some(a) = addr("bellows API listening on http://") {
                 url = Some(a);
             } else if let Some(a) = addr("HTTP boot service (iPXE, metadata) listening on http://")
@@ -106,6 +116,7 @@ impl Server {
             child,
             url: url.unwrap_or_default(),
             http_url: http_url.unwrap_or_default(),
+            syslog,
             log: rx,
         }
     }

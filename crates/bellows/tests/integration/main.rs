@@ -2,6 +2,7 @@
 //! driven over HTTP and through the CLI.
 
 mod api;
+mod boot;
 mod cli;
 mod durability;
 mod harness;
