@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_build_deps
-apt_install golang-go python3-venv curl iproute2 cloud-init
+apt_install golang-go python3-venv curl iproute2 cloud-init dnsmasq-base kea-dhcp4-server isc-dhcp-server
 
 echo "== fmt"
 cargo fmt --all -- --check

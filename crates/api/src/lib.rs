@@ -34,12 +34,32 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 pub struct AppState {
     /// The one source of truth.
     pub store: Arc<dyn Store>,
+    /// How machines reach the boot services (public address, URLs), for
+    /// clients that write configuration for other programs
+    /// (`bellows dhcp-config`, `bellows ipxe ovh-script`).
+    pub boot: Arc<BootInfo>,
+}
+
+/// Where the boot services are, as machines see them.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct BootInfo {
+    /// Address machines reach Bellows at.
+    pub public_ip: String,
+    /// Base URL of the HTTP boot service (`http://IP:PORT`).
+    pub http_base: String,
+    /// TFTP server address, if TFTP is on.
+    pub tftp_server: Option<String>,
+    /// Syslog host (`IP` or `IP:PORT`), if the receiver is on.
+    pub syslog: Option<String>,
+    /// DHCP mode the server runs (`reservation`, `proxy`, `off`).
+    pub dhcp_mode: String,
 }
 
 /// Every route, for the OpenAPI consistency test: (method, path).
 pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/healthz"),
     ("get", "/api/v1/openapi.json"),
+    ("get", "/api/v1/boot"),
     ("get", "/api/v1/hardware"),
     ("post", "/api/v1/hardware"),
     ("get", "/api/v1/hardware/{id}"),
@@ -63,6 +83,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/boot", get(boot))
         .route("/api/v1/hardware", get(hardware::list).post(hardware::push))
         .route(
             "/api/v1/hardware/{id}",
@@ -138,6 +159,10 @@ async fn json_rejections(resp: Response) -> Response {
 
 async fn healthz() -> impl IntoResponse {
     axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn boot(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
+    axum::Json(state.boot.as_ref().clone())
 }
 
 async fn openapi() -> impl IntoResponse {

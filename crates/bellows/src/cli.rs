@@ -55,6 +55,20 @@ pub enum Command {
     /// Manage workflows.
     #[command(subcommand)]
     Workflow(WorkflowCmd),
+    /// Print a configuration for the site's own DHCP server (dnsmasq, Kea,
+    /// ISC dhcpd): a reservation per machine and the two-stage iPXE
+    /// chainload to this Bellows server (seed 003).
+    DhcpConfig {
+        /// Which DHCP server.
+        #[arg(long, value_enum)]
+        format: crate::byo_dhcp::Format,
+        /// Interface the DHCP server should listen on.
+        #[arg(long)]
+        interface: Option<String>,
+    },
+    /// iPXE helpers.
+    #[command(subcommand)]
+    Ipxe(IpxeCmd),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// Shell to generate for.
@@ -179,6 +193,21 @@ pub struct ServerArgs {
     /// Log filter, e.g. `info` or `bellows=debug` [default: info].
     #[arg(long, env = "BELLOWS_LOG")]
     pub log: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum IpxeCmd {
+    /// Print the customer iPXE script for OVH's `POST /me/ipxeScript`
+    /// (seed 000): close the public NIC, DHCP on the private one (vRack),
+    /// chain this server's script, exit (boot normally) on failure.
+    OvhScript {
+        /// NIC to close (the public one).
+        #[arg(long, default_value = "net0")]
+        public_nic: String,
+        /// NIC on the private network.
+        #[arg(long, default_value = "net1")]
+        private_nic: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

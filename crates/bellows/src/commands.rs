@@ -9,7 +9,7 @@ use clap::CommandFactory;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::cli::{Cli, Command, Format, HardwareCmd, TemplateCmd, WorkflowCmd};
+use crate::cli::{Cli, Command, Format, HardwareCmd, IpxeCmd, TemplateCmd, WorkflowCmd};
 use crate::client::{Client, segment};
 use crate::output::{duration, s, structured, table, time};
 
@@ -57,9 +57,46 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Hardware(cmd) => hardware(&Client::new(&cli.url)?, format, cmd).await,
+        Command::DhcpConfig {
+            format: target,
+            interface,
+        } => {
+            let c = Client::new(&cli.url)?;
+            let boot = boot_info(&c).await?;
+            let list = c.call(Method::GET, "/api/v1/hardware", None).await?;
+            let hardware: Vec<bellows_model::Hardware> =
+                serde_json::from_value(list["items"].clone()).map_err(|e| {
+                    CliError::Usage(format!("unexpected hardware list from the server: {e}"))
+                })?;
+            let (text, skipped) =
+                crate::byo_dhcp::generate(target, &hardware, &boot, interface.as_deref());
+            for s in skipped {
+                eprintln!("warning: left out {s}");
+            }
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ipxe(IpxeCmd::OvhScript {
+            public_nic,
+            private_nic,
+        }) => {
+            let boot = boot_info(&Client::new(&cli.url)?).await?;
+            print!(
+                "{}",
+                crate::byo_dhcp::ovh_script(&boot, &public_nic, &private_nic)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Template(cmd) => template(&Client::new(&cli.url)?, format, cmd).await,
         Command::Workflow(cmd) => workflow(&Client::new(&cli.url)?, format, cmd).await,
     }
+}
+
+/// The server's view of where its boot services are.
+async fn boot_info(c: &Client) -> Result<bellows_api::BootInfo, CliError> {
+    let v = c.call(Method::GET, "/api/v1/boot", None).await?;
+    serde_json::from_value(v)
+        .map_err(|e| CliError::Usage(format!("unexpected boot info from the server: {e}")))
 }
 
 /// Reads a file, or stdin for `-`.

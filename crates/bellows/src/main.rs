@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+mod byo_dhcp;
 mod cli;
 mod client;
 mod commands;

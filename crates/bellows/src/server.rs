@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use std::net::SocketAddr;
 
-use bellows_api::AppState;
+use bellows_api::{AppState, BootInfo};
 use bellows_ipxe::InstallOs;
 use bellows_ipxe::http::{BootFiles, BootState};
 use bellows_metadata::MetadataState;
@@ -86,11 +86,15 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
             }
         },
     };
-    let syslog_arg = match syslog.as_ref().and_then(|s| s.local_addr().ok()) {
-        Some(a) if a.port() == 514 => format!(" bellows.syslog={}", cfg.public_ip),
-        Some(a) => format!(" bellows.syslog={}:{}", cfg.public_ip, a.port()),
-        None => String::new(),
+    let syslog_host = match syslog.as_ref().and_then(|s| s.local_addr().ok()) {
+        Some(a) if a.port() == 514 => Some(cfg.public_ip.to_string()),
+        Some(a) => Some(SocketAddr::new(cfg.public_ip, a.port()).to_string()),
+        None => None,
     };
+    let syslog_arg = syslog_host
+        .as_deref()
+        .map(|h| format!(" bellows.syslog={h}"))
+        .unwrap_or_default();
 
     let http_base = format!("http://{}", SocketAddr::new(cfg.public_ip, http_port));
     let file_url = |name: &str| {
@@ -185,6 +189,13 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
     }
     let state = AppState {
         store: store.clone(),
+        boot: Arc::new(BootInfo {
+            public_ip: cfg.public_ip.to_string(),
+            http_base: http_base.clone(),
+            tftp_server: None,
+            syslog: syslog_host.clone(),
+            dhcp_mode: "off".into(),
+        }),
     };
     let api_stop = stopped();
     servers.spawn(async move {

@@ -3,6 +3,7 @@
 
 mod api;
 mod boot;
+mod byo_dhcp;
 mod cli;
 mod durability;
 mod harness;
