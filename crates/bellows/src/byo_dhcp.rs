@@ -98,6 +98,14 @@ fn script_url(boot: &BootInfo) -> String {
     format!("{}/auto.ipxe", boot.http_base)
 }
 
+/// The syslog host for DHCP option 7, which carries IPv4 addresses only
+/// (and no port: a receiver on another port cannot be announced this way).
+fn syslog_ipv4(boot: &BootInfo) -> Option<Ipv4Addr> {
+    let syslog = boot.syslog.as_deref()?;
+    let host = syslog.split(':').next()?;
+    host.parse().ok()
+}
+
 /// Writes the configuration; also returns the interfaces it had to leave
 /// out (no reserved IPv4), for the caller to report.
 pub fn generate(
@@ -169,14 +177,8 @@ fn dnsmasq(subnets: &[Subnet], boot: &BootInfo, interface: Option<&str>) -> Stri
          dhcp-option=tag:ipxe,encap:175,176,1b\n",
         url = script_url(boot)
     );
-    if let Some(syslog) = &boot.syslog {
-        if let Some(host) = syslog
-            .split(':')
-            .next()
-            .filter(|h| h.parse::<Ipv4Addr>().is_ok())
-        {
-            let _ = writeln!(s, "dhcp-option=option:log-server,{host}");
-        }
+    if let Some(host) = syslog_ipv4(boot) {
+        let _ = writeln!(s, "dhcp-option=option:log-server,{host}");
     }
     s
 }

@@ -1,1 +1,47 @@
-//! DHCPv4 for network boot (placeholder; being written).
+//! DHCPv4 for network boot: a pure responder and the socket loop around it.
+//!
+//! [`respond`] turns one datagram (plus where it arrived, the
+//! configuration, and the in-memory hardware [`Lookup`]) into a
+//! [`Decision`]: what to send and where, or why nothing is sent. It does no
+//! IO, keeps no state and never panics, so it is unit-tested with bytes and
+//! fuzzed (`fuzz/`). [`DhcpServer`] binds the sockets and runs it.
+//!
+//! Modes ([`Mode`]): `reservation` (Bellows is the DHCP server, for
+//! machines with a record and a reserved IP only), `proxy` (ProxyDHCP next
+//! to the site's DHCP server: boot info only, also on port 4011), `off`.
+//!
+//! ```no_run
+//! # use std::{collections::HashMap, sync::Arc};
+//! # use bellows_dhcp::*;
+//! # async fn example() -> Result<(), ServerError> {
+//! let hosts: Arc<dyn Lookup> = Arc::new(HashMap::new());
+//! let server = DhcpServer::bind(
+//!     &ListenConfig { interface: Some("br0".into()), ..ListenConfig::default() },
+//!     DhcpConfig::default(),
+//!     hosts,
+//!     Arc::new(NoBootState),
+//! )?;
+//! let stats = server.stats();
+//! server.run(async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! println!("{:?}", stats.snapshot());
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod lookup;
+pub mod netboot;
+pub mod responder;
+pub mod server;
+pub mod stats;
+pub mod wire;
+
+pub use config::{BootFiles, ConfigError, DhcpConfig, ListenConfig, Mode, ModeParseError};
+pub use lookup::{BootState, Lookup, NoBootState};
+pub use netboot::{BootPlan, ClientKind, NetbootClient};
+pub use responder::{
+    Arrival, Decision, Destination, DropReason, Reply, Service, respond, respond_to,
+};
+pub use server::{DhcpServer, ServerError};
+pub use stats::{DhcpStats, StatsSnapshot};
+pub use wire::{MessageType, Request, WireError};
