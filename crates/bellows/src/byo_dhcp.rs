@@ -213,13 +213,8 @@ fn kea(subnets: &[Subnet], boot: &BootInfo, interface: Option<&str>) -> String {
         .collect();
     let mut options =
         vec![json!({"name": "no-pxedhcp", "space": "ipxe", "data": "1", "always-send": true})];
-    if let Some(host) = boot
-        .syslog
-        .as_deref()
-        .and_then(|s| s.split(':').next())
-        .filter(|h| h.parse::<Ipv4Addr>().is_ok())
-    {
-        options.push(json!({"name": "log-servers", "data": host}));
+    if let Some(host) = syslog_ipv4(boot) {
+        options.push(json!({"name": "log-servers", "data": host.to_string()}));
     }
     let doc = json!({
         "Dhcp4": {
@@ -283,12 +278,7 @@ fn isc(subnets: &[Subnet], boot: &BootInfo) -> String {
          }}\n\n",
         url = script_url(boot)
     );
-    if let Some(host) = boot
-        .syslog
-        .as_deref()
-        .and_then(|s| s.split(':').next())
-        .filter(|h| h.parse::<Ipv4Addr>().is_ok())
-    {
+    if let Some(host) = syslog_ipv4(boot) {
         let _ = writeln!(s, "option log-servers {host};\n");
     }
     for (n, net) in subnets.iter().enumerate() {
