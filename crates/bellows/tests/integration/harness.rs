@@ -46,19 +46,22 @@ impl Server {
 
     /// Starts a server inside network namespace `ns`, listening on `ip`.
     pub fn start_in_netns(ns: &str, ip: &str, data_dir: &Path) -> Server {
+        Self::start_in_netns_with(
+            ns,
+            ip,
+            data_dir,
+            &["--tftp-listen", "off", "--dhcp-mode", "off"],
+        )
+    }
+
+    /// Like [`Server::start_in_netns`], with the boot services chosen by `extra`.
+    pub fn start_in_netns_with(ns: &str, ip: &str, data_dir: &Path, extra: &[&str]) -> Server {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", ns, BIN, "server"])
             .args(["--listen", &format!("{ip}:42113")])
             .args(["--http-listen", &format!("{ip}:8080")])
-            .args([
-                "--syslog-listen",
-                &format!("{ip}:514"),
-                "--tftp-listen",
-                "off",
-                "--dhcp-mode",
-                "off",
-            ]);
-        Self::spawn(cmd, data_dir, &[])
+            .args(["--syslog-listen", &format!("{ip}:514"), "--public-ip", ip]);
+        Self::spawn(cmd, data_dir, extra)
     }
 
     fn spawn(mut cmd: Command, data_dir: &Path, extra: &[&str]) -> Server {

@@ -8,4 +8,5 @@ mod cli;
 mod durability;
 mod harness;
 mod metadata;
+mod netboot;
 mod netns;

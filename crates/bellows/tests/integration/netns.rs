@@ -104,6 +104,27 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// Adds a tap device on the bridge for a VM (QEMU runs in the server
+    /// namespace and opens it by name).
+    pub fn tap(&mut self, n: u32) -> String {
+        let tap = format!("{}t{n}", self.prefix);
+        ip(&[
+            "-n",
+            &self.server_ns,
+            "tuntap",
+            "add",
+            "dev",
+            &tap,
+            "mode",
+            "tap",
+        ]);
+        ip(&["-n", &self.server_ns, "link", "set", &tap, "master", "br0"]);
+        ip(&["-n", &self.server_ns, "link", "set", &tap, "up"]);
+        tap
+    }
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         for ns in self.namespaces.iter().rev() {

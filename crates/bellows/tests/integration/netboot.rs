@@ -1,0 +1,262 @@
+//! Whole network boots of a QEMU VM (TCG) inside a network namespace the
+//! test creates: firmware PXE → iPXE → auto.ipxe → kernel + initramfs from
+//! Bellows → the booted system finds itself in the metadata service and
+//! reports over syslog.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::harness::{Server, ok};
+use crate::netns::{Lab, can_run};
+
+const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// Builds the test OS (kernel + initramfs) once per test into `dir`.
+fn test_os(dir: &Path) -> PathBuf {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/e2e/build-test-os.sh"
+    );
+    let out = Command::new(script)
+        .arg(dir)
+        .output()
+        .expect("run build-test-os.sh");
+    assert!(
+        out.status.success(),
+        "build-test-os.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir.to_path_buf()
+}
+
+/// A QEMU process, killed when dropped.
+struct Vm(Child);
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Firmware {
+    /// SeaBIOS with QEMU's iPXE NIC ROM.
+    Bios,
+    /// OVMF with the NIC ROM disabled: OVMF's own UEFI PXE, then TFTP.
+    Uefi,
+}
+
+fn start_vm(ns: &str, tap: &str, mac: &str, fw: Firmware, work: &Path) -> Vm {
+    let mut cmd = Command::new("ip");
+    cmd.args([
+        "netns",
+        "exec",
+        ns,
+        "qemu-system-x86_64",
+        "-accel",
+        "tcg",
+        "-m",
+        "512",
+    ])
+    .args([
+        "-nographic",
+        "-no-reboot",
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+    ])
+    .args([
+        "-netdev",
+        &format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
+    ])
+    .arg("-serial")
+    .arg(format!("file:{}", work.join("console.log").display()));
+    match fw {
+        Firmware::Bios => {
+            cmd.args([
+                "-boot",
+                "n",
+                "-device",
+                &format!("virtio-net-pci,netdev=n0,mac={mac}"),
+            ]);
+        }
+        Firmware::Uefi => {
+            let vars = work.join("OVMF_VARS.fd");
+            std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).expect("OVMF vars");
+            cmd.args([
+                "-drive",
+                "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
+            ])
+            .arg("-drive")
+            .arg(format!(
+                "if=pflash,format=raw,unit=1,file={}",
+                vars.display()
+            ))
+            .args([
+                "-device",
+                &format!("virtio-net-pci,netdev=n0,mac={mac},romfile="),
+            ]);
+        }
+    }
+    Vm(cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start qemu"))
+}
+
+/// Registers the VM and a workflow for it, so auto.ipxe boots the test OS.
+fn register(s: &Server, ns: &str, mac: &str, ip: &str, hostname: &str) {
+    let hw = json!({"id": hostname, "network": {"interfaces": [{
+        "dhcp": {"mac": mac, "hostname": hostname, "lease_time": 600,
+                 "ip": {"address": ip, "netmask": "255.255.255.0", "gateway": "10.77.0.1"}},
+        "netboot": {"allow_pxe": true, "allow_workflow": true}}]},
+        "metadata": {"instance": {"hostname": hostname}}});
+    ok(&s.cli_netns(
+        ns,
+        &["hardware", "push", "-f", "-"],
+        Some(hw.to_string().as_bytes()),
+    ));
+    let tmpl = std::fs::read(crate::harness::fixture("hello-world.tmpl")).unwrap();
+    let _ = s.cli_netns(
+        ns,
+        &["template", "create", "-n", "e2e", "-p", "-"],
+        Some(&tmpl),
+    );
+    ok(&s.cli_netns(
+        ns,
+        &[
+            "workflow",
+            "create",
+            "-t",
+            "e2e",
+            "-r",
+            &format!("{{\"device_1\":\"{mac}\"}}"),
+        ],
+        None,
+    ));
+}
+
+/// Waits for the booted test OS's syslog report, filed under the machine.
+fn wait_for_callback(s: &Server, ns: &str, machine: &str, vm: &mut Vm, work: &Path) -> String {
+    let start = Instant::now();
+    let mut exited_at: Option<Instant> = None;
+    loop {
+        let logs = ok(&s.cli_netns(ns, &["hardware", "logs", machine], None));
+        if let Some(line) = logs.lines().find(|l| l.contains("booted worker=")) {
+            eprintln!("booted in {:.1} s", start.elapsed().as_secs_f64());
+            return line.to_string();
+        }
+        let exited = vm.0.try_wait().ok().flatten();
+        if exited.is_some() && exited_at.is_none() {
+            // The VM powers off right after sending; give the receiver's
+            // batch a moment to land before judging.
+            exited_at = Some(Instant::now());
+        }
+        let grace_over = exited_at.is_some_and(|t| t.elapsed() > Duration::from_secs(3));
+        if grace_over || start.elapsed() > BOOT_TIMEOUT {
+            let console = std::fs::read_to_string(work.join("console.log")).unwrap_or_default();
+            let tail: String = console
+                .chars()
+                .rev()
+                .take(3000)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            panic!(
+                "no call-back from the VM (exit: {exited:?}, {:?} elapsed)\nlogs:\n{logs}\nconsole tail:\n{tail}",
+                start.elapsed()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn have_qemu() -> bool {
+    let ok = Path::new("/usr/bin/qemu-system-x86_64").exists()
+        && Path::new("/usr/share/OVMF/OVMF_CODE_4M.fd").exists();
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "qemu-system-x86 and ovmf are required; scripts/test.sh installs them"
+        );
+        eprintln!("skipped: no qemu-system-x86_64 / OVMF");
+    }
+    ok
+}
+
+/// Bring your own DHCP (seed 003): dnsmasq, configured by
+/// `bellows dhcp-config --format dnsmasq`, does the addressing; Bellows
+/// serves the script, the OS and the metadata. QEMU's NIC ROM is iPXE, so
+/// it asks for the script at once.
+#[test]
+fn bios_vm_boots_with_dnsmasq_from_the_generated_config() {
+    if !can_run() || !have_qemu() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let os = test_os(&work.path().join("os"));
+    let mut lab = Lab::new("nb", "10.77.0.1");
+    let tap = lab.tap(1);
+    let ns = lab.server_ns.clone();
+    let s = Server::start_in_netns_with(
+        &ns,
+        "10.77.0.1",
+        &work.path().join("data"),
+        &[
+            "--dhcp-mode",
+            "off",
+            "--tftp-listen",
+            "off",
+            "--osie-dir",
+            os.to_str().unwrap(),
+            "--osie-initrd",
+            "initramfs",
+            "--kernel-args",
+            "e2e.http=http://10.77.0.1:8080",
+        ],
+    );
+    let mac = "52:54:00:77:00:50";
+    register(&s, &ns, mac, "10.77.0.50", "e2e-bios-dnsmasq");
+    let conf = ok(&s.cli_netns(
+        &ns,
+        &["dhcp-config", "--format", "dnsmasq", "--interface", "br0"],
+        None,
+    ));
+    let conf_path = work.path().join("dnsmasq.conf");
+    std::fs::write(
+        &conf_path,
+        format!(
+            "{conf}bind-interfaces\nno-resolv\nno-hosts\ndhcp-leasefile={}\npid-file={}\nlog-dhcp\n",
+            work.path().join("leases").display(),
+            work.path().join("dnsmasq.pid").display()
+        ),
+    )
+    .unwrap();
+    let dnsmasq = Command::new("ip")
+        .args(["netns", "exec", &ns, "dnsmasq", "-k", "-C"])
+        .arg(&conf_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start dnsmasq");
+    let _dnsmasq = Vm(dnsmasq);
+    let mut vm = start_vm(&ns, &tap, mac, Firmware::Bios, work.path());
+    let line = wait_for_callback(&s, &ns, "e2e-bios-dnsmasq", &mut vm, work.path());
+    assert!(line.contains(&format!("worker={mac}")), "{line}");
+    assert!(
+        line.contains("ip=10.77.0.50"),
+        "dnsmasq gave the reserved address: {line}"
+    );
+    assert!(
+        line.contains("hostname=e2e-bios-dnsmasq"),
+        "metadata answered: {line}"
+    );
+}
