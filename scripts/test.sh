@@ -6,7 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_build_deps
-apt_install golang-go python3-venv curl iproute2 cloud-init dnsmasq-base kea-dhcp4-server isc-dhcp-server
+# Peers the tests run against (see README "Tests").
+apt_install golang-go python3-venv curl iproute2 cloud-init dnsmasq-base kea-dhcp4-server \
+  isc-dhcp-server qemu-system-x86 ipxe-qemu ipxe ovmf busybox-static linux-image-amd64 cpio \
+  tftp-hpa atftp isc-dhcp-client udhcpc
 
 echo "== fmt"
 cargo fmt --all -- --check

@@ -124,6 +124,19 @@ impl Server {
         }
     }
 
+    /// Waits for a server log line containing `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return Some(line),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
     /// SIGKILL: no chance to flush or clean up.
     pub fn kill9(mut self) {
         let _ = self.child.kill();

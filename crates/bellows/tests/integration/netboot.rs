@@ -113,34 +113,19 @@ fn start_vm(ns: &str, tap: &str, mac: &str, fw: Firmware, work: &Path) -> Vm {
 
 /// Registers the VM and a workflow for it, so auto.ipxe boots the test OS.
 fn register(s: &Server, ns: &str, mac: &str, ip: &str, hostname: &str) {
+    register_machine(s, ns, mac, ip, hostname, true);
+    let tmpl = std::fs::read(crate::harness::fixture("hello-world.tmpl")).unwrap();
+    let _ = s.cli_netns(ns, &["template", "create", "-n", "e2e", "-p", "-"], Some(&tmpl));
+    ok(&s.cli_netns(ns, &["workflow", "create", "-t", "e2e", "-r", &format!("{{\"device_1\":\"{mac}\"}}")], None));
+}
+
+fn register_machine(s: &Server, ns: &str, mac: &str, ip: &str, hostname: &str, allow_pxe: bool) {
     let hw = json!({"id": hostname, "network": {"interfaces": [{
         "dhcp": {"mac": mac, "hostname": hostname, "lease_time": 600,
                  "ip": {"address": ip, "netmask": "255.255.255.0", "gateway": "10.77.0.1"}},
-        "netboot": {"allow_pxe": true, "allow_workflow": true}}]},
+        "netboot": {"allow_pxe": allow_pxe, "allow_workflow": true}}]},
         "metadata": {"instance": {"hostname": hostname}}});
-    ok(&s.cli_netns(
-        ns,
-        &["hardware", "push", "-f", "-"],
-        Some(hw.to_string().as_bytes()),
-    ));
-    let tmpl = std::fs::read(crate::harness::fixture("hello-world.tmpl")).unwrap();
-    let _ = s.cli_netns(
-        ns,
-        &["template", "create", "-n", "e2e", "-p", "-"],
-        Some(&tmpl),
-    );
-    ok(&s.cli_netns(
-        ns,
-        &[
-            "workflow",
-            "create",
-            "-t",
-            "e2e",
-            "-r",
-            &format!("{{\"device_1\":\"{mac}\"}}"),
-        ],
-        None,
-    ));
+    ok(&s.cli_netns(ns, &["hardware", "push", "-f", "-"], Some(hw.to_string().as_bytes())));
 }
 
 /// Waits for the booted test OS's syslog report, filed under the machine.
