@@ -30,6 +30,8 @@
 //! # }
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod files;
 pub mod netascii;
 pub mod options;
@@ -46,4 +48,4 @@ pub use packet::{DecodeError, ErrorCode, Packet};
 pub use server::{
     StatsHandle, TftpConfig, TftpError, TftpServer, TftpStats, TransferHook, TransferRecord, serve,
 };
-pub use transfer::{ReadTransfer, Transmit, TransferOutcome};
+pub use transfer::{ReadTransfer, TransferOutcome, Transmit};

@@ -1,0 +1,1034 @@
+//! The socket loop around the pure core: one listening socket, and per
+//! transfer an ephemeral socket on the local address the request reached
+//! (RFC 1350's transfer IDs) driven by its own task.
+//!
+//! Everything a peer sends is decoded by [`Packet::decode`] and handled by
+//! [`ReadTransfer`]; this module only moves datagrams, reads files off the
+//! async threads, counts, logs and enforces the concurrency bound.
+
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sys::socket::{
+    ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, setsockopt, sockopt,
+};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinSet;
+use tracing::{debug, error, info, warn};
+
+use crate::files::{
+    FileContent, FileSource, MacAddress, OpenError, SafePath, sanitize_request_path,
+};
+use crate::netascii::NetasciiFile;
+use crate::options::{Negotiated, TransferLimits, negotiate};
+use crate::packet::{
+    DATA_HEADER_LEN, ErrorCode, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, Packet, TftpOption, data_header,
+    error_packet,
+};
+use crate::transfer::{ReadTransfer, TransferOutcome, Transmit};
+
+/// The standard TFTP port.
+pub const DEFAULT_PORT: u16 = 69;
+
+/// Largest datagram read on the listening socket (any UDP payload fits).
+const REQUEST_BUFFER: usize = 65536;
+/// Largest datagram read on a transfer socket: ACKs are 4 bytes, ERRORs a
+/// short message; anything longer is cut and still decodes.
+const TRANSFER_BUFFER: usize = 1536;
+/// File bytes read per trip to the blocking pool, at least (a whole window
+/// is always read at once).
+const READ_AHEAD: usize = 64 * 1024;
+/// After the grace period has expired and transfers were told to stop, how
+/// long before their tasks are cancelled outright.
+const HARD_STOP: Duration = Duration::from_secs(2);
+
+/// How the server runs; [`Default`] is the standard port on all addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TftpConfig {
+    /// Address to listen on; port 0 picks a free one (see
+    /// [`TftpServer::local_addr`]).
+    pub listen: SocketAddr,
+    /// Transfers running at once; requests beyond get ERROR 0 "server busy".
+    pub max_transfers: usize,
+    /// Option limits and retransmission policy.
+    pub limits: TransferLimits,
+    /// On shutdown, how long in-flight transfers may run before being aborted.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for TftpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_PORT),
+            max_transfers: 1024,
+            limits: TransferLimits::default(),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why the server could not start or keep running.
+#[derive(Debug, thiserror::Error)]
+pub enum TftpError {
+    /// A setting is out of range; the message names it.
+    #[error("invalid TFTP configuration: {0}")]
+    InvalidConfig(String),
+    /// The listening socket could not be bound (port in use, privileged port).
+    #[error("cannot listen for TFTP on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Another socket-level failure.
+    #[error("TFTP socket error: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// One finished request, given to the transfer hook: enough to record which
+/// machine fetched which file, and how it went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferRecord {
+    /// The client's address and port.
+    pub peer: SocketAddr,
+    /// The file name exactly as requested.
+    pub requested: String,
+    /// The sanitised path that was opened, if it got that far.
+    pub path: Option<SafePath>,
+    /// The MAC of a `<mac>/` prefix in the request, if any.
+    pub mac: Option<MacAddress>,
+    /// Block size, window and acknowledged options, once the file was opened.
+    pub negotiated: Option<Negotiated>,
+    /// How it ended.
+    pub outcome: TransferOutcome,
+    /// DATA payload bytes sent, retransmissions included.
+    pub bytes_sent: u64,
+    /// From request to end.
+    pub duration: Duration,
+}
+
+/// Called once per request when it ends, on the transfer's task: it must
+/// return quickly (hand off to a channel for slow work) and not panic.
+pub type TransferHook = Arc<dyn Fn(&TransferRecord) + Send + Sync>;
+
+#[derive(Debug, Default)]
+struct Counters {
+    requests: AtomicU64,
+    completed: AtomicU64,
+    declined: AtomicU64,
+    failed: AtomicU64,
+    busy: AtomicU64,
+    malformed: AtomicU64,
+    data_bytes_sent: AtomicU64,
+    active: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64, by: u64) {
+    counter.fetch_add(by, Ordering::Relaxed);
+}
+
+/// A point-in-time copy of the server's counters, for metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TftpStats {
+    /// Read and write requests received on the listening socket.
+    pub requests: u64,
+    /// Transfers whose last block was acknowledged.
+    pub completed: u64,
+    /// Transfers the client ended after the OACK with error 8 (size probes).
+    pub declined: u64,
+    /// Requests that ended any other way (refused, busy, timed out, client
+    /// error, aborted).
+    pub failed: u64,
+    /// Of `failed`, those refused because `max_transfers` were running.
+    pub busy: u64,
+    /// Datagrams on the listening socket that were not a valid request.
+    pub malformed: u64,
+    /// DATA payload bytes sent, retransmissions included.
+    pub data_bytes_sent: u64,
+    /// Transfers running now.
+    pub active: u64,
+}
+
+/// A cloneable view of a server's counters that outlives `run`.
+#[derive(Debug, Clone)]
+pub struct StatsHandle(Arc<Counters>);
+
+impl StatsHandle {
+    /// Reads every counter (each one atomically; the set is not a snapshot
+    /// of a single instant).
+    pub fn snapshot(&self) -> TftpStats {
+        let c = &self.0;
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        TftpStats {
+            requests: get(&c.requests),
+            completed: get(&c.completed),
+            declined: get(&c.declined),
+            failed: get(&c.failed),
+            busy: get(&c.busy),
+            malformed: get(&c.malformed),
+            data_bytes_sent: get(&c.data_bytes_sent),
+            active: get(&c.active),
+        }
+    }
+}
+
+/// What every transfer task needs from the server.
+struct Shared {
+    source: Arc<dyn FileSource>,
+    limits: TransferLimits,
+    counters: Arc<Counters>,
+    hook: Option<TransferHook>,
+}
+
+/// A bound TFTP server; [`run`](Self::run) serves until shutdown.
+pub struct TftpServer {
+    socket: UdpSocket,
+    local_addr: SocketAddr,
+    /// The listening socket reports each request's destination address
+    /// (IP_PKTINFO), which matters when it listens on a wildcard address.
+    learns_destination: bool,
+    config: TftpConfig,
+    shared: Shared,
+}
+
+fn validate(config: &TftpConfig) -> Result<(), TftpError> {
+    let limits = &config.limits;
+    if !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&limits.max_block_size) {
+        return Err(TftpError::InvalidConfig(format!(
+            "max_block_size {} is outside {MIN_BLOCK_SIZE}..={MAX_BLOCK_SIZE}",
+            limits.max_block_size
+        )));
+    }
+    if limits.max_window_size == 0 {
+        return Err(TftpError::InvalidConfig(
+            "max_window_size must be at least 1".into(),
+        ));
+    }
+    if config.max_transfers == 0 {
+        return Err(TftpError::InvalidConfig(
+            "max_transfers must be at least 1".into(),
+        ));
+    }
+    if limits.default_timeout.is_zero() {
+        return Err(TftpError::InvalidConfig(
+            "default_timeout must be more than zero".into(),
+        ));
+    }
+    Ok(())
+}
+
+impl TftpServer {
+    /// Checks the configuration and binds the listening socket, so the caller
+    /// learns of a busy port before spawning anything.
+    pub async fn bind(config: TftpConfig, source: Arc<dyn FileSource>) -> Result<Self, TftpError> {
+        validate(&config)?;
+        let socket = UdpSocket::bind(config.listen)
+            .await
+            .map_err(|source| TftpError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let local_addr = socket.local_addr()?;
+        // Also on a specific address: one receive path for every setup, the
+        // one the tests exercise.
+        let learns_destination = enable_destination_info(&socket, local_addr);
+        info!(address = %local_addr, "TFTP server listening");
+        Ok(Self {
+            socket,
+            local_addr,
+            learns_destination,
+            shared: Shared {
+                source,
+                limits: config.limits.clone(),
+                counters: Arc::default(),
+                hook: None,
+            },
+            config,
+        })
+    }
+
+    /// The address actually bound (the port, when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The server's counters, readable during and after `run`.
+    pub fn stats(&self) -> StatsHandle {
+        StatsHandle(Arc::clone(&self.shared.counters))
+    }
+
+    /// Sets the function called as each request ends (see [`TransferHook`]).
+    pub fn with_transfer_hook(
+        mut self,
+        hook: impl Fn(&TransferRecord) + Send + Sync + 'static,
+    ) -> Self {
+        self.shared.hook = Some(Arc::new(hook));
+        self
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets running
+    /// transfers finish for [`TftpConfig::shutdown_grace`], and aborts the
+    /// rest (the client gets ERROR 0). Errors on single datagrams are logged,
+    /// never returned.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), TftpError> {
+        let Self {
+            socket,
+            local_addr,
+            learns_destination,
+            config,
+            shared,
+        } = self;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut acceptor = Acceptor {
+            shared: Arc::new(shared),
+            slots: Arc::new(Semaphore::new(config.max_transfers)),
+            stop: stop_rx,
+            tasks: JoinSet::new(),
+        };
+        let mut buffer = vec![0u8; REQUEST_BUFFER];
+        let mut control = nix::cmsg_space!(nix::libc::in_pktinfo, nix::libc::in6_pktinfo);
+        tokio::pin!(shutdown);
+
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                Some(joined) = acceptor.tasks.join_next(), if !acceptor.tasks.is_empty() => {
+                    report_join(joined);
+                }
+                received = receive_request(&socket, &mut buffer, &mut control, learns_destination) => {
+                    match received {
+                        Ok((len, peer, destination)) => {
+                            let local_ip = destination.unwrap_or(local_addr.ip());
+                            acceptor.dispatch(&socket, &buffer[..len], peer, local_ip);
+                        }
+                        Err(e) => {
+                            // ICMP errors from earlier replies surface here;
+                            // pause briefly so a persistent error cannot spin.
+                            debug!(error = %e, "TFTP receive error");
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                    }
+                }
+            }
+        }
+
+        drop(socket);
+        let mut tasks = acceptor.tasks;
+        info!(
+            in_flight = tasks.len(),
+            grace = ?config.shutdown_grace,
+            "TFTP server stopping"
+        );
+        let grace = tokio::time::sleep(config.shutdown_grace);
+        let hard_stop = tokio::time::sleep(config.shutdown_grace + HARD_STOP);
+        tokio::pin!(grace, hard_stop);
+        let mut told_to_stop = false;
+        while !tasks.is_empty() {
+            tokio::select! {
+                Some(joined) = tasks.join_next() => report_join(joined),
+                () = &mut grace, if !told_to_stop => {
+                    warn!(transfers = tasks.len(), "TFTP shutdown grace expired: aborting transfers");
+                    told_to_stop = true;
+                    let _ = stop_tx.send(true);
+                }
+                () = &mut hard_stop => {
+                    tasks.abort_all();
+                    while let Some(joined) = tasks.join_next().await {
+                        report_join(joined);
+                    }
+                }
+            }
+        }
+        info!("TFTP server stopped");
+        Ok(())
+    }
+}
+
+/// Binds with `config`, then [`TftpServer::run`]s until `shutdown`.
+pub async fn serve(
+    config: TftpConfig,
+    source: Arc<dyn FileSource>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), TftpError> {
+    TftpServer::bind(config, source).await?.run(shutdown).await
+}
+
+fn report_join(joined: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = joined {
+        if e.is_panic() {
+            error!(error = %e, "TFTP transfer task panicked");
+        } else {
+            debug!(error = %e, "TFTP transfer task cancelled");
+        }
+    }
+}
+
+/// Asks the kernel to report each datagram's destination address. Returns
+/// false (and logs) if it cannot: transfers then answer from an address the
+/// routing table picks.
+fn enable_destination_info(socket: &UdpSocket, local: SocketAddr) -> bool {
+    let result = match local {
+        SocketAddr::V4(_) => setsockopt(socket, sockopt::Ipv4PacketInfo, &true),
+        SocketAddr::V6(_) => {
+            // Dual-stack sockets report IPv4 arrivals through either option.
+            let _ = setsockopt(socket, sockopt::Ipv4PacketInfo, &true);
+            setsockopt(socket, sockopt::Ipv6RecvPacketInfo, &true)
+        }
+    };
+    match result {
+        Ok(()) => true,
+        Err(e) => {
+            warn!(error = %e, "cannot enable IP_PKTINFO; transfers will reply from a routed address");
+            false
+        }
+    }
+}
+
+/// Receives one request: its length, sender, and (when asked for) the local
+/// address it was sent to.
+async fn receive_request(
+    socket: &UdpSocket,
+    buffer: &mut [u8],
+    control: &mut [u8],
+    learns_destination: bool,
+) -> io::Result<(usize, SocketAddr, Option<IpAddr>)> {
+    if !learns_destination {
+        let (len, peer) = socket.recv_from(buffer).await?;
+        return Ok((len, peer, None));
+    }
+    let fd = socket.as_fd().as_raw_fd();
+    socket
+        .async_io(Interest::READABLE, || {
+            receive_with_destination(fd, buffer, control)
+        })
+        .await
+}
+
+fn receive_with_destination(
+    fd: RawFd,
+    buffer: &mut [u8],
+    control: &mut [u8],
+) -> io::Result<(usize, SocketAddr, Option<IpAddr>)> {
+    let mut iov = [io::IoSliceMut::new(buffer)];
+    let message = recvmsg::<SockaddrStorage>(fd, &mut iov, Some(control), MsgFlags::empty())
+        .map_err(io::Error::from)?;
+    let peer = message
+        .address
+        .as_ref()
+        .and_then(socket_addr_from)
+        .ok_or_else(|| io::Error::other("datagram without an IP source address"))?;
+    let mut destination = None;
+    if let Ok(messages) = message.cmsgs() {
+        for control_message in messages {
+            match control_message {
+                ControlMessageOwned::Ipv4PacketInfo(info) => {
+                    // ipi_spec_dst is the local address to answer from (the
+                    // header destination, unless that was a broadcast).
+                    let local = Ipv4Addr::from(u32::from_be(info.ipi_spec_dst.s_addr));
+                    let header = Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr));
+                    destination = Some(IpAddr::V4(if local.is_unspecified() {
+                        header
+                    } else {
+                        local
+                    }));
+                }
+                ControlMessageOwned::Ipv6PacketInfo(info) => {
+                    destination = Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok((message.bytes, peer, destination))
+}
+
+fn socket_addr_from(address: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = address.as_sockaddr_in() {
+        return Some(SocketAddr::new(IpAddr::V4(v4.ip()), v4.port()));
+    }
+    let v6 = address.as_sockaddr_in6()?;
+    Some(SocketAddr::new(IpAddr::V6(v6.ip()), v6.port()))
+}
+
+/// IPv4 peers reaching a dual-stack socket appear as `::ffff:a.b.c.d`; the
+/// transfer socket is plain IPv4 for them.
+fn unmapped(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The address a transfer socket binds: the request's destination, in the
+/// peer's address family.
+fn transfer_local_ip(peer: IpAddr, destination: IpAddr) -> IpAddr {
+    match (peer, unmapped(destination)) {
+        (IpAddr::V4(_), local @ IpAddr::V4(_)) | (IpAddr::V6(_), local @ IpAddr::V6(_)) => local,
+        (IpAddr::V4(_), IpAddr::V6(_)) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        (IpAddr::V6(_), IpAddr::V4(_)) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    }
+}
+
+/// A request copied out of the receive buffer for its task.
+struct OwnedRequest {
+    filename: String,
+    mode: String,
+    options: Vec<(String, String)>,
+}
+
+/// Turns requests on the listening socket into transfer tasks, within the
+/// concurrency bound.
+struct Acceptor {
+    shared: Arc<Shared>,
+    /// One permit per transfer that may run.
+    slots: Arc<Semaphore>,
+    /// Becomes true when running transfers must abort.
+    stop: watch::Receiver<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Acceptor {
+    /// Handles one datagram on the listening socket; never blocks.
+    fn dispatch(
+        &mut self,
+        socket: &UdpSocket,
+        datagram: &[u8],
+        peer: SocketAddr,
+        destination: IpAddr,
+    ) {
+        let shared = &self.shared;
+        let counters = &shared.counters;
+        let request = match Packet::decode(datagram) {
+            Ok(Packet::ReadRequest(request)) => request,
+            Ok(Packet::WriteRequest(request)) => {
+                bump(&counters.requests, 1);
+                info!(%peer, file = %request.filename.escape_debug(), "refused TFTP write request: read-only server");
+                reply(socket, peer, ErrorCode::AccessViolation, "Read-only server");
+                let record = refused_record(
+                    peer,
+                    request.filename,
+                    ErrorCode::AccessViolation,
+                    "write request to a read-only server",
+                );
+                finish(shared, &record);
+                return;
+            }
+            Ok(other) => {
+                bump(&counters.malformed, 1);
+                debug!(%peer, packet = ?other, "ignored non-request packet on the TFTP port");
+                return;
+            }
+            Err(e) => {
+                bump(&counters.malformed, 1);
+                debug!(%peer, error = %e, "ignored malformed datagram on the TFTP port");
+                return;
+            }
+        };
+        bump(&counters.requests, 1);
+        let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() else {
+            bump(&counters.busy, 1);
+            warn!(%peer, file = %request.filename.escape_debug(), "TFTP server busy: refusing request");
+            reply(
+                socket,
+                peer,
+                ErrorCode::NotDefined,
+                "Server busy, try again later",
+            );
+            let record =
+                refused_record(peer, request.filename, ErrorCode::NotDefined, "server busy");
+            finish(shared, &record);
+            return;
+        };
+        let owned = OwnedRequest {
+            filename: request.filename.to_string(),
+            mode: request.mode.to_string(),
+            options: request
+                .options
+                .iter()
+                .map(|o| (o.name.to_string(), o.value.to_string()))
+                .collect(),
+        };
+        let transfer_peer = SocketAddr::new(unmapped(peer.ip()), peer.port());
+        let local_ip = transfer_local_ip(transfer_peer.ip(), destination);
+        let task = run_transfer(
+            Arc::clone(shared),
+            owned,
+            transfer_peer,
+            local_ip,
+            self.stop.clone(),
+            permit,
+        );
+        self.tasks.spawn(task);
+    }
+}
+
+/// The record of a request refused on the listening socket.
+fn refused_record(
+    peer: SocketAddr,
+    filename: &str,
+    code: ErrorCode,
+    reason: &str,
+) -> TransferRecord {
+    TransferRecord {
+        peer,
+        requested: filename.to_string(),
+        path: None,
+        mac: sanitize_request_path(filename).ok().and_then(|r| r.mac),
+        negotiated: None,
+        outcome: TransferOutcome::Refused {
+            code,
+            reason: reason.to_string(),
+        },
+        bytes_sent: 0,
+        duration: Duration::ZERO,
+    }
+}
+
+/// Sends an ERROR from the listening socket without waiting: if the socket
+/// buffer is full the reply is dropped, as UDP allows.
+fn reply(socket: &UdpSocket, peer: SocketAddr, code: ErrorCode, message: &str) {
+    if let Err(e) = socket.try_send_to(&error_packet(code, message), peer) {
+        debug!(%peer, error = %e, "could not send TFTP error reply");
+    }
+}
+
+/// Counts, logs and reports a finished request.
+fn finish(shared: &Shared, record: &TransferRecord) {
+    let counters = &shared.counters;
+    let file = record.requested.escape_debug();
+    let mac = record.mac.map(|m| m.to_string());
+    let elapsed_ms = record.duration.as_millis() as u64;
+    match &record.outcome {
+        TransferOutcome::Completed { bytes } => {
+            bump(&counters.completed, 1);
+            info!(peer = %record.peer, %file, mac, bytes, elapsed_ms, "TFTP transfer complete");
+        }
+        TransferOutcome::OptionsDeclined { message } => {
+            bump(&counters.declined, 1);
+            debug!(peer = %record.peer, %file, mac, %message, "TFTP client ended after option negotiation");
+        }
+        TransferOutcome::ClientError { code, message } => {
+            bump(&counters.failed, 1);
+            info!(peer = %record.peer, %file, mac, %code, %message, "TFTP client ended the transfer with an error");
+        }
+        TransferOutcome::TimedOut { retries } => {
+            bump(&counters.failed, 1);
+            warn!(peer = %record.peer, %file, mac, retries, "TFTP transfer timed out");
+        }
+        TransferOutcome::Refused { .. } => bump(&counters.failed, 1),
+        TransferOutcome::Aborted { reason } => {
+            bump(&counters.failed, 1);
+            warn!(peer = %record.peer, %file, mac, %reason, "TFTP transfer aborted");
+        }
+    }
+    if let Some(hook) = &shared.hook {
+        hook(record);
+    }
+}
+
+/// Keeps the active-transfer gauge right even if the task is cancelled.
+struct ActiveGuard(Arc<Counters>);
+
+impl ActiveGuard {
+    fn new(counters: &Arc<Counters>) -> Self {
+        bump(&counters.active, 1);
+        Self(Arc::clone(counters))
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn run_transfer(
+    shared: Arc<Shared>,
+    request: OwnedRequest,
+    peer: SocketAddr,
+    local_ip: IpAddr,
+    stop: watch::Receiver<bool>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let _active = ActiveGuard::new(&shared.counters);
+    let started = Instant::now();
+    let mut record = TransferRecord {
+        peer,
+        requested: request.filename.clone(),
+        path: None,
+        mac: None,
+        negotiated: None,
+        outcome: TransferOutcome::Aborted {
+            reason: "not started".into(),
+        },
+        bytes_sent: 0,
+        duration: Duration::ZERO,
+    };
+    record.outcome = match UdpSocket::bind(SocketAddr::new(local_ip, 0)).await {
+        Ok(socket) => serve_request(&shared, &socket, &request, stop, &mut record).await,
+        Err(e) => TransferOutcome::Aborted {
+            reason: format!("cannot open a transfer socket on {local_ip}: {e}"),
+        },
+    };
+    record.duration = started.elapsed();
+    finish(&shared, &record);
+}
+
+/// Refuses the request from the transfer socket.
+async fn refuse(
+    socket: &UdpSocket,
+    peer: SocketAddr,
+    code: ErrorCode,
+    client_message: &str,
+    reason: String,
+) -> TransferOutcome {
+    if let Err(e) = socket
+        .send_to(&error_packet(code, client_message), peer)
+        .await
+    {
+        debug!(%peer, error = %e, "could not send TFTP error");
+    }
+    TransferOutcome::Refused { code, reason }
+}
+
+/// Opens the first candidate path that exists, wrapping it for netascii.
+fn open_blocking(
+    source: &dyn FileSource,
+    candidates: Vec<SafePath>,
+    netascii: bool,
+) -> Result<(SafePath, Arc<dyn FileContent>), OpenError> {
+    for candidate in candidates {
+        match source.open(&candidate) {
+            Ok(content) if netascii => {
+                let converted: Arc<dyn FileContent> = Arc::new(NetasciiFile::new(content)?);
+                return Ok((candidate, converted));
+            }
+            Ok(content) => return Ok((candidate, content)),
+            Err(OpenError::NotFound) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(OpenError::NotFound)
+}
+
+/// Everything from the first reply to the end of one transfer.
+async fn serve_request(
+    shared: &Arc<Shared>,
+    socket: &UdpSocket,
+    request: &OwnedRequest,
+    mut stop: watch::Receiver<bool>,
+    record: &mut TransferRecord,
+) -> TransferOutcome {
+    let peer = record.peer;
+    let file = request.filename.escape_debug().to_string();
+    let netascii = match request.mode.to_ascii_lowercase().as_str() {
+        "octet" => false,
+        "netascii" => true,
+        other => {
+            info!(%peer, %file, mode = %other.escape_debug(), "refused TFTP request: unsupported mode");
+            return refuse(
+                socket,
+                peer,
+                ErrorCode::IllegalOperation,
+                "Only octet and netascii modes are supported",
+                format!("unsupported mode {other:?}"),
+            )
+            .await;
+        }
+    };
+    let path = match sanitize_request_path(&request.filename) {
+        Ok(path) => path,
+        Err(e) => {
+            warn!(%peer, %file, reason = %e, "refused TFTP request");
+            return refuse(
+                socket,
+                peer,
+                ErrorCode::AccessViolation,
+                "Access violation",
+                e.to_string(),
+            )
+            .await;
+        }
+    };
+    record.mac = path.mac;
+    let candidates: Vec<SafePath> = path.candidates().cloned().collect();
+    let source = Arc::clone(&shared.source);
+    let opened =
+        tokio::task::spawn_blocking(move || open_blocking(source.as_ref(), candidates, netascii))
+            .await;
+    let (served, content) = match opened {
+        Ok(Ok(found)) => found,
+        Ok(Err(OpenError::NotFound)) => {
+            info!(%peer, %file, "TFTP file not found");
+            return refuse(
+                socket,
+                peer,
+                ErrorCode::FileNotFound,
+                "File not found",
+                "file not found".into(),
+            )
+            .await;
+        }
+        Ok(Err(OpenError::AccessDenied(reason))) => {
+            warn!(%peer, %file, %reason, "refused TFTP request");
+            return refuse(
+                socket,
+                peer,
+                ErrorCode::AccessViolation,
+                "Access violation",
+                reason,
+            )
+            .await;
+        }
+        Ok(Err(OpenError::Io(e))) => {
+            warn!(%peer, %file, error = %e, "cannot open file for TFTP");
+            return refuse(
+                socket,
+                peer,
+                ErrorCode::NotDefined,
+                "Cannot read file",
+                e.to_string(),
+            )
+            .await;
+        }
+        Err(e) => {
+            return TransferOutcome::Aborted {
+                reason: format!("open task failed: {e}"),
+            };
+        }
+    };
+    record.path = Some(served);
+
+    let options: Vec<TftpOption<'_>> = request
+        .options
+        .iter()
+        .map(|(name, value)| TftpOption { name, value })
+        .collect();
+    let size = content.size();
+    let negotiated = negotiate(&options, (!netascii).then_some(size), &shared.limits);
+    let (mut transfer, mut pending) =
+        ReadTransfer::start(peer, size, &negotiated, &shared.limits, Instant::now());
+    record.negotiated = Some(negotiated);
+    debug!(
+        %peer, %file, size, block_size = transfer.block_size(),
+        window_size = transfer.window_size(), netascii, "TFTP transfer started"
+    );
+
+    let mut reader = WindowReader::new(content);
+    let mut packet = Vec::with_capacity(DATA_HEADER_LEN + usize::from(transfer.block_size()));
+    let mut incoming = vec![0u8; TRANSFER_BUFFER];
+    loop {
+        let sent = send_all(socket, peer, &mut reader, &pending, &mut packet).await;
+        bump(&shared.counters.data_bytes_sent, sent.data_bytes);
+        record.bytes_sent += sent.data_bytes;
+        if let Err(e) = sent.read_result {
+            let abort = transfer.abort(
+                ErrorCode::NotDefined,
+                "Error reading file",
+                format!("reading the file failed: {e}"),
+            );
+            send_all(socket, peer, &mut reader, &[abort], &mut packet).await;
+            break;
+        }
+        let Some(deadline) = transfer.deadline() else {
+            break;
+        };
+        pending = tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => {
+                vec![transfer.abort(
+                    ErrorCode::NotDefined,
+                    "Server shutting down",
+                    "server shutting down".into(),
+                )]
+            }
+            () = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
+                transfer.handle_timeout(Instant::now())
+            }
+            received = socket.recv_from(&mut incoming) => match received {
+                Ok((len, from)) => transfer.handle_datagram(from, &incoming[..len], Instant::now()),
+                Err(e) => {
+                    debug!(%peer, error = %e, "TFTP transfer receive error");
+                    Vec::new()
+                }
+            },
+        };
+    }
+    transfer
+        .outcome()
+        .cloned()
+        .unwrap_or(TransferOutcome::Aborted {
+            reason: "ended without an outcome".into(),
+        })
+}
+
+/// What one batch of sends did.
+struct Sent {
+    data_bytes: u64,
+    read_result: io::Result<()>,
+}
+
+/// Performs `pending` in order. Send errors are logged and otherwise ignored
+/// (the retransmission timer covers a lost packet); a read error stops the
+/// batch and is returned.
+async fn send_all(
+    socket: &UdpSocket,
+    peer: SocketAddr,
+    reader: &mut WindowReader,
+    pending: &[Transmit],
+    packet: &mut Vec<u8>,
+) -> Sent {
+    let mut sent = Sent {
+        data_bytes: 0,
+        read_result: Ok(()),
+    };
+    let span = pending
+        .iter()
+        .filter_map(|transmit| match transmit {
+            Transmit::Data { offset, len, .. } => Some((*offset, *offset + *len as u64)),
+            Transmit::Packet { .. } => None,
+        })
+        .reduce(|(start, end), (s, e)| (start.min(s), end.max(e)));
+    if let Some((start, end)) = span
+        && let Err(e) = reader.load(start, end).await
+    {
+        sent.read_result = Err(e);
+        return sent;
+    }
+    for transmit in pending {
+        let (bytes, to, data_len): (&[u8], SocketAddr, u64) = match transmit {
+            Transmit::Data { block, offset, len } => {
+                let Some(data) = reader.slice(*offset, *len) else {
+                    sent.read_result = Err(io::Error::other("block outside the loaded window"));
+                    return sent;
+                };
+                packet.clear();
+                packet.extend_from_slice(&data_header(*block));
+                packet.extend_from_slice(data);
+                (packet.as_slice(), peer, *len as u64)
+            }
+            Transmit::Packet { to, bytes } => (bytes.as_slice(), *to, 0),
+        };
+        match socket.send_to(bytes, to).await {
+            Ok(_) => sent.data_bytes += data_len,
+            Err(e) => debug!(peer = %to, error = %e, "TFTP send failed"),
+        }
+    }
+    sent
+}
+
+/// A bounded read-ahead buffer over a file: holds at least the current
+/// window, reads in the blocking pool, rereads for retransmissions that fall
+/// outside it.
+struct WindowReader {
+    content: Arc<dyn FileContent>,
+    start: u64,
+    buffer: Vec<u8>,
+}
+
+impl WindowReader {
+    fn new(content: Arc<dyn FileContent>) -> Self {
+        Self {
+            content,
+            start: 0,
+            buffer: Vec::new(),
+        }
+    }
+
+    /// Makes `start..end` available to [`slice`](Self::slice).
+    async fn load(&mut self, start: u64, end: u64) -> io::Result<()> {
+        let loaded_end = self.start + self.buffer.len() as u64;
+        if start >= self.start && end <= loaded_end {
+            return Ok(());
+        }
+        let size = self.content.size();
+        let read_end = end.max(start.saturating_add(READ_AHEAD as u64).min(size));
+        let len = usize::try_from(read_end - start)
+            .map_err(|_| io::Error::other("window larger than memory"))?;
+        let mut buffer = std::mem::take(&mut self.buffer);
+        buffer.resize(len, 0);
+        let content = Arc::clone(&self.content);
+        let (mut buffer, read) = tokio::task::spawn_blocking(move || {
+            let read = content.read_at(start, &mut buffer);
+            (buffer, read)
+        })
+        .await
+        .map_err(io::Error::other)?;
+        let got = read?;
+        if (got as u64) < end - start {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file shrank while being served",
+            ));
+        }
+        buffer.truncate(got);
+        self.buffer = buffer;
+        self.start = start;
+        Ok(())
+    }
+
+    fn slice(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        let from = usize::try_from(offset.checked_sub(self.start)?).ok()?;
+        self.buffer.get(from..from.checked_add(len)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_validation_names_the_bad_setting() {
+        let mut config = TftpConfig::default();
+        assert!(validate(&config).is_ok());
+        config.limits.max_block_size = 7;
+        let error = validate(&config).unwrap_err().to_string();
+        assert!(error.contains("max_block_size"), "{error}");
+        config.limits.max_block_size = 1468;
+        config.max_transfers = 0;
+        assert!(
+            validate(&config)
+                .unwrap_err()
+                .to_string()
+                .contains("max_transfers")
+        );
+    }
+
+    #[test]
+    fn transfer_sockets_use_the_peer_family() {
+        let v4: IpAddr = "10.0.0.5".parse().unwrap();
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        let v6: IpAddr = "fd00::1".parse().unwrap();
+        assert_eq!(unmapped(mapped), "10.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            transfer_local_ip(v4, mapped),
+            "10.0.0.1".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(transfer_local_ip(v4, v6), IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        assert_eq!(transfer_local_ip(v6, v4), IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+        assert_eq!(transfer_local_ip(v6, v6), v6);
+    }
+
+    #[tokio::test]
+    async fn window_reader_reads_ahead_and_rereads() {
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let mut reader = WindowReader::new(Arc::new(data.clone()));
+        reader.load(0, 512).await.unwrap();
+        assert_eq!(reader.slice(0, 512).unwrap(), &data[..512]);
+        assert_eq!(reader.slice(60_000, 100).unwrap(), &data[60_000..60_100]);
+        reader.load(100_000, 100_512).await.unwrap();
+        assert_eq!(reader.slice(100_000, 512).unwrap(), &data[100_000..100_512]);
+        assert!(reader.slice(0, 1).is_none());
+        reader.load(190_000, 200_000).await.unwrap();
+        assert_eq!(reader.slice(199_990, 10).unwrap(), &data[199_990..]);
+        assert!(reader.load(199_000, 200_001).await.is_err());
+    }
+}
