@@ -12,6 +12,7 @@ use bellows_ipxe::http::{BootFiles, BootState};
 use bellows_metadata::MetadataState;
 use bellows_store::{SqliteStore, Store};
 use bellows_syslog::SyslogServer;
+use bellows_tftp::{DirectorySource, TftpConfig, TftpServer};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
@@ -86,6 +87,51 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
             }
         },
     };
+    let tftp = match cfg.tftp_listen {
+        Listen::Off => None,
+        Listen::At(listen) => {
+            let source = DirectorySource::new(&cfg.ipxe_dir);
+            let bound = match source {
+                Ok(source) => {
+                    let config = TftpConfig {
+                        listen,
+                        ..TftpConfig::default()
+                    };
+                    TftpServer::bind(config, Arc::new(source))
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+                Err(e) => Err(format!("cannot serve {}: {e}", cfg.ipxe_dir.display())),
+            };
+            match bound {
+                Ok(server) => {
+                    let server = server.with_transfer_hook(|record| {
+                        tracing::info!(
+                            peer = %record.peer,
+                            file = %record.requested,
+                            outcome = ?record.outcome,
+                            bytes = record.bytes_sent,
+                            "TFTP transfer ended"
+                        );
+                    });
+                    tracing::info!("TFTP server listening on udp://{}", server.local_addr());
+                    Some(server)
+                }
+                Err(e) if !cfg.explicit.tftp => {
+                    tracing::warn!(
+                        "TFTP off: cannot bind {listen}: {e} (port 69 needs root; set --tftp-listen)"
+                    );
+                    None
+                }
+                Err(e) => {
+                    return Err(CliError::Server(format!(
+                        "cannot start TFTP on {listen}: {e}"
+                    )));
+                }
+            }
+        }
+    };
+    let tftp_addr = tftp.as_ref().map(|t| t.local_addr());
     let syslog_host = match syslog.as_ref().and_then(|s| s.local_addr().ok()) {
         Some(a) if a.port() == 514 => Some(cfg.public_ip.to_string()),
         Some(a) => Some(SocketAddr::new(cfg.public_ip, a.port()).to_string()),
@@ -167,6 +213,14 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
         }
     };
     let mut servers = tokio::task::JoinSet::new();
+    if let Some(tftp) = tftp {
+        let stop = stopped();
+        servers.spawn(async move {
+            tftp.run(stop)
+                .await
+                .map_err(|e| format!("TFTP server failed: {e}"))
+        });
+    }
     if let Some(syslog) = syslog {
         let stop = stopped();
         servers.spawn(async move {
@@ -192,7 +246,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
         boot: Arc::new(BootInfo {
             public_ip: cfg.public_ip.to_string(),
             http_base: http_base.clone(),
-            tftp_server: None,
+            tftp_server: tftp_addr.map(|a| a.to_string()),
             syslog: syslog_host.clone(),
             dhcp_mode: "off".into(),
         }),

@@ -115,8 +115,23 @@ fn start_vm(ns: &str, tap: &str, mac: &str, fw: Firmware, work: &Path) -> Vm {
 fn register(s: &Server, ns: &str, mac: &str, ip: &str, hostname: &str) {
     register_machine(s, ns, mac, ip, hostname, true);
     let tmpl = std::fs::read(crate::harness::fixture("hello-world.tmpl")).unwrap();
-    let _ = s.cli_netns(ns, &["template", "create", "-n", "e2e", "-p", "-"], Some(&tmpl));
-    ok(&s.cli_netns(ns, &["workflow", "create", "-t", "e2e", "-r", &format!("{{\"device_1\":\"{mac}\"}}")], None));
+    let _ = s.cli_netns(
+        ns,
+        &["template", "create", "-n", "e2e", "-p", "-"],
+        Some(&tmpl),
+    );
+    ok(&s.cli_netns(
+        ns,
+        &[
+            "workflow",
+            "create",
+            "-t",
+            "e2e",
+            "-r",
+            &format!("{{\"device_1\":\"{mac}\"}}"),
+        ],
+        None,
+    ));
 }
 
 fn register_machine(s: &Server, ns: &str, mac: &str, ip: &str, hostname: &str, allow_pxe: bool) {
@@ -125,7 +140,11 @@ fn register_machine(s: &Server, ns: &str, mac: &str, ip: &str, hostname: &str, a
                  "ip": {"address": ip, "netmask": "255.255.255.0", "gateway": "10.77.0.1"}},
         "netboot": {"allow_pxe": allow_pxe, "allow_workflow": true}}]},
         "metadata": {"instance": {"hostname": hostname}}});
-    ok(&s.cli_netns(ns, &["hardware", "push", "-f", "-"], Some(hw.to_string().as_bytes())));
+    ok(&s.cli_netns(
+        ns,
+        &["hardware", "push", "-f", "-"],
+        Some(hw.to_string().as_bytes()),
+    ));
 }
 
 /// Waits for the booted test OS's syslog report, filed under the machine.
