@@ -61,6 +61,9 @@ pub struct Explicit {
     pub tftp: bool,
     /// Syslog address given.
     pub syslog: bool,
+    /// iPXE directory given (served as it is; otherwise Debian's files are
+    /// copied into the data directory first).
+    pub ipxe_dir: bool,
 }
 
 /// Why the configuration could not be resolved.
@@ -86,6 +89,9 @@ pub enum ConfigError {
         message: String,
     },
 }
+
+/// Where Debian's `ipxe` package puts the binaries.
+pub const DEBIAN_IPXE_DIR: &str = "/usr/lib/ipxe";
 
 fn default_addr(s: &str) -> SocketAddr {
     s.parse()
@@ -130,6 +136,7 @@ pub fn resolve(args: &ServerArgs) -> Result<ServerConfig, ConfigError> {
         dhcp: pick!(dhcp_mode).is_some() || pick!(dhcp_listen).is_some(),
         tftp: pick!(tftp_listen).is_some(),
         syslog: pick!(syslog_listen).is_some(),
+        ipxe_dir: pick!(ipxe_dir).is_some(),
     };
     Ok(ServerConfig {
         osie_dir: pick!(osie_dir).unwrap_or_else(|| data_dir.join("osie")),
@@ -145,7 +152,7 @@ pub fn resolve(args: &ServerArgs) -> Result<ServerConfig, ConfigError> {
         tftp_listen: pick!(tftp_listen).unwrap_or(Listen::At(default_addr("0.0.0.0:69"))),
         syslog_listen: pick!(syslog_listen).unwrap_or(Listen::At(default_addr("0.0.0.0:514"))),
         explicit,
-        ipxe_dir: pick!(ipxe_dir).unwrap_or_else(|| PathBuf::from("/usr/lib/ipxe")),
+        ipxe_dir: pick!(ipxe_dir).unwrap_or_else(|| PathBuf::from(DEBIAN_IPXE_DIR)),
         osie_kernel: pick!(osie_kernel).unwrap_or_else(|| "vmlinuz".into()),
         osie_initrd: pick!(osie_initrd).unwrap_or_else(|| "initramfs".into()),
         kernel_args: pick!(kernel_args).unwrap_or_default(),

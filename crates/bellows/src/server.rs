@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{Listen, ServerArgs};
+use crate::cli::{DhcpMode, Listen, ServerArgs};
 use crate::commands::CliError;
 use crate::config;
 
@@ -87,10 +87,11 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
             }
         },
     };
+    let ipxe_dir = prepare_ipxe_dir(&cfg);
     let tftp = match cfg.tftp_listen {
         Listen::Off => None,
         Listen::At(listen) => {
-            let source = DirectorySource::new(&cfg.ipxe_dir);
+            let source = DirectorySource::new(&ipxe_dir);
             let bound = match source {
                 Ok(source) => {
                     let config = TftpConfig {
@@ -101,7 +102,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
                         .await
                         .map_err(|e| e.to_string())
                 }
-                Err(e) => Err(format!("cannot serve {}: {e}", cfg.ipxe_dir.display())),
+                Err(e) => Err(format!("cannot serve {}: {e}", ipxe_dir.display())),
             };
             match bound {
                 Ok(server) => {
@@ -166,12 +167,24 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
             cfg.osie_dir.join(&cfg.osie_kernel).display()
         );
     }
-    if !cfg.ipxe_dir.is_dir() {
+    if !ipxe_dir.join("undionly.kpxe").is_file() && !ipxe_dir.join("ipxe.efi").is_file() {
         tracing::warn!(
             "no iPXE binaries in {} (install Debian's ipxe package, or set --ipxe-dir)",
-            cfg.ipxe_dir.display()
+            ipxe_dir.display()
         );
     }
+    let dhcp = start_dhcp(
+        &cfg,
+        &store,
+        &http_base,
+        tftp_addr.is_some(),
+        syslog_host.as_deref(),
+    )?;
+    let dhcp_mode = match (&dhcp, cfg.dhcp_mode) {
+        (None, _) | (_, DhcpMode::Off) => "off",
+        (_, DhcpMode::Reservation) => "reservation",
+        (_, DhcpMode::Proxy) => "proxy",
+    };
     tracing::info!(public_ip = %cfg.public_ip, "boot URLs start with {http_base}");
     let dyn_store: Arc<dyn Store> = store.clone();
     let metadata = bellows_metadata::router(MetadataState {
@@ -185,7 +198,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
             local_boot: Arc::new(cfg.local_boot.clone()),
         },
         &BootFiles {
-            ipxe_dir: cfg.ipxe_dir.clone(),
+            ipxe_dir: ipxe_dir.clone(),
             osie_dir: Some(cfg.osie_dir.clone()),
         },
     )
@@ -213,6 +226,14 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
         }
     };
     let mut servers = tokio::task::JoinSet::new();
+    if let Some(dhcp) = dhcp {
+        let stop = stopped();
+        servers.spawn(async move {
+            dhcp.run(stop)
+                .await
+                .map_err(|e| format!("DHCP server failed: {e}"))
+        });
+    }
     if let Some(tftp) = tftp {
         let stop = stopped();
         servers.spawn(async move {
@@ -248,7 +269,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
             http_base: http_base.clone(),
             tftp_server: tftp_addr.map(|a| a.to_string()),
             syslog: syslog_host.clone(),
-            dhcp_mode: "off".into(),
+            dhcp_mode: dhcp_mode.into(),
         }),
     };
     let api_stop = stopped();
@@ -287,4 +308,138 @@ fn local_port(listener: &TcpListener) -> Result<u16, CliError> {
         .local_addr()
         .map(|a| a.port())
         .map_err(|e| CliError::Server(format!("listener has no address: {e}")))
+}
+
+/// Binaries copied from Debian's `ipxe` package when no --ipxe-dir is given.
+const DEBIAN_IPXE_FILES: &[&str] = &[
+    "undionly.kpxe",
+    "undionly.kkpxe",
+    "ipxe.efi",
+    "snponly.efi",
+    "ipxe.pxe",
+    "ipxe.lkrn",
+];
+
+/// The directory TFTP and HTTP serve iPXE binaries from. Debian installs
+/// some of them as symlinks out of /usr/lib/ipxe (`ipxe.efi ->
+/// /boot/ipxe.efi`), which the servers rightly refuse to follow, so by
+/// default the files are copied into DATA_DIR/ipxe. A directory the
+/// operator names is served as it is.
+fn prepare_ipxe_dir(cfg: &crate::config::ServerConfig) -> std::path::PathBuf {
+    if cfg.explicit.ipxe_dir {
+        return cfg.ipxe_dir.clone();
+    }
+    let dst = cfg.data_dir.join("ipxe");
+    if let Err(e) = std::fs::create_dir_all(&dst) {
+        tracing::warn!(
+            "cannot create {}: {e}; serving {} directly",
+            dst.display(),
+            cfg.ipxe_dir.display()
+        );
+        return cfg.ipxe_dir.clone();
+    }
+    let mut copied = 0;
+    for name in DEBIAN_IPXE_FILES {
+        let src = cfg.ipxe_dir.join(name);
+        let Ok(meta) = std::fs::metadata(&src) else {
+            continue;
+        };
+        let target = dst.join(name);
+        let current = std::fs::metadata(&target).ok();
+        if current
+            .is_some_and(|c| c.len() == meta.len() && c.modified().ok() >= meta.modified().ok())
+        {
+            continue;
+        }
+        match std::fs::copy(&src, &target) {
+            Ok(_) => copied += 1,
+            Err(e) => tracing::warn!("cannot copy {}: {e}", src.display()),
+        }
+    }
+    if copied > 0 {
+        tracing::info!(
+            "copied {copied} iPXE binaries from {} to {}",
+            cfg.ipxe_dir.display(),
+            dst.display()
+        );
+    }
+    dst
+}
+
+/// Answers DHCP hardware lookups from the store's in-memory index.
+struct IndexLookup(Arc<bellows_store::HardwareIndex>);
+
+impl bellows_dhcp::Lookup for IndexLookup {
+    fn by_mac(&self, mac: bellows_model::MacAddr) -> Option<Arc<bellows_model::Hardware>> {
+        self.0.by_mac(mac)
+    }
+}
+
+/// Binds the DHCP server unless it is off. A default that cannot bind
+/// (port 67 needs root) is a warning; an explicit request is an error.
+fn start_dhcp(
+    cfg: &crate::config::ServerConfig,
+    store: &Arc<SqliteStore>,
+    http_base: &str,
+    tftp_on: bool,
+    syslog_host: Option<&str>,
+) -> Result<Option<bellows_dhcp::DhcpServer>, CliError> {
+    let mode = match cfg.dhcp_mode {
+        DhcpMode::Off => return Ok(None),
+        DhcpMode::Reservation => bellows_dhcp::Mode::Reservation,
+        DhcpMode::Proxy => bellows_dhcp::Mode::Proxy,
+    };
+    let public_v4 = match cfg.public_ip {
+        std::net::IpAddr::V4(v4) => Some(v4),
+        std::net::IpAddr::V6(_) => None,
+    };
+    let std::net::IpAddr::V4(address) = cfg.dhcp_listen.ip() else {
+        return Err(CliError::Usage(format!(
+            "--dhcp-listen {} is not IPv4; DHCPv4 needs an IPv4 address",
+            cfg.dhcp_listen
+        )));
+    };
+    let dhcp_cfg = bellows_dhcp::DhcpConfig {
+        mode,
+        public_ip: public_v4,
+        tftp_server: if tftp_on { public_v4 } else { None },
+        http_base_url: Some(http_base.to_string()),
+        // Option 7 carries an address only, so only a receiver on 514.
+        syslog_server: syslog_host.and_then(|h| h.parse().ok()),
+        ..bellows_dhcp::DhcpConfig::default()
+    };
+    let listen = bellows_dhcp::ListenConfig {
+        address,
+        port: cfg.dhcp_listen.port(),
+        interface: cfg.interface.clone(),
+        ..bellows_dhcp::ListenConfig::default()
+    };
+    let lookup = Arc::new(IndexLookup(store.index()));
+    match bellows_dhcp::DhcpServer::bind(
+        &listen,
+        dhcp_cfg,
+        lookup,
+        Arc::new(bellows_dhcp::NoBootState),
+    ) {
+        Ok(server) => {
+            tracing::info!(
+                mode = ?cfg.dhcp_mode,
+                interface = cfg.interface.as_deref().unwrap_or("any"),
+                "DHCP server listening on udp://{}",
+                cfg.dhcp_listen
+            );
+            Ok(Some(server))
+        }
+        Err(e) if !cfg.explicit.dhcp => {
+            tracing::warn!(
+                "DHCP off: cannot start on {}: {e} (port 67 needs root; set --dhcp-mode and --dhcp-listen)",
+                cfg.dhcp_listen
+            );
+            Ok(None)
+        }
+        Err(e) => Err(CliError::Server(format!(
+            "cannot start DHCP on {}: {e}",
+            cfg.dhcp_listen
+        ))),
+    }
 }

@@ -198,16 +198,26 @@ fn have_qemu() -> bool {
 
 /// Bring your own DHCP (seed 003): dnsmasq, configured by
 /// `bellows dhcp-config --format dnsmasq`, does the addressing; Bellows
-/// serves the script, the OS and the metadata. QEMU's NIC ROM is iPXE, so
-/// it asks for the script at once.
-#[test]
-fn bios_vm_boots_with_dnsmasq_from_the_generated_config() {
+/// serves TFTP, the script, the OS and the metadata.
+fn boot_with_dnsmasq(fw: Firmware, mac: &str, ip: &str, name: &str) {
+    boot_vm(fw, true, mac, ip, name);
+}
+
+/// One whole boot: Bellows (and dnsmasq, if asked) in the lab's server
+/// namespace, a VM on its bridge, and the booted OS's report.
+fn boot_vm(fw: Firmware, with_dnsmasq: bool, mac: &str, ip: &str, name: &str) {
     if !can_run() || !have_qemu() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
     let os = test_os(&work.path().join("os"));
-    let mut lab = Lab::new("nb", "10.77.0.1");
+    let tag = match (fw, with_dnsmasq) {
+        (Firmware::Bios, true) => "nbd",
+        (Firmware::Uefi, true) => "nud",
+        (Firmware::Bios, false) => "nb",
+        (Firmware::Uefi, false) => "nu",
+    };
+    let mut lab = Lab::new(tag, "10.77.0.1");
     let tap = lab.tap(1);
     let ns = lab.server_ns.clone();
     let s = Server::start_in_netns_with(
@@ -216,9 +226,11 @@ fn bios_vm_boots_with_dnsmasq_from_the_generated_config() {
         &work.path().join("data"),
         &[
             "--dhcp-mode",
-            "off",
+            if with_dnsmasq { "off" } else { "reservation" },
+            "--interface",
+            "br0",
             "--tftp-listen",
-            "off",
+            "10.77.0.1:69",
             "--osie-dir",
             os.to_str().unwrap(),
             "--osie-initrd",
@@ -227,40 +239,98 @@ fn bios_vm_boots_with_dnsmasq_from_the_generated_config() {
             "e2e.http=http://10.77.0.1:8080",
         ],
     );
-    let mac = "52:54:00:77:00:50";
-    register(&s, &ns, mac, "10.77.0.50", "e2e-bios-dnsmasq");
+    register(&s, &ns, mac, ip, name);
+    let _dnsmasq = with_dnsmasq.then(|| start_dnsmasq(&s, &ns, work.path()));
+    let mut vm = start_vm(&ns, &tap, mac, fw, work.path());
+    let line = wait_for_callback(&s, &ns, name, &mut vm, work.path());
+    assert!(line.contains(&format!("worker={mac}")), "{line}");
+    assert!(
+        line.contains(&format!("ip={ip}")),
+        "the VM got its reserved address: {line}"
+    );
+    assert!(
+        line.contains(&format!("hostname={name}")),
+        "metadata answered: {line}"
+    );
+    if matches!(fw, Firmware::Uefi) {
+        // OVMF's own PXE client fetched iPXE from Bellows' TFTP server.
+        let tftp = s.wait_for_log("TFTP transfer ended", Duration::from_secs(2));
+        assert!(tftp.as_deref().is_some_and(|l| l.contains("ipxe.efi")), "{tftp:?}");
+    }
+}
+
+/// dnsmasq with the configuration `bellows dhcp-config` writes.
+fn start_dnsmasq(s: &Server, ns: &str, work: &Path) -> Vm {
     let conf = ok(&s.cli_netns(
-        &ns,
+        ns,
         &["dhcp-config", "--format", "dnsmasq", "--interface", "br0"],
         None,
     ));
-    let conf_path = work.path().join("dnsmasq.conf");
+    let conf_path = work.join("dnsmasq.conf");
     std::fs::write(
         &conf_path,
         format!(
             "{conf}bind-interfaces\nno-resolv\nno-hosts\ndhcp-leasefile={}\npid-file={}\nlog-dhcp\n",
-            work.path().join("leases").display(),
-            work.path().join("dnsmasq.pid").display()
+            work.join("leases").display(),
+            work.join("dnsmasq.pid").display()
         ),
     )
     .unwrap();
     let dnsmasq = Command::new("ip")
-        .args(["netns", "exec", &ns, "dnsmasq", "-k", "-C"])
+        .args(["netns", "exec", ns, "dnsmasq", "-k", "-C"])
         .arg(&conf_path)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("start dnsmasq");
-    let _dnsmasq = Vm(dnsmasq);
-    let mut vm = start_vm(&ns, &tap, mac, Firmware::Bios, work.path());
-    let line = wait_for_callback(&s, &ns, "e2e-bios-dnsmasq", &mut vm, work.path());
-    assert!(line.contains(&format!("worker={mac}")), "{line}");
-    assert!(
-        line.contains("ip=10.77.0.50"),
-        "dnsmasq gave the reserved address: {line}"
+    Vm(dnsmasq)
+}
+
+/// BIOS: SeaBIOS with QEMU's NIC ROM, which is iPXE: it asks for the
+/// script at once.
+#[test]
+fn bios_vm_boots_with_dnsmasq_from_the_generated_config() {
+    boot_with_dnsmasq(
+        Firmware::Bios,
+        "52:54:00:77:00:50",
+        "10.77.0.50",
+        "e2e-bios-dnsmasq",
     );
-    assert!(
-        line.contains("hostname=e2e-bios-dnsmasq"),
-        "metadata answered: {line}"
+}
+
+/// UEFI: OVMF with the NIC ROM disabled, so OVMF's own PXE client gets
+/// `ipxe.efi` from Bellows over TFTP, which then fetches the script.
+#[test]
+fn uefi_vm_boots_with_dnsmasq_from_the_generated_config() {
+    boot_with_dnsmasq(
+        Firmware::Uefi,
+        "52:54:00:77:00:51",
+        "10.77.0.51",
+        "e2e-uefi-dnsmasq",
+    );
+}
+
+/// Bellows alone, BIOS: its DHCP answers QEMU's iPXE ROM with the script URL.
+#[test]
+fn bios_vm_boots_against_bellows_alone() {
+    boot_vm(
+        Firmware::Bios,
+        false,
+        "52:54:00:77:00:60",
+        "10.77.0.60",
+        "e2e-bios",
+    );
+}
+
+/// Bellows alone, UEFI: OVMF's own PXE gets ipxe.efi over Bellows' TFTP,
+/// then iPXE gets the script URL, all from Bellows' DHCP.
+#[test]
+fn uefi_vm_boots_against_bellows_alone() {
+    boot_vm(
+        Firmware::Uefi,
+        false,
+        "52:54:00:77:00:61",
+        "10.77.0.61",
+        "e2e-uefi",
     );
 }
