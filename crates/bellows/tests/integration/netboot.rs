@@ -255,7 +255,10 @@ fn boot_vm(fw: Firmware, with_dnsmasq: bool, mac: &str, ip: &str, name: &str) {
     if matches!(fw, Firmware::Uefi) {
         // OVMF's own PXE client fetched iPXE from Bellows' TFTP server.
         let tftp = s.wait_for_log("TFTP transfer ended", Duration::from_secs(2));
-        assert!(tftp.as_deref().is_some_and(|l| l.contains("ipxe.efi")), "{tftp:?}");
+        assert!(
+            tftp.as_deref().is_some_and(|l| l.contains("ipxe.efi")),
+            "{tftp:?}"
+        );
     }
 }
 
@@ -332,5 +335,40 @@ fn uefi_vm_boots_against_bellows_alone() {
         "52:54:00:77:00:61",
         "10.77.0.61",
         "e2e-uefi",
+    );
+}
+
+/// A machine with nothing to do gets the local-boot script, from Bellows
+/// alone (its DHCP, then auto.ipxe by MAC).
+#[test]
+fn vm_without_a_workflow_gets_the_local_boot_script() {
+    if !can_run() || !have_qemu() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let mut lab = Lab::new("nl", "10.77.0.1");
+    let tap = lab.tap(1);
+    let ns = lab.server_ns.clone();
+    let s = Server::start_in_netns_with(
+        &ns,
+        "10.77.0.1",
+        &work.path().join("data"),
+        &[
+            "--dhcp-mode",
+            "reservation",
+            "--interface",
+            "br0",
+            "--tftp-listen",
+            "off",
+        ],
+    );
+    let mac = "52:54:00:77:00:70";
+    register_machine(&s, &ns, mac, "10.77.0.70", "e2e-idle", true);
+    let _vm = start_vm(&ns, &tap, mac, Firmware::Bios, work.path());
+    let served = s.wait_for_log("serving auto.ipxe", BOOT_TIMEOUT);
+    let served = served.expect("the VM never fetched its script");
+    assert!(
+        served.contains(mac) && served.contains("LocalBoot(\"no pending workflow\")"),
+        "{served}"
     );
 }
