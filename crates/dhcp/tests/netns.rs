@@ -169,7 +169,7 @@ fn udhcpc(
     dir: &Path,
     extra: &[&str],
 ) -> std::collections::HashMap<String, String> {
-    let busybox = ensure_installed("busybox", "busybox");
+    let busybox = ensure_installed("busybox", "busybox-static");
     let script = env_dump_script(dir, "1");
     let mut args = vec![
         busybox.as_str(),
