@@ -12,7 +12,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
@@ -79,18 +80,33 @@ fn unmap(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The caller's hardware and address; `None` means answer a bare 404.
-fn whoami(
-    state: &MetadataState,
-    peer: SocketAddr,
-    headers: &HeaderMap,
-) -> Option<(Arc<Hardware>, IpAddr)> {
-    let ip = caller_ip(peer.ip(), headers, &state.trusted_proxies);
-    let hw = state.index.by_ip(ip);
-    if hw.is_none() {
-        tracing::debug!(%ip, "metadata request from an unknown address");
+/// The machine asking, found by its address. Extracting it answers an
+/// unknown caller with a bare 404 before any handler runs.
+struct Caller {
+    hw: Arc<Hardware>,
+    ip: IpAddr,
+}
+
+impl FromRequestParts<MetadataState> for Caller {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &MetadataState,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() else {
+            tracing::error!("metadata router served without connect info");
+            return Err(not_found());
+        };
+        let ip = caller_ip(peer.ip(), &parts.headers, &state.trusted_proxies);
+        match state.index.by_ip(ip) {
+            Some(hw) => Ok(Caller { hw, ip }),
+            None => {
+                tracing::debug!(%ip, "metadata request from an unknown address");
+                Err(not_found())
+            }
+        }
     }
-    Some((hw?, ip))
 }
 
 fn not_found() -> Response {
@@ -119,47 +135,24 @@ fn answer(a: Ec2Answer) -> Response {
     }
 }
 
-async fn ec2_root(
-    State(state): State<MetadataState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(version): Path<String>,
-    headers: HeaderMap,
-) -> Response {
+async fn ec2_root(caller: Caller, Path(version): Path<String>) -> Response {
     if !is_version(&version) {
         return not_found();
     }
-    let Some((hw, ip)) = whoami(&state, peer, &headers) else {
-        return not_found();
-    };
-    answer(views::ec2_lookup(&hw, ip, ""))
+    answer(views::ec2_lookup(&caller.hw, caller.ip, ""))
 }
 
-async fn ec2(
-    State(state): State<MetadataState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path((version, path)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
+async fn ec2(caller: Caller, Path((version, path)): Path<(String, String)>) -> Response {
     if !is_version(&version) {
         return not_found();
     }
-    let Some((hw, ip)) = whoami(&state, peer, &headers) else {
-        return not_found();
-    };
-    answer(views::ec2_lookup(&hw, ip, &path))
+    answer(views::ec2_lookup(&caller.hw, caller.ip, &path))
 }
 
 /// IMDSv2: hand out a session token. Bellows also answers without one
 /// (IMDSv1), so the token is accepted, not enforced; the TTL is checked the
 /// way EC2 checks it so clients get EC2's errors.
-async fn imds_token(
-    State(state): State<MetadataState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    if whoami(&state, peer, &headers).is_none() {
-        return not_found();
-    }
+async fn imds_token(_caller: Caller, headers: HeaderMap) -> Response {
     let ttl = headers
         .get("x-aws-ec2-metadata-token-ttl-seconds")
         .and_then(|v| v.to_str().ok())
@@ -182,47 +175,23 @@ async fn imds_token(
     }
 }
 
-async fn equinix(
-    State(state): State<MetadataState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    let Some((hw, _)) = whoami(&state, peer, &headers) else {
-        return not_found();
-    };
+async fn equinix(caller: Caller) -> Response {
+    let hw = caller.hw;
     axum::Json(views::equinix(&hw)).into_response()
 }
 
-async fn nocloud_meta_data(
-    State(state): State<MetadataState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    let Some((hw, _)) = whoami(&state, peer, &headers) else {
-        return not_found();
-    };
+async fn nocloud_meta_data(caller: Caller) -> Response {
+    let hw = caller.hw;
     text(views::nocloud_meta_data(&hw)).into_response()
 }
 
 /// NoCloud needs `user-data` to exist; an empty body means "none".
-async fn nocloud_user_data(
-    State(state): State<MetadataState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    let Some((hw, _)) = whoami(&state, peer, &headers) else {
-        return not_found();
-    };
+async fn nocloud_user_data(caller: Caller) -> Response {
+    let hw = caller.hw;
     text(views::user_data(&hw).unwrap_or_default()).into_response()
 }
 
-async fn nocloud_vendor_data(
-    State(state): State<MetadataState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    let Some((hw, _)) = whoami(&state, peer, &headers) else {
-        return not_found();
-    };
+async fn nocloud_vendor_data(caller: Caller) -> Response {
+    let hw = caller.hw;
     text(views::vendor_data(&hw).unwrap_or_default()).into_response()
 }
