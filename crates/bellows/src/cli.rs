@@ -157,6 +157,11 @@ pub struct ServerArgs {
     /// DHCP mode [default: reservation].
     #[arg(long, env = "BELLOWS_DHCP_MODE", value_enum)]
     pub dhcp_mode: Option<DhcpMode>,
+    /// Send IPv6 router advertisements (no prefix, not a default router) on
+    /// --interface, so iPXE stops waiting ~13 s for one at every stage
+    /// [default: true with --interface in reservation mode].
+    #[arg(long, env = "BELLOWS_IPV6_RA")]
+    pub ipv6_ra: Option<bool>,
     /// DHCP server address [default: 0.0.0.0:67].
     #[arg(long, env = "BELLOWS_DHCP_LISTEN")]
     pub dhcp_listen: Option<SocketAddr>,

@@ -29,6 +29,8 @@ pub struct ServerConfig {
     pub dhcp_mode: DhcpMode,
     /// DHCP address.
     pub dhcp_listen: SocketAddr,
+    /// Send IPv6 router advertisements on the interface.
+    pub ipv6_ra: bool,
     /// TFTP address or off.
     pub tftp_listen: Listen,
     /// Syslog address or off.
@@ -140,13 +142,17 @@ pub fn resolve(args: &ServerArgs) -> Result<ServerConfig, ConfigError> {
     };
     Ok(ServerConfig {
         osie_dir: pick!(osie_dir).unwrap_or_else(|| data_dir.join("osie")),
+        interface: interface.clone(),
         data_dir,
         listen: pick!(listen).unwrap_or_else(|| default_addr(DEFAULT_LISTEN)),
         http_listen,
         metadata_listen: pick!(metadata_listen).unwrap_or_default(),
         trusted_proxies,
-        interface,
         public_ip,
+        ipv6_ra: pick!(ipv6_ra).unwrap_or(
+            interface.is_some()
+                && pick!(dhcp_mode).unwrap_or(DhcpMode::Reservation) == DhcpMode::Reservation,
+        ),
         dhcp_mode: pick!(dhcp_mode).unwrap_or(DhcpMode::Reservation),
         dhcp_listen: pick!(dhcp_listen).unwrap_or_else(|| default_addr("0.0.0.0:67")),
         tftp_listen: pick!(tftp_listen).unwrap_or(Listen::At(default_addr("0.0.0.0:69"))),

@@ -226,6 +226,19 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
         }
     };
     let mut servers = tokio::task::JoinSet::new();
+    if let (true, Some(interface)) = (cfg.ipv6_ra, cfg.interface.as_deref()) {
+        match bellows_dhcp::ra::RaSender::bind(interface) {
+            Ok(ra) => {
+                tracing::info!(interface, "sending IPv6 router advertisements (no prefix, lifetime 0)");
+                let stop = stopped();
+                servers.spawn(async move {
+                    ra.run(stop).await;
+                    Ok(())
+                });
+            }
+            Err(e) => tracing::warn!(interface, "IPv6 router advertisements off: {e}"),
+        }
+    }
     if let Some(dhcp) = dhcp {
         let stop = stopped();
         servers.spawn(async move {

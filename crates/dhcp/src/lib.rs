@@ -37,6 +37,8 @@ pub mod server;
 pub mod stats;
 pub mod wire;
 
+pub mod ra;
+
 pub use config::{BootFiles, ConfigError, DhcpConfig, ListenConfig, Mode, ModeParseError};
 pub use lookup::{BootState, Lookup, NoBootState};
 pub use netboot::{BootPlan, ClientKind, NetbootClient};
