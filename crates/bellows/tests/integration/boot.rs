@@ -178,3 +178,68 @@ fn syslog_lines_are_filed_under_the_machine() {
     assert_eq!(v["items"].as_array().unwrap().len(), 1);
     assert_eq!(v["items"][0]["machine"], "b1");
 }
+
+/// The router advertisement that ends iPXE's IPv6 wait, as ndisc6's
+/// `rdisc6` (a client we did not write) sees it: no prefix, not a router.
+#[test]
+fn router_advertisement_answers_a_solicitation() {
+    if !crate::netns::can_run() {
+        return;
+    }
+    let rdisc6 = "/usr/bin/rdisc6";
+    if !std::path::Path::new(rdisc6).exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "ndisc6 is required; scripts/test.sh installs it"
+        );
+        eprintln!("skipped: no rdisc6");
+        return;
+    }
+    let mut lab = crate::netns::Lab::new("ra", "10.76.0.1");
+    let host = lab.host("h1", "10.76.0.11");
+    let dir = tempfile::tempdir().unwrap();
+    let _s = Server::start_in_netns_with(
+        &lab.server_ns,
+        "10.76.0.1",
+        dir.path(),
+        &[
+            "--interface",
+            "br0",
+            "--dhcp-mode",
+            "reservation",
+            "--dhcp-listen",
+            "10.76.0.1:67",
+            "--tftp-listen",
+            "off",
+        ],
+    );
+    let iface = lab.host_interface(&host);
+    // The link-local address needs DAD to finish before it can send; retry.
+    let mut last = String::new();
+    for _ in 0..10 {
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns", "exec", &host, rdisc6, "-1", "-r", "2", "-w", "1500", &iface,
+            ])
+            .output()
+            .unwrap();
+        last = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() && last.contains("Router lifetime") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let lifetime = last
+        .lines()
+        .find(|l| l.starts_with("Router lifetime"))
+        .unwrap_or("");
+    assert!(
+        lifetime.contains(" 0 (0x00000000) seconds"),
+        "not a default router: {last}"
+    );
+    assert!(!last.contains("Prefix"), "no prefix to configure: {last}");
+    assert!(
+        last.contains("Stateful address conf.    :           No"),
+        "{last}"
+    );
+}

@@ -105,6 +105,16 @@ impl Lab {
 }
 
 impl Lab {
+    /// The veth name inside host namespace `ns` (as made by [`Lab::host`]).
+    pub fn host_interface(&self, ns: &str) -> String {
+        let n = self
+            .namespaces
+            .iter()
+            .position(|x| x == ns)
+            .map_or(0, |i| i + 1);
+        format!("{}a{n}", self.prefix)
+    }
+
     /// Adds a tap device on the bridge for a VM (QEMU runs in the server
     /// namespace and opens it by name).
     pub fn tap(&mut self, n: u32) -> String {
