@@ -14,6 +14,7 @@ use axum::routing::get;
 use bellows_store::Store;
 use tokio::net::TcpListener;
 
+mod bmc;
 mod body;
 mod error;
 mod hardware;
@@ -66,6 +67,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("put", "/api/v1/hardware/{id}"),
     ("delete", "/api/v1/hardware/{id}"),
     ("get", "/api/v1/hardware/{id}/logs"),
+    ("get", "/api/v1/hardware/{id}/bmc"),
+    ("put", "/api/v1/hardware/{id}/bmc"),
+    ("delete", "/api/v1/hardware/{id}/bmc"),
+    ("get", "/api/v1/bmcs"),
     ("get", "/api/v1/templates"),
     ("post", "/api/v1/templates"),
     ("get", "/api/v1/templates/{id}"),
@@ -92,6 +97,11 @@ pub fn router(state: AppState) -> Router {
                 .delete(hardware::delete),
         )
         .route("/api/v1/hardware/{id}/logs", get(hardware::logs))
+        .route(
+            "/api/v1/hardware/{id}/bmc",
+            get(bmc::get).put(bmc::put).delete(bmc::delete),
+        )
+        .route("/api/v1/bmcs", get(bmc::list))
         .route(
             "/api/v1/templates",
             get(templates::list).post(templates::create),

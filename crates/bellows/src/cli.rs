@@ -55,6 +55,9 @@ pub enum Command {
     /// Manage workflows.
     #[command(subcommand)]
     Workflow(WorkflowCmd),
+    /// Manage how Bellows reaches machines' BMCs (power and boot device).
+    #[command(subcommand)]
+    Bmc(BmcCmd),
     /// Print a configuration for the site's own DHCP server (dnsmasq, Kea,
     /// ISC dhcpd): a reservation per machine and the two-stage iPXE
     /// chainload to this Bellows server (seed 003).
@@ -198,6 +201,47 @@ pub struct ServerArgs {
     /// Log filter, e.g. `info` or `bellows=debug` [default: info].
     #[arg(long, env = "BELLOWS_LOG")]
     pub log: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BmcCmd {
+    /// Set a machine's BMC. The password is read from stdin
+    /// (--password-stdin) or the BELLOWS_BMC_PASSWORD environment variable,
+    /// never from the command line, where other users could see it.
+    Set {
+        /// Hardware id or MAC.
+        machine: String,
+        /// BMC host name or IP address.
+        #[arg(long)]
+        address: String,
+        /// Port, if not the protocol's default.
+        #[arg(long)]
+        port: Option<u16>,
+        /// ipmi, redfish or auto (try Redfish, then IPMI).
+        #[arg(long, default_value = "auto")]
+        protocol: String,
+        /// BMC user name.
+        #[arg(long, short = 'u')]
+        username: String,
+        /// Read the password from the first line of stdin.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Accept a self-signed Redfish certificate.
+        #[arg(long)]
+        insecure_tls: bool,
+    },
+    /// Show a machine's BMC (never the password).
+    Get {
+        /// Hardware id or MAC.
+        machine: String,
+    },
+    /// List BMCs with their last power reading.
+    List,
+    /// Forget a machine's BMC.
+    Delete {
+        /// Hardware id or MAC.
+        machine: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

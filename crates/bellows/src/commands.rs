@@ -9,7 +9,7 @@ use clap::CommandFactory;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::cli::{Cli, Command, Format, HardwareCmd, IpxeCmd, TemplateCmd, WorkflowCmd};
+use crate::cli::{BmcCmd, Cli, Command, Format, HardwareCmd, IpxeCmd, TemplateCmd, WorkflowCmd};
 use crate::client::{Client, segment};
 use crate::output::{duration, s, structured, table, time};
 
@@ -76,6 +76,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             print!("{text}");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Bmc(cmd) => bmc(&Client::new(&cli.url)?, format, cmd).await,
         Command::Ipxe(IpxeCmd::OvhScript {
             public_nic,
             private_nic,
@@ -501,4 +502,104 @@ fn event_details(e: &Value) -> String {
         }
         _ => String::new(),
     }
+}
+
+fn bmc_rows(items: &[Value]) -> Vec<Vec<String>> {
+    items
+        .iter()
+        .map(|b| {
+            let port = s(b, "/port");
+            let address = if port.is_empty() {
+                s(b, "/address")
+            } else {
+                format!("{}:{port}", s(b, "/address"))
+            };
+            let power = match (s(b, "/power_state"), s(b, "/power_error")) {
+                (p, e) if !e.is_empty() => {
+                    format!("{} ({e})", if p.is_empty() { "unknown".into() } else { p })
+                }
+                (p, _) if p.is_empty() => "unknown".into(),
+                (p, _) => p,
+            };
+            vec![
+                s(b, "/hardware_id"),
+                address,
+                s(b, "/protocol"),
+                s(b, "/username"),
+                power,
+                time(b, "/power_checked_at"),
+            ]
+        })
+        .collect()
+}
+
+async fn bmc(c: &Client, format: Format, cmd: BmcCmd) -> Result<ExitCode, CliError> {
+    const HEADERS: &[&str] = &["MACHINE", "ADDRESS", "PROTOCOL", "USER", "POWER", "CHECKED"];
+    match cmd {
+        BmcCmd::Set {
+            machine,
+            address,
+            port,
+            protocol,
+            username,
+            password_stdin,
+            insecure_tls,
+        } => {
+            let password = if password_stdin {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line).map_err(|e| {
+                    CliError::Usage(format!("cannot read the password from stdin: {e}"))
+                })?;
+                Some(line.trim_end_matches(['\n', '\r']).to_string())
+            } else {
+                std::env::var("BELLOWS_BMC_PASSWORD").ok()
+            };
+            let mut req = json!({"address": address, "protocol": protocol, "username": username, "insecure_tls": insecure_tls});
+            if let Some(port) = port {
+                req["port"] = json!(port);
+            }
+            if let Some(p) = password.filter(|p| !p.is_empty()) {
+                req["password"] = json!(p);
+            }
+            let v = c
+                .call(
+                    Method::PUT,
+                    &format!("/api/v1/hardware/{}/bmc", segment(&machine)),
+                    body(&req),
+                )
+                .await?;
+            if !structured(format, &v)? {
+                print!("{}", table(HEADERS, &bmc_rows(std::slice::from_ref(&v))));
+            }
+        }
+        BmcCmd::Get { machine } => {
+            let v = c
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/hardware/{}/bmc", segment(&machine)),
+                    None,
+                )
+                .await?;
+            if !structured(format, &v)? {
+                print!("{}", table(HEADERS, &bmc_rows(std::slice::from_ref(&v))));
+            }
+        }
+        BmcCmd::List => {
+            let v = c.call(Method::GET, "/api/v1/bmcs", None).await?;
+            if !structured(format, &v)? {
+                let items = v["items"].as_array().cloned().unwrap_or_default();
+                print!("{}", table(HEADERS, &bmc_rows(&items)));
+            }
+        }
+        BmcCmd::Delete { machine } => {
+            c.call(
+                Method::DELETE,
+                &format!("/api/v1/hardware/{}/bmc", segment(&machine)),
+                None,
+            )
+            .await?;
+            eprintln!("deleted the BMC of {machine}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -229,7 +229,10 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
     if let (true, Some(interface)) = (cfg.ipv6_ra, cfg.interface.as_deref()) {
         match bellows_dhcp::ra::RaSender::bind(interface) {
             Ok(ra) => {
-                tracing::info!(interface, "sending IPv6 router advertisements (no prefix, lifetime 0)");
+                tracing::info!(
+                    interface,
+                    "sending IPv6 router advertisements (no prefix, lifetime 0)"
+                );
                 let stop = stopped();
                 servers.spawn(async move {
                     ra.run(stop).await;

@@ -94,6 +94,45 @@ pub struct EventRecord {
     pub event: Event,
 }
 
+/// How to reach a machine's BMC. The password is kept apart
+/// ([`BmcSecret`]) so that this value can be shown and logged freely.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BmcRecord {
+    /// The machine it controls.
+    pub hardware_id: String,
+    /// BMC host name or IP address.
+    pub address: String,
+    /// Port, if not the protocol's default (623 IPMI, 443 Redfish).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// `ipmi`, `redfish` or `auto`.
+    pub protocol: String,
+    /// User name.
+    pub username: String,
+    /// Accept a self-signed Redfish certificate.
+    #[serde(default)]
+    pub insecure_tls: bool,
+    /// Last power state seen by the poller (`on`, `off`, `unknown`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power_state: Option<String>,
+    /// When the power state was read (Unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power_checked_at: Option<i64>,
+    /// Why the last power read failed, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power_error: Option<String>,
+}
+
+/// A BMC password. Its Debug output is redacted so it cannot reach a log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BmcSecret(pub String);
+
+impl std::fmt::Debug for BmcSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BmcSecret(<redacted>)")
+    }
+}
+
 /// One log line a machine sent, before it is stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogEntry {
@@ -240,6 +279,25 @@ pub trait Store: Send + Sync + 'static {
     async fn append_logs(&self, entries: &[LogEntry]) -> Result<()>;
     /// The newest `limit` lines of a machine, oldest first.
     async fn machine_logs(&self, machine: &str, limit: u32) -> Result<Vec<LogRecord>>;
+
+    /// Creates or replaces a machine's BMC record and password.
+    async fn put_bmc(&self, record: &BmcRecord, secret: &BmcSecret) -> Result<()>;
+    /// A machine's BMC record (without the password).
+    async fn bmc(&self, hardware_id: &str) -> Result<Option<BmcRecord>>;
+    /// A machine's BMC record with its password, for the BMC client only.
+    async fn bmc_with_secret(&self, hardware_id: &str) -> Result<Option<(BmcRecord, BmcSecret)>>;
+    /// Every BMC record, for the power poller.
+    async fn list_bmcs(&self) -> Result<Vec<BmcRecord>>;
+    /// Records the latest power reading.
+    async fn set_power_state(
+        &self,
+        hardware_id: &str,
+        state: Option<&str>,
+        error: Option<&str>,
+        at: i64,
+    ) -> Result<()>;
+    /// Removes a machine's BMC record.
+    async fn delete_bmc(&self, hardware_id: &str) -> Result<()>;
 
     /// Change notifications for writes committed from now on.
     fn subscribe(&self) -> broadcast::Receiver<Change>;

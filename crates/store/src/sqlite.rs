@@ -13,8 +13,9 @@ use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 use tokio::sync::{Mutex, broadcast};
 
 use crate::{
-    Change, ChangeKind, ChangeOp, EventRecord, HardwareIndex, LogEntry, LogRecord,
-    MACHINE_LOG_KEEP, Pushed, Result, Store, StoreError, TemplateRecord, WorkflowFilter, now_ms,
+    BmcRecord, BmcSecret, Change, ChangeKind, ChangeOp, EventRecord, HardwareIndex, LogEntry,
+    LogRecord, MACHINE_LOG_KEEP, Pushed, Result, Store, StoreError, TemplateRecord, WorkflowFilter,
+    now_ms,
 };
 
 /// File name of the database inside the data directory.
@@ -653,6 +654,109 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn put_bmc(&self, record: &BmcRecord, secret: &BmcSecret) -> Result<()> {
+        let (_guard, mut tx) = self.begin().await?;
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM hardware WHERE id = $1")
+            .bind(&record.hardware_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound {
+                kind: "hardware",
+                id: record.hardware_id.clone(),
+            });
+        }
+        sqlx::query(
+            "INSERT INTO bmc (hardware_id, body, secret, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (hardware_id) DO UPDATE SET body = excluded.body, secret = excluded.secret, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(&record.hardware_id)
+        .bind(encode(record))
+        .bind(&secret.0)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn bmc(&self, hardware_id: &str) -> Result<Option<BmcRecord>> {
+        Ok(self.bmc_with_secret(hardware_id).await?.map(|(r, _)| r))
+    }
+
+    async fn bmc_with_secret(&self, hardware_id: &str) -> Result<Option<(BmcRecord, BmcSecret)>> {
+        let row = sqlx::query("SELECT body, secret FROM bmc WHERE hardware_id = $1")
+            .bind(hardware_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let body: String = row.try_get("body")?;
+        let secret: String = row.try_get("secret")?;
+        Ok(Some((
+            decode("bmc", hardware_id, &body)?,
+            BmcSecret(secret),
+        )))
+    }
+
+    async fn list_bmcs(&self) -> Result<Vec<BmcRecord>> {
+        let rows = sqlx::query("SELECT hardware_id, body FROM bmc ORDER BY hardware_id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.try_get("hardware_id")?;
+                let body: String = row.try_get("body")?;
+                decode("bmc", &id, &body)
+            })
+            .collect()
+    }
+
+    async fn set_power_state(
+        &self,
+        hardware_id: &str,
+        state: Option<&str>,
+        error: Option<&str>,
+        at: i64,
+    ) -> Result<()> {
+        let (_guard, mut tx) = self.begin().await?;
+        let body: Option<String> =
+            sqlx::query_scalar("SELECT body FROM bmc WHERE hardware_id = $1")
+                .bind(hardware_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(body) = body else { return Ok(()) };
+        let mut record: BmcRecord = decode("bmc", hardware_id, &body)?;
+        if let Some(state) = state {
+            record.power_state = Some(state.to_string());
+        }
+        record.power_error = error.map(str::to_string);
+        record.power_checked_at = Some(at);
+        sqlx::query("UPDATE bmc SET body = $1 WHERE hardware_id = $2")
+            .bind(encode(&record))
+            .bind(hardware_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_bmc(&self, hardware_id: &str) -> Result<()> {
+        let (_guard, mut tx) = self.begin().await?;
+        let done = sqlx::query("DELETE FROM bmc WHERE hardware_id = $1")
+            .bind(hardware_id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                kind: "bmc",
+                id: hardware_id.to_string(),
+            });
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     fn subscribe(&self) -> broadcast::Receiver<Change> {

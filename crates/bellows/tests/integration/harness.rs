@@ -137,6 +137,12 @@ impl Server {
         }
     }
 
+    /// Every log line printed since the last read.
+    pub fn drain_log(&self) -> Vec<String> {
+        std::thread::sleep(Duration::from_millis(100));
+        self.log.try_iter().collect()
+    }
+
     /// SIGKILL: no chance to flush or clean up.
     pub fn kill9(mut self) {
         let _ = self.child.kill();

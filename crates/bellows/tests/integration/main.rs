@@ -2,6 +2,7 @@
 //! driven over HTTP and through the CLI.
 
 mod api;
+mod bmc;
 mod boot;
 mod byo_dhcp;
 mod cli;

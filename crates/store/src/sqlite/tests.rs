@@ -321,3 +321,61 @@ async fn machine_logs_keep_the_newest_per_machine() {
     assert_eq!(s.machine_logs("m2", 10).await.unwrap().len(), 1);
     assert!(s.machine_logs("nobody", 10).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn bmc_records_keep_the_password_apart() {
+    use crate::{BmcRecord, BmcSecret};
+    let (_d, s) = store().await;
+    let record = BmcRecord {
+        hardware_id: "m1".into(),
+        address: "10.0.0.9".into(),
+        port: Some(623),
+        protocol: "ipmi".into(),
+        username: "admin".into(),
+        insecure_tls: false,
+        power_state: None,
+        power_checked_at: None,
+        power_error: None,
+    };
+    let secret = BmcSecret("hunter2".into());
+    assert!(
+        matches!(
+            s.put_bmc(&record, &secret).await,
+            Err(StoreError::NotFound { .. })
+        ),
+        "needs hardware"
+    );
+    s.push_hardware(hw("m1", "aa:bb:cc:00:00:01", "10.0.0.1"))
+        .await
+        .unwrap();
+    s.put_bmc(&record, &secret).await.unwrap();
+    let shown = s.bmc("m1").await.unwrap().unwrap();
+    assert_eq!(shown, record);
+    assert!(!serde_json::to_string(&shown).unwrap().contains("hunter2"));
+    assert!(!format!("{:?}", s.bmc_with_secret("m1").await.unwrap()).contains("hunter2"));
+    assert_eq!(
+        s.bmc_with_secret("m1").await.unwrap().unwrap().1.0,
+        "hunter2"
+    );
+    s.set_power_state("m1", Some("on"), None, 5).await.unwrap();
+    assert_eq!(
+        s.bmc("m1").await.unwrap().unwrap().power_state.as_deref(),
+        Some("on")
+    );
+    s.set_power_state("m1", None, Some("timeout"), 6)
+        .await
+        .unwrap();
+    let after = s.bmc("m1").await.unwrap().unwrap();
+    assert_eq!(
+        (after.power_state.as_deref(), after.power_error.as_deref()),
+        (Some("on"), Some("timeout"))
+    );
+    assert_eq!(s.list_bmcs().await.unwrap().len(), 1);
+    // Deleting the machine deletes its BMC record.
+    s.delete_hardware("m1").await.unwrap();
+    assert!(s.bmc("m1").await.unwrap().is_none());
+    assert!(matches!(
+        s.delete_bmc("m1").await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
