@@ -1,0 +1,246 @@
+//! The vocabulary shared by every backend: what a BMC can be asked and how to
+//! reach it. Pure data, no IO.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The machine's power as the BMC reports it; `Unknown` when the BMC answers
+/// with something we cannot read (e.g. Redfish `PoweringOn`), so callers keep
+/// polling instead of guessing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PowerState {
+    /// The host is powered.
+    On,
+    /// The host is powered off.
+    Off,
+    /// The BMC answered, but not with a state we understand.
+    Unknown,
+}
+
+impl fmt::Display for PowerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PowerState::On => "on",
+            PowerState::Off => "off",
+            PowerState::Unknown => "unknown",
+        })
+    }
+}
+
+/// A power change to request; each backend maps it to its own verb
+/// (ipmitool `chassis power …`, Redfish `ResetType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PowerAction {
+    /// Power on.
+    On,
+    /// Hard power off, like holding the power button.
+    Off,
+    /// Ask the operating system to shut down (ACPI), which it may ignore.
+    SoftOff,
+    /// Power off, then on again.
+    Cycle,
+    /// Hard reset without removing power.
+    Reset,
+}
+
+impl PowerAction {
+    /// The power state the machine should settle in once the action has
+    /// landed; the job executor polls for it because BMCs apply changes late.
+    pub fn expected_state(self) -> PowerState {
+        match self {
+            PowerAction::On | PowerAction::Cycle | PowerAction::Reset => PowerState::On,
+            PowerAction::Off | PowerAction::SoftOff => PowerState::Off,
+        }
+    }
+}
+
+impl fmt::Display for PowerAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PowerAction::On => "on",
+            PowerAction::Off => "off",
+            PowerAction::SoftOff => "soft-off",
+            PowerAction::Cycle => "cycle",
+            PowerAction::Reset => "reset",
+        })
+    }
+}
+
+/// The device the machine should boot from next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BootDevice {
+    /// Network boot (PXE), what provisioning needs.
+    Pxe,
+    /// The first local disk.
+    Disk,
+    /// The firmware setup screen.
+    Bios,
+    /// The optical drive, or virtual media mounted as one.
+    Cdrom,
+}
+
+impl fmt::Display for BootDevice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BootDevice::Pxe => "pxe",
+            BootDevice::Disk => "disk",
+            BootDevice::Bios => "bios",
+            BootDevice::Cdrom => "cdrom",
+        })
+    }
+}
+
+/// How the boot device override applies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BootOptions {
+    /// Boot in UEFI mode rather than legacy BIOS.
+    pub efi: bool,
+    /// Keep the override for every boot, not only the next one.
+    pub persistent: bool,
+}
+
+/// The BMC protocol to speak.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// IPMI 2.0 over LAN (RMCP+) through `ipmitool -I lanplus`.
+    Ipmi,
+    /// Redfish over HTTPS (or HTTP when the address says so).
+    Redfish,
+    /// Try Redfish first, then IPMI: Redfish is richer (virtual media,
+    /// reliable boot-mode control) and fails fast when nothing listens.
+    #[default]
+    Auto,
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Ipmi => "ipmi",
+            Protocol::Redfish => "redfish",
+            Protocol::Auto => "auto",
+        })
+    }
+}
+
+/// Where a BMC is and how to talk to it (everything but the secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BmcEndpoint {
+    /// Host name or IP address; for Redfish it may also be a base URL such
+    /// as `https://10.0.0.5:8443` or `http://127.0.0.1:8000`.
+    pub address: String,
+    /// Port when not the protocol's default (623/udp IPMI, 443 Redfish).
+    /// With `Auto` it is Redfish's port; the IPMI fallback uses 623.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// The protocol to use.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// Accept any TLS certificate: most BMCs ship self-signed ones.
+    #[serde(default)]
+    pub insecure_tls: bool,
+}
+
+/// A BMC password. It never shows in `Debug` or `Display`, so it cannot leak
+/// through logs, events or error messages by formatting.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Password(String);
+
+impl Password {
+    /// Wraps a secret.
+    pub fn new(secret: impl Into<String>) -> Self {
+        Password(secret.into())
+    }
+
+    /// The secret itself, for the wire and for encrypted storage only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+impl fmt::Display for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// The login for a BMC. Deserializable (write-only API input) but not
+/// serializable, and its `Debug`/`Display` redact the password.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+pub struct Credentials {
+    /// BMC user name.
+    pub username: String,
+    /// BMC password, redacted whenever formatted.
+    pub password: Password,
+}
+
+impl Credentials {
+    /// Builds credentials from a user name and password.
+    pub fn new(username: impl Into<String>, password: impl Into<String>) -> Self {
+        Credentials {
+            username: username.into(),
+            password: Password::new(password),
+        }
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &self.password)
+            .finish()
+    }
+}
+
+impl fmt::Display for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:<redacted>", self.username)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_format_the_password() {
+        let credentials = Credentials::new("admin", "hunter2-Secret");
+        for shown in [
+            format!("{credentials:?}"),
+            format!("{credentials:#?}"),
+            format!("{credentials}"),
+            format!("{:?}", credentials.password),
+            format!("{}", credentials.password),
+        ] {
+            assert!(!shown.contains("hunter2"), "leaked in {shown}");
+        }
+        assert_eq!(credentials.password.expose(), "hunter2-Secret");
+    }
+
+    #[test]
+    fn expected_states_follow_the_action() {
+        assert_eq!(PowerAction::SoftOff.expected_state(), PowerState::Off);
+        assert_eq!(PowerAction::Cycle.expected_state(), PowerState::On);
+    }
+
+    #[test]
+    fn endpoint_reads_with_defaults() {
+        let endpoint: BmcEndpoint = serde_json::from_str(r#"{"address":"10.0.0.5"}"#)
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(endpoint.protocol, Protocol::Auto);
+        assert_eq!(endpoint.port, None);
+        assert!(!endpoint.insecure_tls);
+    }
+}
