@@ -42,6 +42,10 @@ args=(
   --generation-database none
   --wait-for-schema 30
   --no-color
+  # Setting a BMC would let generated data point the server's power calls
+  # at arbitrary addresses; tests only talk to loopback and their own
+  # namespaces, so BMC records are set only by the BMC tests.
+  --exclude-operation-id putBmc
 )
 if [ -n "${ST_SEED:-}" ]; then
   args+=(--seed "$ST_SEED")

@@ -18,6 +18,7 @@ mod bmc;
 mod body;
 mod error;
 mod hardware;
+pub mod power;
 mod templates;
 mod workflows;
 
@@ -71,6 +72,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("put", "/api/v1/hardware/{id}/bmc"),
     ("delete", "/api/v1/hardware/{id}/bmc"),
     ("get", "/api/v1/bmcs"),
+    ("get", "/api/v1/hardware/{id}/power"),
+    ("post", "/api/v1/hardware/{id}/power"),
+    ("post", "/api/v1/hardware/{id}/boot-device"),
+    ("post", "/api/v1/hardware/{id}/netboot"),
     ("get", "/api/v1/templates"),
     ("post", "/api/v1/templates"),
     ("get", "/api/v1/templates/{id}"),
@@ -102,6 +107,18 @@ pub fn router(state: AppState) -> Router {
             get(bmc::get).put(bmc::put).delete(bmc::delete),
         )
         .route("/api/v1/bmcs", get(bmc::list))
+        .route(
+            "/api/v1/hardware/{id}/power",
+            get(power::status).post(power::power),
+        )
+        .route(
+            "/api/v1/hardware/{id}/boot-device",
+            axum::routing::post(power::boot_device),
+        )
+        .route(
+            "/api/v1/hardware/{id}/netboot",
+            axum::routing::post(power::netboot),
+        )
         .route(
             "/api/v1/templates",
             get(templates::list).post(templates::create),

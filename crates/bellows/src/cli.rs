@@ -55,6 +55,38 @@ pub enum Command {
     /// Manage workflows.
     #[command(subcommand)]
     Workflow(WorkflowCmd),
+    /// Power a machine on/off/soft-off/cycle/reset through its BMC, or read
+    /// its power state.
+    Power {
+        /// on, off, soft-off, cycle, reset or status.
+        #[arg(value_parser = ["on", "off", "soft-off", "cycle", "reset", "status"])]
+        action: String,
+        /// Hardware id or MAC.
+        machine: String,
+    },
+    /// Set a machine's next boot device through its BMC.
+    BootDevice {
+        /// pxe, disk, bios or cdrom.
+        #[arg(value_parser = ["pxe", "disk", "bios", "cdrom"])]
+        device: String,
+        /// Hardware id or MAC.
+        machine: String,
+        /// Boot in UEFI mode.
+        #[arg(long)]
+        efi: bool,
+        /// Keep this device for every boot, not only the next.
+        #[arg(long)]
+        persistent: bool,
+    },
+    /// Power off, boot from the network once, power on: reinstall a machine
+    /// with no hands on it.
+    Netboot {
+        /// Hardware id or MAC.
+        machine: String,
+        /// Network-boot in UEFI mode.
+        #[arg(long)]
+        efi: bool,
+    },
     /// Manage how Bellows reaches machines' BMCs (power and boot device).
     #[command(subcommand)]
     Bmc(BmcCmd),

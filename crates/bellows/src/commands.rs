@@ -77,6 +77,47 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bmc(cmd) => bmc(&Client::new(&cli.url)?, format, cmd).await,
+        Command::Power { action, machine } => {
+            let c = Client::new(&cli.url)?;
+            let path = format!("/api/v1/hardware/{}/power", segment(&machine));
+            let v = if action == "status" {
+                c.call(Method::GET, &path, None).await?
+            } else {
+                let action = action.replace('-', "_");
+                c.call(Method::POST, &path, body(&json!({"action": action})))
+                    .await?
+            };
+            if !structured(format, &v)? {
+                print_job(&v);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BootDevice {
+            device,
+            machine,
+            efi,
+            persistent,
+        } => {
+            let c = Client::new(&cli.url)?;
+            let req = json!({"device": device, "efi": efi, "persistent": persistent});
+            let path = format!("/api/v1/hardware/{}/boot-device", segment(&machine));
+            let v = c.call(Method::POST, &path, body(&req)).await?;
+            if !structured(format, &v)? {
+                print_job(&v);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Netboot { machine, efi } => {
+            let c = Client::new(&cli.url)?;
+            let path = format!("/api/v1/hardware/{}/netboot", segment(&machine));
+            let v = c
+                .call(Method::POST, &path, body(&json!({"efi": efi})))
+                .await?;
+            if !structured(format, &v)? {
+                print_job(&v);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Ipxe(IpxeCmd::OvhScript {
             public_nic,
             private_nic,
@@ -180,8 +221,26 @@ async fn hardware(c: &Client, format: Format, cmd: HardwareCmd) -> Result<ExitCo
         HardwareCmd::List => {
             let v = c.call(Method::GET, "/api/v1/hardware", None).await?;
             if !structured(format, &v)? {
+                // The power column comes from the BMC poller's last reading.
+                let bmcs = c.call(Method::GET, "/api/v1/bmcs", None).await?;
                 let items = v["items"].as_array().cloned().unwrap_or_default();
-                print!("{}", table(HEADERS, &hardware_rows(&items)));
+                let mut rows = hardware_rows(&items);
+                for (row, hw) in rows.iter_mut().zip(&items) {
+                    let id = s(hw, "/id");
+                    let power = bmcs["items"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|b| s(b, "/hardware_id") == id)
+                        .map(|b| s(b, "/power_state"))
+                        .filter(|p| !p.is_empty())
+                        .unwrap_or_else(|| "-".into());
+                    row.push(power);
+                }
+                print!(
+                    "{}",
+                    table(&["ID", "MAC", "IP", "HOSTNAME", "POWER"], &rows)
+                );
             }
         }
         HardwareCmd::Delete { id } => {
@@ -602,4 +661,28 @@ async fn bmc(c: &Client, format: Format, cmd: BmcCmd) -> Result<ExitCode, CliErr
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints a power reading or a BMC job's steps.
+fn print_job(v: &Value) {
+    if let Some(power) = v.get("power").and_then(Value::as_str) {
+        println!("{power}");
+        return;
+    }
+    let rows: Vec<Vec<String>> = v["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|step| {
+            let op = &step["operation"];
+            let what = match op["op"].as_str() {
+                Some("power") => format!("power {}", s(op, "/action")),
+                Some("set_boot_device") => format!("boot device {}", s(op, "/device")),
+                Some(other) => other.replace('_', " "),
+                None => String::new(),
+            };
+            vec![what, s(step, "/state"), s(step, "/error")]
+        })
+        .collect();
+    print!("{}", table(&["STEP", "STATE", "ERROR"], &rows));
 }

@@ -13,6 +13,10 @@ mod server;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // One TLS crypto provider for every HTTP client in the process (the CLI
+    // and the Redfish client): rustls on ring. Fails only if one is already
+    // installed, which is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let args = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -242,6 +242,14 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
             Err(e) => tracing::warn!(interface, "IPv6 router advertisements off: {e}"),
         }
     }
+    {
+        let store = store.clone();
+        let stop = stopped();
+        servers.spawn(async move {
+            poll_power(store, POWER_POLL_INTERVAL, stop).await;
+            Ok(())
+        });
+    }
     if let Some(dhcp) = dhcp {
         let stop = stopped();
         servers.spawn(async move {
@@ -457,5 +465,58 @@ fn start_dhcp(
             "cannot start DHCP on {}: {e}",
             cfg.dhcp_listen
         ))),
+    }
+}
+
+/// How often every BMC's power state is read.
+const POWER_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Reads every BMC's power state on an interval and stores it, so
+/// `bellows bmc list` and `hardware list` show it without a live call.
+/// BMCs are read one after another: the client's own timeouts bound each.
+async fn poll_power(
+    store: Arc<SqliteStore>,
+    every: std::time::Duration,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = &mut stop => return,
+        }
+        let records = match store.list_bmcs().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "power poll: cannot list BMCs");
+                continue;
+            }
+        };
+        for record in records {
+            let Ok(Some((record, secret))) = store.bmc_with_secret(&record.hardware_id).await
+            else {
+                continue;
+            };
+            let reading = match bellows_api::power::connect(&record, &secret).await {
+                Ok(bmc) => bellows_bmc::Bmc::power_status(&bmc).await,
+                Err(e) => Err(e),
+            };
+            let (state, error) = match &reading {
+                Ok(bellows_bmc::PowerState::On) => (Some("on"), None),
+                Ok(bellows_bmc::PowerState::Off) => (Some("off"), None),
+                Ok(_) => (Some("unknown"), None),
+                Err(e) => (None, Some(e.to_string())),
+            };
+            let _ = store
+                .set_power_state(
+                    &record.hardware_id,
+                    state,
+                    error.as_deref(),
+                    bellows_store::now_ms(),
+                )
+                .await;
+        }
     }
 }

@@ -98,3 +98,70 @@ fn bmc_password_is_write_only() {
     let (st, _) = http("GET", &format!("{}/api/v1/hardware/m1/bmc", s.url), None);
     assert_eq!(st, 404);
 }
+
+/// Power commands fail fast and clearly when a machine has no BMC or its
+/// BMC does not answer, and the password stays out of every message.
+#[test]
+fn power_commands_report_missing_and_unreachable_bmcs() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    let hw =
+        json!({"id": "m2", "network": {"interfaces": [{"dhcp": {"mac": "02:00:00:00:0b:02"}}]}});
+    http(
+        "POST",
+        &format!("{}/api/v1/hardware", s.url),
+        Some(hw.to_string().as_bytes()),
+    );
+    let out = s.cli(&["power", "status", "m2"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("has no BMC") && err.contains("409"), "{err}");
+
+    // IPMI to a loopback port where nothing listens: an error in seconds.
+    ok(&s.cli_stdin(
+        &[
+            "bmc",
+            "set",
+            "m2",
+            "--address",
+            "127.0.0.1",
+            "--port",
+            "9",
+            "--protocol",
+            "ipmi",
+            "-u",
+            "admin",
+            "--password-stdin",
+        ],
+        Some(format!("{PASSWORD}\n").as_bytes()),
+    ));
+    for args in [
+        vec!["power", "status", "m2"],
+        vec!["power", "on", "m2"],
+        vec!["boot-device", "pxe", "m2", "--efi"],
+        vec!["netboot", "m2"],
+    ] {
+        let start = std::time::Instant::now();
+        let out = s.cli(&args);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{args:?} succeeded against nothing");
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(45),
+            "{args:?} hung: {:?}",
+            start.elapsed()
+        );
+        assert!(
+            err.contains("127.0.0.1") && (err.contains("504") || err.contains("502")),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains(PASSWORD), "password in {err}");
+    }
+    let listed = ok(&s.cli(&["bmc", "list"]));
+    assert!(listed.contains("m2"), "{listed}");
+    for line in s.drain_log() {
+        assert!(
+            !line.contains(PASSWORD),
+            "password in the server log: {line}"
+        );
+    }
+}

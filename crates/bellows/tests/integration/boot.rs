@@ -13,7 +13,8 @@ fn get_text(url: &str) -> (u16, Vec<u8>) {
         .build()
         .unwrap();
     rt.block_on(async {
-        let resp = reqwest::get(url).await.expect("request");
+        let client = crate::harness::client_builder().build().unwrap();
+        let resp = client.get(url).send().await.expect("request");
         (resp.status().as_u16(), resp.bytes().await.unwrap().to_vec())
     })
 }

@@ -235,6 +235,14 @@ pub fn ok(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// An HTTP client for tests. The workspace builds reqwest with
+/// `rustls-no-provider` (Redfish uses rustls on ring), so a crypto provider
+/// must be installed before any client is built, as the binary does.
+pub fn client_builder() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+}
+
 /// A blocking HTTP call with a JSON (or raw) body: (status, parsed body).
 pub fn http(method: &str, url: &str, body: Option<&[u8]>) -> (u16, serde_json::Value) {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -242,7 +250,7 @@ pub fn http(method: &str, url: &str, body: Option<&[u8]>) -> (u16, serde_json::V
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let client = reqwest::Client::new();
+        let client = client_builder().build().expect("client");
         let mut req = client.request(method.parse().expect("method"), url);
         if let Some(b) = body {
             req = req

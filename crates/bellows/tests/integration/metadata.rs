@@ -17,7 +17,7 @@ fn get_from(src: &str, url: &str, headers: &[(&str, &str)]) -> (u16, String) {
         .unwrap();
     rt.block_on(async {
         let src: IpAddr = src.parse().unwrap();
-        let client = reqwest::Client::builder()
+        let client = crate::harness::client_builder()
             .local_address(src)
             .build()
             .unwrap();
@@ -188,7 +188,7 @@ fn imds_v2_token_handshake() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let c = reqwest::Client::new();
+        let c = crate::harness::client_builder().build().unwrap();
         let url = format!("{}/latest/api/token", s.http_url);
         let r = c
             .put(&url)

@@ -1,0 +1,196 @@
+//! Power and boot-device control through the machine's BMC:
+//! `/api/v1/hardware/{id}/power`, `/boot-device`, `/netboot`.
+//!
+//! Each request connects to the BMC with the stored credentials, runs a job
+//! (ordered steps, stopping at the first failure) and answers with the
+//! job's steps. BMC failures are 502 with the BMC's error, which never
+//! contains the password.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use bellows_bmc::{
+    Bmc, BmcClient, BmcEndpoint, BmcError, BmcSettings, BootDevice, BootOptions, Credentials, Job,
+    Operation, PollPolicy, PowerAction, Protocol,
+};
+use bellows_store::{BmcRecord, BmcSecret, now_ms};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::hardware::resolve;
+use crate::{ApiError, AppState, body};
+
+/// The client library's view of a stored record.
+pub fn endpoint(record: &BmcRecord) -> BmcEndpoint {
+    BmcEndpoint {
+        address: record.address.clone(),
+        port: record.port,
+        protocol: match record.protocol.as_str() {
+            "ipmi" => Protocol::Ipmi,
+            "redfish" => Protocol::Redfish,
+            _ => Protocol::Auto,
+        },
+        insecure_tls: record.insecure_tls,
+    }
+}
+
+/// Connects to a machine's BMC with its stored credentials.
+pub async fn connect(record: &BmcRecord, secret: &BmcSecret) -> Result<BmcClient, BmcError> {
+    let credentials = Credentials::new(record.username.clone(), secret.0.clone());
+    BmcClient::connect(&endpoint(record), credentials, &BmcSettings::default()).await
+}
+
+fn bmc_error(e: &BmcError) -> ApiError {
+    let (status, code) = if e.is_unreachable() {
+        (StatusCode::GATEWAY_TIMEOUT, "bmc_unreachable")
+    } else {
+        (StatusCode::BAD_GATEWAY, "bmc_error")
+    };
+    ApiError::new(status, code, e.to_string(), None)
+}
+
+async fn client(state: &AppState, id: &str) -> Result<(String, BmcClient), ApiError> {
+    let hw = resolve(state, id).await?;
+    let Some((record, secret)) = state.store.bmc_with_secret(&hw.id).await? else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "no_bmc",
+            format!(
+                "hardware {:?} has no BMC; set one with `bellows bmc set`",
+                hw.id
+            ),
+            None,
+        ));
+    };
+    let client = connect(&record, &secret).await.map_err(|e| bmc_error(&e))?;
+    Ok((hw.id, client))
+}
+
+async fn run_job(state: &AppState, id: &str, mut job: Job) -> Result<Json<Value>, ApiError> {
+    let (hw_id, bmc) = client(state, id).await?;
+    let outcome = job.run(&bmc, PollPolicy::default()).await;
+    // Record what the BMC now says, for `bmc list`; a failed read is kept too.
+    let reading = bmc.power_status().await;
+    let _ = state
+        .store
+        .set_power_state(
+            &hw_id,
+            reading.as_ref().ok().map(|s| power_name(*s)),
+            reading.as_ref().err().map(ToString::to_string).as_deref(),
+            now_ms(),
+        )
+        .await;
+    let steps = serde_json::to_value(&job.steps).unwrap_or_else(|_| json!([]));
+    match outcome {
+        Ok(()) => {
+            tracing::info!(hardware = %hw_id, protocol = ?bmc.protocol(), "BMC job succeeded");
+            Ok(Json(
+                json!({"hardware_id": hw_id, "state": "succeeded", "steps": steps}),
+            ))
+        }
+        Err(e) => {
+            tracing::warn!(hardware = %hw_id, error = %e, "BMC job failed");
+            let mut err = bmc_error(&e);
+            err.message = format!("{} (steps: {steps})", err.message);
+            Err(err)
+        }
+    }
+}
+
+fn power_name(s: bellows_bmc::PowerState) -> &'static str {
+    match s {
+        bellows_bmc::PowerState::On => "on",
+        bellows_bmc::PowerState::Off => "off",
+        _ => "unknown",
+    }
+}
+
+pub(crate) async fn status(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let (hw_id, bmc) = client(&state, &id).await?;
+    let reading = bmc.power_status().await;
+    let _ = state
+        .store
+        .set_power_state(
+            &hw_id,
+            reading.as_ref().ok().map(|s| power_name(*s)),
+            reading.as_ref().err().map(ToString::to_string).as_deref(),
+            now_ms(),
+        )
+        .await;
+    let power = reading.map_err(|e| bmc_error(&e))?;
+    Ok(Json(
+        json!({"hardware_id": hw_id, "power": power_name(power)}),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PowerBody {
+    action: PowerAction,
+}
+
+pub(crate) async fn power(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let req: PowerBody = body::json(body).await?;
+    run_job(
+        &state,
+        &id,
+        Job::new([Operation::Power { action: req.action }]),
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BootBody {
+    device: BootDevice,
+    #[serde(default)]
+    efi: bool,
+    #[serde(default)]
+    persistent: bool,
+}
+
+pub(crate) async fn boot_device(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let req: BootBody = body::json(body).await?;
+    let op = Operation::SetBootDevice {
+        device: req.device,
+        options: BootOptions {
+            efi: req.efi,
+            persistent: req.persistent,
+        },
+    };
+    run_job(&state, &id, Job::new([op])).await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NetbootBody {
+    #[serde(default)]
+    efi: bool,
+}
+
+pub(crate) async fn netboot(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let bytes = body::read(body).await?;
+    let req: NetbootBody = if bytes.is_empty() {
+        NetbootBody::default()
+    } else {
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::bad_request(format!("request body is not valid JSON: {e}")))?
+    };
+    run_job(&state, &id, Job::netboot(req.efi)).await
+}
