@@ -12,9 +12,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use bellows_bmc::{
     Bmc, BmcClient, BmcEndpoint, BmcError, BmcSettings, BootDevice, BootOptions, Credentials, Job,
-    Operation, PollPolicy, PowerAction, Protocol,
+    Operation, PollPolicy, PowerAction, PowerState, Protocol,
 };
-use bellows_store::{BmcRecord, BmcSecret, now_ms};
+use bellows_store::{BmcRecord, BmcSecret, Store, now_ms};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -71,16 +71,7 @@ async fn run_job(state: &AppState, id: &str, mut job: Job) -> Result<Json<Value>
     let (hw_id, bmc) = client(state, id).await?;
     let outcome = job.run(&bmc, PollPolicy::default()).await;
     // Record what the BMC now says, for `bmc list`; a failed read is kept too.
-    let reading = bmc.power_status().await;
-    let _ = state
-        .store
-        .set_power_state(
-            &hw_id,
-            reading.as_ref().ok().map(|s| power_name(*s)),
-            reading.as_ref().err().map(ToString::to_string).as_deref(),
-            now_ms(),
-        )
-        .await;
+    let _ = read_power(state.store.as_ref(), &hw_id, Ok(&bmc)).await;
     let steps = serde_json::to_value(&job.steps).unwrap_or_else(|_| json!([]));
     match outcome {
         Ok(()) => {
@@ -98,10 +89,35 @@ async fn run_job(state: &AppState, id: &str, mut job: Job) -> Result<Json<Value>
     }
 }
 
-fn power_name(s: bellows_bmc::PowerState) -> &'static str {
+/// Reads a machine's power state (or takes a failed connection as the
+/// reading) and records the outcome in the store, for `bmc list` and
+/// `hardware list`. Shared by the API and the server's poller.
+pub async fn read_power(
+    store: &dyn Store,
+    hardware_id: &str,
+    bmc: Result<&BmcClient, BmcError>,
+) -> Result<PowerState, BmcError> {
+    let reading = match bmc {
+        Ok(bmc) => bmc.power_status().await,
+        Err(e) => Err(e),
+    };
+    let (state, error) = match &reading {
+        Ok(s) => (Some(power_name(*s)), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    if let Err(e) = store
+        .set_power_state(hardware_id, state, error.as_deref(), now_ms())
+        .await
+    {
+        tracing::warn!(hardware = %hardware_id, error = %e, "cannot record the power state");
+    }
+    reading
+}
+
+fn power_name(s: PowerState) -> &'static str {
     match s {
-        bellows_bmc::PowerState::On => "on",
-        bellows_bmc::PowerState::Off => "off",
+        PowerState::On => "on",
+        PowerState::Off => "off",
         _ => "unknown",
     }
 }
@@ -111,17 +127,9 @@ pub(crate) async fn status(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let (hw_id, bmc) = client(&state, &id).await?;
-    let reading = bmc.power_status().await;
-    let _ = state
-        .store
-        .set_power_state(
-            &hw_id,
-            reading.as_ref().ok().map(|s| power_name(*s)),
-            reading.as_ref().err().map(ToString::to_string).as_deref(),
-            now_ms(),
-        )
-        .await;
-    let power = reading.map_err(|e| bmc_error(&e))?;
+    let power = read_power(state.store.as_ref(), &hw_id, Ok(&bmc))
+        .await
+        .map_err(|e| bmc_error(&e))?;
     Ok(Json(
         json!({"hardware_id": hw_id, "power": power_name(power)}),
     ))

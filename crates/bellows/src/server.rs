@@ -499,24 +499,13 @@ async fn poll_power(
             else {
                 continue;
             };
-            let reading = match bellows_api::power::connect(&record, &secret).await {
-                Ok(bmc) => bellows_bmc::Bmc::power_status(&bmc).await,
-                Err(e) => Err(e),
-            };
-            let (state, error) = match &reading {
-                Ok(bellows_bmc::PowerState::On) => (Some("on"), None),
-                Ok(bellows_bmc::PowerState::Off) => (Some("off"), None),
-                Ok(_) => (Some("unknown"), None),
-                Err(e) => (None, Some(e.to_string())),
-            };
-            let _ = store
-                .set_power_state(
-                    &record.hardware_id,
-                    state,
-                    error.as_deref(),
-                    bellows_store::now_ms(),
-                )
-                .await;
+            let bmc = bellows_api::power::connect(&record, &secret).await;
+            let _ = bellows_api::power::read_power(
+                store.as_ref(),
+                &record.hardware_id,
+                bmc.as_ref().map_err(Clone::clone),
+            )
+            .await;
         }
     }
 }
