@@ -145,6 +145,21 @@ fn field_of(hw: &Hardware, mac: Option<MacAddr>, ip: Option<IpAddr>) -> Option<S
 }
 
 impl SqliteStore {
+    /// Runs a one-row DELETE in its own transaction; `NotFound` (and no
+    /// commit) when no row matched.
+    async fn delete_one(&self, sql: &'static str, kind: &'static str, id: &str) -> Result<()> {
+        let (_guard, mut tx) = self.begin().await?;
+        let done = sqlx::query(sql).bind(id).execute(&mut *tx).await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                kind,
+                id: id.to_string(),
+            });
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Writes `hw` under `id` inside `tx`, enforcing MAC/IP ownership.
     async fn write_hardware(
         tx: &mut Transaction<'static, Sqlite>,
@@ -453,18 +468,8 @@ impl Store for SqliteStore {
     }
 
     async fn delete_template(&self, id: &str) -> Result<()> {
-        let (_guard, mut tx) = self.begin().await?;
-        let done = sqlx::query("DELETE FROM template WHERE id = $1")
-            .bind(id)
-            .execute(&mut *tx)
+        self.delete_one("DELETE FROM template WHERE id = $1", "template", id)
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound {
-                kind: "template",
-                id: id.to_string(),
-            });
-        }
-        tx.commit().await?;
         self.publish(ChangeKind::Template, id, ChangeOp::Delete);
         Ok(())
     }
@@ -533,18 +538,8 @@ impl Store for SqliteStore {
     }
 
     async fn delete_workflow(&self, id: &str) -> Result<()> {
-        let (_guard, mut tx) = self.begin().await?;
-        let done = sqlx::query("DELETE FROM workflow WHERE id = $1")
-            .bind(id)
-            .execute(&mut *tx)
+        self.delete_one("DELETE FROM workflow WHERE id = $1", "workflow", id)
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound {
-                kind: "workflow",
-                id: id.to_string(),
-            });
-        }
-        tx.commit().await?;
         self.publish(ChangeKind::Workflow, id, ChangeOp::Delete);
         Ok(())
     }
@@ -744,18 +739,8 @@ impl Store for SqliteStore {
     }
 
     async fn delete_bmc(&self, hardware_id: &str) -> Result<()> {
-        let (_guard, mut tx) = self.begin().await?;
-        let done = sqlx::query("DELETE FROM bmc WHERE hardware_id = $1")
-            .bind(hardware_id)
-            .execute(&mut *tx)
+        self.delete_one("DELETE FROM bmc WHERE hardware_id = $1", "bmc", hardware_id)
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound {
-                kind: "bmc",
-                id: hardware_id.to_string(),
-            });
-        }
-        tx.commit().await?;
         Ok(())
     }
 
