@@ -144,18 +144,16 @@ pub(crate) async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let wf_state = match q.state.as_deref() {
         None => None,
-        Some(s) => Some(
-            serde_json::from_value(Value::String(s.to_ascii_uppercase())).map_err(|_| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    format!(
-                        "state: {s:?} is not one of PENDING, RUNNING, SUCCESS, FAILED, TIMEOUT"
-                    ),
-                    Some("state".into()),
-                )
-            })?,
-        ),
+        Some(s) => Some(bellows_model::State::parse(s).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!(
+                    "state: {s:?} is not one of PENDING, RUNNING, SUCCESS, FAILED, TIMEOUT, CANCELLED"
+                ),
+                Some("state".into()),
+            )
+        })?),
     };
     // `hardware` may be a MAC, IP or id; workflows are indexed by worker.
     let worker = match q.hardware {
@@ -174,6 +172,7 @@ pub(crate) async fn list(
     let filter = WorkflowFilter {
         state: wf_state,
         worker,
+        active: false,
     };
     Ok(Json(
         json!({ "items": state.store.list_workflows(&filter).await? }),

@@ -11,7 +11,7 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use bellows_model::{Hardware, MacAddr, State as WfState};
+use bellows_model::{Hardware, MacAddr};
 use bellows_store::{Store, WorkflowFilter};
 use tower::ServiceExt;
 use tower_http::services::{ServeDir, ServeFile};
@@ -193,15 +193,14 @@ async fn workflow_waiting(
     hw: &Hardware,
     mac: MacAddr,
 ) -> Result<bool, bellows_store::StoreError> {
-    for state in [WfState::Pending, WfState::Running] {
-        for worker in [mac.to_string(), hw.id.clone()] {
-            let filter = WorkflowFilter {
-                state: Some(state),
-                worker: Some(worker),
-            };
-            if !store.list_workflows(&filter).await?.is_empty() {
-                return Ok(true);
-            }
+    for worker in [mac.to_string(), hw.id.clone()] {
+        let filter = WorkflowFilter {
+            state: None,
+            worker: Some(worker),
+            active: true,
+        };
+        if !store.list_workflows(&filter).await?.is_empty() {
+            return Ok(true);
         }
     }
     Ok(false)

@@ -169,6 +169,62 @@ pub struct LogRecord {
 /// Log lines kept per machine; older ones are dropped as new ones arrive.
 pub const MACHINE_LOG_KEEP: i64 = 10_000;
 
+/// Action output lines kept per workflow; older ones are dropped first.
+pub const ACTION_LOG_KEEP: i64 = 50_000;
+
+/// One line of an action's output, as a worker streamed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionLogLine {
+    /// Workflow it belongs to.
+    pub workflow_id: String,
+    /// Task name.
+    pub task: String,
+    /// Action name.
+    pub action: String,
+    /// 1-based attempt.
+    pub attempt: u32,
+    /// `stdout`, `stderr`, or `worker` for the worker's own notes.
+    pub stream: String,
+    /// Unix milliseconds when the worker read it.
+    pub at: i64,
+    /// The text, without its newline.
+    pub line: String,
+}
+
+/// A stored action output line with its place in the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionLogRecord {
+    /// Monotonic sequence number; pass it back as `after` to follow.
+    pub seq: i64,
+    /// The line.
+    #[serde(flatten)]
+    pub line: ActionLogLine,
+}
+
+/// Which action log lines to read.
+#[derive(Debug, Clone, Default)]
+pub struct ActionLogQuery {
+    /// Only this action's lines.
+    pub action: Option<String>,
+    /// Only lines after this sequence number.
+    pub after: i64,
+    /// At most this many lines (the latest ones when `after` is 0).
+    pub limit: u32,
+}
+
+/// What a worker reported about its machine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InventoryRecord {
+    /// Hardware the worker belongs to.
+    pub hardware_id: String,
+    /// Worker id that reported it.
+    pub worker: String,
+    /// The facts, as JSON.
+    pub facts: serde_json::Value,
+    /// Unix milliseconds.
+    pub updated_at: i64,
+}
+
 /// What changed, published after each committed write.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
@@ -218,6 +274,8 @@ pub struct WorkflowFilter {
     pub state: Option<State>,
     /// Only workflows with a task for this worker (case-insensitive).
     pub worker: Option<String>,
+    /// Only workflows that have not ended (PENDING or RUNNING).
+    pub active: bool,
 }
 
 /// The persistence interface every Bellows service uses.
@@ -271,8 +329,24 @@ pub trait Store: Send + Sync + 'static {
     /// The workflow's event log in order.
     async fn workflow_events(&self, id: &str) -> Result<Vec<EventRecord>>;
     /// Applies a report through the state machine and logs its events, in
-    /// one transaction. Illegal reports change nothing.
+    /// one transaction. Illegal reports change nothing; a repeated report
+    /// writes nothing and publishes no change.
     async fn apply_transition(&self, id: &str, transition: &Transition) -> Result<Workflow>;
+
+    /// Appends action output lines, dropping the oldest beyond
+    /// [`ACTION_LOG_KEEP`] per workflow. Lines for unknown workflows are
+    /// skipped: a worker may still be flushing a deleted workflow's output.
+    async fn append_action_logs(&self, lines: &[ActionLogLine]) -> Result<()>;
+    /// Reads a workflow's action output, oldest first.
+    async fn action_logs(
+        &self,
+        workflow_id: &str,
+        query: &ActionLogQuery,
+    ) -> Result<Vec<ActionLogRecord>>;
+    /// Records the facts a worker reported for a hardware record.
+    async fn put_inventory(&self, record: &InventoryRecord) -> Result<()>;
+    /// The facts last reported for a hardware record.
+    async fn inventory(&self, hardware_id: &str) -> Result<Option<InventoryRecord>>;
 
     /// Stores log lines (one transaction), keeping the newest
     /// [`MACHINE_LOG_KEEP`] per machine.

@@ -13,9 +13,9 @@ use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 use tokio::sync::{Mutex, broadcast};
 
 use crate::{
-    BmcRecord, BmcSecret, Change, ChangeKind, ChangeOp, EventRecord, HardwareIndex, LogEntry,
-    LogRecord, MACHINE_LOG_KEEP, Pushed, Result, Store, StoreError, TemplateRecord, WorkflowFilter,
-    now_ms,
+    ACTION_LOG_KEEP, ActionLogLine, ActionLogQuery, ActionLogRecord, BmcRecord, BmcSecret, Change,
+    ChangeKind, ChangeOp, EventRecord, HardwareIndex, InventoryRecord, LogEntry, LogRecord,
+    MACHINE_LOG_KEEP, Pushed, Result, Store, StoreError, TemplateRecord, WorkflowFilter, now_ms,
 };
 
 /// File name of the database inside the data directory.
@@ -526,12 +526,14 @@ impl Store for SqliteStore {
         let rows = sqlx::query(
             "SELECT id, body FROM workflow w \
              WHERE ($1 IS NULL OR w.state = $1) \
+               AND ($3 = 0 OR w.state IN ('PENDING', 'RUNNING')) \
                AND ($2 IS NULL OR EXISTS (SELECT 1 FROM workflow_worker ww \
                                           WHERE ww.workflow_id = w.id AND ww.worker = $2)) \
              ORDER BY created_at, id",
         )
         .bind(filter.state.map(|s| s.as_str()))
         .bind(filter.worker.as_ref().map(|w| w.to_lowercase()))
+        .bind(i64::from(filter.active))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(workflow_row).collect()
@@ -577,6 +579,10 @@ impl Store for SqliteStore {
         };
         let current = workflow_row(&row)?;
         let (next, events) = current.apply(transition)?;
+        if next == current {
+            // A repeated report: nothing to write, nothing to announce.
+            return Ok(next);
+        }
         sqlx::query(
             "UPDATE workflow SET state = $1, body = $2, version = version + 1, updated_at = $3 \
              WHERE id = $4",
@@ -598,6 +604,118 @@ impl Store for SqliteStore {
         tx.commit().await?;
         self.publish(ChangeKind::Workflow, id, ChangeOp::Upsert);
         Ok(next)
+    }
+
+    async fn append_action_logs(&self, lines: &[ActionLogLine]) -> Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let (_guard, mut tx) = self.begin().await?;
+        let mut workflows: Vec<&str> = Vec::new();
+        for l in lines {
+            // Skip lines for workflows that no longer exist instead of
+            // failing the whole batch on the foreign key.
+            sqlx::query(
+                "INSERT INTO action_log (workflow_id, action, at, body) \
+                 SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM workflow WHERE id = $1)",
+            )
+            .bind(&l.workflow_id)
+            .bind(&l.action)
+            .bind(l.at)
+            .bind(encode(l))
+            .execute(&mut *tx)
+            .await?;
+            if !workflows.contains(&l.workflow_id.as_str()) {
+                workflows.push(&l.workflow_id);
+            }
+        }
+        for wf in workflows {
+            sqlx::query(
+                "DELETE FROM action_log WHERE workflow_id = $1 AND seq <= \
+                 (SELECT seq FROM action_log WHERE workflow_id = $1 ORDER BY seq DESC \
+                  LIMIT 1 OFFSET $2)",
+            )
+            .bind(wf)
+            .bind(ACTION_LOG_KEEP)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn action_logs(
+        &self,
+        workflow_id: &str,
+        query: &ActionLogQuery,
+    ) -> Result<Vec<ActionLogRecord>> {
+        let limit = i64::from(query.limit.max(1));
+        // Following (`after` > 0) reads forwards; a first look reads the
+        // newest lines.
+        let sql = if query.after > 0 {
+            "SELECT seq, body FROM action_log WHERE workflow_id = $1 AND seq > $2 \
+             AND ($3 IS NULL OR action = $3) ORDER BY seq LIMIT $4"
+        } else {
+            "SELECT seq, body FROM (SELECT seq, body FROM action_log WHERE workflow_id = $1 \
+             AND seq > $2 AND ($3 IS NULL OR action = $3) ORDER BY seq DESC LIMIT $4) ORDER BY seq"
+        };
+        let rows = sqlx::query(sql)
+            .bind(workflow_id)
+            .bind(query.after)
+            .bind(query.action.as_deref())
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let body: String = row.try_get("body")?;
+                Ok(ActionLogRecord {
+                    seq: row.try_get("seq")?,
+                    line: decode("action log line", workflow_id, &body)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn put_inventory(&self, record: &InventoryRecord) -> Result<()> {
+        let (_guard, mut tx) = self.begin().await?;
+        let done = sqlx::query(
+            "INSERT INTO inventory (hardware_id, worker, body, updated_at) \
+             SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM hardware WHERE id = $1) \
+             ON CONFLICT (hardware_id) DO UPDATE SET worker = excluded.worker, \
+             body = excluded.body, updated_at = excluded.updated_at",
+        )
+        .bind(&record.hardware_id)
+        .bind(&record.worker)
+        .bind(encode(&record.facts))
+        .bind(record.updated_at)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                kind: "hardware",
+                id: record.hardware_id.clone(),
+            });
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn inventory(&self, hardware_id: &str) -> Result<Option<InventoryRecord>> {
+        let row = sqlx::query(
+            "SELECT hardware_id, worker, body, updated_at FROM inventory WHERE hardware_id = $1",
+        )
+        .bind(hardware_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let body: String = row.try_get("body")?;
+        Ok(Some(InventoryRecord {
+            hardware_id: row.try_get("hardware_id")?,
+            worker: row.try_get("worker")?,
+            facts: decode("inventory", hardware_id, &body)?,
+            updated_at: row.try_get("updated_at")?,
+        }))
     }
 
     async fn append_logs(&self, entries: &[LogEntry]) -> Result<()> {

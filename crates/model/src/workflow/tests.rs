@@ -35,6 +35,7 @@ fn start(task: &str, action: &str, worker: &str, at: i64) -> Transition {
         task: task.into(),
         action: action.into(),
         worker: worker.into(),
+        attempt: 1,
         at,
     }
 }
@@ -44,8 +45,11 @@ fn finish(task: &str, action: &str, worker: &str, outcome: Outcome, at: i64) -> 
         task: task.into(),
         action: action.into(),
         worker: worker.into(),
+        attempt: 1,
         outcome,
+        exit_code: None,
         message: Some(format!("{action} {outcome:?}")),
+        output: None,
         at,
     }
 }
@@ -167,31 +171,39 @@ fn every_illegal_transition_is_refused() {
             ..
         })
     ));
-    // Start twice.
+    // A second attempt that was never assigned.
     let running = run(&w, &[start("disk", "wipe", W1, 1)]).unwrap();
+    let mut second = start("disk", "wipe", W1, 2);
+    if let Transition::ActionStarted { attempt, .. } = &mut second {
+        *attempt = 2;
+    }
     assert!(matches!(
-        running.apply(&start("disk", "wipe", W1, 2)),
+        running.apply(&second),
         Err(TransitionError::BadActionState {
             state: State::Running,
             ..
         })
     ));
-    // Finish twice.
+    // A finish that contradicts the recorded one.
     let one_done = run(&running, &[finish("disk", "wipe", W1, Outcome::Success, 2)]).unwrap();
     assert!(matches!(
-        one_done.apply(&finish("disk", "wipe", W1, Outcome::Success, 3)),
-        Err(TransitionError::BadActionState {
+        one_done.apply(&finish("disk", "wipe", W1, Outcome::Failed, 3)),
+        Err(TransitionError::Contradicts {
             state: State::Success,
             ..
         })
     ));
-    // Restart a finished action.
+    // Progress for an action that is not running.
     assert!(matches!(
-        one_done.apply(&start("disk", "wipe", W1, 3)),
-        Err(TransitionError::BadActionState {
-            state: State::Success,
-            ..
-        })
+        one_done.apply(&Transition::ActionProgress {
+            task: "disk".into(),
+            action: "wipe".into(),
+            worker: W1.into(),
+            attempt: 1,
+            message: "50%".into(),
+            at: 3,
+        }),
+        Err(TransitionError::BadActionState { .. })
     ));
     // Nothing at all once terminal, from every terminal state.
     let terminals = [
@@ -211,9 +223,13 @@ fn every_illegal_transition_is_refused() {
     for t in &terminals {
         assert!(t.state.is_terminal());
         for tr in [
-            start("disk", "stream", W1, 9),
-            finish("disk", "stream", W1, Outcome::Success, 9),
+            attempt(start("disk", "stream", W1, 9), 2),
+            attempt(finish("disk", "stream", W1, Outcome::Success, 9), 2),
             Transition::TimedOut { at: 9 },
+            Transition::Cancelled {
+                reason: None,
+                at: 9,
+            },
         ] {
             assert_eq!(t.apply(&tr), Err(TransitionError::Finished(t.state)));
         }
@@ -249,4 +265,160 @@ fn states_serialise_as_tinkerbell_names() {
     let v = serde_json::to_value(&e).unwrap();
     assert_eq!(v["type"], "state_changed");
     assert_eq!(v["to"], "RUNNING");
+}
+
+const RETRYING: &str = r#"
+version: "0.1"
+name: retry
+global_timeout: 600
+tasks:
+  - name: disk
+    worker: "aa:aa:aa:aa:aa:01"
+    actions:
+      - {name: flaky, image: flaky, timeout: 10, retries: 2}
+      - {name: after, image: after}
+"#;
+
+fn retrying() -> Workflow {
+    let t = Template::parse(RETRYING, Strictness::Rendered).unwrap();
+    Workflow::new(
+        "wf2".into(),
+        "t2".into(),
+        Default::default(),
+        None,
+        RETRYING.into(),
+        &t,
+        0,
+    )
+}
+
+fn attempt(mut t: Transition, n: u32) -> Transition {
+    match &mut t {
+        Transition::ActionStarted { attempt, .. }
+        | Transition::ActionFinished { attempt, .. }
+        | Transition::ActionProgress { attempt, .. }
+        | Transition::ActionExpired { attempt, .. } => *attempt = n,
+        _ => {}
+    }
+    t
+}
+
+#[test]
+fn repeated_reports_change_nothing() {
+    let w = wf();
+    let s = start("disk", "wipe", W1, 1);
+    let (running, ev) = w.apply(&s).unwrap();
+    assert!(!ev.is_empty());
+    let (again, ev) = running.apply(&s).unwrap();
+    assert_eq!((again, ev.len()), (running.clone(), 0));
+    let f = finish("disk", "wipe", W1, Outcome::Success, 2);
+    let (done, _) = running.apply(&f).unwrap();
+    let (again, ev) = done.apply(&f).unwrap();
+    assert_eq!((again, ev.len()), (done.clone(), 0));
+    // Even after the workflow ended, the last report may be repeated.
+    let w = run(&wf(), &[start("disk", "wipe", W1, 1)]).unwrap();
+    let fail = finish("disk", "wipe", W1, Outcome::Failed, 2);
+    let failed = run(&w, std::slice::from_ref(&fail)).unwrap();
+    assert_eq!(failed.apply(&fail).unwrap().0, failed);
+}
+
+#[test]
+fn failed_attempts_are_retried_then_fail_the_workflow() {
+    let w = retrying();
+    let mut cur = w.clone();
+    for n in 1..=3u32 {
+        cur = run(
+            &cur,
+            &[
+                attempt(start("disk", "flaky", W1, n as i64 * 10), n),
+                attempt(
+                    finish("disk", "flaky", W1, Outcome::Failed, n as i64 * 10 + 1),
+                    n,
+                ),
+            ],
+        )
+        .unwrap();
+        let a = &cur.tasks[0].actions[0];
+        assert_eq!(a.attempts, n);
+        if n < 3 {
+            assert_eq!((cur.state, a.state), (State::Running, State::Pending));
+            assert_eq!(a.history.len() as u32, n);
+            // A late repeat of the finished attempt changes nothing.
+            let late = attempt(finish("disk", "flaky", W1, Outcome::Failed, 99), n);
+            assert_eq!(cur.apply(&late).unwrap().0, cur);
+            // The next attempt must carry the next number.
+            assert!(matches!(
+                cur.apply(&attempt(start("disk", "flaky", W1, 99), n + 2)),
+                Err(TransitionError::WrongAttempt { .. })
+            ));
+        }
+    }
+    assert_eq!(cur.state, State::Failed);
+    assert_eq!(cur.tasks[0].actions[1].state, State::Pending);
+}
+
+#[test]
+fn a_retry_can_succeed() {
+    let w = run(
+        &retrying(),
+        &[
+            start("disk", "flaky", W1, 1),
+            finish("disk", "flaky", W1, Outcome::Timeout, 2),
+            attempt(start("disk", "flaky", W1, 3), 2),
+            attempt(finish("disk", "flaky", W1, Outcome::Success, 4), 2),
+            start("disk", "after", W1, 5),
+            finish("disk", "after", W1, Outcome::Success, 6),
+        ],
+    )
+    .unwrap();
+    assert_eq!(w.state, State::Success);
+    assert_eq!(w.tasks[0].actions[0].history[0].state, State::Timeout);
+}
+
+#[test]
+fn expiry_and_cancel_and_progress() {
+    let w = run(&wf(), &[start("disk", "wipe", W1, 1_000)]).unwrap();
+    let (_, _, deadline) = w.action_deadline(5_000).unwrap();
+    assert_eq!(deadline, 1_000 + 60_000 + 5_000);
+    assert_eq!(w.global_deadline(), Some(1_000 + 600_000));
+    let expired = w
+        .apply(&Transition::ActionExpired {
+            task: "disk".into(),
+            action: "wipe".into(),
+            attempt: 1,
+            at: 70_000,
+        })
+        .unwrap()
+        .0;
+    assert_eq!(expired.state, State::Timeout);
+    assert!(expired.message.unwrap().contains("no report from worker"));
+    let progressed = w
+        .apply(&Transition::ActionProgress {
+            task: "disk".into(),
+            action: "wipe".into(),
+            worker: W1.into(),
+            attempt: 1,
+            message: "40%".into(),
+            at: 2_000,
+        })
+        .unwrap();
+    assert_eq!(
+        progressed.0.tasks[0].actions[0].progress.as_deref(),
+        Some("40%")
+    );
+    assert!(progressed.1.is_empty(), "progress is not an event");
+    let cancelled = w
+        .apply(&Transition::Cancelled {
+            reason: Some("wrong disk".into()),
+            at: 3_000,
+        })
+        .unwrap()
+        .0;
+    assert_eq!(cancelled.state, State::Cancelled);
+    assert_eq!(cancelled.tasks[0].actions[0].state, State::Cancelled);
+    assert!(matches!(
+        cancelled.apply(&finish("disk", "wipe", W1, Outcome::Failed, 4_000)),
+        Err(TransitionError::Finished(State::Cancelled))
+    ));
+    assert_eq!(State::parse("state_cancelled"), Some(State::Cancelled));
 }

@@ -188,6 +188,7 @@ async fn workflow_transitions_are_logged_and_illegal_ones_change_nothing() {
         task: "a".into(),
         action: "one".into(),
         worker: worker.into(),
+        attempt: 1,
         at: now_ms(),
     };
     let running = s.apply_transition("wf1", &start).await.unwrap();
@@ -198,9 +199,15 @@ async fn workflow_transitions_are_logged_and_illegal_ones_change_nothing() {
         3,
         "created, action_started, state_changed"
     );
-    // Starting again is refused and leaves workflow and log untouched.
+    // Starting again is a repeat: it writes nothing.
+    assert_eq!(s.apply_transition("wf1", &start).await.unwrap(), running);
+    // Starting out of turn is refused and leaves workflow and log untouched.
+    let mut second = start.clone();
+    if let Transition::ActionStarted { attempt, .. } = &mut second {
+        *attempt = 2;
+    }
     assert!(matches!(
-        s.apply_transition("wf1", &start).await,
+        s.apply_transition("wf1", &second).await,
         Err(StoreError::Transition(
             TransitionError::BadActionState { .. }
         ))
@@ -211,8 +218,11 @@ async fn workflow_transitions_are_logged_and_illegal_ones_change_nothing() {
         task: "a".into(),
         action: "one".into(),
         worker: worker.into(),
+        attempt: 1,
         outcome: Outcome::Success,
+        exit_code: Some(0),
         message: None,
+        output: None,
         at: now_ms(),
     };
     let done = s.apply_transition("wf1", &finish).await.unwrap();
@@ -223,6 +233,7 @@ async fn workflow_transitions_are_logged_and_illegal_ones_change_nothing() {
     let filter = WorkflowFilter {
         state: Some(State::Success),
         worker: Some(worker.to_uppercase()),
+        active: false,
     };
     assert_eq!(s.list_workflows(&filter).await.unwrap().len(), 1);
     assert!(matches!(
@@ -378,4 +389,99 @@ async fn bmc_records_keep_the_password_apart() {
         s.delete_bmc("m1").await,
         Err(StoreError::NotFound { .. })
     ));
+}
+
+#[tokio::test]
+async fn action_logs_follow_and_inventory_round_trips() {
+    let (_d, s) = store().await;
+    let worker = "aa:bb:cc:00:00:09";
+    s.create_workflow(&workflow("wfl", worker)).await.unwrap();
+    let line = |action: &str, n: usize| ActionLogLine {
+        workflow_id: "wfl".into(),
+        task: "a".into(),
+        action: action.into(),
+        attempt: 1,
+        stream: "stdout".into(),
+        at: n as i64,
+        line: format!("{action} line {n}"),
+    };
+    let mut batch: Vec<ActionLogLine> = (0..5).map(|n| line("one", n)).collect();
+    batch.push(line("two", 5));
+    // A line for a workflow that does not exist is skipped, not an error.
+    let mut ghost = line("one", 6);
+    ghost.workflow_id = "ghost".into();
+    batch.push(ghost);
+    s.append_action_logs(&batch).await.unwrap();
+    let all = s
+        .action_logs(
+            "wfl",
+            &ActionLogQuery {
+                limit: 100,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 6);
+    let latest_two = s
+        .action_logs(
+            "wfl",
+            &ActionLogQuery {
+                limit: 2,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(latest_two[1].line.line, "two line 5");
+    let only_one = s
+        .action_logs(
+            "wfl",
+            &ActionLogQuery {
+                action: Some("one".into()),
+                after: all[1].seq,
+                limit: 100,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        only_one
+            .iter()
+            .map(|r| r.line.line.as_str())
+            .collect::<Vec<_>>(),
+        ["one line 2", "one line 3", "one line 4"]
+    );
+    assert!(matches!(
+        s.put_inventory(&InventoryRecord {
+            hardware_id: "nobody".into(),
+            worker: worker.into(),
+            facts: serde_json::json!({}),
+            updated_at: 1,
+        })
+        .await,
+        Err(StoreError::NotFound { .. })
+    ));
+    s.push_hardware(hw("m9", worker, "10.0.0.9")).await.unwrap();
+    let rec = InventoryRecord {
+        hardware_id: "m9".into(),
+        worker: worker.into(),
+        facts: serde_json::json!({"cpu": {"count": 2}}),
+        updated_at: 7,
+    };
+    s.put_inventory(&rec).await.unwrap();
+    assert_eq!(s.inventory("m9").await.unwrap(), Some(rec));
+    s.delete_workflow("wfl").await.unwrap();
+    assert!(
+        s.action_logs(
+            "wfl",
+            &ActionLogQuery {
+                limit: 100,
+                ..Default::default()
+            }
+        )
+        .await
+        .unwrap()
+        .is_empty()
+    );
 }

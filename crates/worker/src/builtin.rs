@@ -1,0 +1,1 @@
+//! Built-in actions, for machines with no container runtime.

@@ -1,0 +1,1 @@
+//! Actions as Docker containers, through the Docker Engine API.

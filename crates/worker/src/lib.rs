@@ -1,0 +1,12 @@
+//! The worker: the agent on a machine being provisioned.
+//!
+//! It subscribes to the server over gRPC, receives its next action the
+//! moment there is one, runs it through a [`runtime::Runtime`] (a container
+//! engine, or built-in code for machines without one) and reports each state
+//! until the server acknowledges it.
+
+pub mod builtin;
+pub mod docker;
+pub mod runtime;
+
+pub use runtime::{ActionSpec, LogSink, RunContext, RunOutcome, RunResult, Runtime};
