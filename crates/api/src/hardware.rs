@@ -149,3 +149,23 @@ pub(crate) async fn logs(
     let items = state.store.machine_logs(&machine, limit).await?;
     Ok(Json(json!({ "items": items })))
 }
+
+/// The facts the machine's worker last reported (CPU, memory, disks, NICs).
+pub(crate) async fn inventory(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<bellows_store::InventoryRecord>, ApiError> {
+    let hw = resolve(&state, &id).await?;
+    let record = state.store.inventory(&hw.id).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!(
+                "hardware {:?} has no inventory yet: its worker has not connected",
+                hw.id
+            ),
+            None,
+        )
+    })?;
+    Ok(Json(record))
+}

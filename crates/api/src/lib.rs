@@ -20,6 +20,7 @@ mod error;
 mod hardware;
 pub mod power;
 mod templates;
+pub mod worker;
 mod workflows;
 
 pub use error::ApiError;
@@ -40,6 +41,8 @@ pub struct AppState {
     /// clients that write configuration for other programs
     /// (`bellows dhcp-config`, `bellows ipxe ovh-script`).
     pub boot: Arc<BootInfo>,
+    /// Connected workers; the gRPC worker service shares the API listener.
+    pub workers: Arc<worker::WorkerHub>,
 }
 
 /// Where the boot services are, as machines see them.
@@ -68,6 +71,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("put", "/api/v1/hardware/{id}"),
     ("delete", "/api/v1/hardware/{id}"),
     ("get", "/api/v1/hardware/{id}/logs"),
+    ("get", "/api/v1/hardware/{id}/inventory"),
     ("get", "/api/v1/hardware/{id}/bmc"),
     ("put", "/api/v1/hardware/{id}/bmc"),
     ("delete", "/api/v1/hardware/{id}/bmc"),
@@ -86,6 +90,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/workflows/{id}"),
     ("delete", "/api/v1/workflows/{id}"),
     ("get", "/api/v1/workflows/{id}/events"),
+    ("get", "/api/v1/workflows/{id}/logs"),
+    ("post", "/api/v1/workflows/{id}/cancel"),
 ];
 
 /// Builds the router.
@@ -102,6 +108,7 @@ pub fn router(state: AppState) -> Router {
                 .delete(hardware::delete),
         )
         .route("/api/v1/hardware/{id}/logs", get(hardware::logs))
+        .route("/api/v1/hardware/{id}/inventory", get(hardware::inventory))
         .route(
             "/api/v1/hardware/{id}/bmc",
             get(bmc::get).put(bmc::put).delete(bmc::delete),
@@ -138,12 +145,18 @@ pub fn router(state: AppState) -> Router {
             get(workflows::get).delete(workflows::delete),
         )
         .route("/api/v1/workflows/{id}/events", get(workflows::events))
+        .route("/api/v1/workflows/{id}/logs", get(workflows::logs))
+        .route(
+            "/api/v1/workflows/{id}/cancel",
+            axum::routing::post(workflows::cancel),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Bodies are read by `body::read` with its own limit and JSON error.
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::map_response(json_rejections))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(worker::WorkerService::new(state.workers.clone()).router())
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then finishes

@@ -197,3 +197,68 @@ pub(crate) async fn delete(
     tracing::info!(id = %id, "workflow deleted");
     Ok(StatusCode::NO_CONTENT)
 }
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CancelBody {
+    /// Why, for the record.
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Ends a workflow as CANCELLED; its worker is told to stop the running
+/// action. Cancelling an ended workflow is refused with 409.
+pub(crate) async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Json<Workflow>, ApiError> {
+    let bytes = axum::body::to_bytes(body, crate::MAX_BODY_BYTES)
+        .await
+        .map_err(|e| ApiError::bad_request(format!("cannot read body: {e}")))?;
+    let req: CancelBody = if bytes.iter().all(u8::is_ascii_whitespace) {
+        CancelBody::default()
+    } else {
+        body::json(Body::from(bytes)).await?
+    };
+    resolve(&state, &id).await?;
+    let wf = state
+        .store
+        .apply_transition(
+            &id,
+            &bellows_model::Transition::Cancelled {
+                reason: req.reason,
+                at: now_ms(),
+            },
+        )
+        .await?;
+    tracing::info!(id = %id, "workflow cancelled");
+    Ok(Json(wf))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LogsQuery {
+    /// Only this action's output.
+    action: Option<String>,
+    /// Only lines after this sequence number (to follow).
+    after: Option<i64>,
+    /// At most this many lines.
+    limit: Option<u32>,
+}
+
+/// Action output the workers streamed, oldest first.
+pub(crate) async fn logs(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    resolve(&state, &id).await?;
+    let query = bellows_store::ActionLogQuery {
+        action: q.action,
+        after: q.after.unwrap_or(0).max(0),
+        limit: q.limit.unwrap_or(500).clamp(1, 10_000),
+    };
+    let items = state.store.action_logs(&id, &query).await?;
+    Ok(Json(json!({ "items": items })))
+}

@@ -164,12 +164,14 @@ pub struct ServerArgs {
     /// Directory holding the embedded database [default: ./bellows-data].
     #[arg(long, env = "BELLOWS_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Address for the API (REST; gRPC later) [default: 127.0.0.1:42113].
+    /// Address for the API (REST, and the worker gRPC service) [default:
+    /// 127.0.0.1:42113].
     /// Use port 0 to pick a free port; the chosen one is logged.
     #[arg(long, env = "BELLOWS_LISTEN")]
     pub listen: Option<SocketAddr>,
     /// Address of the HTTP boot service: iPXE scripts and binaries, the
-    /// in-memory OS, and instance metadata [default: 0.0.0.0:8080].
+    /// in-memory OS, instance metadata, and the worker gRPC service that
+    /// booted machines reach [default: 0.0.0.0:8080].
     #[arg(long, env = "BELLOWS_HTTP_LISTEN")]
     pub http_listen: Option<SocketAddr>,
     /// Extra addresses serving only the metadata service, e.g.
@@ -233,6 +235,12 @@ pub struct ServerArgs {
     /// Log filter, e.g. `info` or `bellows=debug` [default: info].
     #[arg(long, env = "BELLOWS_LOG")]
     pub log: Option<String>,
+    /// Seconds past an action's timeout before the server ends it itself
+    /// when its worker has gone silent [default: 60]. The worker normally
+    /// reports the timeout first, after running the action's on-timeout
+    /// command.
+    #[arg(long, env = "BELLOWS_ACTION_GRACE")]
+    pub action_grace: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -52,6 +52,8 @@ pub struct ServerConfig {
     pub local_boot: LocalBoot,
     /// Log filter.
     pub log: String,
+    /// Grace past an action's timeout before the server expires it.
+    pub action_grace: std::time::Duration,
 }
 
 /// Boot services the operator asked for by name.
@@ -164,6 +166,7 @@ pub fn resolve(args: &ServerArgs) -> Result<ServerConfig, ConfigError> {
         kernel_args: pick!(kernel_args).unwrap_or_default(),
         local_boot,
         log: pick!(log).unwrap_or_else(|| "info".to_string()),
+        action_grace: std::time::Duration::from_secs(pick!(action_grace).unwrap_or(60)),
     })
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use std::net::SocketAddr;
 
+use bellows_api::worker::{HubSettings, WorkerHub, WorkerService};
 use bellows_api::{AppState, BootInfo};
 use bellows_ipxe::InstallOs;
 use bellows_ipxe::http::{BootFiles, BootState};
@@ -187,6 +188,14 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
     };
     tracing::info!(public_ip = %cfg.public_ip, "boot URLs start with {http_base}");
     let dyn_store: Arc<dyn Store> = store.clone();
+    let hub = WorkerHub::new(
+        dyn_store.clone(),
+        HubSettings {
+            action_grace: cfg.action_grace,
+            ..HubSettings::default()
+        },
+    );
+    tokio::spawn(hub.clone().follow_changes());
     let metadata = bellows_metadata::router(MetadataState {
         index: store.index(),
         trusted_proxies: Arc::new(cfg.trusted_proxies.clone()),
@@ -202,7 +211,10 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
             osie_dir: Some(cfg.osie_dir.clone()),
         },
     )
-    .merge(metadata.clone());
+    .merge(metadata.clone())
+    // Booted machines reach the worker service here: the API listener is
+    // often loopback-only.
+    .merge(WorkerService::new(hub.clone()).router());
     let mut http_apps = vec![(http, boot)];
     http_apps.extend(metadata_only.into_iter().map(|l| (l, metadata.clone())));
 
@@ -219,6 +231,16 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
         }
         let _ = stop_tx.send(true);
     });
+    {
+        // Worker streams stay open for hours; end them so graceful
+        // shutdown of the HTTP listeners can finish.
+        let hub = hub.clone();
+        let mut rx = stop_rx.clone();
+        tokio::spawn(async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+            hub.stop();
+        });
+    }
     let stopped = move || {
         let mut rx = stop_rx.clone();
         async move {
@@ -241,6 +263,14 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
             }
             Err(e) => tracing::warn!(interface, "IPv6 router advertisements off: {e}"),
         }
+    }
+    {
+        let stop = stopped();
+        let hub = hub.clone();
+        servers.spawn(async move {
+            hub.enforce_deadlines(stop).await;
+            Ok(())
+        });
     }
     {
         let store = store.clone();
@@ -295,6 +325,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
             syslog: syslog_host.clone(),
             dhcp_mode: dhcp_mode.into(),
         }),
+        workers: hub.clone(),
     };
     let api_stop = stopped();
     servers.spawn(async move {

@@ -1,0 +1,249 @@
+//! The worker service: machines' workers subscribe over gRPC, are pushed
+//! their next action the moment there is one, and report each state.
+//!
+//! The rules (order, attempts, idempotence) live in `bellows-model`; this
+//! module only finds out who must hear about a change and when a deadline
+//! has passed. Every decision is re-read from the store, so a restarted
+//! server picks up exactly where the stored workflows are.
+
+mod assign;
+mod service;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bellows_model::MacAddr;
+use bellows_model::workflow::Transition;
+use bellows_store::{ChangeKind, Store, WorkflowFilter, now_ms};
+use tokio::sync::{Notify, broadcast};
+
+pub use assign::{Next, next_for, spec_of};
+pub use service::WorkerService;
+
+/// Tunables of the worker service.
+#[derive(Debug, Clone)]
+pub struct HubSettings {
+    /// How often an idle stream carries a keep-alive, so NAT and proxies
+    /// between a worker and the server keep the connection.
+    pub keepalive: Duration,
+    /// Extra time past an action's timeout before the server ends it
+    /// itself; the worker normally reports first (its on-timeout command
+    /// runs in this window).
+    pub action_grace: Duration,
+    /// How often deadlines are checked.
+    pub deadline_tick: Duration,
+}
+
+impl Default for HubSettings {
+    fn default() -> Self {
+        HubSettings {
+            keepalive: Duration::from_secs(25),
+            action_grace: Duration::from_secs(60),
+            deadline_tick: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Connected workers and the wake-ups they are owed.
+pub struct WorkerHub {
+    store: Arc<dyn Store>,
+    settings: HubSettings,
+    workers: Mutex<HashMap<String, Connection>>,
+    next_conn: AtomicU64,
+    /// Wakes every stream when the server stops, so graceful shutdown is not
+    /// held up by streams that would otherwise stay open for hours.
+    stopping: Notify,
+    stopped: std::sync::atomic::AtomicBool,
+}
+
+struct Connection {
+    id: u64,
+    wake: Arc<Notify>,
+}
+
+/// A worker's place in the hub; dropping it unregisters the worker.
+pub(crate) struct Registration {
+    hub: Arc<WorkerHub>,
+    worker: String,
+    id: u64,
+    pub(crate) wake: Arc<Notify>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Ok(mut workers) = self.hub.workers.lock()
+            && workers.get(&self.worker).is_some_and(|c| c.id == self.id)
+        {
+            workers.remove(&self.worker);
+        }
+    }
+}
+
+impl WorkerHub {
+    /// A hub over `store`.
+    pub fn new(store: Arc<dyn Store>, settings: HubSettings) -> Arc<WorkerHub> {
+        Arc::new(WorkerHub {
+            store,
+            settings,
+            workers: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(1),
+            stopping: Notify::new(),
+            stopped: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Workers connected now.
+    pub fn connected(&self) -> usize {
+        self.workers.lock().map(|w| w.len()).unwrap_or(0)
+    }
+
+    /// Ends every stream; call when the server shuts down.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.stopping.notify_waiters();
+    }
+
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Registers a worker; a second connection of the same worker replaces
+    /// the first (whose stream then ends).
+    pub(crate) fn register(self: &Arc<Self>, worker: &str) -> Registration {
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let wake = Arc::new(Notify::new());
+        if let Ok(mut workers) = self.workers.lock()
+            && let Some(old) = workers.insert(
+                worker.to_string(),
+                Connection {
+                    id,
+                    wake: wake.clone(),
+                },
+            )
+        {
+            // The replaced stream notices it is no longer registered.
+            old.wake.notify_one();
+        }
+        Registration {
+            hub: self.clone(),
+            worker: worker.to_string(),
+            id,
+            wake,
+        }
+    }
+
+    pub(crate) fn is_current(&self, reg: &Registration) -> bool {
+        self.workers
+            .lock()
+            .map(|w| w.get(&reg.worker).is_some_and(|c| c.id == reg.id))
+            .unwrap_or(false)
+    }
+
+    fn wake(&self, worker: &str) {
+        if let Ok(workers) = self.workers.lock()
+            && let Some(c) = workers.get(worker)
+        {
+            c.wake.notify_one();
+        }
+    }
+
+    fn wake_all(&self) {
+        if let Ok(workers) = self.workers.lock() {
+            for c in workers.values() {
+                c.wake.notify_one();
+            }
+        }
+    }
+
+    /// Follows store changes and wakes the workers a changed workflow names.
+    /// Runs until the store's change feed closes.
+    pub async fn follow_changes(self: Arc<Self>) {
+        let mut changes = self.store.subscribe();
+        loop {
+            match changes.recv().await {
+                Ok(change) if change.kind == ChangeKind::Workflow => {
+                    match self.store.workflow(&change.id).await {
+                        Ok(Some(wf)) => {
+                            for w in wf.workers() {
+                                self.wake(&w);
+                            }
+                        }
+                        // Deleted, or unreadable: let everyone re-check.
+                        _ => self.wake_all(),
+                    }
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => self.wake_all(),
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// Ends actions and workflows whose time is up, even when no worker
+    /// says anything. Runs until `stop` resolves.
+    pub async fn enforce_deadlines(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stop);
+        let mut tick = tokio::time::interval(self.settings.deadline_tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = tick.tick() => {}
+            }
+            if let Err(e) = self.expire_due(now_ms()).await {
+                tracing::warn!("checking workflow deadlines failed: {e}");
+            }
+        }
+    }
+
+    /// One pass of deadline checks at time `now`.
+    pub async fn expire_due(&self, now: i64) -> Result<(), bellows_store::StoreError> {
+        let active = self
+            .store
+            .list_workflows(&WorkflowFilter {
+                active: true,
+                ..Default::default()
+            })
+            .await?;
+        let grace = i64::try_from(self.settings.action_grace.as_millis()).unwrap_or(i64::MAX);
+        for wf in active {
+            let transition = if wf.global_deadline().is_some_and(|d| now >= d) {
+                Transition::TimedOut { at: now }
+            } else if let Some((t, a, deadline)) = wf.action_deadline(grace)
+                && now >= deadline
+            {
+                Transition::ActionExpired {
+                    task: t.name.clone(),
+                    action: a.name.clone(),
+                    attempt: a.attempts,
+                    at: now,
+                }
+            } else {
+                continue;
+            };
+            match self.store.apply_transition(&wf.id, &transition).await {
+                Ok(after) => tracing::warn!(
+                    workflow = %wf.id,
+                    state = %after.state,
+                    "deadline passed: {}",
+                    after.message.as_deref().unwrap_or("action expired; retrying")
+                ),
+                // A report raced us; the next pass sees the new state.
+                Err(bellows_store::StoreError::Transition(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The canonical spelling of a worker id: a MAC in lower-case colon form,
+/// anything else lowercased. Task `worker` fields compare the same way.
+pub fn normalize_worker_id(id: &str) -> String {
+    match id.trim().parse::<MacAddr>() {
+        Ok(mac) => mac.to_string(),
+        Err(_) => id.trim().to_ascii_lowercase(),
+    }
+}

@@ -1,0 +1,414 @@
+//! The gRPC face of the worker hub: request checking, mapping reports to
+//! transitions, and the per-worker instruction stream.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bellows_model::workflow::{Outcome, Transition, TransitionError};
+use bellows_model::{State, Workflow};
+use bellows_rpc::v1::{
+    ActionRef, ActionReport, ActionState, Hello, Instruction, LogBatch, LogReply, ReportReply,
+    SubscribeRequest, instruction,
+};
+use bellows_store::{ActionLogLine, InventoryRecord, StoreError, WorkflowFilter, now_ms};
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::{Next, WorkerHub, next_for, normalize_worker_id};
+
+/// Longest worker id accepted.
+const MAX_WORKER_ID: usize = 200;
+/// Most log lines in one batch.
+const MAX_LOG_BATCH: usize = 2_000;
+/// Longest log line kept; longer ones are cut.
+const MAX_LOG_LINE: usize = 8 * 1024;
+
+/// The tonic service; cheap to clone.
+#[derive(Clone)]
+pub struct WorkerService {
+    hub: Arc<WorkerHub>,
+}
+
+impl WorkerService {
+    /// A service over `hub`.
+    pub fn new(hub: Arc<WorkerHub>) -> WorkerService {
+        WorkerService { hub }
+    }
+
+    /// The axum router serving this service's gRPC paths, to merge into an
+    /// HTTP listener (HTTP/2 is negotiated per connection).
+    pub fn router<S: Clone + Send + Sync + 'static>(self) -> axum::Router<S> {
+        axum::Router::new().route_service(
+            "/bellows.worker.v1.Worker/{*method}",
+            bellows_rpc::WorkerServer::new(self),
+        )
+    }
+}
+
+fn worker_id(raw: &str) -> Result<String, Status> {
+    let id = normalize_worker_id(raw);
+    if id.is_empty() {
+        return Err(Status::invalid_argument("worker_id is empty"));
+    }
+    if id.len() > MAX_WORKER_ID || id.chars().any(|c| c.is_control()) {
+        return Err(Status::invalid_argument(format!(
+            "worker_id must be at most {MAX_WORKER_ID} printable characters"
+        )));
+    }
+    Ok(id)
+}
+
+fn action_ref(r: Option<&ActionRef>) -> Result<&ActionRef, Status> {
+    let r = r.ok_or_else(|| Status::invalid_argument("ref is missing"))?;
+    if r.workflow_id.is_empty() || r.task.is_empty() || r.action.is_empty() {
+        return Err(Status::invalid_argument(
+            "ref needs workflow_id, task and action",
+        ));
+    }
+    if r.attempt == 0 {
+        return Err(Status::invalid_argument("ref.attempt starts at 1"));
+    }
+    Ok(r)
+}
+
+fn status_of(e: StoreError) -> Status {
+    match e {
+        StoreError::NotFound { kind, id } => Status::not_found(format!("no {kind} {id:?}")),
+        StoreError::Transition(t) => match t {
+            TransitionError::UnknownAction { .. } => Status::not_found(t.to_string()),
+            TransitionError::WrongWorker { .. } => Status::permission_denied(t.to_string()),
+            _ => Status::failed_precondition(t.to_string()),
+        },
+        other => Status::unavailable(format!("store: {other}")),
+    }
+}
+
+fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+type InstructionStream = Pin<Box<dyn Stream<Item = Result<Instruction, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl bellows_rpc::Worker for WorkerService {
+    type SubscribeStream = InstructionStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let req = request.into_inner();
+        let worker = worker_id(&req.worker_id)?;
+        if self.hub.is_stopped() {
+            return Err(Status::unavailable("server is shutting down"));
+        }
+        let store = &self.hub.store;
+        let hardware = match worker.parse::<bellows_model::MacAddr>() {
+            Ok(mac) => store.hardware_by_mac(mac).await,
+            Err(_) => store.hardware(&worker).await,
+        }
+        .map_err(status_of)?;
+        if let (Some(hw), Some(facts)) = (&hardware, &req.facts) {
+            let record = InventoryRecord {
+                hardware_id: hw.id.clone(),
+                worker: worker.clone(),
+                facts: facts_json(facts),
+                updated_at: now_ms(),
+            };
+            if let Err(e) = store.put_inventory(&record).await {
+                tracing::warn!(worker = %worker, "cannot store inventory: {e}");
+            }
+        }
+        tracing::info!(
+            worker = %worker,
+            hardware = hardware.as_ref().map(|h| h.id.as_str()).unwrap_or("-"),
+            version = %req.version,
+            "worker connected"
+        );
+        let (tx, rx) = mpsc::channel(4);
+        let hello = Instruction {
+            kind: Some(instruction::Kind::Hello(Hello {
+                hardware_id: hardware.map(|h| h.id).unwrap_or_default(),
+                keepalive_seconds: u32::try_from(self.hub.settings.keepalive.as_secs())
+                    .unwrap_or(u32::MAX),
+            })),
+        };
+        let _ = tx.try_send(Ok(hello));
+        let hub = self.hub.clone();
+        tokio::spawn(drive(hub, worker, req.running, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn report_action(
+        &self,
+        request: Request<ActionReport>,
+    ) -> Result<Response<ReportReply>, Status> {
+        let rep = request.into_inner();
+        let worker = worker_id(&rep.worker_id)?;
+        let r = action_ref(rep.r#ref.as_ref())?;
+        // The server's clock orders events: a machine booted from an
+        // in-memory OS may not have the right time.
+        let at = now_ms();
+        let outcome = |o| Transition::ActionFinished {
+            task: r.task.clone(),
+            action: r.action.clone(),
+            worker: worker.clone(),
+            attempt: r.attempt,
+            outcome: o,
+            exit_code: rep.exit_code,
+            message: Some(rep.message.clone()).filter(|m| !m.is_empty()),
+            output: Some(rep.output_tail.clone()).filter(|m| !m.is_empty()),
+            at,
+        };
+        let transition = match ActionState::try_from(rep.state) {
+            Ok(ActionState::Running) if rep.progress.is_empty() => Transition::ActionStarted {
+                task: r.task.clone(),
+                action: r.action.clone(),
+                worker: worker.clone(),
+                attempt: r.attempt,
+                at,
+            },
+            Ok(ActionState::Running) => Transition::ActionProgress {
+                task: r.task.clone(),
+                action: r.action.clone(),
+                worker: worker.clone(),
+                attempt: r.attempt,
+                message: rep.progress.clone(),
+                at,
+            },
+            Ok(ActionState::Success) => outcome(Outcome::Success),
+            Ok(ActionState::Failed) => outcome(Outcome::Failed),
+            Ok(ActionState::Timeout) => outcome(Outcome::Timeout),
+            Ok(ActionState::Unspecified) | Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "state {} is not RUNNING, SUCCESS, FAILED or TIMEOUT",
+                    rep.state
+                )));
+            }
+        };
+        let wf = self
+            .hub
+            .store
+            .apply_transition(&r.workflow_id, &transition)
+            .await
+            .map_err(status_of)?;
+        if !matches!(transition, Transition::ActionProgress { .. }) {
+            tracing::info!(
+                worker = %worker,
+                workflow = %r.workflow_id,
+                action = %r.action,
+                attempt = r.attempt,
+                report = ?ActionState::try_from(rep.state).unwrap_or(ActionState::Unspecified),
+                workflow_state = %wf.state,
+                "action report"
+            );
+        }
+        Ok(Response::new(ReportReply {
+            workflow_state: wf.state.as_str().to_string(),
+        }))
+    }
+
+    async fn send_logs(&self, request: Request<LogBatch>) -> Result<Response<LogReply>, Status> {
+        let batch = request.into_inner();
+        let worker = worker_id(&batch.worker_id)?;
+        if batch.lines.len() > MAX_LOG_BATCH {
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_LOG_BATCH} lines per batch"
+            )));
+        }
+        // Only lines about this worker's own tasks are kept.
+        let mut allowed: Vec<(String, Workflow)> = Vec::new();
+        let mut lines = Vec::with_capacity(batch.lines.len());
+        for l in &batch.lines {
+            let r = action_ref(l.r#ref.as_ref())?;
+            if !allowed.iter().any(|(id, _)| *id == r.workflow_id) {
+                let wf = self
+                    .hub
+                    .store
+                    .workflow(&r.workflow_id)
+                    .await
+                    .map_err(status_of)?
+                    .ok_or_else(|| Status::not_found(format!("no workflow {:?}", r.workflow_id)))?;
+                allowed.push((r.workflow_id.clone(), wf));
+            }
+            let Some((_, wf)) = allowed.iter().find(|(id, _)| *id == r.workflow_id) else {
+                continue;
+            };
+            let owns = wf
+                .tasks
+                .iter()
+                .any(|t| t.name == r.task && normalize_worker_id(&t.worker) == worker);
+            if !owns {
+                return Err(Status::permission_denied(format!(
+                    "task {:?} of workflow {:?} is not worker {worker:?}'s",
+                    r.task, r.workflow_id
+                )));
+            }
+            let stream = match l.stream.as_str() {
+                "stdout" | "stderr" | "worker" => l.stream.clone(),
+                other => {
+                    return Err(Status::invalid_argument(format!(
+                        "stream {other:?} is not stdout, stderr or worker"
+                    )));
+                }
+            };
+            lines.push(ActionLogLine {
+                workflow_id: r.workflow_id.clone(),
+                task: r.task.clone(),
+                action: r.action.clone(),
+                attempt: r.attempt,
+                stream,
+                at: now_ms(),
+                line: clip(&l.line, MAX_LOG_LINE),
+            });
+        }
+        self.hub
+            .store
+            .append_action_logs(&lines)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(LogReply {
+            accepted: u32::try_from(lines.len()).unwrap_or(u32::MAX),
+        }))
+    }
+}
+
+/// Feeds one worker's stream until it disconnects, is replaced, or the
+/// server stops.
+async fn drive(
+    hub: Arc<WorkerHub>,
+    worker: String,
+    running: Option<ActionRef>,
+    tx: mpsc::Sender<Result<Instruction, Status>>,
+) {
+    let reg = hub.register(&worker);
+    // What the worker is doing, as far as this stream knows: what it said
+    // it was running, then what we sent it.
+    let mut current: Option<ActionRef> = running;
+    let keepalive = hub.settings.keepalive;
+    loop {
+        // Arm the wake-ups before reading state, so a change between the
+        // read and the wait is not missed.
+        let woken = reg.wake.notified();
+        let stopping = hub.stopping.notified();
+        tokio::pin!(woken, stopping);
+        woken.as_mut().enable();
+        stopping.as_mut().enable();
+        if hub.is_stopped() || !hub.is_current(&reg) {
+            break;
+        }
+        let workflows = match hub
+            .store
+            .list_workflows(&WorkflowFilter {
+                worker: Some(worker.clone()),
+                active: true,
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(worker = %worker, "cannot read workflows: {e}");
+                let _ = tx
+                    .send(Err(Status::unavailable(format!("store: {e}"))))
+                    .await;
+                break;
+            }
+        };
+        let next = next_for(&worker, &workflows);
+        // Tell the worker to stop what it runs when that is no longer what
+        // the server expects (cancelled, timed out, expired and retried).
+        if let Some(cur) = &current {
+            let still = matches!(&next, Next::Run(a) if a.r#ref.as_ref() == Some(cur));
+            if !still {
+                let ended = match hub.store.workflow(&cur.workflow_id).await {
+                    Ok(Some(wf)) => !action_is_running(&wf, cur),
+                    Ok(None) => true,
+                    Err(_) => false,
+                };
+                if ended {
+                    let cancel = Instruction {
+                        kind: Some(instruction::Kind::Cancel(cur.clone())),
+                    };
+                    if tx.send(Ok(cancel)).await.is_err() {
+                        break;
+                    }
+                    current = None;
+                }
+            }
+        }
+        if let Next::Run(assignment) = next {
+            let r = assignment.r#ref.clone();
+            if r != current {
+                tracing::info!(
+                    worker = %worker,
+                    workflow = r.as_ref().map(|r| r.workflow_id.as_str()).unwrap_or(""),
+                    action = r.as_ref().map(|r| r.action.as_str()).unwrap_or(""),
+                    attempt = r.as_ref().map(|r| r.attempt).unwrap_or(0),
+                    resume = assignment.resume,
+                    "assigning action"
+                );
+                let msg = Instruction {
+                    kind: Some(instruction::Kind::Run(*assignment)),
+                };
+                if tx.send(Ok(msg)).await.is_err() {
+                    break;
+                }
+                current = r;
+            }
+        }
+        tokio::select! {
+            _ = &mut woken => {}
+            _ = &mut stopping => break,
+            _ = tx.closed() => break,
+            _ = tokio::time::sleep(keepalive) => {
+                if tx.send(Ok(Instruction { kind: None })).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    tracing::info!(worker = %worker, "worker stream closed");
+}
+
+fn action_is_running(wf: &Workflow, r: &ActionRef) -> bool {
+    wf.state == State::Running
+        && wf.tasks.iter().any(|t| {
+            t.name == r.task
+                && t.actions.iter().any(|a| {
+                    a.name == r.action && a.state == State::Running && a.attempts == r.attempt
+                })
+        })
+}
+
+/// The facts as stored JSON: the protobuf fields by name.
+fn facts_json(f: &bellows_rpc::v1::Facts) -> serde_json::Value {
+    let extra: serde_json::Value = serde_json::from_str(&f.extra_json).unwrap_or_default();
+    serde_json::json!({
+        "hostname": f.hostname,
+        "kernel": f.kernel,
+        "architecture": f.architecture,
+        "memory_bytes": f.memory_bytes,
+        "cpu": f.cpu.as_ref().map(|c| serde_json::json!({
+            "model": c.model, "threads": c.threads, "sockets": c.sockets,
+        })),
+        "disks": f.disks.iter().map(|d| serde_json::json!({
+            "name": d.name, "size_bytes": d.size_bytes, "model": d.model,
+            "serial": d.serial, "rotational": d.rotational, "removable": d.removable,
+        })).collect::<Vec<_>>(),
+        "nics": f.nics.iter().map(|n| serde_json::json!({
+            "name": n.name, "mac": n.mac, "driver": n.driver, "speed_mbps": n.speed_mbps,
+            "link_up": n.link_up, "addresses": n.addresses,
+        })).collect::<Vec<_>>(),
+        "extra": extra,
+    })
+}
