@@ -55,6 +55,9 @@ pub enum Command {
     /// Manage workflows.
     #[command(subcommand)]
     Workflow(WorkflowCmd),
+    /// Run the worker on a machine being provisioned: receive its actions
+    /// from the server, run them, report each state.
+    Worker(Box<WorkerArgs>),
     /// Power a machine on/off/soft-off/cycle/reset through its BMC, or read
     /// its power state.
     Power {
@@ -329,6 +332,11 @@ pub enum HardwareCmd {
         #[arg(short = 'n', long, default_value_t = 200)]
         limit: u32,
     },
+    /// Show the facts the machine's worker reported (CPU, memory, disks, NICs).
+    Inventory {
+        /// Hardware id or MAC.
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -388,7 +396,7 @@ pub enum WorkflowCmd {
     },
     /// List workflows.
     List {
-        /// Only this state (PENDING, RUNNING, SUCCESS, FAILED, TIMEOUT).
+        /// Only this state (PENDING, RUNNING, SUCCESS, FAILED, TIMEOUT, CANCELLED).
         #[arg(long)]
         state: Option<String>,
         /// Only workflows for this machine (MAC, IP or id).
@@ -405,4 +413,105 @@ pub enum WorkflowCmd {
         /// Workflow id.
         id: String,
     },
+    /// Follow a workflow live: each action's state, duration, progress and
+    /// latest output, until it ends. Exit status: 0 SUCCESS, 1 FAILED,
+    /// 2 TIMEOUT, 3 CANCELLED.
+    Watch {
+        /// Workflow id.
+        id: String,
+        /// Output lines shown under the running action.
+        #[arg(long, default_value_t = 5)]
+        lines: usize,
+    },
+    /// Print the output the workers streamed for a workflow's actions.
+    Logs {
+        /// Workflow id.
+        id: String,
+        /// Only this action.
+        #[arg(long)]
+        action: Option<String>,
+        /// Keep printing new lines until the workflow ends.
+        #[arg(short, long)]
+        follow: bool,
+        /// Newest N lines to start with.
+        #[arg(short = 'n', long, default_value_t = 1000)]
+        limit: u32,
+    },
+    /// Cancel a workflow; its worker stops the running action.
+    Cancel {
+        /// Workflow id.
+        id: String,
+        /// Why, for the event log.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+/// `bellows worker` settings.
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    /// Server URL, e.g. http://10.0.0.1:8080 [default: bellows.api= on the
+    /// kernel command line].
+    #[arg(long, env = "BELLOWS_SERVER")]
+    pub server: Option<String>,
+    /// Worker id [default: bellows.worker_id= on the kernel command line,
+    /// else the MAC of the first network interface that has one].
+    #[arg(long = "id", env = "BELLOWS_WORKER_ID")]
+    pub worker_id: Option<String>,
+    /// Directory for per-workflow data shared between actions (/worker).
+    #[arg(
+        long,
+        env = "BELLOWS_WORK_DIR",
+        default_value = "/var/lib/bellows-worker"
+    )]
+    pub work_dir: PathBuf,
+    /// Docker Engine socket [default: DOCKER_HOST, else /var/run/docker.sock].
+    #[arg(long, env = "DOCKER_HOST")]
+    pub docker_host: Option<String>,
+    /// Run only built-in actions, even if a container engine is present.
+    #[arg(long, env = "BELLOWS_NO_DOCKER")]
+    pub no_docker: bool,
+    /// Pull-through mirror for Docker Hub images (host[:port][/prefix]).
+    #[arg(long, env = "BELLOWS_REGISTRY_MIRROR")]
+    pub registry_mirror: Option<String>,
+    /// Registry credentials as HOST=USER; the password is read from the
+    /// environment variable BELLOWS_REGISTRY_PASSWORD (never argv).
+    #[arg(long, env = "BELLOWS_REGISTRY_USER")]
+    pub registry_user: Option<String>,
+    /// When to pull images.
+    #[arg(long, value_enum, default_value_t = PullPolicyArg::IfNotPresent)]
+    pub pull: PullPolicyArg,
+    /// How to reboot when an action asks: the reboot system call (the
+    /// in-memory OS), the `reboot` command, or exit with status 10 (reboot)
+    /// / 11 (power off) for a supervisor to act on.
+    #[arg(long, value_enum, env = "BELLOWS_REBOOT", default_value_t = RebootArg::Syscall)]
+    pub reboot: RebootArg,
+    /// Longest wait between reconnection attempts, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub max_backoff: u64,
+    /// Log filter.
+    #[arg(long, env = "BELLOWS_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// `--pull` values.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PullPolicyArg {
+    /// Pull when the engine lacks the image.
+    IfNotPresent,
+    /// Pull before every action.
+    Always,
+    /// Never pull.
+    Never,
+}
+
+/// `--reboot` values.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RebootArg {
+    /// reboot(2) after sync.
+    Syscall,
+    /// The `reboot` / `poweroff` command.
+    Command,
+    /// Exit 10 (reboot) or 11 (power off).
+    Exit,
 }

@@ -131,6 +131,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         }
         Command::Template(cmd) => template(&Client::new(&cli.url)?, format, cmd).await,
         Command::Workflow(cmd) => workflow(&Client::new(&cli.url)?, format, cmd).await,
+        Command::Worker(args) => crate::worker::run(*args).await,
     }
 }
 
@@ -153,7 +154,7 @@ fn read_input(path: &Path) -> Result<Vec<u8>, CliError> {
     std::fs::read(path).map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))
 }
 
-fn body(v: &Value) -> Option<Vec<u8>> {
+pub(crate) fn body(v: &Value) -> Option<Vec<u8>> {
     Some(v.to_string().into_bytes())
 }
 
@@ -280,8 +281,93 @@ async fn hardware(c: &Client, format: Format, cmd: HardwareCmd) -> Result<ExitCo
                 print!("{}", table(&["TIME", "SEVERITY", "APP", "MESSAGE"], &rows));
             }
         }
+        HardwareCmd::Inventory { id } => {
+            let v = c
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/hardware/{}/inventory", segment(&id)),
+                    None,
+                )
+                .await?;
+            if !structured(format, &v)? {
+                print_inventory(&v);
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_inventory(v: &Value) {
+    let f = &v["facts"];
+    let gib = |b: Option<u64>| {
+        b.map(|b| format!("{:.1} GiB", b as f64 / f64::from(1u32 << 30)))
+            .unwrap_or_default()
+    };
+    println!(
+        "hardware {}  worker {}  reported {}",
+        s(v, "/hardware_id"),
+        s(v, "/worker"),
+        time(v, "/updated_at")
+    );
+    println!(
+        "host {}  kernel {}  arch {}",
+        s(f, "/hostname"),
+        s(f, "/kernel"),
+        s(f, "/architecture")
+    );
+    println!(
+        "cpu {} ({} threads, {} sockets)  memory {}",
+        s(f, "/cpu/model"),
+        s(f, "/cpu/threads"),
+        s(f, "/cpu/sockets"),
+        gib(f["memory_bytes"].as_u64())
+    );
+    let disks: Vec<Vec<String>> = f["disks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            vec![
+                s(d, "/name"),
+                gib(d["size_bytes"].as_u64()),
+                s(d, "/model"),
+                s(d, "/serial"),
+                if d["rotational"].as_bool() == Some(true) {
+                    "hdd"
+                } else {
+                    "ssd"
+                }
+                .into(),
+            ]
+        })
+        .collect();
+    print!(
+        "\n{}",
+        table(&["DISK", "SIZE", "MODEL", "SERIAL", "KIND"], &disks)
+    );
+    let nics: Vec<Vec<String>> = f["nics"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|n| {
+            vec![
+                s(n, "/name"),
+                s(n, "/mac"),
+                s(n, "/driver"),
+                s(n, "/speed_mbps"),
+                if n["link_up"].as_bool() == Some(true) {
+                    "up"
+                } else {
+                    "down"
+                }
+                .into(),
+            ]
+        })
+        .collect();
+    print!(
+        "\n{}",
+        table(&["NIC", "MAC", "DRIVER", "MBPS", "LINK"], &nics)
+    );
 }
 
 fn template_rows(items: &[Value]) -> Vec<Vec<String>> {
@@ -373,7 +459,7 @@ async fn template(c: &Client, format: Format, cmd: TemplateCmd) -> Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_workflow(v: &Value) {
+pub(crate) fn print_workflow(v: &Value) {
     let header = table(
         &["ID", "TEMPLATE", "STATE", "CREATED"],
         &[vec![
@@ -398,7 +484,11 @@ fn print_workflow(v: &Value) {
                 s(action, "/image"),
                 s(action, "/state"),
                 duration(action["duration_ms"].as_i64()),
-                s(action, "/message"),
+                if action["progress"].is_string() {
+                    s(action, "/progress")
+                } else {
+                    s(action, "/message")
+                },
             ]);
         }
     }
@@ -519,6 +609,25 @@ async fn workflow(c: &Client, format: Format, cmd: WorkflowCmd) -> Result<ExitCo
             .await?;
             eprintln!("deleted workflow {id}");
         }
+        WorkflowCmd::Watch { id, lines } => return crate::watch::watch(c, &id, lines).await,
+        WorkflowCmd::Logs {
+            id,
+            action,
+            follow,
+            limit,
+        } => return crate::watch::logs(c, format, &id, action.as_deref(), follow, limit).await,
+        WorkflowCmd::Cancel { id, reason } => {
+            let v = c
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/workflows/{}/cancel", segment(&id)),
+                    body(&json!({ "reason": reason })),
+                )
+                .await?;
+            if !structured(format, &v)? {
+                println!("workflow {id} is {}", s(&v, "/state"));
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -546,6 +655,13 @@ fn event_details(e: &Value) -> String {
                 }
             )
         }
+        Some("action_retrying") => format!(
+            "{}/{} will run again: attempt {} of {}",
+            s(e, "/task"),
+            s(e, "/action"),
+            s(e, "/next_attempt"),
+            s(e, "/of")
+        ),
         Some("state_changed") => {
             let msg = s(e, "/message");
             format!(

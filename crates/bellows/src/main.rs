@@ -9,6 +9,8 @@ mod commands;
 mod config;
 mod output;
 mod server;
+mod watch;
+mod worker;
 
 use clap::Parser;
 
