@@ -336,6 +336,15 @@ impl Agent {
             cancel: token.clone(),
         };
         let runtime = self.runtime_for(&spec.image);
+        tracing::info!(
+            workflow = %r.workflow_id,
+            task = %r.task,
+            action = %r.action,
+            attempt = r.attempt,
+            image = %spec.image,
+            runtime = runtime.name(),
+            "running action"
+        );
         sink.note(format!(
             "running {} (image {}, attempt {} of {}) with the {} runtime",
             spec.name,

@@ -44,6 +44,16 @@ impl Server {
         Self::spawn(cmd, data_dir, extra)
     }
 
+    /// Like [`Server::start_with`], with the HTTP boot listener (where
+    /// workers connect) on a fixed loopback port, so a restarted server is
+    /// found again at the same address.
+    pub fn start_on(data_dir: &Path, http_port: u16, extra: &[&str]) -> Server {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["server", "--listen", "127.0.0.1:0", "--http-listen"])
+            .arg(format!("127.0.0.1:{http_port}"));
+        Self::spawn(cmd, data_dir, extra)
+    }
+
     /// Starts a server inside network namespace `ns`, listening on `ip`.
     pub fn start_in_netns(ns: &str, ip: &str, data_dir: &Path) -> Server {
         Self::start_in_netns_with(

@@ -11,3 +11,4 @@ mod harness;
 mod metadata;
 mod netboot;
 mod netns;
+mod workers;
