@@ -9,7 +9,8 @@ ensure_build_deps
 # Peers the tests run against (see README "Tests").
 apt_install golang-go python3-venv curl iproute2 cloud-init dnsmasq-base kea-dhcp4-server \
   isc-dhcp-server qemu-system-x86 ipxe-qemu ipxe ovmf busybox-static linux-image-amd64 cpio \
-  tftp-hpa atftp isc-dhcp-client isc-dhcp-relay ndisc6 ipmitool openipmi apache2-utils
+  tftp-hpa atftp isc-dhcp-client isc-dhcp-relay ndisc6 ipmitool openipmi apache2-utils \
+  zstd xz-utils gzip e2fsprogs
 
 echo "== fmt"
 cargo fmt --all -- --check

@@ -7,6 +7,8 @@
 
 pub mod builtin;
 pub mod docker;
+pub mod facts;
 pub mod runtime;
 
+pub use builtin::{BuiltinOptions, BuiltinRuntime};
 pub use runtime::{ActionSpec, LogSink, RunContext, RunOutcome, RunResult, Runtime};
