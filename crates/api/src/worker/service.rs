@@ -330,12 +330,12 @@ async fn drive(
         if let Some(cur) = &current {
             let still = matches!(&next, Next::Run(a) if a.r#ref.as_ref() == Some(cur));
             if !still {
-                let ended = match hub.store.workflow(&cur.workflow_id).await {
-                    Ok(Some(wf)) => !action_is_running(&wf, cur),
+                let stop = match hub.store.workflow(&cur.workflow_id).await {
+                    Ok(Some(wf)) => ended_by_server(&wf, cur),
                     Ok(None) => true,
                     Err(_) => false,
                 };
-                if ended {
+                if stop {
                     let cancel = Instruction {
                         kind: Some(instruction::Kind::Cancel(cur.clone())),
                     };
@@ -380,14 +380,36 @@ async fn drive(
     tracing::info!(worker = %worker, "worker stream closed");
 }
 
-fn action_is_running(wf: &Workflow, r: &ActionRef) -> bool {
-    wf.state == State::Running
-        && wf.tasks.iter().any(|t| {
-            t.name == r.task
-                && t.actions.iter().any(|a| {
-                    a.name == r.action && a.state == State::Running && a.attempts == r.attempt
-                })
-        })
+/// True when the server, not the worker, ended the attempt the worker is
+/// running: a cancel, a global timeout, or an expiry (possibly already
+/// followed by a retry). SUCCESS and FAILED only ever come from the worker's
+/// own report, so the worker is done with the action and needs no word.
+fn ended_by_server(wf: &Workflow, r: &ActionRef) -> bool {
+    let Some(a) = wf
+        .tasks
+        .iter()
+        .filter(|t| t.name == r.task)
+        .flat_map(|t| t.actions.iter())
+        .find(|a| a.name == r.action)
+    else {
+        return true;
+    };
+    if a.attempts > r.attempt {
+        // Moved on to a later attempt: this one is over either way.
+        return a
+            .history
+            .iter()
+            .any(|h| h.attempt == r.attempt && h.state == State::Timeout);
+    }
+    match a.state {
+        State::Running => false,
+        State::Success | State::Failed => false,
+        State::Pending => a
+            .history
+            .iter()
+            .any(|h| h.attempt == r.attempt && h.state == State::Timeout),
+        State::Timeout | State::Cancelled => true,
+    }
 }
 
 /// The facts as stored JSON: the protobuf fields by name.

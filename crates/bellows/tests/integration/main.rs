@@ -11,4 +11,5 @@ mod harness;
 mod metadata;
 mod netboot;
 mod netns;
+mod worker_protocol;
 mod workers;

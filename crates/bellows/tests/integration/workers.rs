@@ -102,6 +102,11 @@ pub fn free_port() -> u16 {
 
 /// Registers a machine for `mac`, a template, and a workflow; returns its id.
 pub fn workflow(s: &Server, name: &str, template: &str, map: &[(&str, &str)]) -> String {
+    workflow_at(&s.url, name, template, map)
+}
+
+/// [`workflow`] by API URL, for callers without the [`Server`] handle.
+pub fn workflow_at(api: &str, name: &str, template: &str, map: &[(&str, &str)]) -> String {
     for (i, (_, mac)) in map.iter().enumerate() {
         let hw = serde_json::json!({
             "id": format!("{name}-m{i}"),
@@ -109,14 +114,14 @@ pub fn workflow(s: &Server, name: &str, template: &str, map: &[(&str, &str)]) ->
         });
         let (st, body) = http(
             "POST",
-            &format!("{}/api/v1/hardware", s.url),
+            &format!("{api}/api/v1/hardware"),
             Some(hw.to_string().as_bytes()),
         );
         assert!(st == 200 || st == 201, "hardware push: {st} {body}");
     }
     let (st, body) = http(
         "POST",
-        &format!("{}/api/v1/templates", s.url),
+        &format!("{api}/api/v1/templates"),
         Some(
             serde_json::json!({"name": name, "data": template})
                 .to_string()
@@ -130,7 +135,7 @@ pub fn workflow(s: &Server, name: &str, template: &str, map: &[(&str, &str)]) ->
         .collect();
     let (st, body) = http(
         "POST",
-        &format!("{}/api/v1/workflows", s.url),
+        &format!("{api}/api/v1/workflows"),
         Some(
             serde_json::json!({"template": name, "hardware_map": hw_map})
                 .to_string()
