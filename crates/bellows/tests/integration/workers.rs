@@ -184,7 +184,7 @@ pub fn wait_until(s: &Server, id: &str, timeout: Duration, pred: impl Fn(&Value)
     }
 }
 
-pub fn action<'a>(wf: &'a Value, task: usize, action: usize) -> &'a Value {
+pub fn action(wf: &Value, task: usize, action: usize) -> &Value {
     &wf["tasks"][task]["actions"][action]
 }
 
