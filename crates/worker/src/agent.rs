@@ -729,7 +729,7 @@ mod tests {
         };
         let s = spec_from(&a, &r);
         assert_eq!(
-            (s.timeout, s.pid, s.max_attempts, s.resume),
+            (s.timeout, s.pid.clone(), s.max_attempts, s.resume),
             (None, None, 1, true)
         );
         assert!(s.is_final_attempt());

@@ -5,6 +5,7 @@
 //! engine, or built-in code for machines without one) and reports each state
 //! until the server acknowledges it.
 
+pub mod agent;
 pub mod builtin;
 pub mod docker;
 pub mod facts;
