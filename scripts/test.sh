@@ -16,6 +16,9 @@ echo "== fmt"
 cargo fmt --all -- --check
 echo "== clippy"
 cargo clippy --locked --workspace --all-targets -- -D warnings
+echo "== docker: a private engine for the worker's container tests"
+docker_env="$(scripts/docker-test-daemon.sh)" # prints: export DOCKER_HOST=unix://...
+eval "$docker_env"
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --locked --workspace --no-fail-fast
