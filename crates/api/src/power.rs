@@ -67,6 +67,50 @@ async fn client(state: &AppState, id: &str) -> Result<(String, BmcClient), ApiEr
     Ok((hw.id, client))
 }
 
+/// Network-boots a workflow's machine through its BMC (workflow boot option
+/// `boot_mode: netboot`) and records the outcome as a workflow event.
+pub(crate) async fn boot_for_workflow(
+    state: AppState,
+    workflow_id: String,
+    hardware: String,
+    efi: bool,
+) {
+    let (ok, message) = match client(&state, &hardware).await {
+        Ok((hw_id, bmc)) => {
+            let mut job = Job::netboot(efi);
+            let outcome = job.run(&bmc, PollPolicy::default()).await;
+            let _ = read_power(state.store.as_ref(), &hw_id, Ok(&bmc)).await;
+            match outcome {
+                Ok(()) => (
+                    true,
+                    "BMC network boot done: power off, next boot pxe, power on".to_string(),
+                ),
+                Err(e) => (false, format!("BMC network boot failed: {e}")),
+            }
+        }
+        Err(e) => (
+            false,
+            format!("BMC network boot not possible: {}", e.message),
+        ),
+    };
+    if ok {
+        tracing::info!(workflow = %workflow_id, hardware = %hardware, "{message}");
+    } else {
+        tracing::warn!(workflow = %workflow_id, hardware = %hardware, "{message}");
+    }
+    let event = bellows_model::Event {
+        at: now_ms(),
+        kind: bellows_model::EventKind::BootRequested {
+            hardware,
+            ok,
+            message,
+        },
+    };
+    if let Err(e) = state.store.append_event(&workflow_id, &event).await {
+        tracing::warn!(workflow = %workflow_id, "cannot record the boot request: {e}");
+    }
+}
+
 async fn run_job(state: &AppState, id: &str, mut job: Job) -> Result<Json<Value>, ApiError> {
     let (hw_id, bmc) = client(state, id).await?;
     let outcome = job.run(&bmc, PollPolicy::default()).await;

@@ -24,6 +24,9 @@ pub(crate) struct CreateBody {
     /// Hardware id for `.Hardware`, when it is not `device_1`'s machine.
     #[serde(default)]
     hardware: Option<String>,
+    /// Netboot toggling and BMC start (Tinkerbell's `bootOptions`).
+    #[serde(default, alias = "bootOptions")]
+    boot_options: bellows_model::workflow::BootOptions,
 }
 
 /// Finds the hardware a map value names: a MAC, a reserved IP, or an id.
@@ -103,7 +106,7 @@ pub(crate) async fn create(
         hardware,
     };
     let (rendered, parsed) = render(&template.data, &ctx)?;
-    let wf = Workflow::new(
+    let mut wf = Workflow::new(
         uuid::Uuid::new_v4().to_string(),
         template.id.clone(),
         map,
@@ -112,8 +115,23 @@ pub(crate) async fn create(
         &parsed,
         now_ms(),
     );
+    wf.boot_options = req.boot_options.clone();
+    if wf.boot_options.boot_mode.is_some() && wf.hardware_id.is_none() {
+        return Err(ApiError::invalid(
+            "boot_options.boot_mode",
+            "boot_options.boot_mode needs a machine to boot: give `hardware` or a device_1",
+        ));
+    }
     state.store.create_workflow(&wf).await?;
     tracing::info!(id = %wf.id, template = %template.name, "workflow created");
+    if let (Some(_), Some(hw)) = (wf.boot_options.boot_mode, wf.hardware_id.clone()) {
+        tokio::spawn(crate::power::boot_for_workflow(
+            state.clone(),
+            wf.id.clone(),
+            hw,
+            wf.boot_options.efi,
+        ));
+    }
     Ok((StatusCode::CREATED, Json(wf)))
 }
 

@@ -388,6 +388,17 @@ pub enum WorkflowCmd {
         /// Hardware id exposed to the template as .Hardware [default: device_1's machine].
         #[arg(long)]
         hardware: Option<String>,
+        /// Allow network boot now and turn it off when the workflow succeeds
+        /// (Tinkerbell's toggleAllowNetboot).
+        #[arg(long)]
+        toggle_netboot: bool,
+        /// Start the machine at once: power-cycle it into a network boot
+        /// through its BMC (Tinkerbell's bootMode netboot).
+        #[arg(long)]
+        netboot: bool,
+        /// With --netboot: boot in UEFI mode.
+        #[arg(long, requires = "netboot")]
+        efi: bool,
     },
     /// Show a workflow with each task's worker and each action's state.
     Get {

@@ -509,6 +509,9 @@ async fn workflow(c: &Client, format: Format, cmd: WorkflowCmd) -> Result<ExitCo
             template,
             hardware_map,
             hardware,
+            toggle_netboot,
+            netboot,
+            efi,
         } => {
             let map: Value = serde_json::from_str(&hardware_map).map_err(|e| {
                 CliError::Usage(format!(
@@ -518,6 +521,13 @@ async fn workflow(c: &Client, format: Format, cmd: WorkflowCmd) -> Result<ExitCo
             let mut req = json!({"template": template, "hardware_map": map});
             if let Some(hw) = hardware {
                 req["hardware"] = Value::String(hw);
+            }
+            if toggle_netboot || netboot {
+                let mut opts = json!({"toggle_allow_netboot": toggle_netboot, "efi": efi});
+                if netboot {
+                    opts["boot_mode"] = Value::String("netboot".into());
+                }
+                req["boot_options"] = opts;
             }
             let v = c
                 .call(Method::POST, "/api/v1/workflows", body(&req))
@@ -655,6 +665,16 @@ fn event_details(e: &Value) -> String {
                 }
             )
         }
+        Some("boot_requested") => format!(
+            "{} {}: {}",
+            s(e, "/hardware"),
+            if e["ok"].as_bool() == Some(true) {
+                "booted"
+            } else {
+                "not booted"
+            },
+            s(e, "/message")
+        ),
         Some("action_retrying") => format!(
             "{}/{} will run again: attempt {} of {}",
             s(e, "/task"),

@@ -249,6 +249,26 @@ impl Hardware {
         }
     }
 
+    /// Sets `netboot.allow_pxe` on every interface Bellows addresses (the
+    /// workflow boot option `toggle_allow_netboot`); true if anything
+    /// changed.
+    pub fn set_allow_pxe(&mut self, allow: bool) -> bool {
+        let mut changed = false;
+        for iface in self
+            .network
+            .interfaces
+            .iter_mut()
+            .filter(|i| i.dhcp.is_some())
+        {
+            let netboot = iface.netboot.get_or_insert_with(Netboot::default);
+            if netboot.allow_pxe != Some(allow) {
+                netboot.allow_pxe = Some(allow);
+                changed = true;
+            }
+        }
+        changed
+    }
+
     /// Every MAC on the machine, in interface order.
     pub fn macs(&self) -> impl Iterator<Item = MacAddr> + '_ {
         self.network

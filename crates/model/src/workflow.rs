@@ -152,6 +152,48 @@ pub struct Workflow {
     /// When the workflow reached a terminal state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_at: Option<i64>,
+    /// How the machines get into and out of the workflow.
+    #[serde(default, skip_serializing_if = "BootOptions::is_default")]
+    pub boot_options: BootOptions,
+}
+
+/// How a workflow starts and ends on its machines, as Tinkerbell's
+/// `bootOptions`: turn network booting on for the install and off after it,
+/// and have Bellows start the machine through its BMC.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootOptions {
+    /// Set `allow_pxe` on the machines' NICs when the workflow is created,
+    /// and clear it when the workflow succeeds, so the next boot is from
+    /// disk even before iPXE asks.
+    #[serde(
+        default,
+        alias = "toggleAllowNetboot",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub toggle_allow_netboot: bool,
+    /// `netboot`: power-cycle the machine into a network boot through its
+    /// BMC as soon as the workflow exists.
+    #[serde(default, alias = "bootMode", skip_serializing_if = "Option::is_none")]
+    pub boot_mode: Option<BootMode>,
+    /// With `boot_mode`: network-boot in UEFI mode.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub efi: bool,
+}
+
+impl BootOptions {
+    /// Nothing asked for.
+    pub fn is_default(&self) -> bool {
+        *self == BootOptions::default()
+    }
+}
+
+/// How Bellows starts a workflow's machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BootMode {
+    /// Power off, next boot from the network once, power on.
+    Netboot,
 }
 
 /// Progress of one task.
@@ -281,6 +323,15 @@ pub enum EventKind {
         next_attempt: u32,
         /// Attempts allowed in all.
         of: u32,
+    },
+    /// Bellows asked a machine's BMC to network-boot it (boot_mode netboot).
+    BootRequested {
+        /// Hardware id.
+        hardware: String,
+        /// Whether the BMC job succeeded.
+        ok: bool,
+        /// What happened.
+        message: String,
     },
     /// The workflow's overall state changed.
     StateChanged {
@@ -505,7 +556,14 @@ impl Workflow {
             updated_at: now,
             started_at: None,
             stopped_at: None,
+            boot_options: BootOptions::default(),
         }
+    }
+
+    /// Whether this transition result is the workflow's first success, when
+    /// machines may stop network-booting.
+    pub fn just_succeeded(before: &Workflow, after: &Workflow) -> bool {
+        before.state != State::Success && after.state == State::Success
     }
 
     /// The creation event, first in every workflow's log.

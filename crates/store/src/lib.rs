@@ -333,6 +333,9 @@ pub trait Store: Send + Sync + 'static {
     /// writes nothing and publishes no change.
     async fn apply_transition(&self, id: &str, transition: &Transition) -> Result<Workflow>;
 
+    /// Appends an event that is not a state transition (a BMC boot request).
+    async fn append_event(&self, id: &str, event: &Event) -> Result<()>;
+
     /// Appends action output lines, dropping the oldest beyond
     /// [`ACTION_LOG_KEEP`] per workflow. Lines for unknown workflows are
     /// skipped: a worker may still be flushing a deleted workflow's output.

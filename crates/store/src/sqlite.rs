@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bellows_model::workflow::Transition;
+use bellows_model::workflow::{Event, Transition};
 use bellows_model::{Hardware, MacAddr, Workflow};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
@@ -62,6 +62,15 @@ impl SqliteStore {
     /// Closes the pool, checkpointing the WAL.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// Brings the index up to date with hardware a workflow write changed.
+    fn hardware_written(&self, changed: Vec<Hardware>) {
+        for hw in changed {
+            let id = hw.id.clone();
+            self.index.upsert(hw);
+            self.publish(ChangeKind::Hardware, &id, ChangeOp::Upsert);
+        }
     }
 
     fn publish(&self, kind: ChangeKind, id: &str, op: ChangeOp) {
@@ -158,6 +167,39 @@ impl SqliteStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Sets `allow_pxe` on every machine a workflow names (its workers and
+    /// its `.Hardware`), inside `tx`; returns the records it changed, for the
+    /// index once the transaction commits.
+    async fn set_netboot(
+        tx: &mut Transaction<'static, Sqlite>,
+        wf: &Workflow,
+        allow: bool,
+    ) -> Result<Vec<Hardware>> {
+        let mut names: Vec<String> = wf.tasks.iter().map(|t| t.worker.clone()).collect();
+        names.extend(wf.hardware_id.clone());
+        let mut changed: Vec<Hardware> = Vec::new();
+        for name in names {
+            let by_mac = name.parse::<MacAddr>().ok().map(|m| m.to_string());
+            let row = sqlx::query(
+                "SELECT h.id, h.body FROM hardware h WHERE h.id = $1 \
+                 OR h.id = (SELECT hardware_id FROM hardware_mac WHERE mac = $2)",
+            )
+            .bind(&name)
+            .bind(by_mac)
+            .fetch_optional(&mut **tx)
+            .await?;
+            let Some(row) = row else { continue };
+            let mut hw = hardware_row(&row)?;
+            if changed.iter().any(|c| c.id == hw.id) || !hw.set_allow_pxe(allow) {
+                continue;
+            }
+            let id = hw.id.clone();
+            Self::write_hardware(tx, &id, &hw, now_ms()).await?;
+            changed.push(hw);
+        }
+        Ok(changed)
     }
 
     /// Writes `hw` under `id` inside `tx`, enforcing MAC/IP ownership.
@@ -509,7 +551,13 @@ impl Store for SqliteStore {
             .bind(encode(&created))
             .execute(&mut *tx)
             .await?;
+        let netboot = if wf.boot_options.toggle_allow_netboot {
+            Self::set_netboot(&mut tx, wf, true).await?
+        } else {
+            Vec::new()
+        };
         tx.commit().await?;
+        self.hardware_written(netboot);
         self.publish(ChangeKind::Workflow, &wf.id, ChangeOp::Upsert);
         Ok(())
     }
@@ -601,9 +649,40 @@ impl Store for SqliteStore {
                 .execute(&mut *tx)
                 .await?;
         }
+        // Installed: the next boot must come from disk. Same transaction, so
+        // a crash cannot leave a succeeded workflow with netboot still on.
+        let netboot = if next.boot_options.toggle_allow_netboot
+            && Workflow::just_succeeded(&current, &next)
+        {
+            Self::set_netboot(&mut tx, &next, false).await?
+        } else {
+            Vec::new()
+        };
         tx.commit().await?;
+        self.hardware_written(netboot);
         self.publish(ChangeKind::Workflow, id, ChangeOp::Upsert);
         Ok(next)
+    }
+
+    async fn append_event(&self, id: &str, event: &Event) -> Result<()> {
+        let (_guard, mut tx) = self.begin().await?;
+        let done = sqlx::query(
+            "INSERT INTO workflow_event (workflow_id, at, body) \
+             SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM workflow WHERE id = $1)",
+        )
+        .bind(id)
+        .bind(event.at)
+        .bind(encode(event))
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                kind: "workflow",
+                id: id.to_string(),
+            });
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn append_action_logs(&self, lines: &[ActionLogLine]) -> Result<()> {

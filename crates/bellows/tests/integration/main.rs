@@ -3,7 +3,10 @@
 
 mod api;
 mod bmc;
+#[path = "../../../bmc/tests/support/mod.rs"]
+mod bmc_support;
 mod boot;
+mod boot_options;
 mod byo_dhcp;
 mod cli;
 mod durability;

@@ -485,3 +485,54 @@ async fn action_logs_follow_and_inventory_round_trips() {
         .is_empty()
     );
 }
+
+#[tokio::test]
+async fn toggle_allow_netboot_turns_pxe_on_at_creation_and_off_at_success() {
+    let (_d, s) = store().await;
+    let worker = "aa:bb:cc:00:00:0a";
+    s.push_hardware(hw("mt", worker, "10.0.0.10"))
+        .await
+        .unwrap();
+    let allow = |h: &Hardware| {
+        h.network.interfaces[0]
+            .netboot
+            .as_ref()
+            .and_then(|n| n.allow_pxe)
+    };
+    let mut wf = workflow("wft", worker);
+    wf.boot_options.toggle_allow_netboot = true;
+    s.create_workflow(&wf).await.unwrap();
+    assert_eq!(allow(&s.hardware("mt").await.unwrap().unwrap()), Some(true));
+    let mac: MacAddr = worker.parse().unwrap();
+    assert_eq!(
+        s.index().by_mac(mac).map(|h| allow(&h)),
+        Some(Some(true)),
+        "the index sees it at once"
+    );
+    let start = Transition::ActionStarted {
+        task: "a".into(),
+        action: "one".into(),
+        worker: worker.into(),
+        attempt: 1,
+        at: now_ms(),
+    };
+    s.apply_transition("wft", &start).await.unwrap();
+    assert_eq!(allow(&s.hardware("mt").await.unwrap().unwrap()), Some(true));
+    let finish = Transition::ActionFinished {
+        task: "a".into(),
+        action: "one".into(),
+        worker: worker.into(),
+        attempt: 1,
+        outcome: Outcome::Success,
+        exit_code: Some(0),
+        message: None,
+        output: None,
+        at: now_ms(),
+    };
+    s.apply_transition("wft", &finish).await.unwrap();
+    assert_eq!(
+        allow(&s.hardware("mt").await.unwrap().unwrap()),
+        Some(false)
+    );
+    assert_eq!(s.index().by_mac(mac).map(|h| allow(&h)), Some(Some(false)));
+}
