@@ -11,6 +11,7 @@ mod byo_dhcp;
 mod cli;
 mod durability;
 mod harness;
+mod libvirt_bmc;
 mod metadata;
 mod netboot;
 mod netns;
