@@ -7,4 +7,20 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_build_deps
 cargo build --release --locked -p bellows
+
+# The in-memory OS machines boot (DATA_DIR/osie), built once from Debian's
+# kernel and busybox unless an --osie-dir is given.
+data_dir=${BELLOWS_DATA_DIR:-./bellows-data}
+custom_osie=${BELLOWS_OSIE_DIR:-}
+prev=""
+for arg in "$@"; do
+  case "$prev" in --data-dir) data_dir=$arg ;; --osie-dir) custom_osie=$arg ;; esac
+  case "$arg" in --data-dir=*) data_dir=${arg#*=} ;; --osie-dir=*) custom_osie=${arg#*=} ;; esac
+  prev=$arg
+done
+if [ -z "$custom_osie" ] && [ ! -f "$data_dir/osie/initramfs" ]; then
+  apt_install linux-image-amd64 busybox-static
+  target/release/bellows image build --data-dir "$data_dir" ||
+    echo "warning: no in-memory OS yet; machines cannot run workflows until \`bellows image build\` succeeds" >&2
+fi
 exec target/release/bellows server "$@"

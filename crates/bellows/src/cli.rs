@@ -107,6 +107,9 @@ pub enum Command {
     /// iPXE helpers.
     #[command(subcommand)]
     Ipxe(IpxeCmd),
+    /// The in-memory OS machines boot to run the worker.
+    #[command(subcommand)]
+    Image(crate::image::ImageCmd),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// Shell to generate for.

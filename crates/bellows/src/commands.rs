@@ -132,6 +132,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Template(cmd) => template(&Client::new(&cli.url)?, format, cmd).await,
         Command::Workflow(cmd) => workflow(&Client::new(&cli.url)?, format, cmd).await,
         Command::Worker(args) => crate::worker::run(*args).await,
+        Command::Image(cmd) => crate::image::run(format, cmd),
     }
 }
 

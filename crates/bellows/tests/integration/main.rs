@@ -15,5 +15,6 @@ mod libvirt_bmc;
 mod metadata;
 mod netboot;
 mod netns;
+mod osie;
 mod worker_protocol;
 mod workers;
