@@ -11,7 +11,8 @@ apt_install golang-go python3-venv curl iproute2 cloud-init dnsmasq-base kea-dhc
   isc-dhcp-server qemu-system-x86 ipxe-qemu ipxe ovmf busybox-static linux-image-amd64 cpio \
   tftp-hpa atftp isc-dhcp-client isc-dhcp-relay ndisc6 ipmitool openipmi apache2-utils \
   zstd xz-utils gzip e2fsprogs libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients \
-  python3-libvirt openssl
+  python3-libvirt openssl syslinux syslinux-common mtools dosfstools systemd-boot-efi \
+  binutils fdisk
 
 echo "== fmt"
 cargo fmt --all -- --check

@@ -12,6 +12,7 @@ mod cli;
 mod durability;
 mod harness;
 mod libvirt_bmc;
+mod lifecycle;
 mod metadata;
 mod netboot;
 mod netns;

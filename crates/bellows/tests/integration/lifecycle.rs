@@ -1,0 +1,582 @@
+//! The whole provisioning lifecycle on a QEMU VM (TCG) with an empty disk:
+//! power on → network boot into Bellows' in-memory OS → the worker runs the
+//! workflow (image2disk a compressed bootable image, writefile a hostname
+//! into it, reboot) → the machine stops network-booting → it boots from its
+//! disk → the installed system calls back over syslog with the hostname the
+//! workflow wrote. In BIOS mode (SeaBIOS + QEMU's iPXE ROM) and UEFI mode
+//! (OVMF's own PXE).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{Value, json};
+
+use crate::harness::{BIN, Server, ok};
+use crate::netns::{Lab, can_run};
+
+const SERVER_IP: &str = "10.79.0.1";
+const TIMEOUT: Duration = Duration::from_secs(600);
+
+/// QEMU, killed when dropped.
+struct Vm(Child);
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Firmware {
+    Bios,
+    Uefi,
+}
+
+fn have_tools() -> bool {
+    let needed = [
+        "/usr/bin/qemu-system-x86_64",
+        "/usr/share/OVMF/OVMF_CODE_4M.fd",
+        "/usr/lib/systemd/boot/efi/linuxx64.efi.stub",
+        "/usr/lib/syslinux/mbr/mbr.bin",
+        "/usr/bin/zstd",
+    ];
+    let missing: Vec<&str> = needed
+        .iter()
+        .copied()
+        .filter(|p| !Path::new(p).exists())
+        .collect();
+    if !missing.is_empty() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "missing {missing:?}; scripts/test.sh installs them"
+        );
+        eprintln!("skipped: missing {missing:?}");
+        return false;
+    }
+    true
+}
+
+fn run(cmd: &mut Command, what: &str) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The in-memory OS, built by the documented command into the server's
+/// default location.
+fn build_osie(osie: &Path) {
+    let out = run(
+        Command::new(BIN)
+            .args(["image", "build", "--output-dir"])
+            .arg(osie),
+        "bellows image build",
+    );
+    eprintln!("{out}");
+}
+
+/// The disk image the workflow installs: built, checksummed, compressed,
+/// and put where Bellows serves it (`/osie/`).
+fn build_disk(osie: &Path, work: &Path) -> String {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/e2e/build-installed-disk.sh"
+    );
+    let img = work.join("installed.img");
+    eprintln!(
+        "{}",
+        run(
+            Command::new(script).arg(&img).arg(SERVER_IP),
+            "build-installed-disk.sh"
+        )
+    );
+    let sum = run(Command::new("sha256sum").arg(&img), "sha256sum");
+    let sum = sum
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    run(
+        Command::new("zstd")
+            .args(["-q", "-f", "-10", "-o"])
+            .arg(osie.join("installed.img.zst"))
+            .arg(&img),
+        "zstd",
+    );
+    sum
+}
+
+/// Boot order: the NIC first (network boot decides: installer or local
+/// disk), or the disk first with the network as the fallback for a blank
+/// disk — the usual choice for UEFI fleets, because OVMF (like much UEFI
+/// firmware) tries PXEv6 and HTTP boot for minutes before the disk when
+/// a network boot declines.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Order {
+    NetworkFirst,
+    DiskFirst,
+}
+
+fn start_vm(
+    ns: &str,
+    tap: &str,
+    mac: &str,
+    fw: Firmware,
+    order: Order,
+    work: &Path,
+    disk: &Path,
+) -> Vm {
+    let (net_index, disk_index) = match order {
+        Order::NetworkFirst => (1, 2),
+        Order::DiskFirst => (2, 1),
+    };
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns, "qemu-system-x86_64"])
+        .args(["-accel", "tcg", "-m", "1024", "-smp", "1"])
+        .args(["-nographic", "-display", "none", "-monitor", "none"])
+        .args([
+            "-netdev",
+            &format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
+        ])
+        .arg("-drive")
+        .arg(format!("if=none,id=d0,format=raw,file={}", disk.display()))
+        .arg("-serial")
+        .arg(format!("file:{}", work.join("console.log").display()));
+    match fw {
+        Firmware::Bios => {
+            cmd.args([
+                "-device",
+                &format!("virtio-net-pci,netdev=n0,mac={mac},bootindex={net_index}"),
+                "-device",
+                &format!("virtio-blk-pci,drive=d0,bootindex={disk_index}"),
+            ]);
+        }
+        Firmware::Uefi => {
+            let vars = work.join("OVMF_VARS.fd");
+            std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).expect("OVMF vars");
+            cmd.args([
+                "-drive",
+                "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
+            ])
+            .arg("-drive")
+            .arg(format!(
+                "if=pflash,format=raw,unit=1,file={}",
+                vars.display()
+            ))
+            .args([
+                "-device",
+                &format!("virtio-net-pci,netdev=n0,mac={mac},romfile=,bootindex={net_index}"),
+                "-device",
+                &format!("virtio-blk-pci,drive=d0,bootindex={disk_index}"),
+            ]);
+        }
+    }
+    Vm(cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start qemu"))
+}
+
+fn template(sum: &str, name: &str, img_url: &str) -> String {
+    format!(
+        r#"
+version: "0.1"
+name: {name}
+global_timeout: 900
+tasks:
+  - name: os-installation
+    worker: "{{{{.device_1}}}}"
+    volumes:
+      - /dev:/dev
+    actions:
+      - name: stream-image
+        image: bellows/image2disk
+        timeout: 600
+        environment:
+          IMG_URL: {img_url}
+          DEST_DISK: /dev/vda
+          COMPRESSED: "true"
+          CHECKSUM: sha256:{sum}
+      - name: write-hostname
+        image: bellows/writefile
+        timeout: 120
+        environment:
+          DEST_DISK: /dev/vda1
+          FS_TYPE: vfat
+          DEST_PATH: /hostname
+          CONTENTS: "{name}"
+          MODE: "0644"
+          DIRMODE: "0755"
+      - name: reboot
+        image: bellows/reboot
+        timeout: 60
+"#
+    )
+}
+
+/// Unix milliseconds of a server log line (tracing's RFC 3339 prefix).
+fn log_time(line: &str) -> Option<i64> {
+    let stamp = line.split_whitespace().next()?;
+    let (date, time) = stamp.strip_suffix('Z')?.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.split(':').map(|p| p.parse::<i64>().ok());
+    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
+    let ms: i64 = format!("{frac:0<3}")[..3].parse().ok()?;
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 24 + hh) * 60 + mm) * 60_000 + ss * 1000 + ms)
+}
+
+#[test]
+fn log_stamps_parse() {
+    assert_eq!(
+        log_time("2026-11-21T14:31:45.343091Z  INFO x"),
+        Some(1_795_271_505_343)
+    );
+}
+
+fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+struct Setup {
+    _work: tempfile::TempDir,
+    work: PathBuf,
+    _lab: Lab,
+    ns: String,
+    tap: String,
+    server: Server,
+    sum: String,
+}
+
+fn setup(tag: &str, mac: &str, ip: &str, name: &str, allow_pxe: bool) -> Option<Setup> {
+    if !can_run() || !have_tools() {
+        return None;
+    }
+    let work_dir = tempfile::tempdir().unwrap();
+    let work = work_dir.path().to_path_buf();
+    let data = work.join("data");
+    let osie = data.join("osie");
+    std::fs::create_dir_all(&osie).unwrap();
+    let built = Instant::now();
+    build_osie(&osie);
+    let sum = build_disk(&osie, &work);
+    eprintln!("images built in {:.1} s", built.elapsed().as_secs_f64());
+    let mut lab = Lab::new(tag, SERVER_IP);
+    let tap = lab.tap(1);
+    let ns = lab.server_ns.clone();
+    let server = Server::start_in_netns_with(
+        &ns,
+        SERVER_IP,
+        &data,
+        &[
+            "--dhcp-mode",
+            "reservation",
+            "--interface",
+            "br0",
+            "--tftp-listen",
+            &format!("{SERVER_IP}:69"),
+        ],
+    );
+    let hw = json!({"id": name, "network": {"interfaces": [{
+        "dhcp": {"mac": mac, "hostname": name, "lease_time": 600,
+                 "ip": {"address": ip, "netmask": "255.255.255.0", "gateway": SERVER_IP}},
+        "netboot": {"allow_pxe": allow_pxe, "allow_workflow": true}}]}});
+    ok(&server.cli_netns(
+        &ns,
+        &["hardware", "push", "-f", "-"],
+        Some(hw.to_string().as_bytes()),
+    ));
+    Some(Setup {
+        _work: work_dir,
+        work,
+        _lab: lab,
+        ns,
+        tap,
+        server,
+        sum,
+    })
+}
+
+fn create_workflow(s: &Setup, name: &str, mac: &str, img_url: &str, toggle: bool) -> String {
+    let t = template(&s.sum, name, img_url);
+    ok(&s.server.cli_netns(
+        &s.ns,
+        &["template", "create", "-n", name, "-p", "-"],
+        Some(t.as_bytes()),
+    ));
+    let map = format!("{{\"device_1\":\"{mac}\"}}");
+    let mut args = vec!["workflow", "create", "-t", name, "-r", &map];
+    if toggle {
+        args.push("--toggle-netboot");
+    }
+    ok(&s.server.cli_netns(&s.ns, &args, None))
+        .trim()
+        .to_string()
+}
+
+fn workflow(s: &Setup, id: &str) -> Value {
+    let out = ok(&s
+        .server
+        .cli_netns(&s.ns, &["workflow", "get", id, "-o", "json"], None));
+    serde_json::from_str(&out).expect("workflow JSON")
+}
+
+fn console_tail(work: &Path) -> String {
+    let console = std::fs::read_to_string(work.join("console.log")).unwrap_or_default();
+    let chars: Vec<char> = console.chars().collect();
+    chars[chars.len().saturating_sub(4000)..].iter().collect()
+}
+
+/// How the machine is kept from re-installing after the workflow succeeds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum After {
+    /// `--toggle-netboot`: PXE is switched off; the firmware finds no boot
+    /// file and falls through to the disk.
+    NetbootOff,
+    /// PXE stays on; with no workflow left, iPXE gets the local-boot script.
+    LocalBootScript,
+}
+
+fn lifecycle(fw: Firmware, order: Order, after: After, tag: &str, mac: &str, ip: &str, name: &str) {
+    let toggle = after == After::NetbootOff;
+    let Some(s) = setup(tag, mac, ip, name, !toggle) else {
+        return;
+    };
+    let img_url = format!("http://{SERVER_IP}:8080/osie/installed.img.zst");
+    let id = create_workflow(&s, name, mac, &img_url, toggle);
+    let disk = s.work.join("vm-disk.img");
+    std::fs::File::create(&disk)
+        .and_then(|f| f.set_len(256 << 20))
+        .expect("empty disk");
+    let powered_on = SystemTime::now();
+    let start = Instant::now();
+    let mut vm = start_vm(&s.ns, &s.tap, mac, fw, order, &s.work, &disk);
+    let mut log: Vec<String> = Vec::new();
+    let mut success_at: Option<i64> = None;
+    let callback = loop {
+        log.extend(s.server.drain_log());
+        let wf = workflow(&s, &id);
+        match wf["state"].as_str() {
+            Some("SUCCESS") => success_at = success_at.or(wf["stopped_at"].as_i64()),
+            Some("FAILED") | Some("TIMEOUT") | Some("CANCELLED") => panic!(
+                "workflow ended {}: {wf:#}\nconsole:\n{}",
+                wf["state"],
+                console_tail(&s.work)
+            ),
+            _ => {}
+        }
+        let logs = ok(&s.server.cli_netns(
+            &s.ns,
+            &["hardware", "logs", name, "-o", "json", "-n", "2000"],
+            None,
+        ));
+        let logs: Value = serde_json::from_str(&logs).unwrap_or(Value::Null);
+        if let Some(line) = logs["items"].as_array().into_iter().flatten().find(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("installed hostname="))
+        }) {
+            break line.clone();
+        }
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "no call-back from the installed system within {TIMEOUT:?}; workflow {wf:#}\nconsole:\n{}",
+            console_tail(&s.work)
+        );
+        if let Ok(Some(status)) = vm.0.try_wait() {
+            std::thread::sleep(Duration::from_secs(3));
+            log.extend(s.server.drain_log());
+            let logs = ok(&s.server.cli_netns(&s.ns, &["hardware", "logs", name], None));
+            if !logs.contains("installed hostname=") {
+                panic!(
+                    "VM exited ({status}) without a call-back; workflow {wf:#}\nlogs:\n{logs}\nconsole:\n{}",
+                    console_tail(&s.work)
+                );
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let message = callback["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!("installed hostname={name}")),
+        "the installed system read the hostname the workflow wrote: {message}"
+    );
+    assert!(message.contains(&format!("ip={ip}")), "{message}");
+    let wf = workflow(&s, &id);
+    assert_eq!(wf["state"], "SUCCESS", "{wf:#}");
+    // With the toggle, the success turned netboot off; without it, it is on.
+    let hw = ok(&s
+        .server
+        .cli_netns(&s.ns, &["hardware", "get", name, "-o", "json"], None));
+    let hw: Value = serde_json::from_str(&hw).unwrap();
+    assert_eq!(
+        hw["network"]["interfaces"][0]["netboot"]["allow_pxe"],
+        !toggle
+    );
+    log.extend(s.server.drain_log());
+    if !toggle {
+        // The second network boot was answered with the local-boot script.
+        assert!(
+            log.iter().any(|l| l.contains("serving auto.ipxe")
+                && l.contains(mac)
+                && l.contains("no pending workflow")),
+            "no local-boot script served after the install"
+        );
+    }
+    // Timings from the server's own log stamps.
+    log.extend(s.server.drain_log());
+    let t0 = unix_ms(powered_on);
+    let first = |needle: &str| {
+        log.iter()
+            .filter(|l| l.contains(needle) && l.contains(mac))
+            .find_map(|l| log_time(l))
+    };
+    let dhcp = first("DHCP reply");
+    let connected = first("worker connected");
+    let called_back = callback["at"].as_i64();
+    let secs = |t: Option<i64>| {
+        t.map(|t| format!("{:6.1} s", (t - t0) as f64 / 1000.0))
+            .unwrap_or_else(|| "     ?".into())
+    };
+    eprintln!(
+        "LIFECYCLE {fw:?} {after:?}: power-on → first DHCP {} → worker connected {} → workflow SUCCESS {} → installed system's call-back {}",
+        secs(dhcp),
+        secs(connected),
+        secs(success_at),
+        secs(called_back)
+    );
+    for a in wf["tasks"][0]["actions"].as_array().into_iter().flatten() {
+        eprintln!(
+            "LIFECYCLE {fw:?} {after:?}:   action {} {} ms",
+            a["name"].as_str().unwrap_or(""),
+            a["duration_ms"].as_i64().unwrap_or(-1)
+        );
+    }
+    assert!(dhcp.is_some() && connected.is_some(), "log lines missing");
+    assert!(dhcp < connected && connected < success_at && success_at < called_back);
+    let _ = vm.0.wait();
+}
+
+/// BIOS: SeaBIOS tries the NIC (QEMU's iPXE ROM) first, then the disk.
+/// After the install the machine still network-boots, and gets the
+/// local-boot script.
+#[test]
+fn bios_vm_is_installed_end_to_end() {
+    lifecycle(
+        Firmware::Bios,
+        Order::NetworkFirst,
+        After::LocalBootScript,
+        "lb",
+        "52:54:00:79:00:10",
+        "10.79.0.10",
+        "installed-bios",
+    );
+}
+
+/// UEFI: the blank disk first, so OVMF falls through to its own PXE
+/// (ipxe.efi over TFTP); after the install the disk boots, and the success
+/// has switched network boot off (`--toggle-netboot`).
+#[test]
+fn uefi_vm_is_installed_end_to_end() {
+    lifecycle(
+        Firmware::Uefi,
+        Order::DiskFirst,
+        After::NetbootOff,
+        "lu",
+        "52:54:00:79:00:11",
+        "10.79.0.11",
+        "installed-uefi",
+    );
+}
+
+/// A failure in the middle (the image URL answers 404) ends the workflow
+/// FAILED naming the cause, and leaves the machine able to retry: netboot
+/// stays allowed and a new workflow boots the installer again.
+#[test]
+fn a_missing_image_fails_the_workflow_with_the_cause_and_the_machine_can_retry() {
+    let (mac, ip, name) = ("52:54:00:79:00:12", "10.79.0.12", "install-404");
+    let Some(s) = setup("lf", mac, ip, name, false) else {
+        return;
+    };
+    let bad = format!("http://{SERVER_IP}:8080/osie/no-such-image.img.zst");
+    let id = create_workflow(&s, name, mac, &bad, true);
+    let disk = s.work.join("vm-disk.img");
+    std::fs::File::create(&disk)
+        .and_then(|f| f.set_len(256 << 20))
+        .expect("empty disk");
+    let mut vm = start_vm(
+        &s.ns,
+        &s.tap,
+        mac,
+        Firmware::Bios,
+        Order::NetworkFirst,
+        &s.work,
+        &disk,
+    );
+    let start = Instant::now();
+    let wf = loop {
+        let wf = workflow(&s, &id);
+        if wf["state"] == "FAILED" || wf["state"] == "SUCCESS" {
+            break wf;
+        }
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "workflow did not end: {wf:#}\nconsole:\n{}",
+            console_tail(&s.work)
+        );
+        if let Ok(Some(st)) = vm.0.try_wait() {
+            panic!(
+                "VM exited ({st}) first\nconsole:\n{}",
+                console_tail(&s.work)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(wf["state"], "FAILED", "{wf:#}");
+    let msg = wf["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("404") && msg.contains("stream-image"), "{msg}");
+    // Able to retry: netboot still allowed, the next boot gets the installer.
+    let hw = ok(&s
+        .server
+        .cli_netns(&s.ns, &["hardware", "get", name, "-o", "json"], None));
+    let hw: Value = serde_json::from_str(&hw).unwrap();
+    assert_eq!(hw["network"]["interfaces"][0]["netboot"]["allow_pxe"], true);
+    let good = format!("http://{SERVER_IP}:8080/osie/installed.img.zst");
+    let retry = create_workflow(&s, &format!("{name}-2"), mac, &good, true);
+    // The worker in the still-running in-memory OS picks the new workflow
+    // up at once and installs: the retry needs no reboot.
+    let start = Instant::now();
+    loop {
+        let wf2 = workflow(&s, &retry);
+        if wf2["state"] == "SUCCESS" {
+            break;
+        }
+        assert!(
+            wf2["state"] == "RUNNING" || wf2["state"] == "PENDING",
+            "retry failed: {wf2:#}"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "retry did not finish: {wf2:#}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
