@@ -801,3 +801,106 @@ tasks:
         format!("node-{mac}")
     );
 }
+
+/// A slow HTTP server (Python's, not ours) so progress has time to show.
+const SLOW_SERVER: &str = r#"
+import http.server, os, sys, time
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        path = os.path.join(sys.argv[2], self.path.lstrip('/'))
+        if not os.path.isfile(path):
+            self.send_error(404)
+            return
+        data = open(path, 'rb').read()
+        self.send_response(200)
+        self.send_header('Content-Length', str(len(data)))
+        self.end_headers()
+        for i in range(0, len(data), 65536):
+            self.wfile.write(data[i:i + 65536])
+            time.sleep(0.03)
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()
+"#;
+
+#[test]
+fn image2disk_writes_byte_exact_with_progress_in_workflow_watch() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    let mac = "02:00:00:00:20:04";
+    // 4 MiB of random bytes, gzip-compressed by gzip itself.
+    let img = dir.path().join("disk.img");
+    let mut data = vec![0u8; 4 << 20];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for b in data.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    std::fs::write(&img, &data).unwrap();
+    let sum = ok(&Command::new("sha256sum").arg(&img).output().unwrap());
+    let sum = sum.split_whitespace().next().unwrap().to_string();
+    assert!(
+        Command::new("gzip")
+            .args(["-k", "-1"])
+            .arg(&img)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let port = free_port();
+    let mut server = Command::new("python3")
+        .args(["-c", SLOW_SERVER, &port.to_string()])
+        .arg(dir.path())
+        .spawn()
+        .expect("python3");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the image server did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = dir.path().join("written.img");
+    let t = format!(
+        r#"
+version: "0.1"
+name: stream
+global_timeout: 300
+tasks:
+  - name: install
+    worker: "{{{{.device_1}}}}"
+    actions:
+      - name: stream
+        image: bellows/image2disk
+        timeout: 120
+        environment:
+          IMG_URL: http://127.0.0.1:{port}/disk.img.gz
+          DEST_DISK: {}
+          COMPRESSED: "true"
+          CHECKSUM: sha256:{sum}
+"#,
+        out.display()
+    );
+    let id = workflow(&s, "stream", &t, &[("device_1", mac)]);
+    let watch = Command::new(BIN)
+        .args(["workflow", "watch", &id])
+        .env("BELLOWS_URL", &s.url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("watch");
+    let _w = Worker::start(&s.http_url, mac, dir.path(), &["--no-docker"]);
+    let watched = watch.wait_with_output().expect("watch output");
+    let _ = server.kill();
+    let _ = server.wait();
+    let text = String::from_utf8_lossy(&watched.stdout);
+    assert_eq!(watched.status.code(), Some(0), "{text}");
+    assert!(
+        text.lines().any(|l| l.contains("install/stream RUNNING")
+            && l.contains("written")
+            && l.contains('%')),
+        "progress shown while running:\n{text}"
+    );
+    assert!(text.contains("install/stream SUCCESS"), "{text}");
+    assert_eq!(std::fs::read(&out).unwrap(), data, "byte-exact");
+}
