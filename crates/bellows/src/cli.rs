@@ -496,8 +496,9 @@ pub struct WorkerArgs {
     #[arg(long, value_enum, default_value_t = PullPolicyArg::IfNotPresent)]
     pub pull: PullPolicyArg,
     /// How to reboot when an action asks: the reboot system call (the
-    /// in-memory OS), the `reboot` command, or exit with status 10 (reboot)
-    /// / 11 (power off) for a supervisor to act on.
+    /// in-memory OS), the `reboot` command (`kexec -e` after a kexec
+    /// action), or exit with status 10 (reboot) / 11 (power off) / 12
+    /// (kexec into the loaded kernel) for a supervisor to act on.
     #[arg(long, value_enum, env = "BELLOWS_REBOOT", default_value_t = RebootArg::Syscall)]
     pub reboot: RebootArg,
     /// Longest wait between reconnection attempts, in seconds.
@@ -522,10 +523,10 @@ pub enum PullPolicyArg {
 /// `--reboot` values.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RebootArg {
-    /// reboot(2) after sync.
+    /// reboot(2) after sync (RB_KEXEC after a kexec action).
     Syscall,
-    /// The `reboot` / `poweroff` command.
+    /// The `reboot` / `poweroff` command (`kexec -e` after a kexec action).
     Command,
-    /// Exit 10 (reboot) or 11 (power off).
+    /// Exit 10 (reboot), 11 (power off) or 12 (kexec).
     Exit,
 }

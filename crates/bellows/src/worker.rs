@@ -21,6 +21,9 @@ use crate::commands::CliError;
 pub const EXIT_REBOOT: u8 = 10;
 /// Exit status after an action asked for a power-off, with `--reboot exit`.
 pub const EXIT_POWEROFF: u8 = 11;
+/// Exit status after a `kexec` action loaded a kernel, with `--reboot exit`
+/// (the supervisor runs `kexec -e`).
+pub const EXIT_KEXEC: u8 = 12;
 
 /// Runs the worker until a signal (or a reboot in `--reboot exit` mode).
 pub async fn run(args: WorkerArgs) -> Result<ExitCode, CliError> {
@@ -81,6 +84,7 @@ pub async fn run(args: WorkerArgs) -> Result<ExitCode, CliError> {
         Exit::Stopped => ExitCode::SUCCESS,
         Exit::Reboot => ExitCode::from(EXIT_REBOOT),
         Exit::PowerOff => ExitCode::from(EXIT_POWEROFF),
+        Exit::Kexec => ExitCode::from(EXIT_KEXEC),
     })
 }
 

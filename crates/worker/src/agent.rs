@@ -31,12 +31,14 @@ use crate::runtime::{
 /// What to do when an action asks for a reboot or power-off.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PowerMode {
-    /// `sync` then reboot(2)/poweroff: the in-memory OS.
+    /// `sync` then reboot(2)/poweroff (or `RB_KEXEC` into the kernel a
+    /// `kexec` action loaded): the in-memory OS.
     Syscall,
-    /// Run this program (`systemctl reboot`, `reboot`).
+    /// Run this program (`systemctl reboot`, `reboot`); a kexec runs
+    /// `kexec -e` instead.
     Command(Vec<String>),
-    /// Exit the worker with [`Exit::Reboot`]/[`Exit::PowerOff`] and let the
-    /// caller decide (tests, supervisors).
+    /// Exit the worker with [`Exit::Reboot`]/[`Exit::PowerOff`]/
+    /// [`Exit::Kexec`] and let the caller decide (tests, supervisors).
     Exit,
 }
 
@@ -49,6 +51,9 @@ pub enum Exit {
     Reboot,
     /// An action asked for a power-off, in [`PowerMode::Exit`].
     PowerOff,
+    /// An action loaded a kernel to kexec into, in [`PowerMode::Exit`]
+    /// (the caller runs `kexec -e`).
+    Kexec,
 }
 
 /// How the worker is set up.
@@ -454,6 +459,7 @@ impl Agent {
             AfterSuccess::Continue => return,
             AfterSuccess::Reboot => ("reboot", Exit::Reboot),
             AfterSuccess::PowerOff => ("power off", Exit::PowerOff),
+            AfterSuccess::Kexec => ("kexec", Exit::Kexec),
         };
         tracing::info!("the server acknowledged; {what} now");
         match &self.config.power {
@@ -461,6 +467,14 @@ impl Agent {
                 let _ = exit.send(Some(exit_code));
             }
             PowerMode::Command(cmd) => {
+                // The loaded kernel is started by kexec-tools, whatever
+                // command reboots.
+                let kexec = ["kexec".to_string(), "-e".to_string()];
+                let cmd: &[String] = if after == AfterSuccess::Kexec {
+                    &kexec
+                } else {
+                    cmd
+                };
                 let Some((prog, args)) = cmd.split_first() else {
                     return;
                 };
@@ -474,6 +488,7 @@ impl Agent {
                 nix::unistd::sync();
                 let mode = match after {
                     AfterSuccess::PowerOff => nix::sys::reboot::RebootMode::RB_POWER_OFF,
+                    AfterSuccess::Kexec => nix::sys::reboot::RebootMode::RB_KEXEC,
                     _ => nix::sys::reboot::RebootMode::RB_AUTOBOOT,
                 };
                 // Returns only on failure.

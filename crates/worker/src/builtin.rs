@@ -8,6 +8,7 @@
 //! | `image2disk` | streams a (gzip/xz/zstd) disk image from HTTP(S) onto a disk | [`image2disk`] |
 //! | `writefile` | writes one file onto a partition's filesystem | [`writefile`] |
 //! | `reboot` | reboots or powers off after the report is acknowledged | [`reboot`] |
+//! | `kexec` | loads a partition's kernel; kexecs into it after the report is acknowledged | [`kexec`] |
 //!
 //! Each takes the same environment variables as the Tinkerbell action of the
 //! same name (see its module), so templates written for Tinkerbell run
@@ -22,13 +23,14 @@
 //!   `quay.io/tinkerbell/actions/<name>`, `ghcr.io/tinkerbell/actions/<name>`
 //!   and `public.ecr.aws/tinkerbell/actions/<name>`;
 //!
-//! where `<name>` is `image2disk`, `writefile` or `reboot`, with any tag or
-//! digest, in any case. A bare `image2disk` is not a built-in (it names
-//! somebody's Docker Hub image), nor is any other registry, path or name
-//! (`kexec`, `cexec`, `oci2disk`, … run in a container engine).
+//! where `<name>` is `image2disk`, `writefile`, `reboot` or `kexec`, with any
+//! tag or digest, in any case. A bare `image2disk` is not a built-in (it
+//! names somebody's Docker Hub image), nor is any other registry, path or
+//! name (`cexec`, `oci2disk`, … run in a container engine).
 
 mod compression;
 pub mod image2disk;
+pub mod kexec;
 mod names;
 pub mod reboot;
 pub mod writefile;
@@ -102,7 +104,7 @@ impl Runtime for BuiltinRuntime {
     async fn run(&self, spec: &ActionSpec, ctx: &RunContext) -> RunResult {
         let Some(builtin) = builtin_for(&spec.image) else {
             return RunResult::failed(format!(
-                "{:?} is not a built-in action (built-ins: image2disk, writefile, reboot)",
+                "{:?} is not a built-in action (built-ins: image2disk, writefile, reboot, kexec)",
                 spec.image
             ));
         };
@@ -120,6 +122,7 @@ impl Runtime for BuiltinRuntime {
             Builtin::Image2Disk => image2disk::run(self.client(), env, ctx).await,
             Builtin::WriteFile => writefile::run(env, ctx).await,
             Builtin::Reboot => reboot::run(env),
+            Builtin::Kexec => kexec::run(env, ctx).await,
         }
     }
 }
@@ -191,7 +194,8 @@ mod tests {
         assert!(runtime.handles("quay.io/tinkerbell/actions/image2disk:latest"));
         assert!(runtime.handles("bellows/reboot"));
         assert!(!runtime.handles("hello-world"));
-        assert!(!runtime.handles("quay.io/tinkerbell/actions/kexec:latest"));
+        assert!(runtime.handles("quay.io/tinkerbell/actions/kexec:latest"));
+        assert!(!runtime.handles("quay.io/tinkerbell/actions/cexec:latest"));
     }
 
     #[tokio::test]

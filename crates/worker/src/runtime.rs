@@ -203,6 +203,10 @@ pub enum AfterSuccess {
     Reboot,
     /// Power the machine off (once acknowledged).
     PowerOff,
+    /// Jump into the kernel the action loaded with `kexec_file_load`
+    /// (`reboot(RB_KEXEC)`, `kexec -e`), once acknowledged: the provisioned
+    /// OS boots without going through the firmware.
+    Kexec,
 }
 
 /// How a run ended.

@@ -13,11 +13,19 @@ pub enum Builtin {
     WriteFile,
     /// Ask the worker to reboot (or power off) once the server has the report.
     Reboot,
+    /// Load the provisioned OS's kernel; the worker kexecs into it once the
+    /// server has the report.
+    Kexec,
 }
 
 impl Builtin {
     /// Every built-in, for listing in messages and docs.
-    pub const ALL: [Builtin; 3] = [Builtin::Image2Disk, Builtin::WriteFile, Builtin::Reboot];
+    pub const ALL: [Builtin; 4] = [
+        Builtin::Image2Disk,
+        Builtin::WriteFile,
+        Builtin::Reboot,
+        Builtin::Kexec,
+    ];
 
     /// The last path component of the images that map to this built-in.
     pub fn name(self) -> &'static str {
@@ -25,6 +33,7 @@ impl Builtin {
             Builtin::Image2Disk => "image2disk",
             Builtin::WriteFile => "writefile",
             Builtin::Reboot => "reboot",
+            Builtin::Kexec => "kexec",
         }
     }
 
@@ -100,6 +109,8 @@ mod tests {
             Some(Builtin::WriteFile)
         );
         assert_eq!(builtin_for("bellows/reboot:1"), Some(Builtin::Reboot));
+        assert_eq!(builtin_for("bellows/kexec"), Some(Builtin::Kexec));
+        assert_eq!(builtin_for("bellows/kexec:v2"), Some(Builtin::Kexec));
         assert_eq!(
             builtin_for("docker.io/bellows/reboot"),
             Some(Builtin::Reboot)
@@ -119,6 +130,20 @@ mod tests {
                 assert_eq!(builtin_for(&image), Some(builtin), "{image}");
             }
         }
+    }
+
+    #[test]
+    fn tinkerbell_kexec_images() {
+        // As the Tinkerbell documentation spells them.
+        for image in [
+            "quay.io/tinkerbell/actions/kexec:latest",
+            "quay.io/tinkerbell-actions/kexec:v1.0.0",
+            "ghcr.io/tinkerbell/actions/kexec:v1.0.0",
+            "public.ecr.aws/tinkerbell/actions/kexec:latest",
+        ] {
+            assert_eq!(builtin_for(image), Some(Builtin::Kexec), "{image}");
+        }
+        assert_eq!(Builtin::Kexec.to_string(), "kexec");
     }
 
     #[test]
@@ -153,7 +178,11 @@ mod tests {
             "image2disk:latest",
             "library/image2disk",
             "docker.io/library/reboot",
-            "quay.io/tinkerbell/actions/kexec:latest",
+            "quay.io/tinkerbell/actions/cexec:latest",
+            "kexec",
+            "docker.io/library/kexec",
+            "quay.io/tinkerbell/kexec",
+            "quay.io/tinkerbell/actions/kexec-extra",
             "quay.io/tinkerbell/actions/image2disk-extra",
             "quay.io/tinkerbell/actions/sub/image2disk",
             "quay.io/tinkerbell/image2disk",

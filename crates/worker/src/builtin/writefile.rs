@@ -35,6 +35,7 @@ use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+use nix::mount::MsFlags;
 use nix::sys::stat::Mode;
 
 use crate::runtime::{RunContext, RunResult};
@@ -171,9 +172,15 @@ pub fn parse_mode(value: &str) -> Option<u32> {
 /// `DEST_PATH` as a path relative to the filesystem's root: absolute, with a
 /// file name, and no `..` that could climb out of it.
 pub fn relative_path(dest: &str) -> Result<PathBuf, String> {
+    path_in_root("DEST_PATH", dest)
+}
+
+/// The file path in setting `key` (an absolute path inside a mounted
+/// filesystem) relative to that filesystem's root; errors name `key`.
+pub(super) fn path_in_root(key: &str, dest: &str) -> Result<PathBuf, String> {
     let path = Path::new(dest);
     if !path.is_absolute() {
-        return Err(format!("DEST_PATH {dest:?} must be an absolute path"));
+        return Err(format!("{key} {dest:?} must be an absolute path"));
     }
     let mut relative = PathBuf::new();
     for component in path.components() {
@@ -181,15 +188,15 @@ pub fn relative_path(dest: &str) -> Result<PathBuf, String> {
             Component::RootDir | Component::CurDir => {}
             Component::Normal(part) => relative.push(part),
             Component::ParentDir | Component::Prefix(_) => {
-                return Err(format!("DEST_PATH {dest:?} must not contain '..'"));
+                return Err(format!("{key} {dest:?} must not contain '..'"));
             }
         }
     }
     if relative.as_os_str().is_empty() {
-        return Err(format!("DEST_PATH {dest:?} has no file name"));
+        return Err(format!("{key} {dest:?} has no file name"));
     }
     if dest.ends_with('/') {
-        return Err(format!("DEST_PATH {dest:?} names a directory, not a file"));
+        return Err(format!("{key} {dest:?} names a directory, not a file"));
     }
     Ok(relative)
 }
@@ -231,11 +238,12 @@ fn write_file(params: &Params) -> Result<String, WriteFileError> {
             Ok(format!("wrote {} bytes to {shown}", params.contents.len()))
         }
         Some(device) => {
-            let mount = Mount::new(device, &params.fs_type)?;
-            let written = write_under(&mount.dir, params);
+            let mount = Mount::new(device, &params.fs_type, MsFlags::empty())
+                .map_err(|e| mount_error(device, &params.fs_type, e))?;
+            let written = write_under(mount.dir(), params);
             let unmounted = mount.unmount();
             written?;
-            unmounted?;
+            unmounted.map_err(|e| mount_error(device, &params.fs_type, e))?;
             Ok(format!(
                 "wrote {} bytes to {shown} on {device}",
                 params.contents.len()
@@ -251,17 +259,8 @@ fn write_under(root: &Path, params: &Params) -> Result<(), WriteFileError> {
         path: root.display().to_string(),
         detail: e.to_string(),
     })?;
-    let in_root = |relative: &Path, flags: OFlag, mode: u32| {
-        openat2(
-            &root_fd,
-            relative,
-            OpenHow::new()
-                .flags(flags | OFlag::O_CLOEXEC)
-                .mode(Mode::from_bits_truncate(mode))
-                .resolve(ResolveFlag::RESOLVE_IN_ROOT),
-        )
-        .map(File::from)
-    };
+    let in_root =
+        |relative: &Path, flags: OFlag, mode: u32| open_in_root(&root_fd, relative, flags, mode);
     let shown = |relative: &Path| Path::new("/").join(relative).display().to_string();
     let dir_error = |relative: &Path, detail: String| WriteFileError::Directory {
         path: shown(relative),
@@ -316,6 +315,26 @@ fn write_under(root: &Path, params: &Params) -> Result<(), WriteFileError> {
     Ok(())
 }
 
+/// Opens `relative` under the directory `root` with `openat2(RESOLVE_IN_ROOT)`:
+/// `..` and symlinks (absolute ones too) resolve as if `root` were `/`, so
+/// nothing outside it can be reached. `O_CLOEXEC` is always added.
+pub(super) fn open_in_root(
+    root: &File,
+    relative: &Path,
+    flags: OFlag,
+    mode: u32,
+) -> nix::Result<File> {
+    openat2(
+        root,
+        relative,
+        OpenHow::new()
+            .flags(flags | OFlag::O_CLOEXEC)
+            .mode(Mode::from_bits_truncate(mode))
+            .resolve(ResolveFlag::RESOLVE_IN_ROOT),
+    )
+    .map(File::from)
+}
+
 /// Makes one directory in `parent` with `DIRMODE` and the owner asked for.
 fn make_dir(parent: &File, name: &std::ffi::OsStr, params: &Params) -> nix::Result<()> {
     match nix::sys::stat::mkdirat(parent, name, Mode::from_bits_truncate(params.dir_mode)) {
@@ -338,50 +357,74 @@ fn make_dir(parent: &File, name: &std::ffi::OsStr, params: &Params) -> nix::Resu
 }
 
 /// An errno in words, with a hint for the one that means an old kernel.
-fn describe(errno: Errno) -> String {
+pub(super) fn describe(errno: Errno) -> String {
     match errno {
         Errno::ENOSYS => "openat2 is not available (Linux 5.6 or later is needed)".into(),
         e => e.desc().to_string(),
     }
 }
 
+/// A [`Mount`] failure, turned into each action's own error by the caller.
+#[derive(Debug)]
+pub(super) enum MountError {
+    /// The mount point could not be made.
+    MountPoint(io::Error),
+    /// mount(2) failed.
+    Mount(Errno),
+    /// umount(2) failed; the filesystem is still mounted on `dir`.
+    Unmount {
+        /// Where it is still mounted.
+        dir: String,
+        /// Why.
+        errno: Errno,
+    },
+}
+
+/// `DEST_DISK`'s [`MountError`] as writefile reports it.
+fn mount_error(device: &str, fs_type: &str, error: MountError) -> WriteFileError {
+    match error {
+        MountError::MountPoint(e) => WriteFileError::MountPoint(e),
+        MountError::Mount(errno) => WriteFileError::Mount {
+            device: device.to_string(),
+            fs_type: fs_type.to_string(),
+            errno,
+        },
+        MountError::Unmount { dir, errno } => WriteFileError::Unmount {
+            device: device.to_string(),
+            dir,
+            errno,
+        },
+    }
+}
+
 /// A filesystem mounted on a directory of its own; unmounted on drop if
 /// [`Mount::unmount`] was not called.
-struct Mount {
-    device: String,
+pub(super) struct Mount {
     dir: PathBuf,
     mounted: bool,
 }
 
 impl Mount {
-    fn new(device: &str, fs_type: &str) -> Result<Mount, WriteFileError> {
-        let dir = mount_point().map_err(WriteFileError::MountPoint)?;
-        let mounted = nix::mount::mount(
-            Some(device),
-            &dir,
-            Some(fs_type),
-            nix::mount::MsFlags::empty(),
-            None::<&str>,
-        );
+    /// Mounts `device` (`fs_type`) with `flags` (`MS_RDONLY`, …) on a new
+    /// directory under the temporary directory.
+    pub(super) fn new(device: &str, fs_type: &str, flags: MsFlags) -> Result<Mount, MountError> {
+        let dir = mount_point().map_err(MountError::MountPoint)?;
+        let mounted = nix::mount::mount(Some(device), &dir, Some(fs_type), flags, None::<&str>);
         if let Err(errno) = mounted {
             let _ = std::fs::remove_dir(&dir);
-            return Err(WriteFileError::Mount {
-                device: device.to_string(),
-                fs_type: fs_type.to_string(),
-                errno,
-            });
+            return Err(MountError::Mount(errno));
         }
-        Ok(Mount {
-            device: device.to_string(),
-            dir,
-            mounted: true,
-        })
+        Ok(Mount { dir, mounted: true })
+    }
+
+    /// Where the filesystem is mounted.
+    pub(super) fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Unmounts and removes the mount point.
-    fn unmount(mut self) -> Result<(), WriteFileError> {
-        nix::mount::umount(&self.dir).map_err(|errno| WriteFileError::Unmount {
-            device: self.device.clone(),
+    pub(super) fn unmount(mut self) -> Result<(), MountError> {
+        nix::mount::umount(&self.dir).map_err(|errno| MountError::Unmount {
             dir: self.dir.display().to_string(),
             errno,
         })?;
@@ -413,7 +456,7 @@ fn mount_point() -> io::Result<PathBuf> {
         .unwrap_or(0);
     for attempt in 0..100u32 {
         let dir = base.join(format!(
-            "bellows-writefile-{}-{nanos}-{attempt}",
+            "bellows-mount-{}-{nanos}-{attempt}",
             std::process::id()
         ));
         match std::fs::create_dir(&dir) {
