@@ -226,7 +226,11 @@ fn load(params: &Params) -> Result<String, KexecError> {
     let loaded = load_from(mount.dir(), params);
     let unmounted = mount.unmount();
     let sizes = loaded?;
-    unmounted.map_err(mount_error)?;
+    if let Err(error) = unmounted {
+        // A failed action must not leave the machine armed.
+        let _ = kexec_file_unload();
+        return Err(mount_error(error));
+    }
     let shown = |p: &Path| Path::new("/").join(p).display().to_string();
     let initrd = match (&params.initrd, sizes.1) {
         (Some(path), Some(len)) => format!(" and initrd {} ({len} bytes)", shown(path)),
