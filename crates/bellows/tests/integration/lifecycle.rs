@@ -185,7 +185,25 @@ fn start_vm(
         .expect("start qemu"))
 }
 
-fn template(sum: &str, name: &str, img_url: &str) -> String {
+fn template(sum: &str, name: &str, img_url: &str, kexec: bool) -> String {
+    let last = if kexec {
+        // Straight into the installed kernel: no firmware, no second boot.
+        "      - name: kexec
+        image: bellows/kexec
+        timeout: 120
+        environment:
+          BLOCK_DEVICE: /dev/vda1
+          FS_TYPE: vfat
+          KERNEL_PATH: /vmlinuz
+          INITRD_PATH: /initrd.img
+          CMD_LINE: console=ttyS0,115200 panic=10
+"
+    } else {
+        "      - name: reboot
+        image: bellows/reboot
+        timeout: 60
+"
+    };
     format!(
         r#"
 version: "0.1"
@@ -215,10 +233,7 @@ tasks:
           CONTENTS: "{name}"
           MODE: "0644"
           DIRMODE: "0755"
-      - name: reboot
-        image: bellows/reboot
-        timeout: 60
-"#
+{last}"#
     )
 }
 
@@ -315,8 +330,15 @@ fn setup(tag: &str, mac: &str, ip: &str, name: &str, allow_pxe: bool) -> Option<
     })
 }
 
-fn create_workflow(s: &Setup, name: &str, mac: &str, img_url: &str, toggle: bool) -> String {
-    let t = template(&s.sum, name, img_url);
+fn create_workflow(
+    s: &Setup,
+    name: &str,
+    mac: &str,
+    img_url: &str,
+    toggle: bool,
+    kexec: bool,
+) -> String {
+    let t = template(&s.sum, name, img_url, kexec);
     ok(&s.server.cli_netns(
         &s.ns,
         &["template", "create", "-n", name, "-p", "-"],
@@ -353,6 +375,8 @@ enum After {
     NetbootOff,
     /// PXE stays on; with no workflow left, iPXE gets the local-boot script.
     LocalBootScript,
+    /// No second boot at all: the last action kexecs the installed kernel.
+    Kexec,
 }
 
 fn lifecycle(fw: Firmware, order: Order, after: After, tag: &str, mac: &str, ip: &str, name: &str) {
@@ -361,7 +385,7 @@ fn lifecycle(fw: Firmware, order: Order, after: After, tag: &str, mac: &str, ip:
         return;
     };
     let img_url = format!("http://{SERVER_IP}:8080/osie/installed.img.zst");
-    let id = create_workflow(&s, name, mac, &img_url, toggle);
+    let id = create_workflow(&s, name, mac, &img_url, toggle, after == After::Kexec);
     let disk = s.work.join("vm-disk.img");
     std::fs::File::create(&disk)
         .and_then(|f| f.set_len(256 << 20))
@@ -432,7 +456,7 @@ fn lifecycle(fw: Firmware, order: Order, after: After, tag: &str, mac: &str, ip:
         !toggle
     );
     log.extend(s.server.drain_log());
-    if !toggle {
+    if after == After::LocalBootScript {
         // The second network boot was answered with the local-boot script.
         assert!(
             log.iter().any(|l| l.contains("serving auto.ipxe")
@@ -507,6 +531,21 @@ fn uefi_vm_is_installed_end_to_end() {
     );
 }
 
+/// The last action kexecs into the installed kernel (`bellows/kexec`): the
+/// in-memory OS hands over without firmware or a second network boot.
+#[test]
+fn bios_vm_is_installed_and_kexecs_into_it() {
+    lifecycle(
+        Firmware::Bios,
+        Order::NetworkFirst,
+        After::Kexec,
+        "lk",
+        "52:54:00:79:00:13",
+        "10.79.0.13",
+        "installed-kexec",
+    );
+}
+
 /// A failure in the middle (the image URL answers 404) ends the workflow
 /// FAILED naming the cause, and leaves the machine able to retry: netboot
 /// stays allowed and a new workflow boots the installer again.
@@ -517,7 +556,7 @@ fn a_missing_image_fails_the_workflow_with_the_cause_and_the_machine_can_retry()
         return;
     };
     let bad = format!("http://{SERVER_IP}:8080/osie/no-such-image.img.zst");
-    let id = create_workflow(&s, name, mac, &bad, true);
+    let id = create_workflow(&s, name, mac, &bad, true, false);
     let disk = s.work.join("vm-disk.img");
     std::fs::File::create(&disk)
         .and_then(|f| f.set_len(256 << 20))
@@ -560,7 +599,7 @@ fn a_missing_image_fails_the_workflow_with_the_cause_and_the_machine_can_retry()
     let hw: Value = serde_json::from_str(&hw).unwrap();
     assert_eq!(hw["network"]["interfaces"][0]["netboot"]["allow_pxe"], true);
     let good = format!("http://{SERVER_IP}:8080/osie/installed.img.zst");
-    let retry = create_workflow(&s, &format!("{name}-2"), mac, &good, true);
+    let retry = create_workflow(&s, &format!("{name}-2"), mac, &good, true, false);
     // The worker in the still-running in-memory OS picks the new workflow
     // up at once and installs: the retry needs no reboot.
     let start = Instant::now();
