@@ -166,6 +166,13 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // Workers get their next action pushed right after their report is
+    // answered; without NODELAY, Nagle holds that push ~40 ms waiting for a
+    // delayed ACK (measured in bench/workers.sh).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await

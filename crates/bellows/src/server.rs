@@ -307,6 +307,10 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
         let stop = stopped();
         servers.spawn(async move {
             let addr = listener.local_addr().ok();
+            // NODELAY: see bellows_api::serve.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             axum::serve(
                 listener,
                 app.into_make_service_with_connect_info::<std::net::SocketAddr>(),

@@ -571,19 +571,49 @@ impl Store for SqliteStore {
     }
 
     async fn list_workflows(&self, filter: &WorkflowFilter) -> Result<Vec<Workflow>> {
-        let rows = sqlx::query(
-            "SELECT id, body FROM workflow w \
-             WHERE ($1 IS NULL OR w.state = $1) \
-               AND ($3 = 0 OR w.state IN ('PENDING', 'RUNNING')) \
-               AND ($2 IS NULL OR EXISTS (SELECT 1 FROM workflow_worker ww \
-                                          WHERE ww.workflow_id = w.id AND ww.worker = $2)) \
-             ORDER BY created_at, id",
-        )
-        .bind(filter.state.map(|s| s.as_str()))
-        .bind(filter.worker.as_ref().map(|w| w.to_lowercase()))
-        .bind(i64::from(filter.active))
-        .fetch_all(&self.pool)
-        .await?;
+        // Two statements rather than one with an optional filter, so SQLite
+        // uses the worker index: a worker's stream asks this on every wake,
+        // and a scan of every workflow ever stored grows without bound.
+        let rows = match &filter.worker {
+            Some(worker) => {
+                sqlx::query(
+                    "SELECT w.id, w.body FROM workflow_worker ww \
+                     JOIN workflow w ON w.id = ww.workflow_id \
+                     WHERE ww.worker = $1 \
+                       AND ($2 IS NULL OR w.state = $2) \
+                       AND ($3 = 0 OR w.state IN ('PENDING', 'RUNNING')) \
+                     ORDER BY w.created_at, w.id",
+                )
+                .bind(worker.to_lowercase())
+                .bind(filter.state.map(|s| s.as_str()))
+                .bind(i64::from(filter.active))
+                .fetch_all(&self.pool)
+                .await?
+            }
+            // The deadline check asks for every unfinished workflow each
+            // second: by state index, not a scan of finished ones.
+            None if filter.active => {
+                sqlx::query(
+                    "SELECT id, body FROM workflow w \
+                     WHERE w.state IN ('PENDING', 'RUNNING') \
+                       AND ($1 IS NULL OR w.state = $1) \
+                     ORDER BY created_at, id",
+                )
+                .bind(filter.state.map(|s| s.as_str()))
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(
+                    "SELECT id, body FROM workflow w \
+                     WHERE ($1 IS NULL OR w.state = $1) \
+                     ORDER BY created_at, id",
+                )
+                .bind(filter.state.map(|s| s.as_str()))
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
         rows.iter().map(workflow_row).collect()
     }
 

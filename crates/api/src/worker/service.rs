@@ -366,15 +366,24 @@ async fn drive(
                 current = r;
             }
         }
-        tokio::select! {
-            _ = &mut woken => {}
-            _ = &mut stopping => break,
-            _ = tx.closed() => break,
-            _ = tokio::time::sleep(keepalive) => {
-                if tx.send(Ok(Instruction { kind: None })).await.is_err() {
-                    break;
+        // Wait for a wake-up; keep-alives go out meanwhile without
+        // re-reading the store (an idle rack must cost nothing).
+        let go_on = loop {
+            tokio::select! {
+                _ = &mut woken => break true,
+                _ = &mut stopping => break false,
+                _ = tx.closed() => break false,
+                _ = tokio::time::sleep(keepalive) => {
+                    if !hub.is_current(&reg)
+                        || tx.send(Ok(Instruction { kind: None })).await.is_err()
+                    {
+                        break false;
+                    }
                 }
             }
+        };
+        if !go_on {
+            break;
         }
     }
     tracing::info!(worker = %worker, "worker stream closed");
