@@ -100,6 +100,10 @@ pub struct Agent {
 #[derive(Default)]
 struct Current {
     running: Option<(ActionRef, CancellationToken, Arc<Mutex<StopReason>>)>,
+    /// The next assignment, when the server pushed it before this worker
+    /// had finished with the previous action (the push can overtake the
+    /// answer to the final report).
+    queued: Option<Assignment>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -268,11 +272,12 @@ impl Agent {
             let Ok(mut c) = current.lock() else { return };
             if let Some((running, _, _)) = &c.running {
                 if *running != r {
-                    tracing::warn!(
+                    tracing::info!(
                         running = %running.action,
                         assigned = %r.action,
-                        "assignment ignored: another action is still running"
+                        "assignment queued until the running action ends"
                     );
+                    c.queued = Some(assignment);
                 }
                 return;
             }
@@ -280,15 +285,21 @@ impl Agent {
         }
         tokio::spawn(async move {
             let after = self
-                .execute(assignment, r.clone(), channel, token, reason)
+                .execute(assignment, r.clone(), channel.clone(), token, reason)
                 .await;
-            if let Ok(mut c) = current.lock()
-                && c.running.as_ref().is_some_and(|(cur, _, _)| *cur == r)
-            {
-                c.running = None;
-            }
+            let queued = match current.lock() {
+                Ok(mut c) => {
+                    if c.running.as_ref().is_some_and(|(cur, _, _)| *cur == r) {
+                        c.running = None;
+                    }
+                    c.queued.take().filter(|q| q.r#ref.as_ref() != Some(&r))
+                }
+                Err(_) => None,
+            };
             if let Some(after) = after {
                 self.power(after, &exit).await;
+            } else if let Some(next) = queued {
+                self.accept(next, channel, current, exit);
             }
         });
     }
