@@ -990,8 +990,9 @@ impl Workflow {
     }
 }
 
-/// At most `max` bytes of `s`, cut at a character boundary.
-fn clip(s: &str, max: usize) -> String {
+/// At most `max` bytes of `s`, cut at a character boundary: text from
+/// workers is bounded before it is stored.
+pub fn clip(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
     }

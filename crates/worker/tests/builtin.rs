@@ -18,6 +18,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+mod support;
+use support::Loop;
+
 const MIB: usize = 1 << 20;
 
 /// Compressible but not trivial: random 64 KiB blocks between zeros.
@@ -648,45 +651,6 @@ macro_rules! require_root {
             return;
         }
     };
-}
-
-/// A loop device over a temporary file, detached on drop.
-struct Loop {
-    device: String,
-    _backing: tempfile::NamedTempFile,
-}
-
-impl Loop {
-    fn new(bytes: u64) -> Option<Loop> {
-        let backing = tempfile::NamedTempFile::new().unwrap();
-        backing.as_file().set_len(bytes).unwrap();
-        let output = Command::new("losetup")
-            .args(["--find", "--show"])
-            .arg(backing.path())
-            .output()
-            .unwrap();
-        if !output.status.success() {
-            println!(
-                "SKIPPED: losetup failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            return None;
-        }
-        Some(Loop {
-            device: String::from_utf8(output.stdout).unwrap().trim().to_string(),
-            _backing: backing,
-        })
-    }
-
-    fn path(&self) -> &Path {
-        Path::new(&self.device)
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").args(["-d", &self.device]).status();
-    }
 }
 
 fn debugfs(device: &str, request: &str, write: bool) -> String {

@@ -20,6 +20,9 @@ use bellows_worker::runtime::{
 use nix::errno::Errno;
 use tokio_util::sync::CancellationToken;
 
+mod support;
+use support::Loop;
+
 const MIB: u64 = 1 << 20;
 const KEXEC_LOADED: &str = "/sys/kernel/kexec_loaded";
 
@@ -112,41 +115,6 @@ fn host_kernel() -> Option<PathBuf> {
         .collect();
     kernels.sort();
     kernels.pop()
-}
-
-/// A loop device over a temporary file, detached on drop.
-struct Loop {
-    device: String,
-    _backing: tempfile::NamedTempFile,
-}
-
-impl Loop {
-    fn new(bytes: u64) -> Option<Loop> {
-        let backing = tempfile::NamedTempFile::new().unwrap();
-        backing.as_file().set_len(bytes).unwrap();
-        let output = Command::new("losetup")
-            .args(["--find", "--show"])
-            .arg(backing.path())
-            .output()
-            .unwrap();
-        if !output.status.success() {
-            println!(
-                "SKIPPED: losetup failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            return None;
-        }
-        Some(Loop {
-            device: String::from_utf8(output.stdout).unwrap().trim().to_string(),
-            _backing: backing,
-        })
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").args(["-d", &self.device]).status();
-    }
 }
 
 fn debugfs_write(device: &str, request: &str) {

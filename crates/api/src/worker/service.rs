@@ -4,7 +4,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use bellows_model::workflow::{Outcome, Transition, TransitionError};
+use bellows_model::workflow::{Outcome, Transition, TransitionError, clip};
 use bellows_model::{State, Workflow};
 use bellows_rpc::v1::{
     ActionRef, ActionReport, ActionState, Hello, Instruction, LogBatch, LogReply, ReportReply,
@@ -83,17 +83,6 @@ fn status_of(e: StoreError) -> Status {
         },
         other => Status::unavailable(format!("store: {other}")),
     }
-}
-
-fn clip(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_string()
 }
 
 type InstructionStream = Pin<Box<dyn Stream<Item = Result<Instruction, Status>> + Send>>;

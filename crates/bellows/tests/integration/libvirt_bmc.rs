@@ -140,13 +140,6 @@ fn test_os(dir: &Path) -> PathBuf {
     dir.to_path_buf()
 }
 
-/// The tail of a text file, for failure messages.
-fn tail(path: &Path, chars: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let skip = text.chars().count().saturating_sub(chars);
-    text.chars().skip(skip).collect()
-}
-
 /// A private libvirtd in network namespace `ns`, its state under `dir`.
 struct Libvirtd {
     uri: String,
@@ -248,7 +241,7 @@ impl Libvirtd {
             args.join(" "),
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr),
-            tail(&self.dir.join("libvirtd.log"), 3000)
+            crate::vm::file_tail(&self.dir.join("libvirtd.log"), 3000)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
@@ -570,9 +563,9 @@ fn bellows_netboot_powers_on_a_libvirt_vm_through_redfish_and_it_network_boots()
                 "no call-back from the VM within {BOOT_TIMEOUT:?} (domain {})\nlogs:\n{logs}\n\
                  console tail:\n{}\nqemu log:\n{}\nsushy log:\n{}",
                 String::from_utf8_lossy(&state.stdout).trim(),
-                tail(&console, 3000),
-                tail(&libvirtd.dir.join(format!("log/qemu/{name}.log")), 2000),
-                tail(&work.path().join("sushy/sushy.log"), 2000),
+                crate::vm::file_tail(&console, 3000),
+                crate::vm::file_tail(&libvirtd.dir.join(format!("log/qemu/{name}.log")), 2000),
+                crate::vm::file_tail(&work.path().join("sushy/sushy.log"), 2000),
             );
         }
         std::thread::sleep(Duration::from_secs(1));

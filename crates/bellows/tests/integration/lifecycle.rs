@@ -7,32 +7,17 @@
 //! (OVMF's own PXE).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 
 use crate::harness::{BIN, Server, ok};
 use crate::netns::{Lab, can_run};
+use crate::vm::{Firmware, Order, Vm, VmSpec, file_tail};
 
 const SERVER_IP: &str = "10.79.0.1";
 const TIMEOUT: Duration = Duration::from_secs(600);
-
-/// QEMU, killed when dropped.
-struct Vm(Child);
-
-impl Drop for Vm {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Firmware {
-    Bios,
-    Uefi,
-}
 
 fn have_tools() -> bool {
     let needed = [
@@ -112,17 +97,6 @@ fn build_disk(osie: &Path, work: &Path) -> String {
     sum
 }
 
-/// Boot order: the NIC first (network boot decides: installer or local
-/// disk), or the disk first with the network as the fallback for a blank
-/// disk — the usual choice for UEFI fleets, because OVMF (like much UEFI
-/// firmware) tries PXEv6 and HTTP boot for minutes before the disk when
-/// a network boot declines.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Order {
-    NetworkFirst,
-    DiskFirst,
-}
-
 fn start_vm(
     ns: &str,
     tap: &str,
@@ -132,57 +106,16 @@ fn start_vm(
     work: &Path,
     disk: &Path,
 ) -> Vm {
-    let (net_index, disk_index) = match order {
-        Order::NetworkFirst => (1, 2),
-        Order::DiskFirst => (2, 1),
-    };
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", ns, "qemu-system-x86_64"])
-        .args(["-accel", "tcg", "-m", "1024", "-smp", "1"])
-        .args(["-nographic", "-display", "none", "-monitor", "none"])
-        .args([
-            "-netdev",
-            &format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
-        ])
-        .arg("-drive")
-        .arg(format!("if=none,id=d0,format=raw,file={}", disk.display()))
-        .arg("-serial")
-        .arg(format!("file:{}", work.join("console.log").display()));
-    match fw {
-        Firmware::Bios => {
-            cmd.args([
-                "-device",
-                &format!("virtio-net-pci,netdev=n0,mac={mac},bootindex={net_index}"),
-                "-device",
-                &format!("virtio-blk-pci,drive=d0,bootindex={disk_index}"),
-            ]);
-        }
-        Firmware::Uefi => {
-            let vars = work.join("OVMF_VARS.fd");
-            std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).expect("OVMF vars");
-            cmd.args([
-                "-drive",
-                "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
-            ])
-            .arg("-drive")
-            .arg(format!(
-                "if=pflash,format=raw,unit=1,file={}",
-                vars.display()
-            ))
-            .args([
-                "-device",
-                &format!("virtio-net-pci,netdev=n0,mac={mac},romfile=,bootindex={net_index}"),
-                "-device",
-                &format!("virtio-blk-pci,drive=d0,bootindex={disk_index}"),
-            ]);
-        }
-    }
-    Vm(cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start qemu"))
+    crate::vm::start_vm(&VmSpec {
+        ns,
+        tap,
+        mac,
+        fw,
+        work,
+        memory_mib: 1024,
+        reboot: true,
+        disk: Some((disk, order)),
+    })
 }
 
 fn template(sum: &str, name: &str, img_url: &str, kexec: bool) -> String {
@@ -362,9 +295,7 @@ fn workflow(s: &Setup, id: &str) -> Value {
 }
 
 fn console_tail(work: &Path) -> String {
-    let console = std::fs::read_to_string(work.join("console.log")).unwrap_or_default();
-    let chars: Vec<char> = console.chars().collect();
-    chars[chars.len().saturating_sub(4000)..].iter().collect()
+    file_tail(&work.join("console.log"), 4000)
 }
 
 /// How the machine is kept from re-installing after the workflow succeeds.

@@ -17,5 +17,6 @@ mod metadata;
 mod netboot;
 mod netns;
 mod osie;
+mod vm;
 mod worker_protocol;
 mod workers;

@@ -4,13 +4,14 @@
 //! reports over syslog.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
 use crate::harness::{Server, ok};
 use crate::netns::{Lab, can_run};
+use crate::vm::{Firmware, Vm, VmSpec, file_tail};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
 
@@ -32,83 +33,18 @@ fn test_os(dir: &Path) -> PathBuf {
     dir.to_path_buf()
 }
 
-/// A QEMU process, killed when dropped.
-struct Vm(Child);
-
-impl Drop for Vm {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-#[derive(Clone, Copy)]
-enum Firmware {
-    /// SeaBIOS with QEMU's iPXE NIC ROM.
-    Bios,
-    /// OVMF with the NIC ROM disabled: OVMF's own UEFI PXE, then TFTP.
-    Uefi,
-}
-
-fn start_vm(ns: &str, tap: &str, mac: &str, fw: Firmware, work: &Path) -> Vm {
-    let mut cmd = Command::new("ip");
-    cmd.args([
-        "netns",
-        "exec",
+/// A diskless VM that powers off (no reboot) when its OS is done.
+fn netboot_vm(ns: &str, tap: &str, mac: &str, fw: Firmware, work: &Path) -> Vm {
+    crate::vm::start_vm(&VmSpec {
         ns,
-        "qemu-system-x86_64",
-        "-accel",
-        "tcg",
-        "-m",
-        "512",
-    ])
-    .args([
-        "-nographic",
-        "-no-reboot",
-        "-display",
-        "none",
-        "-monitor",
-        "none",
-    ])
-    .args([
-        "-netdev",
-        &format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
-    ])
-    .arg("-serial")
-    .arg(format!("file:{}", work.join("console.log").display()));
-    match fw {
-        Firmware::Bios => {
-            cmd.args([
-                "-boot",
-                "n",
-                "-device",
-                &format!("virtio-net-pci,netdev=n0,mac={mac}"),
-            ]);
-        }
-        Firmware::Uefi => {
-            let vars = work.join("OVMF_VARS.fd");
-            std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).expect("OVMF vars");
-            cmd.args([
-                "-drive",
-                "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
-            ])
-            .arg("-drive")
-            .arg(format!(
-                "if=pflash,format=raw,unit=1,file={}",
-                vars.display()
-            ))
-            .args([
-                "-device",
-                &format!("virtio-net-pci,netdev=n0,mac={mac},romfile="),
-            ]);
-        }
-    }
-    Vm(cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start qemu"))
+        tap,
+        mac,
+        fw,
+        work,
+        memory_mib: 512,
+        reboot: false,
+        disk: None,
+    })
 }
 
 /// Registers the VM and a workflow for it, so auto.ipxe boots the test OS.
@@ -165,15 +101,7 @@ fn wait_for_callback(s: &Server, ns: &str, machine: &str, vm: &mut Vm, work: &Pa
         }
         let grace_over = exited_at.is_some_and(|t| t.elapsed() > Duration::from_secs(3));
         if grace_over || start.elapsed() > BOOT_TIMEOUT {
-            let console = std::fs::read_to_string(work.join("console.log")).unwrap_or_default();
-            let tail: String = console
-                .chars()
-                .rev()
-                .take(3000)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
+            let tail = file_tail(&work.join("console.log"), 3000);
             panic!(
                 "no call-back from the VM (exit: {exited:?}, {:?} elapsed)\nlogs:\n{logs}\nconsole tail:\n{tail}",
                 start.elapsed()
@@ -241,7 +169,7 @@ fn boot_vm(fw: Firmware, with_dnsmasq: bool, mac: &str, ip: &str, name: &str) {
     );
     register(&s, &ns, mac, ip, name);
     let _dnsmasq = with_dnsmasq.then(|| start_dnsmasq(&s, &ns, work.path()));
-    let mut vm = start_vm(&ns, &tap, mac, fw, work.path());
+    let mut vm = netboot_vm(&ns, &tap, mac, fw, work.path());
     let line = wait_for_callback(&s, &ns, name, &mut vm, work.path());
     assert!(line.contains(&format!("worker={mac}")), "{line}");
     assert!(
@@ -364,7 +292,7 @@ fn vm_without_a_workflow_gets_the_local_boot_script() {
     );
     let mac = "52:54:00:77:00:70";
     register_machine(&s, &ns, mac, "10.77.0.70", "e2e-idle", true);
-    let _vm = start_vm(&ns, &tap, mac, Firmware::Bios, work.path());
+    let _vm = netboot_vm(&ns, &tap, mac, Firmware::Bios, work.path());
     let served = s.wait_for_log("serving auto.ipxe", BOOT_TIMEOUT);
     let served = served.expect("the VM never fetched its script");
     assert!(

@@ -8,13 +8,14 @@
 //! Then e2fsprogs' `debugfs` reads the file back from the disk image.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::harness::{BIN, Server, ok};
 use crate::netns::{Lab, can_run};
+use crate::vm::Vm;
 
 /// Power-on to the worker's first call, generously bounded for TCG.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -52,16 +53,6 @@ tasks:
           ACTION: poweroff
 "#;
 
-/// A QEMU process, killed by PID when dropped (also on failure).
-struct Vm(Child);
-
-impl Drop for Vm {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn have_tools() -> bool {
     let ok = Path::new("/usr/bin/qemu-system-x86_64").exists()
         && Command::new("mkfs.ext4").arg("-V").output().is_ok()
@@ -77,12 +68,7 @@ fn have_tools() -> bool {
 }
 
 fn console_tail(work: &Path) -> String {
-    let console = std::fs::read_to_string(work.join("console.log")).unwrap_or_default();
-    let start = console.len().saturating_sub(6000);
-    let start = (start..console.len())
-        .find(|&i| console.is_char_boundary(i))
-        .unwrap_or(console.len());
-    console[start..].to_string()
+    crate::vm::file_tail(&work.join("console.log"), 6000)
 }
 
 fn workflow_state(s: &Server, ns: &str, id: &str) -> Value {

@@ -204,6 +204,21 @@ pub fn events(s: &Server, id: &str) -> Vec<Value> {
     body["items"].as_array().cloned().unwrap_or_default()
 }
 
+/// Ids of the workflow's containers, as `docker ps` (not our client) lists
+/// them.
+pub fn containers_of(workflow: &str) -> String {
+    let ps = Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=bellows.workflow={workflow}"),
+        ])
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&ps.stdout).trim().to_string()
+}
+
 pub fn count_events(evs: &[Value], kind: &str, action: &str) -> usize {
     evs.iter()
         .filter(|e| e["type"] == kind && e["action"] == action)
@@ -381,20 +396,8 @@ tasks:
     let text = logs(&s, &id).join("\n");
     assert!(text.contains("on-timeout-ran"), "{text}");
     // The container is gone.
-    let ps = Command::new("docker")
-        .args([
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=bellows.workflow={id}"),
-        ])
-        .output()
-        .expect("docker ps");
-    assert!(
-        String::from_utf8_lossy(&ps.stdout).trim().is_empty(),
-        "containers left behind: {}",
-        String::from_utf8_lossy(&ps.stdout)
-    );
+    let left = containers_of(&id);
+    assert!(left.is_empty(), "containers left behind: {left}");
 }
 
 #[test]
@@ -639,16 +642,7 @@ tasks:
     // The worker is told at once and removes the container.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let ps = Command::new("docker")
-            .args([
-                "ps",
-                "-aq",
-                "--filter",
-                &format!("label=bellows.workflow={id}"),
-            ])
-            .output()
-            .expect("docker ps");
-        if String::from_utf8_lossy(&ps.stdout).trim().is_empty() {
+        if containers_of(&id).is_empty() {
             break;
         }
         assert!(

@@ -1,0 +1,45 @@
+//! Helpers shared by the worker's root tests.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::Command;
+
+/// A loop device over a temporary file, detached on drop.
+pub struct Loop {
+    pub device: String,
+    _backing: tempfile::NamedTempFile,
+}
+
+impl Loop {
+    pub fn new(bytes: u64) -> Option<Loop> {
+        let backing = tempfile::NamedTempFile::new().unwrap();
+        backing.as_file().set_len(bytes).unwrap();
+        let output = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(backing.path())
+            .output()
+            .unwrap();
+        if !output.status.success() {
+            println!(
+                "SKIPPED: losetup failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            return None;
+        }
+        Some(Loop {
+            device: String::from_utf8(output.stdout).unwrap().trim().to_string(),
+            _backing: backing,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        Path::new(&self.device)
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.device]).status();
+    }
+}
