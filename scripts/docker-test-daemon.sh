@@ -60,6 +60,38 @@ stop_daemon() {
   echo "docker-test-daemon: stopped" >&2
 }
 
+# clear_stale_engine: before a start, removes what an engine that is gone
+# left behind (its pidfile, which dockerd refuses to start over when the pid
+# now belongs to another process, and its socket), and stops an engine of
+# ours that is alive but does not answer.
+clear_stale_engine() {
+  if [ -f "$PIDFILE" ]; then
+    local pid
+    pid="$(cat "$PIDFILE" 2>/dev/null || true)"
+    if [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null || true)" = dockerd ]; then
+      echo "docker-test-daemon: dockerd $pid does not answer on $SOCK; stopping it" >&2
+      stop_daemon
+    else
+      echo "docker-test-daemon: removing stale $PIDFILE (pid ${pid:-none} is not dockerd)" >&2
+      $SUDO rm -f "$PIDFILE"
+    fi
+  fi
+  [ ! -S "$SOCK" ] || $SUDO rm -f "$SOCK"
+  # A dockerd killed with SIGKILL leaves its containerd running, and the next
+  # dockerd then times out starting its own.
+  local cpid cpidfile="$EXEC_ROOT/containerd/containerd.pid"
+  cpid="$(cat "$cpidfile" 2>/dev/null || true)"
+  if [ -n "$cpid" ] && tr '\0' ' ' 2>/dev/null <"/proc/$cpid/cmdline" | grep -qF "$EXEC_ROOT/containerd/"; then
+    echo "docker-test-daemon: stopping containerd $cpid left by an earlier engine" >&2
+    $SUDO kill "$cpid" || true
+    for _ in $(seq 1 20); do
+      [ -d "/proc/$cpid" ] || break
+      sleep 0.5
+    done
+    [ ! -d "/proc/$cpid" ] || $SUDO kill -9 "$cpid" || true
+  fi
+}
+
 # missing_caps: the capability names (CAP_...) the kernel knows but this
 # process's bounding set lacks.
 missing_caps() {
@@ -113,6 +145,7 @@ start_daemon() {
   if answering; then
     return 0
   fi
+  clear_stale_engine
   mkdir -p "$LOG_DIR"
   local args=(--host "$HOST" --data-root "$DATA_ROOT" --exec-root "$EXEC_ROOT"
     --pidfile "$PIDFILE" --iptables=false --ip6tables=false --bridge=none
@@ -128,18 +161,22 @@ start_daemon() {
     args+=(--add-runtime "bellows-runc=$RUNC_WRAPPER" --default-runtime bellows-runc)
   fi
   echo "docker-test-daemon: starting dockerd on $SOCK (log $LOG)" >&2
+  # Only this start's lines are shown on failure, not an earlier run's.
+  local log_start
+  log_start=$(($(stat -c %s "$LOG" 2>/dev/null || echo 0) + 1))
   # setsid: the engine outlives this script and is not in its process group.
   $SUDO setsid dockerd "${args[@]}" >>"$LOG" 2>&1 </dev/null &
-  local started=$SECONDS
+  local launcher=$! started=$SECONDS
   until answering; do
     if [ $((SECONDS - started)) -ge "$WAIT_SECONDS" ]; then
       echo "docker-test-daemon: dockerd did not answer on $SOCK in $WAIT_SECONDS s; log:" >&2
-      tail -n 40 "$LOG" >&2 || true
+      tail -c +"$log_start" "$LOG" | tail -n 40 >&2 || true
       exit 1
     fi
-    if [ -f "$PIDFILE" ] && [ ! -d "/proc/$(cat "$PIDFILE")" ]; then
+    # The launcher (setsid, or sudo) lives as long as dockerd does.
+    if ! kill -0 "$launcher" 2>/dev/null; then
       echo "docker-test-daemon: dockerd exited; log:" >&2
-      tail -n 40 "$LOG" >&2 || true
+      tail -c +"$log_start" "$LOG" | tail -n 40 >&2 || true
       exit 1
     fi
     sleep 0.5
