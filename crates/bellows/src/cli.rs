@@ -247,6 +247,10 @@ pub struct ServerArgs {
     /// command.
     #[arg(long, env = "BELLOWS_ACTION_GRACE")]
     pub action_grace: Option<u64>,
+    /// Seconds between keep-alives on an idle worker stream [default: 25];
+    /// an assignment its worker has not started by then is pushed again.
+    #[arg(long, env = "BELLOWS_WORKER_KEEPALIVE", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub worker_keepalive: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -54,6 +54,8 @@ pub struct ServerConfig {
     pub log: String,
     /// Grace past an action's timeout before the server expires it.
     pub action_grace: std::time::Duration,
+    /// Keep-alive (and unstarted-assignment resend) interval of worker streams.
+    pub worker_keepalive: std::time::Duration,
 }
 
 /// Boot services the operator asked for by name.
@@ -167,6 +169,15 @@ pub fn resolve(args: &ServerArgs) -> Result<ServerConfig, ConfigError> {
         local_boot,
         log: pick!(log).unwrap_or_else(|| "info".to_string()),
         action_grace: std::time::Duration::from_secs(pick!(action_grace).unwrap_or(60)),
+        worker_keepalive: std::time::Duration::from_secs(match pick!(worker_keepalive) {
+            Some(0) => {
+                return Err(ConfigError::Value(
+                    "worker_keepalive: must be at least 1 second".into(),
+                ));
+            }
+            Some(s) => s,
+            None => 25,
+        }),
     })
 }
 
@@ -265,5 +276,10 @@ mod tests {
         std::fs::write(&path, "tftp_listen = \"nowhere\"\n").unwrap();
         let e = resolve(&args).unwrap_err().to_string();
         assert!(e.contains("nowhere"), "{e}");
+        std::fs::write(&path, "worker_keepalive = 0\n").unwrap();
+        let e = resolve(&args).unwrap_err().to_string();
+        assert!(e.contains("worker_keepalive"), "{e}");
+        std::fs::write(&path, "worker_keepalive = 5\n").unwrap();
+        assert_eq!(resolve(&args).unwrap().worker_keepalive.as_secs(), 5);
     }
 }

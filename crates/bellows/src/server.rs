@@ -192,6 +192,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
         dyn_store.clone(),
         HubSettings {
             action_grace: cfg.action_grace,
+            keepalive: cfg.worker_keepalive,
             ..HubSettings::default()
         },
     );

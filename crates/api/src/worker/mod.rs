@@ -26,7 +26,8 @@ pub use service::WorkerService;
 #[derive(Debug, Clone)]
 pub struct HubSettings {
     /// How often an idle stream carries a keep-alive, so NAT and proxies
-    /// between a worker and the server keep the connection.
+    /// between a worker and the server keep the connection. An assignment
+    /// the worker has not started within this time is pushed again.
     pub keepalive: Duration,
     /// Extra time past an action's timeout before the server ends it
     /// itself; the worker normally reports first (its on-timeout command

@@ -3,6 +3,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bellows_model::workflow::{Outcome, Transition, TransitionError, clip};
 use bellows_model::{State, Workflow};
@@ -283,6 +284,8 @@ async fn drive(
     // What the worker is doing, as far as this stream knows: what it said
     // it was running, then what we sent it.
     let mut current: Option<ActionRef> = running;
+    // When `current` was last pushed; None when the worker named it itself.
+    let mut pushed_at: Option<Instant> = None;
     let keepalive = hub.settings.keepalive;
     loop {
         // Arm the wake-ups before reading state, so a change between the
@@ -320,24 +323,42 @@ async fn drive(
             let still = matches!(&next, Next::Run(a) if a.r#ref.as_ref() == Some(cur));
             if !still {
                 let stop = match hub.store.workflow(&cur.workflow_id).await {
-                    Ok(Some(wf)) => ended_by_server(&wf, cur),
-                    Ok(None) => true,
-                    Err(_) => false,
+                    Ok(Some(wf)) => Some(ended_by_server(&wf, cur)),
+                    Ok(None) => Some(true),
+                    Err(_) => None,
                 };
-                if stop {
+                if stop == Some(true) {
                     let cancel = Instruction {
                         kind: Some(instruction::Kind::Cancel(cur.clone())),
                     };
                     if tx.send(Ok(cancel)).await.is_err() {
                         break;
                     }
+                }
+                // Done with it, one way or the other (unless the store could
+                // not say: then ask again at the next wake-up).
+                if stop.is_some() {
                     current = None;
                 }
             }
         }
         if let Next::Run(assignment) = next {
             let r = assignment.r#ref.clone();
-            if r != current {
+            // A safety net: an assignment still not started a keep-alive
+            // after it was pushed was lost on the way (or dropped by the
+            // worker), and is pushed again. A worker ignores a repeat of
+            // what it runs or holds queued.
+            let unstarted = r == current
+                && !assignment.resume
+                && pushed_at.is_some_and(|t| t.elapsed() >= keepalive);
+            if unstarted {
+                tracing::warn!(
+                    worker = %worker,
+                    action = r.as_ref().map(|r| r.action.as_str()).unwrap_or(""),
+                    "assignment not started a keep-alive after it was pushed; pushing it again"
+                );
+            }
+            if r != current || unstarted {
                 tracing::info!(
                     worker = %worker,
                     workflow = r.as_ref().map(|r| r.workflow_id.as_str()).unwrap_or(""),
@@ -353,6 +374,7 @@ async fn drive(
                     break;
                 }
                 current = r;
+                pushed_at = Some(Instant::now());
             }
         }
         // Wait for a wake-up; keep-alives go out meanwhile without
@@ -367,6 +389,10 @@ async fn drive(
                         || tx.send(Ok(Instruction { kind: None })).await.is_err()
                     {
                         break false;
+                    }
+                    // Re-read only while an action is out: is it started?
+                    if current.is_some() {
+                        break true;
                     }
                 }
             }

@@ -25,6 +25,13 @@ pub fn can_run() -> bool {
     false
 }
 
+/// Creates namespace `name`, first removing one of that name that a killed
+/// earlier run (which had this run's PID) left behind.
+fn add_netns(name: &str) {
+    let _ = Command::new("ip").args(["netns", "del", name]).output();
+    ip(&["netns", "add", name]);
+}
+
 fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("run ip");
     assert!(
@@ -52,7 +59,7 @@ impl Lab {
             server_ns: server_ns.clone(),
             namespaces: Vec::new(),
         };
-        ip(&["netns", "add", &server_ns]);
+        add_netns(&server_ns);
         lab.namespaces.push(server_ns.clone());
         let ns = server_ns.as_str();
         ip(&["-n", ns, "link", "set", "lo", "up"]);
@@ -73,7 +80,7 @@ impl Lab {
     /// Adds host namespace `name` with `addr/24` on a veth into the bridge.
     pub fn host(&mut self, name: &str, addr: &str) -> String {
         let ns = format!("{}-{name}", self.prefix);
-        ip(&["netns", "add", &ns]);
+        add_netns(&ns);
         self.namespaces.push(ns.clone());
         // veth names are limited to 15 characters.
         let n = self.namespaces.len();

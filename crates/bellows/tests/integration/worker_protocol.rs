@@ -306,3 +306,84 @@ fn a_subscribed_worker_is_pushed_its_action_and_repeats_are_harmless() {
         ]
     );
 }
+
+/// The next message other than a keep-alive, within `within`.
+async fn next_instruction(
+    stream: &mut tonic::Streaming<bellows_rpc::v1::Instruction>,
+    within: Duration,
+) -> Option<instruction::Kind> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let msg = tokio::time::timeout_at(deadline, stream.message())
+            .await
+            .ok()?
+            .expect("stream stays healthy")
+            .expect("stream stays open");
+        if msg.kind.is_some() {
+            return msg.kind;
+        }
+    }
+}
+
+#[test]
+fn an_assignment_the_worker_never_starts_is_pushed_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with(dir.path(), &["--worker-keepalive", "1"]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c = WorkerClient::connect(s.http_url.clone()).await.unwrap();
+        let mut stream = c
+            .subscribe(SubscribeRequest {
+                worker_id: W1.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let hello = next_instruction(&mut stream, Duration::from_secs(5)).await;
+        assert!(matches!(hello, Some(instruction::Kind::Hello(_))));
+        let url = s.url.clone();
+        let id = tokio::task::spawn_blocking(move || {
+            crate::workers::workflow_at(
+                &url,
+                "proto",
+                TEMPLATE,
+                &[("device_1", W1), ("device_2", W2)],
+            )
+        })
+        .await
+        .unwrap();
+        let Some(instruction::Kind::Run(first)) =
+            next_instruction(&mut stream, Duration::from_secs(5)).await
+        else {
+            panic!("expected the first assignment");
+        };
+        // This worker "loses" it: no report. The server pushes it again
+        // after a keep-alive (1 s here), the same attempt.
+        let Some(instruction::Kind::Run(again)) =
+            next_instruction(&mut stream, Duration::from_secs(5)).await
+        else {
+            panic!("the unstarted assignment was not pushed again");
+        };
+        assert_eq!(again.r#ref, first.r#ref);
+        assert_eq!(again.r#ref, aref(&id, "first", "one", 1));
+        // Once started, it is not pushed again, however long it runs.
+        c.report_action(report(W1, again.r#ref.clone(), ActionState::Running))
+            .await
+            .unwrap();
+        let quiet = next_instruction(&mut stream, Duration::from_secs(3)).await;
+        assert!(quiet.is_none(), "a started action was pushed: {quiet:?}");
+        c.report_action(report(W1, again.r#ref.clone(), ActionState::Success))
+            .await
+            .unwrap();
+        let Some(instruction::Kind::Run(second)) =
+            next_instruction(&mut stream, Duration::from_secs(5)).await
+        else {
+            panic!("expected the second assignment");
+        };
+        assert_eq!(second.r#ref, aref(&id, "first", "two", 1));
+    });
+}

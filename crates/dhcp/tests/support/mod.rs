@@ -62,6 +62,13 @@ fn run(cmd: &str, args: &[&str]) -> Output {
     out
 }
 
+/// Creates namespace `name`, first removing one of that name that a killed
+/// earlier run (which had this run's PID) left behind.
+fn add_netns(name: &str) {
+    let _ = Command::new("ip").args(["netns", "del", name]).output();
+    ip(&["netns", "add", name]);
+}
+
 fn ip(args: &[&str]) {
     run("ip", args);
 }
@@ -130,7 +137,7 @@ impl Lab {
             namespaces: vec![server_ns.clone()],
         };
         // Registered before creation, so a failure below still cleans up.
-        ip(&["netns", "add", &server_ns]);
+        add_netns(&server_ns);
         let ns = server_ns.as_str();
         ip(&["-n", ns, "link", "set", "lo", "up"]);
         ip(&["-n", ns, "link", "add", "br0", "type", "bridge"]);
@@ -158,7 +165,7 @@ impl Lab {
     pub fn host_on(&mut self, bridge: &str, name: &str, mac: MacAddr, addr: Option<&str>) -> Host {
         let ns = format!("{}-{name}", self.prefix);
         self.namespaces.push(ns.clone());
-        ip(&["netns", "add", &ns]);
+        add_netns(&ns);
         let n = self.namespaces.len();
         let inner = format!("{}c{n}", self.prefix);
         let outer = format!("{}p{n}", self.prefix);
@@ -228,7 +235,7 @@ impl Lab {
     ) -> (Host, String) {
         let ns = format!("{}-{name}", self.prefix);
         self.namespaces.push(ns.clone());
-        ip(&["netns", "add", &ns]);
+        add_netns(&ns);
         let n = self.namespaces.len();
         let inner = format!("{}c{n}", self.prefix);
         let outer = format!("{}g{n}", self.prefix);
