@@ -9,6 +9,7 @@
 //! | `writefile` | writes one file onto a partition's filesystem | [`writefile`] |
 //! | `reboot` | reboots or powers off after the report is acknowledged | [`reboot`] |
 //! | `kexec` | loads a partition's kernel; kexecs into it after the report is acknowledged | [`kexec`] |
+//! | `cexec` | runs commands in a chroot of the provisioned OS | [`cexec`] |
 //!
 //! Each takes the same environment variables as the Tinkerbell action of the
 //! same name (see its module), so templates written for Tinkerbell run
@@ -23,11 +24,13 @@
 //!   `quay.io/tinkerbell/actions/<name>`, `ghcr.io/tinkerbell/actions/<name>`
 //!   and `public.ecr.aws/tinkerbell/actions/<name>`;
 //!
-//! where `<name>` is `image2disk`, `writefile`, `reboot` or `kexec`, with any
-//! tag or digest, in any case. A bare `image2disk` is not a built-in (it
-//! names somebody's Docker Hub image), nor is any other registry, path or
-//! name (`cexec`, `oci2disk`, … run in a container engine).
+//! where `<name>` is `image2disk`, `writefile`, `reboot`, `kexec` or
+//! `cexec`, with any tag or digest, in any case. A bare `image2disk` is not a
+//! built-in (it names somebody's Docker Hub image), nor is any other
+//! registry, path or name (`oci2disk`, `archive2disk`, … run in a container
+//! engine).
 
+pub mod cexec;
 mod compression;
 pub mod image2disk;
 pub mod kexec;
@@ -104,7 +107,7 @@ impl Runtime for BuiltinRuntime {
     async fn run(&self, spec: &ActionSpec, ctx: &RunContext) -> RunResult {
         let Some(builtin) = builtin_for(&spec.image) else {
             return RunResult::failed(format!(
-                "{:?} is not a built-in action (built-ins: image2disk, writefile, reboot, kexec)",
+                "{:?} is not a built-in action (built-ins: image2disk, writefile, reboot, kexec, cexec)",
                 spec.image
             ));
         };
@@ -123,6 +126,7 @@ impl Runtime for BuiltinRuntime {
             Builtin::WriteFile => writefile::run(env, ctx).await,
             Builtin::Reboot => reboot::run(env),
             Builtin::Kexec => kexec::run(env, ctx).await,
+            Builtin::Cexec => cexec::run(env, ctx).await,
         }
     }
 }
@@ -195,7 +199,8 @@ mod tests {
         assert!(runtime.handles("bellows/reboot"));
         assert!(!runtime.handles("hello-world"));
         assert!(runtime.handles("quay.io/tinkerbell/actions/kexec:latest"));
-        assert!(!runtime.handles("quay.io/tinkerbell/actions/cexec:latest"));
+        assert!(runtime.handles("quay.io/tinkerbell/actions/cexec:latest"));
+        assert!(!runtime.handles("quay.io/tinkerbell/actions/oci2disk:latest"));
     }
 
     #[tokio::test]

@@ -797,3 +797,247 @@ async fn writefile_onto_an_ext4_partition() {
         &format!("mounting DEST_DISK {} (xfs) failed", disk.device),
     );
 }
+
+/// An ext4 partition holding a minimal root filesystem: Debian's static
+/// busybox as `/bin/sh` and friends, `/etc/marker`, and an absolute
+/// `/etc/resolv.conf` symlink as systemd-resolved leaves it.
+fn busybox_root_partition() -> Option<Loop> {
+    if !Path::new("/bin/busybox").exists() {
+        println!("SKIPPED: /bin/busybox missing (apt-get install busybox-static)");
+        return None;
+    }
+    let disk = Loop::new(32 * MIB as u64)?;
+    let tree = tempfile::tempdir().unwrap();
+    let root = tree.path();
+    for dir in ["bin", "dev", "proc", "sys", "etc", "tmp", "root"] {
+        std::fs::create_dir(root.join(dir)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    for applet in ["sh", "cat", "echo", "test", "sleep", "touch", "false", "ls"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(root.join("etc/marker"), "target-root\n").unwrap();
+    std::os::unix::fs::symlink(
+        "/run/systemd/resolve/stub-resolv.conf",
+        root.join("etc/resolv.conf"),
+    )
+    .unwrap();
+    let status = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(root)
+        .arg(&disk.device)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mkfs.ext4 -d");
+    Some(disk)
+}
+
+/// Processes whose command line is exactly `words`.
+fn processes_running(words: &str) -> usize {
+    let out = Command::new("pgrep")
+        .args(["-f", "-x", words])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cexec_runs_in_a_chroot_of_the_partition_and_cleans_up() {
+    require_root!();
+    let Some(disk) = busybox_root_partition() else {
+        return;
+    };
+    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let first_nameserver = host_resolv
+        .lines()
+        .find(|l| l.starts_with("nameserver"))
+        .unwrap_or("")
+        .to_string();
+    let run = run(
+        "quay.io/tinkerbell-actions/cexec:v1.0.0",
+        &[
+            ("BLOCK_DEVICE", &disk.device),
+            ("FS_TYPE", "ext4"),
+            ("CHROOT", "y"),
+            ("DEFAULT_INTERPRETER", "/bin/sh -c"),
+            ("UPDATE_RESOLV_CONF", "true"),
+            ("GREETING", "hello from the template"),
+            (
+                "CMD_LINE",
+                "echo \"root says $(cat /etc/marker)\"; \
+                 test -r /proc/self/status && echo proc-ok; \
+                 test -c /dev/null && echo dev-ok; \
+                 test -d /sys/class && echo sys-ok; \
+                 echo \"$GREETING\" > /etc/from-cexec; \
+                 echo \"path=$PATH home=$HOME\"; \
+                 test -z \"$DOCKER_HOST$BELLOWS_URL\" && echo env-clean; \
+                 cat /etc/resolv.conf; \
+                 sleep 61.25 & echo started-a-leftover",
+            ),
+        ],
+    )
+    .await;
+    assert_success(&run);
+    for expected in [
+        "root says target-root",
+        "proc-ok",
+        "dev-ok",
+        "sys-ok",
+        "path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin home=/root",
+        "env-clean",
+        "started-a-leftover",
+    ] {
+        assert!(
+            run.logs.lines().any(|l| l == expected),
+            "{expected:?} not in\n{}",
+            run.logs
+        );
+    }
+    if !first_nameserver.is_empty() {
+        assert!(
+            run.logs.lines().any(|l| l == first_nameserver),
+            "the chroot did not see this system's resolv.conf:\n{}",
+            run.logs
+        );
+    }
+    // The leftover in the command's process group is gone, and with it
+    // anything that kept the partition busy.
+    assert_eq!(
+        processes_running("sleep 61.25"),
+        0,
+        "leftover still running"
+    );
+    assert!(!mounted(&disk.device), "left mounted");
+    assert!(!run.logs.contains("detached lazily"), "{}", run.logs);
+    // Mount points are named after the worker's PID (this test process).
+    let ours = format!("bellows-mount-{}-", std::process::id());
+    assert!(
+        !std::fs::read_to_string("/proc/mounts")
+            .unwrap()
+            .contains(&ours),
+        "a /dev, /proc, /sys or resolv.conf mount was left behind"
+    );
+    // What the command wrote, and the symlink put back as it was.
+    assert_eq!(
+        debugfs(&disk.device, "cat /etc/from-cexec", false),
+        "hello from the template\n"
+    );
+    let link = debugfs(&disk.device, "stat /etc/resolv.conf", false);
+    assert!(
+        link.contains("Fast link dest: \"/run/systemd/resolve/stub-resolv.conf\""),
+        "{link}"
+    );
+    let etc = debugfs(&disk.device, "ls /etc", false);
+    assert!(!etc.contains("bellows-backup"), "{etc}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cexec_failures_name_the_command_and_still_unmount() {
+    require_root!();
+    let Some(disk) = busybox_root_partition() else {
+        return;
+    };
+    // Without an interpreter: `;` separates commands; the first failure ends
+    // the action with its status, after the earlier commands ran.
+    let result = run(
+        "bellows/cexec",
+        &[
+            ("BLOCK_DEVICE", &disk.device),
+            ("FS_TYPE", "ext4"),
+            ("CHROOT", "y"),
+            ("CMD_LINE", "touch /etc/first; false; touch /etc/never"),
+        ],
+    )
+    .await;
+    assert_failed(&result, "command 2/3 (false) exited with status 1");
+    assert_eq!(result.result.exit_code, Some(1));
+    assert!(!mounted(&disk.device), "left mounted after a failure");
+    let etc = debugfs(&disk.device, "ls /etc", false);
+    assert!(etc.contains("first") && !etc.contains("never"), "{etc}");
+
+    // An interpreter the provisioned OS does not have.
+    let result = run(
+        "bellows/cexec",
+        &[
+            ("BLOCK_DEVICE", &disk.device),
+            ("FS_TYPE", "ext4"),
+            ("CHROOT", "y"),
+            ("DEFAULT_INTERPRETER", "/bin/bash -c"),
+            ("CMD_LINE", "echo unreachable"),
+        ],
+    )
+    .await;
+    assert_failed(&result, "exited with status 127");
+    assert!(result.logs.contains("/bin/bash"), "{}", result.logs);
+    assert!(!mounted(&disk.device));
+
+    // No CHROOT: the in-memory OS's own tools, in the partition's directory.
+    let result = run(
+        "bellows/cexec",
+        &[
+            ("BLOCK_DEVICE", &disk.device),
+            ("FS_TYPE", "ext4"),
+            ("CMD_LINE", "cat etc/marker"),
+        ],
+    )
+    .await;
+    assert_success(&result);
+    assert!(
+        result.logs.lines().any(|l| l == "target-root"),
+        "{}",
+        result.logs
+    );
+    assert!(!mounted(&disk.device));
+
+    // The wrong filesystem type names the device.
+    let result = run(
+        "bellows/cexec",
+        &[
+            ("BLOCK_DEVICE", &disk.device),
+            ("FS_TYPE", "xfs"),
+            ("CMD_LINE", "true"),
+        ],
+    )
+    .await;
+    assert_failed(
+        &result,
+        &format!("mounting BLOCK_DEVICE {} (xfs) failed", disk.device),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cexec_cancelled_kills_the_command_and_unmounts() {
+    require_root!();
+    let Some(disk) = busybox_root_partition() else {
+        return;
+    };
+    let runtime = BuiltinRuntime::new(BuiltinOptions::default());
+    let (ctx, _progress) = context();
+    let cancel = ctx.cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        cancel.cancel();
+    });
+    let started = Instant::now();
+    let spec = spec(
+        "bellows/cexec",
+        &[
+            ("BLOCK_DEVICE", &disk.device),
+            ("FS_TYPE", "ext4"),
+            ("CHROOT", "y"),
+            ("DEFAULT_INTERPRETER", "/bin/sh -c"),
+            ("CMD_LINE", "echo waiting; sleep 62.25; echo not-reached"),
+        ],
+    );
+    let result = tokio::time::timeout(Duration::from_secs(30), runtime.run(&spec, &ctx))
+        .await
+        .expect("a cancelled cexec returns within 30 s");
+    assert_eq!(result.outcome, RunOutcome::Cancelled, "{}", ctx.logs.tail());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let logs = ctx.logs.tail();
+    // Whole lines: the worker's note quotes the command line itself.
+    assert!(logs.lines().any(|l| l == "waiting"), "{logs}");
+    assert!(!logs.lines().any(|l| l == "not-reached"), "{logs}");
+    assert_eq!(processes_running("sleep 62.25"), 0);
+    assert!(!mounted(&disk.device), "left mounted after a cancel");
+}

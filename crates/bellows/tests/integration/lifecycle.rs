@@ -1,7 +1,8 @@
 //! The whole provisioning lifecycle on a QEMU VM (TCG) with an empty disk:
 //! power on → network boot into Bellows' in-memory OS → the worker runs the
 //! workflow (image2disk a compressed bootable image, writefile a hostname
-//! into it, reboot) → the machine stops network-booting → it boots from its
+//! into it, cexec a suffix onto it, reboot) → the machine stops
+//! network-booting → it boots from its
 //! disk → the installed system calls back over syslog with the hostname the
 //! workflow wrote. In BIOS mode (SeaBIOS + QEMU's iPXE ROM) and UEFI mode
 //! (OVMF's own PXE).
@@ -166,6 +167,16 @@ tasks:
           CONTENTS: "{name}"
           MODE: "0644"
           DIRMODE: "0755"
+      # Tinkerbell's image name: the in-memory OS has no container engine,
+      # so the built-in cexec runs it, with the in-memory OS's busybox.
+      - name: tag-hostname
+        image: quay.io/tinkerbell/actions/cexec:latest
+        timeout: 60
+        environment:
+          BLOCK_DEVICE: /dev/vda1
+          FS_TYPE: vfat
+          DEFAULT_INTERPRETER: /bin/sh -c
+          CMD_LINE: "printf %s -cexec >> hostname"
 {last}"#
     )
 }
@@ -371,8 +382,8 @@ fn lifecycle(fw: Firmware, order: Order, after: After, tag: &str, mac: &str, ip:
     };
     let message = callback["message"].as_str().unwrap_or_default();
     assert!(
-        message.contains(&format!("installed hostname={name}")),
-        "the installed system read the hostname the workflow wrote: {message}"
+        message.contains(&format!("installed hostname={name}-cexec ip=")),
+        "the installed system read the hostname the workflow wrote (writefile, then cexec): {message}"
     );
     assert!(message.contains(&format!("ip={ip}")), "{message}");
     let wf = workflow(&s, &id);

@@ -16,15 +16,18 @@ pub enum Builtin {
     /// Load the provisioned OS's kernel; the worker kexecs into it once the
     /// server has the report.
     Kexec,
+    /// Run commands inside the provisioned OS (chroot).
+    Cexec,
 }
 
 impl Builtin {
     /// Every built-in, for listing in messages and docs.
-    pub const ALL: [Builtin; 4] = [
+    pub const ALL: [Builtin; 5] = [
         Builtin::Image2Disk,
         Builtin::WriteFile,
         Builtin::Reboot,
         Builtin::Kexec,
+        Builtin::Cexec,
     ];
 
     /// The last path component of the images that map to this built-in.
@@ -34,6 +37,7 @@ impl Builtin {
             Builtin::WriteFile => "writefile",
             Builtin::Reboot => "reboot",
             Builtin::Kexec => "kexec",
+            Builtin::Cexec => "cexec",
         }
     }
 
@@ -178,7 +182,8 @@ mod tests {
             "image2disk:latest",
             "library/image2disk",
             "docker.io/library/reboot",
-            "quay.io/tinkerbell/actions/cexec:latest",
+            "quay.io/tinkerbell/actions/oci2disk:latest",
+            "cexec",
             "kexec",
             "docker.io/library/kexec",
             "quay.io/tinkerbell/kexec",
