@@ -10,6 +10,7 @@
 //! | `reboot` | reboots or powers off after the report is acknowledged | [`reboot`] |
 //! | `kexec` | loads a partition's kernel; kexecs into it after the report is acknowledged | [`kexec`] |
 //! | `cexec` | runs commands in a chroot of the provisioned OS | [`cexec`] |
+//! | `archive2disk` | unpacks a (gzip/xz/zstd) tar archive from HTTP(S) onto a partition | [`archive2disk`] |
 //!
 //! Each takes the same environment variables as the Tinkerbell action of the
 //! same name (see its module), so templates written for Tinkerbell run
@@ -24,12 +25,13 @@
 //!   `quay.io/tinkerbell/actions/<name>`, `ghcr.io/tinkerbell/actions/<name>`
 //!   and `public.ecr.aws/tinkerbell/actions/<name>`;
 //!
-//! where `<name>` is `image2disk`, `writefile`, `reboot`, `kexec` or
-//! `cexec`, with any tag or digest, in any case. A bare `image2disk` is not a
-//! built-in (it names somebody's Docker Hub image), nor is any other
-//! registry, path or name (`oci2disk`, `archive2disk`, … run in a container
-//! engine).
+//! where `<name>` is `image2disk`, `writefile`, `reboot`, `kexec`, `cexec`
+//! or `archive2disk`, with any tag or digest, in any case. A bare
+//! `image2disk` is not a built-in (it names somebody's Docker Hub image), nor
+//! is any other registry, path or name (`oci2disk`, `grub2disk`, … run in a
+//! container engine).
 
+pub mod archive2disk;
 pub mod cexec;
 mod compression;
 pub mod image2disk;
@@ -107,7 +109,7 @@ impl Runtime for BuiltinRuntime {
     async fn run(&self, spec: &ActionSpec, ctx: &RunContext) -> RunResult {
         let Some(builtin) = builtin_for(&spec.image) else {
             return RunResult::failed(format!(
-                "{:?} is not a built-in action (built-ins: image2disk, writefile, reboot, kexec, cexec)",
+                "{:?} is not a built-in action (built-ins: image2disk, writefile, reboot, kexec, cexec, archive2disk)",
                 spec.image
             ));
         };
@@ -127,6 +129,7 @@ impl Runtime for BuiltinRuntime {
             Builtin::Reboot => reboot::run(env),
             Builtin::Kexec => kexec::run(env, ctx).await,
             Builtin::Cexec => cexec::run(env, ctx).await,
+            Builtin::Archive2Disk => archive2disk::run(self.client(), env, ctx).await,
         }
     }
 }

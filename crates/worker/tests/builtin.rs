@@ -250,6 +250,7 @@ fn assert_success(run: &Run) {
 }
 
 fn assert_failed(run: &Run, needle: &str) {
+    eprintln!("failed as expected: {}", run.result.message);
     assert_eq!(run.result.outcome, RunOutcome::Failed, "{}", run.logs);
     assert!(
         run.result.message.contains(needle),
@@ -1040,4 +1041,171 @@ async fn cexec_cancelled_kills_the_command_and_unmounts() {
     assert!(!logs.lines().any(|l| l == "not-reached"), "{logs}");
     assert_eq!(processes_running("sleep 62.25"), 0);
     assert!(!mounted(&disk.device), "left mounted after a cancel");
+}
+
+/// A tree packed by GNU tar: a file owned by 1234:4321, a 0750 directory,
+/// an absolute symlink (must stay a link into the unpacked system).
+fn tar_tree(dir: &Path) -> Vec<u8> {
+    let tree = tempfile::tempdir().unwrap();
+    let root = tree.path();
+    std::fs::create_dir_all(root.join("etc/app")).unwrap();
+    std::fs::create_dir(root.join("private")).unwrap();
+    std::fs::write(root.join("etc/hostname"), "unpacked\n").unwrap();
+    std::fs::write(root.join("etc/app/big"), image(3 * MIB, 31)).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", root.join("etc/hostname-link")).unwrap();
+    std::os::unix::fs::chown(root.join("etc/hostname"), Some(1234), Some(4321)).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(root.join("private"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    let archive = dir.join("tree.tar");
+    let status = Command::new("tar")
+        .args(["-c", "-f"])
+        .arg(&archive)
+        .arg("-C")
+        .arg(root)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(status.success(), "GNU tar -c");
+    std::fs::read(&archive).unwrap()
+}
+
+async fn archive2disk(url: &str, disk: &str, extra: &[(&str, &str)]) -> Run {
+    let mut env = vec![
+        ("ARCHIVE_URL", url),
+        ("DEST_DISK", disk),
+        ("FS_TYPE", "ext4"),
+        ("DEST_PATH", "/"),
+    ];
+    for (k, v) in extra {
+        env.retain(|(key, _)| key != k);
+        env.push((k, v));
+    }
+    run("quay.io/tinkerbell-actions/archive2disk:v1.0.0", &env).await
+}
+
+fn mkfs_ext4(device: &str) {
+    let status = Command::new("mkfs.ext4")
+        .args(["-q", "-F", device])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive2disk_unpacks_every_format_onto_an_ext4_partition() {
+    require_root!();
+    let Some(disk) = Loop::new(32 * MIB as u64) else {
+        return;
+    };
+    let server = Server::start().await;
+    let work = tempfile::tempdir().unwrap();
+    let tar = tar_tree(work.path());
+    server.publish("tree.tar", &tar);
+    let big = image(3 * MIB, 31);
+    for (name, archive_type, dest) in [
+        ("tree.tar", "tar", "/"),
+        ("tree.tar.gz", "targz", "/"),
+        ("tree.tar.xz", "tarxz", "/srv/www"),
+        ("tree.tar.zst", "", "/"),
+    ] {
+        mkfs_ext4(&disk.device);
+        let sum = format!("sha256:{}", sha256sum(&server.path(name), None));
+        let run = archive2disk(
+            &server.url(name),
+            &disk.device,
+            &[
+                ("ARCHIVE_TYPE", archive_type),
+                ("TARFILE_CHECKSUM", &sum),
+                ("DEST_PATH", dest),
+            ],
+        )
+        .await;
+        assert_success(&run);
+        assert!(run.result.message.contains("sha256 verified"), "{name}");
+        assert!(!mounted(&disk.device), "{name}: left mounted");
+        let at = |p: &str| format!("{}/{p}", dest.trim_end_matches('/'));
+        assert_eq!(
+            debugfs(&disk.device, &format!("cat {}", at("etc/hostname")), false),
+            "unpacked\n",
+            "{name}"
+        );
+        let owner = debugfs(&disk.device, &format!("stat {}", at("etc/hostname")), false);
+        assert!(
+            owner.contains("User:  1234   Group:  4321"),
+            "{name}: {owner}"
+        );
+        let link = debugfs(
+            &disk.device,
+            &format!("stat {}", at("etc/hostname-link")),
+            false,
+        );
+        assert!(
+            link.contains("Fast link dest: \"/etc/hostname\""),
+            "{name}: {link}"
+        );
+        let private = debugfs(&disk.device, &format!("stat {}", at("private")), false);
+        assert!(private.contains("Mode:  0750"), "{name}: {private}");
+        let copy = work.path().join("big.out");
+        debugfs(
+            &disk.device,
+            &format!("dump {} {}", at("etc/app/big"), copy.display()),
+            false,
+        );
+        assert_eq!(std::fs::read(&copy).unwrap(), big, "{name}: big file");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive2disk_failures_name_the_cause_and_unmount() {
+    require_root!();
+    let Some(disk) = Loop::new(16 * MIB as u64) else {
+        return;
+    };
+    mkfs_ext4(&disk.device);
+    let server = Server::start().await;
+    let work = tempfile::tempdir().unwrap();
+    server.publish("tree.tar", &tar_tree(work.path()));
+
+    let wrong = format!("sha512:{}", "0".repeat(128));
+    let run = archive2disk(
+        &server.url("tree.tar.gz"),
+        &disk.device,
+        &[("TARFILE_CHECKSUM", &wrong)],
+    )
+    .await;
+    assert_failed(&run, "TARFILE_CHECKSUM mismatch");
+    assert!(!mounted(&disk.device));
+
+    let run = archive2disk(&server.url("missing.tar"), &disk.device, &[]).await;
+    assert_failed(&run, "HTTP 404");
+    assert!(!mounted(&disk.device));
+
+    // Not a tar archive: tar itself says so.
+    server.publish("noise.tar", &image(64 << 10, 32));
+    let run = archive2disk(&server.url("noise.tar.gz"), &disk.device, &[]).await;
+    assert_failed(&run, "tar -x exit status");
+    assert!(!mounted(&disk.device));
+
+    // A symlink on the way to DEST_PATH could lead off the partition.
+    debugfs(&disk.device, "symlink /escape /tmp", true);
+    let run = archive2disk(
+        &server.url("tree.tar"),
+        &disk.device,
+        &[("DEST_PATH", "/escape/inside")],
+    )
+    .await;
+    assert_failed(&run, "DEST_PATH: /escape is a symlink");
+    assert!(!Path::new("/tmp/inside").exists());
+    assert!(!mounted(&disk.device));
+
+    // A download cut short is reported as such.
+    let tar = std::fs::read(server.path("tree.tar")).unwrap();
+    let url = raw_server(Misbehaviour::Truncate {
+        declared: tar.len(),
+        data: tar[..tar.len() / 2].to_vec(),
+    })
+    .await;
+    let run = archive2disk(&url, &disk.device, &[]).await;
+    assert_failed(&run, "downloading");
+    assert!(!mounted(&disk.device));
 }

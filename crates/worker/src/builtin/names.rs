@@ -18,16 +18,19 @@ pub enum Builtin {
     Kexec,
     /// Run commands inside the provisioned OS (chroot).
     Cexec,
+    /// Unpack a tar archive onto a partition's filesystem.
+    Archive2Disk,
 }
 
 impl Builtin {
     /// Every built-in, for listing in messages and docs.
-    pub const ALL: [Builtin; 5] = [
+    pub const ALL: [Builtin; 6] = [
         Builtin::Image2Disk,
         Builtin::WriteFile,
         Builtin::Reboot,
         Builtin::Kexec,
         Builtin::Cexec,
+        Builtin::Archive2Disk,
     ];
 
     /// The last path component of the images that map to this built-in.
@@ -38,6 +41,7 @@ impl Builtin {
             Builtin::Reboot => "reboot",
             Builtin::Kexec => "kexec",
             Builtin::Cexec => "cexec",
+            Builtin::Archive2Disk => "archive2disk",
         }
     }
 
