@@ -3,9 +3,12 @@
 //! test creates network-boots it from Bellows (DHCP reservation → iPXE →
 //! kernel + initramfs), its init brings up the network and starts
 //! `bellows worker`, which runs the machine's workflow — a file written in
-//! the in-memory OS, a file written onto the VM's ext4 disk, a power-off —
-//! while the kernel, init and worker logs reach Bellows' syslog receiver.
-//! Then e2fsprogs' `debugfs` reads the file back from the disk image.
+//! the in-memory OS, a file written onto the VM's ext4 disk, a root
+//! filesystem tarball unpacked onto it and a command run in a chroot of it
+//! (Tinkerbell's archive2disk and cexec image names, run by the built-ins
+//! with the in-memory OS's busybox tar and chroot), a power-off — while the
+//! kernel, init and worker logs reach Bellows' syslog receiver. Then
+//! e2fsprogs' `debugfs` reads the results back from the disk image.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -46,6 +49,24 @@ tasks:
           DEST_PATH: /etc/bellows/hello
           CONTENTS: written by the in-memory OS
           MODE: "0600"
+      - name: unpack-rootfs
+        image: quay.io/tinkerbell/actions/archive2disk:v3.0.0
+        timeout: 120
+        environment:
+          ARCHIVE_URL: "@HTTP_BASE@/osie/rootfs.tar.gz"
+          ARCHIVE_TYPE: targz
+          DEST_DISK: /dev/vda
+          FS_TYPE: ext4
+          DEST_PATH: /
+      - name: configure-in-chroot
+        image: quay.io/tinkerbell/actions/cexec:v3.0.0
+        timeout: 60
+        environment:
+          BLOCK_DEVICE: /dev/vda
+          FS_TYPE: ext4
+          CHROOT: y
+          DEFAULT_INTERPRETER: /bin/sh -c
+          CMD_LINE: "echo configured in $(cat /etc/marker) > /etc/chroot-ok; test -r /proc/self/status && echo proc mounted"
       - name: power-off
         image: bellows/reboot
         timeout: 60
@@ -65,6 +86,30 @@ fn have_tools() -> bool {
         eprintln!("skipped: no qemu-system-x86_64 / mkfs.ext4 / debugfs");
     }
     ok
+}
+
+/// A root filesystem tarball packed by GNU tar and gzip: Debian's static
+/// busybox as `/bin/sh` and a few applets, `/etc/marker`, and the mount
+/// points a chroot needs.
+fn rootfs_tarball(dest: &Path) {
+    let tree = tempfile::tempdir().unwrap();
+    let root = tree.path();
+    for dir in ["bin", "dev", "proc", "sys", "etc", "tmp"] {
+        std::fs::create_dir(root.join(dir)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static");
+    for applet in ["sh", "cat", "echo", "test"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(root.join("etc/marker"), "the unpacked root\n").unwrap();
+    ok(&Command::new("tar")
+        .args(["-c", "-z", "-f"])
+        .arg(dest)
+        .arg("-C")
+        .arg(root)
+        .arg(".")
+        .output()
+        .unwrap());
 }
 
 fn console_tail(work: &Path) -> String {
@@ -190,7 +235,12 @@ impl Boot {
         if let Some(k) = setup.kernel_args {
             args.extend(["--kernel-args", k]);
         }
+        if setup.disk {
+            // Served by Bellows beside the in-memory OS, at /osie/.
+            rootfs_tarball(&data.join("osie/rootfs.tar.gz"));
+        }
         let s = Server::start_in_netns_with(&ns, "10.77.0.1", &data, &args);
+        let template = setup.template.replace("@HTTP_BASE@", &s.http_url);
         let hw = json!({"id": setup.name, "network": {"interfaces": [{
             "dhcp": {"mac": setup.mac, "hostname": setup.name, "lease_time": 600,
                      "ip": {"address": setup.ip, "netmask": "255.255.255.0", "gateway": "10.77.0.1"}},
@@ -203,7 +253,7 @@ impl Boot {
         ok(&s.cli_netns(
             &ns,
             &["template", "create", "-n", setup.tag, "-p", "-"],
-            Some(setup.template.as_bytes()),
+            Some(template.as_bytes()),
         ));
         let created = ok(&s.cli_netns(
             &ns,
@@ -401,10 +451,29 @@ fn the_in_memory_os_boots_and_its_worker_runs_a_workflow() {
         .output()
         .unwrap());
     assert!(stat.contains("Mode:  0600"), "{stat}");
+    // archive2disk unpacked the tarball; cexec ran in a chroot of it.
+    let configured = ok(&Command::new("debugfs")
+        .args(["-R", "cat /etc/chroot-ok"])
+        .arg(&disk)
+        .output()
+        .unwrap());
+    assert_eq!(configured, "configured in the unpacked root\n");
 
     // Syslog: the kernel's, the init's and the worker's lines, filed under
     // the machine by its reserved address.
     let (s, ns) = (&b.s, b.ns.as_str());
+    // The chroot command's own output, in the workflow's action log.
+    let action_log = ok(&s.cli_netns(
+        ns,
+        &["workflow", "logs", &b.id, "--action", "configure-in-chroot"],
+        None,
+    ));
+    assert!(
+        action_log
+            .lines()
+            .any(|l| l.ends_with("proc mounted") && !l.contains("echo")),
+        "{action_log}"
+    );
     let logs = ok(&s.cli_netns(ns, &["hardware", "logs", name, "--limit", "10000"], None));
     if std::env::var_os("BELLOWS_TEST_SHOW_LOGS").is_some() {
         eprintln!("{logs}\n{console}");
