@@ -217,12 +217,14 @@ pub enum BuildError {
     Init(#[from] InitError),
 }
 
-/// Applets `/init` and the udhcpc script run; a busybox without one of
-/// them cannot boot the image.
+/// Applets `/init` and the udhcpc script run, and those the built-in
+/// actions call (`tar` for archive2disk, `chroot` for cexec); a busybox
+/// without one of them cannot boot the image or run its workflows.
 pub const REQUIRED_APPLETS: &[&str] = &[
     "sh", "mount", "mkdir", "cat", "cut", "tr", "grep", "sed", "awk", "sort", "head", "tee",
     "sleep", "ln", "rm", "readlink", "basename", "modprobe", "insmod", "ip", "udhcpc", "syslogd",
     "klogd", "logger", "hostname", "setsid", "cttyhack", "reboot", "poweroff", "sync", "uname",
+    "tar", "chroot",
 ];
 
 fn read(path: &Path) -> Result<Vec<u8>, BuildError> {

@@ -1,7 +1,8 @@
 //! Built-in actions, for machines with no container runtime.
 //!
 //! The in-memory OS the worker runs in has no container engine, so the
-//! actions most workflows need run as Rust code here instead:
+//! actions most workflows need run here instead, as Rust code (`cexec` and
+//! `archive2disk` also use the system's `chroot` and `tar`):
 //!
 //! | built-in | does | module |
 //! |---|---|---|
