@@ -180,6 +180,15 @@ pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     parts.join(": ")
 }
 
+/// An action environment from pairs, for the built-ins' unit tests.
+#[cfg(test)]
+pub(crate) fn test_env(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -244,17 +244,7 @@ fn a_subscribed_worker_is_pushed_its_action_and_repeats_are_harmless() {
                 .await
                 .is_err()
         );
-        let url = s.url.clone();
-        let id = tokio::task::spawn_blocking(move || {
-            crate::workers::workflow_at(
-                &url,
-                "proto",
-                TEMPLATE,
-                &[("device_1", W1), ("device_2", W2)],
-            )
-        })
-        .await
-        .unwrap();
+        let id = create_workflow(&s).await;
         let pushed = tokio::time::timeout(Duration::from_secs(5), stream.message())
             .await
             .expect("assignment pushed within 5 s")
@@ -307,6 +297,22 @@ fn a_subscribed_worker_is_pushed_its_action_and_repeats_are_harmless() {
     );
 }
 
+/// Creates the TEMPLATE workflow for W1 and W2 over the REST API, from
+/// async code; its id.
+async fn create_workflow(s: &Server) -> String {
+    let url = s.url.clone();
+    tokio::task::spawn_blocking(move || {
+        crate::workers::workflow_at(
+            &url,
+            "proto",
+            TEMPLATE,
+            &[("device_1", W1), ("device_2", W2)],
+        )
+    })
+    .await
+    .unwrap()
+}
+
 /// The next message other than a keep-alive, within `within`.
 async fn next_instruction(
     stream: &mut tonic::Streaming<bellows_rpc::v1::Instruction>,
@@ -345,17 +351,7 @@ fn an_assignment_the_worker_never_starts_is_pushed_again() {
             .into_inner();
         let hello = next_instruction(&mut stream, Duration::from_secs(5)).await;
         assert!(matches!(hello, Some(instruction::Kind::Hello(_))));
-        let url = s.url.clone();
-        let id = tokio::task::spawn_blocking(move || {
-            crate::workers::workflow_at(
-                &url,
-                "proto",
-                TEMPLATE,
-                &[("device_1", W1), ("device_2", W2)],
-            )
-        })
-        .await
-        .unwrap();
+        let id = create_workflow(&s).await;
         let Some(instruction::Kind::Run(first)) =
             next_instruction(&mut stream, Duration::from_secs(5)).await
         else {

@@ -27,7 +27,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -38,7 +38,7 @@ use tokio::sync::mpsc;
 use super::compression::{self, Format};
 use super::error_chain;
 use super::image2disk::human;
-use super::writefile::{Mount, MountError};
+use super::writefile::{Mount, MountError, relative_to_root};
 use crate::runtime::{RunContext, RunResult, Stream};
 
 /// Downloaded chunks queued for the unpacker.
@@ -98,7 +98,7 @@ impl Params {
         let checksum = get("TARFILE_CHECKSUM").map(parse_checksum).transpose()?;
         let device = required("DEST_DISK")?.to_string();
         let fs_type = required("FS_TYPE")?.to_string();
-        let dest = dest_path(required("DEST_PATH")?)?;
+        let dest = relative_to_root("DEST_PATH", required("DEST_PATH")?)?;
         Ok(Params {
             url,
             declared,
@@ -131,25 +131,6 @@ fn parse_checksum(value: &str) -> Result<Checksum, String> {
         ));
     }
     Ok(checksum)
-}
-
-/// `DEST_PATH` relative to the partition's root: absolute, no `..`.
-fn dest_path(value: &str) -> Result<PathBuf, String> {
-    let path = Path::new(value);
-    if !path.is_absolute() {
-        return Err(format!("DEST_PATH {value:?} must be an absolute path"));
-    }
-    let mut relative = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::RootDir | Component::CurDir => {}
-            Component::Normal(part) => relative.push(part),
-            Component::ParentDir | Component::Prefix(_) => {
-                return Err(format!("DEST_PATH {value:?} must not contain '..'"));
-            }
-        }
-    }
-    Ok(relative)
 }
 
 /// Hashes the download as it arrives.
@@ -549,12 +530,7 @@ impl Read for QueueReader {
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::builtin::test_env as env;
 
     const BASE: [(&str, &str); 5] = [
         ("ARCHIVE_URL", "http://10.0.0.1/ubuntu.tar.gz"),

@@ -469,12 +469,7 @@ fn unmount(target: &Path) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::builtin::test_env as env;
 
     const BASE: [(&str, &str); 3] = [
         ("BLOCK_DEVICE", "/dev/sda3"),

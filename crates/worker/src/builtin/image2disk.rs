@@ -874,12 +874,7 @@ fn reread_partitions(file: &File) -> nix::Result<()> {
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::builtin::test_env as env;
 
     #[test]
     fn go_booleans() {

@@ -357,12 +357,7 @@ pub fn kexec_file_unload() -> Result<(), Errno> {
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::builtin::test_env as env;
 
     const FULL: &[(&str, &str)] = &[
         ("BLOCK_DEVICE", "/dev/sda3"),

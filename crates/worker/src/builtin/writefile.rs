@@ -178,9 +178,22 @@ pub fn relative_path(dest: &str) -> Result<PathBuf, String> {
 /// The file path in setting `key` (an absolute path inside a mounted
 /// filesystem) relative to that filesystem's root; errors name `key`.
 pub(super) fn path_in_root(key: &str, dest: &str) -> Result<PathBuf, String> {
-    let path = Path::new(dest);
+    let relative = relative_to_root(key, dest)?;
+    if relative.as_os_str().is_empty() {
+        return Err(format!("{key} {dest:?} has no file name"));
+    }
+    if dest.ends_with('/') {
+        return Err(format!("{key} {dest:?} names a directory, not a file"));
+    }
+    Ok(relative)
+}
+
+/// The absolute path in setting `key` relative to a filesystem's root
+/// (empty for `/` itself), refusing `..` that could climb out of it.
+pub(super) fn relative_to_root(key: &str, value: &str) -> Result<PathBuf, String> {
+    let path = Path::new(value);
     if !path.is_absolute() {
-        return Err(format!("{key} {dest:?} must be an absolute path"));
+        return Err(format!("{key} {value:?} must be an absolute path"));
     }
     let mut relative = PathBuf::new();
     for component in path.components() {
@@ -188,15 +201,9 @@ pub(super) fn path_in_root(key: &str, dest: &str) -> Result<PathBuf, String> {
             Component::RootDir | Component::CurDir => {}
             Component::Normal(part) => relative.push(part),
             Component::ParentDir | Component::Prefix(_) => {
-                return Err(format!("{key} {dest:?} must not contain '..'"));
+                return Err(format!("{key} {value:?} must not contain '..'"));
             }
         }
-    }
-    if relative.as_os_str().is_empty() {
-        return Err(format!("{key} {dest:?} has no file name"));
-    }
-    if dest.ends_with('/') {
-        return Err(format!("{key} {dest:?} names a directory, not a file"));
     }
     Ok(relative)
 }
@@ -475,12 +482,7 @@ fn mount_point() -> io::Result<PathBuf> {
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::builtin::test_env as env;
 
     #[test]
     fn modes() {
