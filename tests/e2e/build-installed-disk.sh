@@ -13,9 +13,9 @@
 set -euo pipefail
 out=${1:?usage: build-installed-disk.sh OUT.img SYSLOG_IP}
 syslog_ip=${2:?usage: build-installed-disk.sh OUT.img SYSLOG_IP}
-kernel=$(ls -1 /boot/vmlinuz-* 2>/dev/null | sort -V | tail -1)
-[ -n "$kernel" ] || { echo "build-installed-disk: no kernel in /boot (apt-get install linux-image-amd64)" >&2; exit 1; }
-kver=${kernel#/boot/vmlinuz-}
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "$0")/lib.sh"
+newest_kernel build-installed-disk
 for tool in mcopy mkfs.vfat syslinux sfdisk objcopy cpio; do
   command -v "$tool" >/dev/null || { echo "build-installed-disk: needs $tool (mtools dosfstools syslinux fdisk binutils cpio)" >&2; exit 1; }
 done
@@ -28,21 +28,11 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 root=$work/root
 mkdir -p "$root"/{bin,proc,sys,dev,tmp,mnt,lib/modules}
-cp /bin/busybox "$root/bin/busybox"
-for applet in $("$root/bin/busybox" --list); do
-  [ "$applet" = busybox ] || ln -sf busybox "$root/bin/$applet"
-done
+busybox_root "$root"
 # Modules in load order: the virtio disk and NIC, and FAT with its code pages.
 mods="virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net virtio_blk fat vfat nls_cp437 nls_ascii nls_utf8 nls_iso8859-1 e1000"
-for m in $mods; do
-  f=$(find "/lib/modules/$kver" -name "$m.ko*" | head -1)
-  [ -n "$f" ] || continue
-  case "$f" in
-    *.xz) xz -dc "$f" > "$root/lib/modules/$m.ko" ;;
-    *.zst) zstd -qdc "$f" > "$root/lib/modules/$m.ko" ;;
-    *) cp "$f" "$root/lib/modules/$m.ko" ;;
-  esac
-done
+# shellcheck disable=SC2086
+copy_modules "$root" "$kver" $mods
 cat > "$root/udhcpc.script" <<'SCRIPT'
 #!/bin/sh
 case "$1" in

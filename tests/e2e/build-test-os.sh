@@ -8,29 +8,19 @@
 set -euo pipefail
 out=${1:?usage: build-test-os.sh OUTDIR}
 mkdir -p "$out"
-kernel=$(ls -1 /boot/vmlinuz-* 2>/dev/null | sort -V | tail -1)
-[ -n "$kernel" ] || { echo "build-test-os: no kernel in /boot (apt-get install linux-image-amd64)" >&2; exit 1; }
-kver=${kernel#/boot/vmlinuz-}
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "$0")/lib.sh"
+newest_kernel build-test-os
 busybox=/bin/busybox
 "$busybox" --list 2>/dev/null | grep -qx udhcpc || { echo "build-test-os: needs busybox-static (/bin/busybox)" >&2; exit 1; }
 
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 mkdir -p "$root"/{bin,proc,sys,dev,tmp,lib/modules,etc}
-cp "$busybox" "$root/bin/busybox"
-for applet in $("$root/bin/busybox" --list); do
-  [ "$applet" = busybox ] || ln -sf busybox "$root/bin/$applet"
-done
+busybox_root "$root"
 # Field notes: Debian's 6.1 kernel has virtio_net as a module, with these deps.
-for m in virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net e1000; do
-  f=$(find "/lib/modules/$kver" -name "$m.ko*" | head -1)
-  [ -n "$f" ] || continue
-  case "$f" in
-    *.xz) xz -dc "$f" > "$root/lib/modules/$m.ko" ;;
-    *.zst) zstd -qdc "$f" > "$root/lib/modules/$m.ko" ;;
-    *) cp "$f" "$root/lib/modules/$m.ko" ;;
-  esac
-done
+copy_modules "$root" "$kver" virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev \
+  virtio_pci failover net_failover virtio_net e1000
 cat > "$root/udhcpc.script" <<'SCRIPT'
 #!/bin/sh
 case "$1" in
