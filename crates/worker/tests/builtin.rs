@@ -3,7 +3,6 @@
 //! check what was written, and, as root, loop devices, `mkfs.ext4` and
 //! `debugfs` to check what writefile put on a filesystem.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,14 +11,14 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use bellows_worker::builtin::{BuiltinOptions, BuiltinRuntime};
-use bellows_worker::runtime::{ActionSpec, LogSink, RunContext, RunOutcome, RunResult, Runtime};
+use bellows_worker::runtime::{LogSink, RunContext, RunOutcome, RunResult, Runtime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 mod support;
-use support::Loop;
+use support::{Loop, spec};
 
 const MIB: usize = 1 << 20;
 
@@ -191,22 +190,6 @@ struct Run {
     result: RunResult,
     logs: String,
     progress: Option<String>,
-}
-
-fn spec(image: &str, env: &[(&str, &str)]) -> ActionSpec {
-    ActionSpec {
-        workflow_id: "wf".into(),
-        task: "task".into(),
-        name: "action".into(),
-        image: image.into(),
-        environment: env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect::<BTreeMap<_, _>>(),
-        attempt: 1,
-        max_attempts: 1,
-        ..ActionSpec::default()
-    }
 }
 
 fn context() -> (RunContext, watch::Receiver<Option<String>>) {

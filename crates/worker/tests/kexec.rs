@@ -8,15 +8,12 @@
 //! kernel refuses kexec (no `CONFIG_KEXEC_FILE`, lockdown, sandboxes), the
 //! test checks that the action's failure says so clearly instead.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use bellows_worker::builtin::kexec::kexec_file_unload;
 use bellows_worker::builtin::{BuiltinOptions, BuiltinRuntime};
-use bellows_worker::runtime::{
-    ActionSpec, AfterSuccess, LogSink, RunContext, RunOutcome, RunResult, Runtime,
-};
+use bellows_worker::runtime::{AfterSuccess, LogSink, RunContext, RunOutcome, RunResult, Runtime};
 use nix::errno::Errno;
 use tokio_util::sync::CancellationToken;
 
@@ -33,20 +30,7 @@ async fn run(image: &str, env: &[(&str, &str)]) -> (RunResult, String) {
         logs: LogSink::detached(),
         cancel: CancellationToken::new(),
     };
-    let spec = ActionSpec {
-        workflow_id: "wf".into(),
-        task: "task".into(),
-        name: "kexec".into(),
-        image: image.into(),
-        environment: env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect::<BTreeMap<_, _>>(),
-        attempt: 1,
-        max_attempts: 1,
-        ..ActionSpec::default()
-    };
-    let result = runtime.run(&spec, &ctx).await;
+    let result = runtime.run(&support::spec(image, env), &ctx).await;
     (result, ctx.logs.tail())
 }
 

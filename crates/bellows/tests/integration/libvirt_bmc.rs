@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::bmc_support::{
     ChildGuard, PASSWORD, SUSHY_TOOLS_VERSION, USERNAME, wait_until, write_file,
@@ -396,38 +396,6 @@ fn curl(ns: &str, url: &str) -> Option<Value> {
     serde_json::from_slice(&out.stdout).ok()
 }
 
-/// Registers the VM with a workflow, so auto.ipxe boots the test OS.
-fn register(s: &Server, ns: &str) {
-    let hw = json!({"id": MACHINE, "network": {"interfaces": [{
-        "dhcp": {"mac": MAC, "hostname": MACHINE, "lease_time": 600,
-                 "ip": {"address": VM_IP, "netmask": "255.255.255.0", "gateway": SERVER_IP}},
-        "netboot": {"allow_pxe": true, "allow_workflow": true}}]},
-        "metadata": {"instance": {"hostname": MACHINE}}});
-    ok(&s.cli_netns(
-        ns,
-        &["hardware", "push", "-f", "-"],
-        Some(hw.to_string().as_bytes()),
-    ));
-    let tmpl = std::fs::read(crate::harness::fixture("hello-world.tmpl")).unwrap();
-    ok(&s.cli_netns(
-        ns,
-        &["template", "create", "-n", "e2e", "-p", "-"],
-        Some(&tmpl),
-    ));
-    ok(&s.cli_netns(
-        ns,
-        &[
-            "workflow",
-            "create",
-            "-t",
-            "e2e",
-            "-r",
-            &format!("{{\"device_1\":\"{MAC}\"}}"),
-        ],
-        None,
-    ));
-}
-
 fn power_status(s: &Server, ns: &str) -> String {
     ok(&s.cli_netns(ns, &["power", "status", MACHINE], None))
         .trim()
@@ -485,7 +453,7 @@ fn bellows_netboot_powers_on_a_libvirt_vm_through_redfish_and_it_network_boots()
             &format!("e2e.http=http://{SERVER_IP}:8080"),
         ],
     );
-    register(&s, &ns);
+    crate::netboot::register(&s, &ns, MAC, VM_IP, MACHINE);
     ok(&s.cli_netns(
         &ns,
         &[

@@ -48,14 +48,14 @@ fn netboot_vm(ns: &str, tap: &str, mac: &str, fw: Firmware, work: &Path) -> Vm {
 }
 
 /// Registers the VM and a workflow for it, so auto.ipxe boots the test OS.
-fn register(s: &Server, ns: &str, mac: &str, ip: &str, hostname: &str) {
+pub(crate) fn register(s: &Server, ns: &str, mac: &str, ip: &str, hostname: &str) {
     register_machine(s, ns, mac, ip, hostname, true);
     let tmpl = std::fs::read(crate::harness::fixture("hello-world.tmpl")).unwrap();
-    let _ = s.cli_netns(
+    ok(&s.cli_netns(
         ns,
         &["template", "create", "-n", "e2e", "-p", "-"],
         Some(&tmpl),
-    );
+    ));
     ok(&s.cli_netns(
         ns,
         &[

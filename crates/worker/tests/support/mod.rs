@@ -2,8 +2,28 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
+
+use bellows_worker::runtime::ActionSpec;
+
+/// A first-attempt action of `image` with environment `env`.
+pub fn spec(image: &str, env: &[(&str, &str)]) -> ActionSpec {
+    ActionSpec {
+        workflow_id: "wf".into(),
+        task: "task".into(),
+        name: "action".into(),
+        image: image.into(),
+        environment: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>(),
+        attempt: 1,
+        max_attempts: 1,
+        ..ActionSpec::default()
+    }
+}
 
 /// A loop device over a temporary file, detached on drop.
 pub struct Loop {
