@@ -35,6 +35,15 @@ fn terminal(state: &str) -> bool {
     matches!(state, "SUCCESS" | "FAILED" | "TIMEOUT" | "CANCELLED")
 }
 
+async fn fetch_workflow(c: &Client, id: &str) -> Result<Value, CliError> {
+    c.call(
+        Method::GET,
+        &format!("/api/v1/workflows/{}", segment(id)),
+        None,
+    )
+    .await
+}
+
 async fn fetch_logs(
     c: &Client,
     id: &str,
@@ -62,13 +71,7 @@ pub async fn watch(c: &Client, id: &str, keep: usize) -> Result<ExitCode, CliErr
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
     let mut first = true;
     loop {
-        let wf = c
-            .call(
-                Method::GET,
-                &format!("/api/v1/workflows/{}", segment(id)),
-                None,
-            )
-            .await?;
+        let wf = fetch_workflow(c, id).await?;
         let lines = fetch_logs(c, id, None, after, if first { 200 } else { 2000 }).await?;
         first = false;
         for l in &lines {
@@ -248,13 +251,7 @@ pub async fn logs(
         if !follow {
             return Ok(ExitCode::SUCCESS);
         }
-        let wf = c
-            .call(
-                Method::GET,
-                &format!("/api/v1/workflows/{}", segment(id)),
-                None,
-            )
-            .await?;
+        let wf = fetch_workflow(c, id).await?;
         let state = s(&wf, "/state");
         if terminal(&state) && items.is_empty() {
             return Ok(exit_code(&state));
