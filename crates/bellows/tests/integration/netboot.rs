@@ -83,6 +83,20 @@ fn register_machine(s: &Server, ns: &str, mac: &str, ip: &str, hostname: &str, a
     ));
 }
 
+/// The test OS's call-back says which worker id it booted with, that it got
+/// its reserved address and that the metadata service named it.
+pub(crate) fn assert_callback(line: &str, mac: &str, ip: &str, name: &str) {
+    assert!(line.contains(&format!("worker={mac}")), "{line}");
+    assert!(
+        line.contains(&format!("ip={ip}")),
+        "the VM got its reserved address: {line}"
+    );
+    assert!(
+        line.contains(&format!("hostname={name}")),
+        "metadata answered: {line}"
+    );
+}
+
 /// Waits for the booted test OS's syslog report, filed under the machine.
 fn wait_for_callback(s: &Server, ns: &str, machine: &str, vm: &mut Vm, work: &Path) -> String {
     let start = Instant::now();
@@ -171,15 +185,7 @@ fn boot_vm(fw: Firmware, with_dnsmasq: bool, mac: &str, ip: &str, name: &str) {
     let _dnsmasq = with_dnsmasq.then(|| start_dnsmasq(&s, &ns, work.path()));
     let mut vm = netboot_vm(&ns, &tap, mac, fw, work.path());
     let line = wait_for_callback(&s, &ns, name, &mut vm, work.path());
-    assert!(line.contains(&format!("worker={mac}")), "{line}");
-    assert!(
-        line.contains(&format!("ip={ip}")),
-        "the VM got its reserved address: {line}"
-    );
-    assert!(
-        line.contains(&format!("hostname={name}")),
-        "metadata answered: {line}"
-    );
+    assert_callback(&line, mac, ip, name);
     if matches!(fw, Firmware::Uefi) {
         // OVMF's own PXE client fetched iPXE from Bellows' TFTP server.
         let tftp = s.wait_for_log("TFTP transfer ended", Duration::from_secs(2));
