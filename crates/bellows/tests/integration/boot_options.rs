@@ -68,6 +68,22 @@ fn allow_pxe(s: &Server) -> Value {
     hw["network"]["interfaces"][0]["netboot"]["allow_pxe"].clone()
 }
 
+/// The workflow's `boot_requested` event, waited for up to 60 s (the BMC
+/// job runs in the background).
+fn boot_requested(s: &Server, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(e) = events(s, id)
+            .into_iter()
+            .find(|e| e["type"] == "boot_requested")
+        {
+            return e;
+        }
+        assert!(Instant::now() < deadline, "no boot_requested event");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
 #[test]
 fn a_workflow_can_start_its_machine_through_the_bmc_and_toggle_netboot() {
     let sim = IpmiSim::start();
@@ -88,17 +104,7 @@ fn a_workflow_can_start_its_machine_through_the_bmc_and_toggle_netboot() {
     .to_string();
     assert_eq!(allow_pxe(&s), json!(true), "netboot allowed at creation");
     // The BMC job runs in the background and lands as an event.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let boot = loop {
-        if let Some(e) = events(&s, &id)
-            .into_iter()
-            .find(|e| e["type"] == "boot_requested")
-        {
-            break e;
-        }
-        assert!(Instant::now() < deadline, "no boot_requested event");
-        std::thread::sleep(Duration::from_millis(300));
-    };
+    let boot = boot_requested(&s, &id);
     assert_eq!(boot["ok"], true, "{boot}");
     // The emulator (not our code) says: powered on, next boot from PXE.
     assert_eq!(sim.power_file(), "1");
@@ -130,17 +136,7 @@ fn an_unreachable_bmc_is_recorded_and_leaves_the_workflow_waiting() {
     ]))
     .trim()
     .to_string();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let boot = loop {
-        if let Some(e) = events(&s, &id)
-            .into_iter()
-            .find(|e| e["type"] == "boot_requested")
-        {
-            break e;
-        }
-        assert!(Instant::now() < deadline, "no boot_requested event");
-        std::thread::sleep(Duration::from_millis(300));
-    };
+    let boot = boot_requested(&s, &id);
     assert_eq!(boot["ok"], false);
     assert!(
         boot["message"].as_str().unwrap().contains("127.0.0.1"),
