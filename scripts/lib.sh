@@ -11,6 +11,11 @@ apt_install() {
   local sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   echo "setup: installing ${missing[*]}" >&2
+  if printf '%s\n' "${missing[@]}" | grep -qx refind; then
+    # Bellows serves rEFInd over the network; never install it into this
+    # machine's own EFI system partition.
+    echo "refind refind/install_to_esp boolean false" | $sudo debconf-set-selections
+  fi
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 }

@@ -9,10 +9,20 @@
 # writefile action), brings up the network with DHCP and calls back to
 # Bellows over syslog with "installed hostname=<name>", then powers off.
 #
-# Usage: build-installed-disk.sh OUT.img CALLBACK_SYSLOG_IP
+# EFI_PATH (default EFI/BOOT/BOOTX64.EFI, the removable-media path UEFI
+# firmware boots without a boot entry) puts the UEFI loader elsewhere, e.g.
+# EFI/bellows/installed.efi: then only a boot manager that scans the disk,
+# such as rEFInd, finds it.
+#
+# Usage: build-installed-disk.sh OUT.img CALLBACK_SYSLOG_IP [EFI_PATH]
 set -euo pipefail
-out=${1:?usage: build-installed-disk.sh OUT.img SYSLOG_IP}
-syslog_ip=${2:?usage: build-installed-disk.sh OUT.img SYSLOG_IP}
+out=${1:?usage: build-installed-disk.sh OUT.img SYSLOG_IP [EFI_PATH]}
+syslog_ip=${2:?usage: build-installed-disk.sh OUT.img SYSLOG_IP [EFI_PATH]}
+efi_path=${3:-EFI/BOOT/BOOTX64.EFI}
+case "$efi_path" in
+  EFI/*/*.efi|EFI/*/*.EFI) ;;
+  *) echo "build-installed-disk: EFI_PATH must look like EFI/<dir>/<name>.efi, not $efi_path" >&2; exit 1 ;;
+esac
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 newest_kernel build-installed-disk
@@ -49,8 +59,8 @@ export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
-for m in $mods; do
-  [ -f /lib/modules/\$m.ko ] && insmod /lib/modules/\$m.ko 2>/dev/null
+for m in \$(cat /lib/modules/order); do
+  insmod /lib/modules/\$m.ko 2>/dev/null
 done
 sleep 1
 name=unknown
@@ -99,8 +109,9 @@ part_mb=$((size_mb - 1))
 part=$work/part.img
 mkfs.vfat -C -F 32 -n BELLOWS "$part" $((part_mb * 1024)) >/dev/null
 export MTOOLS_SKIP_CHECK=1
-mmd -i "$part" ::/EFI ::/EFI/BOOT
-mcopy -i "$part" "$work/BOOTX64.EFI" ::/EFI/BOOT/BOOTX64.EFI
+efi_dir=${efi_path%/*}
+mmd -i "$part" ::/EFI "::/$efi_dir"
+mcopy -i "$part" "$work/BOOTX64.EFI" "::/$efi_path"
 mcopy -i "$part" "$work/vmlinuz" "$work/initrd.img" "$work/syslinux.cfg" ::/
 echo "not yet installed" > "$work/hostname"
 mcopy -i "$part" "$work/hostname" ::/hostname
@@ -111,4 +122,4 @@ truncate -s ${size_mb}M "$out"
 printf 'label: dos\nstart=2048, type=c, bootable\n' | sfdisk --quiet "$out"
 dd if="$part" of="$out" bs=1M seek=1 conv=notrunc status=none
 dd if="$mbr" of="$out" bs=440 count=1 conv=notrunc status=none
-echo "build-installed-disk: $out (${size_mb} MiB; kernel $kver; BIOS syslinux + UEFI $(du -h "$work/BOOTX64.EFI" | cut -f1) UKI)"
+echo "build-installed-disk: $out (${size_mb} MiB; kernel $kver; BIOS syslinux + UEFI $(du -h "$work/BOOTX64.EFI" | cut -f1) UKI at $efi_path)"

@@ -22,19 +22,35 @@ busybox_root() {
 }
 
 # copy_modules ROOT KVER MODULE...: each module of kernel KVER that exists,
-# decompressed, as ROOT/lib/modules/MODULE.ko (the inits insmod them in the
-# order given).
+# with the modules it depends on, decompressed, as ROOT/lib/modules/NAME.ko,
+# and their load order (dependencies first) in ROOT/lib/modules/order: the
+# inits insmod them in that order. (Dependencies move between Debian point
+# releases: 6.1.0-57's virtio needs virtio_ring, which it did not before.)
 copy_modules() {
-  local root=$1 kver=$2 m f
+  local root=$1 kver=$2 m
   shift 2
   mkdir -p "$root/lib/modules"
+  : >"$root/lib/modules/order"
   for m in "$@"; do
-    f=$(find "/lib/modules/$kver" -name "$m.ko*" | head -1)
-    [ -n "$f" ] || continue
-    case "$f" in
-      *.xz) xz -dc "$f" >"$root/lib/modules/$m.ko" ;;
-      *.zst) zstd -qdc "$f" >"$root/lib/modules/$m.ko" ;;
-      *) cp "$f" "$root/lib/modules/$m.ko" ;;
-    esac
+    add_module "$root" "$kver" "$m" 0
   done
+}
+
+# add_module ROOT KVER NAME DEPTH: NAME after its dependencies (copy_modules).
+add_module() {
+  local root=$1 kver=$2 m=$3 depth=$4 f dep pattern
+  grep -qx "$m" "$root/lib/modules/order" && return 0
+  [ "$depth" -lt 16 ] || { echo "copy_modules: dependency chain too deep at $m" >&2; return 1; }
+  pattern=$(printf '%s' "$m" | sed 's/[_-]/[_-]/g')
+  f=$(find "/lib/modules/$kver" -name "$pattern.ko*" | head -1)
+  [ -n "$f" ] || return 0
+  for dep in $("$(command -v modinfo || echo /usr/sbin/modinfo)" -F depends "$f" | tr ',' ' '); do
+    add_module "$root" "$kver" "$dep" $((depth + 1))
+  done
+  case "$f" in
+    *.xz) xz -dc "$f" >"$root/lib/modules/$m.ko" ;;
+    *.zst) zstd -qdc "$f" >"$root/lib/modules/$m.ko" ;;
+    *) cp "$f" "$root/lib/modules/$m.ko" ;;
+  esac
+  echo "$m" >>"$root/lib/modules/order"
 }

@@ -362,8 +362,14 @@ impl Exchange<'_> {
         match self.request.message_type {
             MessageType::Discover => self.reply(MessageType::Offer, Content::BootOnly),
             // Some PXE ROMs send the boot-server request to port 67 with
-            // our identifier; anything else is for the site's server.
-            MessageType::Request if self.request.server_id() == Some(self.server_id) => {
+            // our identifier. A REQUEST that asks for an address (option
+            // 50) is the client taking a lease: when the site's DHCP server
+            // shares our address it names "us", and a boot-only ACK would
+            // race the real one (OVMF declines the lease on seeing it).
+            MessageType::Request
+                if self.request.server_id() == Some(self.server_id)
+                    && self.request.requested_ip().is_none() =>
+            {
                 self.reply(MessageType::Ack, Content::BootOnly)
             }
             MessageType::Request => Decision::Drop(DropReason::AddressingNotOurs(mac)),
@@ -595,20 +601,26 @@ impl Exchange<'_> {
         content: Content,
     ) {
         let requested = |c: u8| self.request.parameter_request_list().contains(&c);
+        // Every boot file comes with a next-server, URLs included: iPXE
+        // accepts a ProxyDHCP reply only when it names both (else it prints
+        // "Nothing to boot"), and scripts may use `${next-server}`.
+        let url_next_server = self.cfg.tftp_server.unwrap_or(self.server_id);
         let (file, next_server) = match plan {
-            BootPlan::Tftp { next_server, file } => (file.as_str(), Some(*next_server)),
-            BootPlan::Http { url } | BootPlan::Script { url } => (url.as_str(), None),
+            BootPlan::Tftp { next_server, file } => (file.as_str(), *next_server),
+            BootPlan::Http { url } | BootPlan::Script { url } => (url.as_str(), url_next_server),
             BootPlan::Nothing(_) => return,
         };
         let fits_file_field = file.len() < FILE_LEN;
         if fits_file_field {
             packet.file = file.as_bytes().to_vec();
         }
-        if let Some(ns) = next_server {
-            packet.siaddr = ns;
-            if requested(code::TFTP_SERVER_NAME) {
-                options.put(code::TFTP_SERVER_NAME, ns.to_string().into_bytes(), false);
-            }
+        packet.siaddr = next_server;
+        if requested(code::TFTP_SERVER_NAME) {
+            options.put(
+                code::TFTP_SERVER_NAME,
+                next_server.to_string().into_bytes(),
+                false,
+            );
         }
         // UEFI HTTP boot and iPXE read option 67; PXE ROMs read `file`.
         let url_client = !matches!(plan, BootPlan::Tftp { .. });

@@ -130,16 +130,6 @@ fn sushy_libvirt_venv() -> PathBuf {
     venv
 }
 
-/// Builds the test OS (kernel + initramfs), as `netboot.rs` does.
-fn test_os(dir: &Path) -> PathBuf {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/e2e/build-test-os.sh"
-    );
-    run_checked(Command::new(script).arg(dir), "build-test-os.sh");
-    dir.to_path_buf()
-}
-
 /// A private libvirtd in network namespace `ns`, its state under `dir`.
 struct Libvirtd {
     uri: String,
@@ -409,7 +399,7 @@ fn bellows_netboot_powers_on_a_libvirt_vm_through_redfish_and_it_network_boots()
     }
     ensure_packages();
     let work = tempfile::tempdir().unwrap();
-    let os = test_os(&work.path().join("os"));
+    let os = crate::vm::test_os();
     let lab = Lab::new("lv", SERVER_IP);
     let ns = lab.server_ns.clone();
 

@@ -3,7 +3,7 @@
 //! Bellows → the booted system finds itself in the metadata service and
 //! reports over syslog.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,26 +15,8 @@ use crate::vm::{Firmware, Vm, VmSpec, file_tail};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
 
-/// Builds the test OS (kernel + initramfs) once per test into `dir`.
-fn test_os(dir: &Path) -> PathBuf {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/e2e/build-test-os.sh"
-    );
-    let out = Command::new(script)
-        .arg(dir)
-        .output()
-        .expect("run build-test-os.sh");
-    assert!(
-        out.status.success(),
-        "build-test-os.sh: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    dir.to_path_buf()
-}
-
 /// A diskless VM that powers off (no reboot) when its OS is done.
-fn netboot_vm(ns: &str, tap: &str, mac: &str, fw: Firmware, work: &Path) -> Vm {
+pub(crate) fn netboot_vm(ns: &str, tap: &str, mac: &str, fw: Firmware, work: &Path) -> Vm {
     crate::vm::start_vm(&VmSpec {
         ns,
         tap,
@@ -99,11 +81,24 @@ pub(crate) fn assert_callback(line: &str, mac: &str, ip: &str, name: &str) {
 
 /// Waits for the booted test OS's syslog report, filed under the machine.
 fn wait_for_callback(s: &Server, ns: &str, machine: &str, vm: &mut Vm, work: &Path) -> String {
+    wait_for_log_line(s, ns, machine, "booted worker=", vm, work)
+}
+
+/// Waits for a syslog line containing `needle` filed under `machine`;
+/// panics with the console's tail if the VM powers off without one.
+pub(crate) fn wait_for_log_line(
+    s: &Server,
+    ns: &str,
+    machine: &str,
+    needle: &str,
+    vm: &mut Vm,
+    work: &Path,
+) -> String {
     let start = Instant::now();
     let mut exited_at: Option<Instant> = None;
     loop {
         let logs = ok(&s.cli_netns(ns, &["hardware", "logs", machine], None));
-        if let Some(line) = logs.lines().find(|l| l.contains("booted worker=")) {
+        if let Some(line) = logs.lines().find(|l| l.contains(needle)) {
             eprintln!("booted in {:.1} s", start.elapsed().as_secs_f64());
             return line.to_string();
         }
@@ -125,7 +120,7 @@ fn wait_for_callback(s: &Server, ns: &str, machine: &str, vm: &mut Vm, work: &Pa
     }
 }
 
-fn have_qemu() -> bool {
+pub(crate) fn have_qemu() -> bool {
     let ok = Path::new("/usr/bin/qemu-system-x86_64").exists()
         && Path::new("/usr/share/OVMF/OVMF_CODE_4M.fd").exists();
     if !ok {
@@ -138,27 +133,40 @@ fn have_qemu() -> bool {
     ok
 }
 
-/// Bring your own DHCP (seed 003): dnsmasq, configured by
-/// `bellows dhcp-config --format dnsmasq`, does the addressing; Bellows
-/// serves TFTP, the script, the OS and the metadata.
-fn boot_with_dnsmasq(fw: Firmware, mac: &str, ip: &str, name: &str) {
-    boot_vm(fw, true, mac, ip, name);
+/// Who hands out addresses and boot files in a boot test.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Site {
+    /// Bellows' own DHCP server, reservation mode.
+    Bellows,
+    /// The site's dnsmasq, Kea or ISC dhcpd, configured by `bellows
+    /// dhcp-config` (seed 003); Bellows' DHCP is off.
+    Generated(&'static str),
+    /// A plain site DHCP server (addresses only) on another host of the
+    /// network, and `bellows server --dhcp-mode proxy` for the boot files.
+    ProxyOtherHost,
+    /// The same, with the site's DHCP server on Bellows' own host and
+    /// address (they share the server identifier).
+    ProxySameHost,
 }
 
-/// One whole boot: Bellows (and dnsmasq, if asked) in the lab's server
-/// namespace, a VM on its bridge, and the booted OS's report.
-fn boot_vm(fw: Firmware, with_dnsmasq: bool, mac: &str, ip: &str, name: &str) {
+impl Site {
+    fn dhcp_mode(self) -> &'static str {
+        match self {
+            Site::Bellows => "reservation",
+            Site::Generated(_) => "off",
+            Site::ProxyOtherHost | Site::ProxySameHost => "proxy",
+        }
+    }
+}
+
+/// One whole boot: Bellows (and the site's DHCP server, if any) in the
+/// lab, a VM on its bridge, and the booted OS's report.
+pub(crate) fn boot_vm(fw: Firmware, site: Site, tag: &str, mac: &str, ip: &str, name: &str) {
     if !can_run() || !have_qemu() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
-    let os = test_os(&work.path().join("os"));
-    let tag = match (fw, with_dnsmasq) {
-        (Firmware::Bios, true) => "nbd",
-        (Firmware::Uefi, true) => "nud",
-        (Firmware::Bios, false) => "nb",
-        (Firmware::Uefi, false) => "nu",
-    };
+    let os = crate::vm::test_os();
     let mut lab = Lab::new(tag, "10.77.0.1");
     let tap = lab.tap(1);
     let ns = lab.server_ns.clone();
@@ -168,7 +176,7 @@ fn boot_vm(fw: Firmware, with_dnsmasq: bool, mac: &str, ip: &str, name: &str) {
         &work.path().join("data"),
         &[
             "--dhcp-mode",
-            if with_dnsmasq { "off" } else { "reservation" },
+            site.dhcp_mode(),
             "--interface",
             "br0",
             "--tftp-listen",
@@ -182,7 +190,17 @@ fn boot_vm(fw: Firmware, with_dnsmasq: bool, mac: &str, ip: &str, name: &str) {
         ],
     );
     register(&s, &ns, mac, ip, name);
-    let _dnsmasq = with_dnsmasq.then(|| start_dnsmasq(&s, &ns, work.path()));
+    let site_log = work.path().join("site-dhcp.log");
+    let _site_dhcp = match site {
+        Site::Bellows => None,
+        Site::Generated(format) => Some(start_generated(&s, &ns, format, work.path())),
+        Site::ProxyOtherHost => {
+            let host = lab.host("dhcp", "10.77.0.2");
+            let iface = lab.host_interface(&host);
+            Some(start_plain_dnsmasq(&host, &iface, mac, ip, work.path()))
+        }
+        Site::ProxySameHost => Some(start_plain_dnsmasq(&ns, "br0", mac, ip, work.path())),
+    };
     let mut vm = netboot_vm(&ns, &tap, mac, fw, work.path());
     let line = wait_for_callback(&s, &ns, name, &mut vm, work.path());
     assert_callback(&line, mac, ip, name);
@@ -194,41 +212,117 @@ fn boot_vm(fw: Firmware, with_dnsmasq: bool, mac: &str, ip: &str, name: &str) {
             "{tftp:?}"
         );
     }
+    if matches!(site, Site::ProxyOtherHost | Site::ProxySameHost) {
+        // The lease came from the site's server, taken once: no reply of
+        // Bellows' was mistaken for an ACK of it.
+        let log = std::fs::read_to_string(&site_log).unwrap_or_default();
+        assert!(log.contains("DHCPACK("), "site dnsmasq log:\n{log}");
+        assert!(!log.contains("DHCPDECLINE"), "site dnsmasq log:\n{log}");
+    }
 }
 
-/// dnsmasq with the configuration `bellows dhcp-config` writes.
-fn start_dnsmasq(s: &Server, ns: &str, work: &Path) -> Vm {
+/// The site's DHCP server with the configuration `bellows dhcp-config
+/// --format FORMAT` writes, run as the site would run it.
+fn start_generated(s: &Server, ns: &str, format: &str, work: &Path) -> Vm {
     let conf = ok(&s.cli_netns(
         ns,
-        &["dhcp-config", "--format", "dnsmasq", "--interface", "br0"],
+        &["dhcp-config", "--format", format, "--interface", "br0"],
         None,
     ));
-    let conf_path = work.join("dnsmasq.conf");
+    let log = std::fs::File::create(work.join("site-dhcp.log")).expect("site log");
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns]);
+    match format {
+        "dnsmasq" => {
+            let path = work.join("dnsmasq.conf");
+            std::fs::write(
+                &path,
+                format!(
+                    "{conf}bind-interfaces\nno-resolv\nno-hosts\nport=0\ndhcp-leasefile={}\npid-file={}\nlog-dhcp\nlog-facility={}\n",
+                    work.join("leases").display(),
+                    work.join("dnsmasq.pid").display(),
+                    work.join("site-dhcp.log").display(),
+                ),
+            )
+            .unwrap();
+            cmd.args(["dnsmasq", "-k", "-C"]).arg(&path);
+        }
+        "kea" => {
+            let mut v: serde_json::Value = serde_json::from_str(&conf).expect("kea JSON");
+            // Run-time paths of this test, not the system's.
+            v["Dhcp4"]["lease-database"] = json!({"type": "memfile", "persist": false});
+            v["Dhcp4"]["loggers"] = json!([{"name": "kea-dhcp4", "severity": "INFO",
+                "output_options": [{"output": "stdout"}]}]);
+            let path = work.join("kea.json");
+            std::fs::write(&path, v.to_string()).unwrap();
+            cmd.args(["kea-dhcp4", "-c"])
+                .arg(&path)
+                .env("KEA_PIDFILE_DIR", work)
+                .env("KEA_LOCKFILE_DIR", work);
+        }
+        "isc" => {
+            let path = work.join("dhcpd.conf");
+            std::fs::write(&path, &conf).unwrap();
+            let leases = work.join("dhcpd.leases");
+            std::fs::write(&leases, "").unwrap();
+            cmd.args(["dhcpd", "-f", "-d", "-4", "-cf"])
+                .arg(&path)
+                .arg("-lf")
+                .arg(&leases)
+                .arg("-pf")
+                .arg(work.join("dhcpd.pid"))
+                .arg("br0");
+        }
+        other => panic!("no site DHCP server {other}"),
+    }
+    let err = log.try_clone().expect("site log");
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start the site's {format}: {e}"));
+    std::thread::sleep(Duration::from_secs(1));
+    Vm(child)
+}
+
+/// A site DHCP server that knows nothing of network boot: dnsmasq handing
+/// out addresses (the VM's reserved one) and no boot file, on `iface`.
+fn start_plain_dnsmasq(ns: &str, iface: &str, mac: &str, ip: &str, work: &Path) -> Vm {
+    let path = work.join("site-dnsmasq.conf");
     std::fs::write(
-        &conf_path,
+        &path,
         format!(
-            "{conf}bind-interfaces\nno-resolv\nno-hosts\ndhcp-leasefile={}\npid-file={}\nlog-dhcp\n",
-            work.join("leases").display(),
-            work.join("dnsmasq.pid").display()
+            "interface={iface}\nbind-interfaces\nport=0\nno-resolv\nno-hosts\n\
+             dhcp-range=10.77.0.100,10.77.0.200,255.255.255.0,10m\n\
+             dhcp-host={mac},{ip}\ndhcp-authoritative\n\
+             dhcp-leasefile={}\npid-file={}\nlog-dhcp\nlog-facility={}\n",
+            work.join("site-leases").display(),
+            work.join("site-dnsmasq.pid").display(),
+            work.join("site-dhcp.log").display(),
         ),
     )
     .unwrap();
-    let dnsmasq = Command::new("ip")
+    let child = Command::new("ip")
         .args(["netns", "exec", ns, "dnsmasq", "-k", "-C"])
-        .arg(&conf_path)
+        .arg(&path)
+        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("start dnsmasq");
-    Vm(dnsmasq)
+        .expect("start the site's dnsmasq");
+    std::thread::sleep(Duration::from_millis(500));
+    Vm(child)
 }
 
 /// BIOS: SeaBIOS with QEMU's NIC ROM, which is iPXE: it asks for the
 /// script at once.
 #[test]
 fn bios_vm_boots_with_dnsmasq_from_the_generated_config() {
-    boot_with_dnsmasq(
+    boot_vm(
         Firmware::Bios,
+        Site::Generated("dnsmasq"),
+        "nbd",
         "52:54:00:77:00:50",
         "10.77.0.50",
         "e2e-bios-dnsmasq",
@@ -239,8 +333,10 @@ fn bios_vm_boots_with_dnsmasq_from_the_generated_config() {
 /// `ipxe.efi` from Bellows over TFTP, which then fetches the script.
 #[test]
 fn uefi_vm_boots_with_dnsmasq_from_the_generated_config() {
-    boot_with_dnsmasq(
+    boot_vm(
         Firmware::Uefi,
+        Site::Generated("dnsmasq"),
+        "nud",
         "52:54:00:77:00:51",
         "10.77.0.51",
         "e2e-uefi-dnsmasq",
@@ -252,7 +348,8 @@ fn uefi_vm_boots_with_dnsmasq_from_the_generated_config() {
 fn bios_vm_boots_against_bellows_alone() {
     boot_vm(
         Firmware::Bios,
-        false,
+        Site::Bellows,
+        "nb",
         "52:54:00:77:00:60",
         "10.77.0.60",
         "e2e-bios",
@@ -265,10 +362,117 @@ fn bios_vm_boots_against_bellows_alone() {
 fn uefi_vm_boots_against_bellows_alone() {
     boot_vm(
         Firmware::Uefi,
-        false,
+        Site::Bellows,
+        "nu",
         "52:54:00:77:00:61",
         "10.77.0.61",
         "e2e-uefi",
+    );
+}
+
+/// The site's Kea, configured by `bellows dhcp-config --format kea`.
+#[test]
+fn bios_vm_boots_with_kea_from_the_generated_config() {
+    boot_vm(
+        Firmware::Bios,
+        Site::Generated("kea"),
+        "nbk",
+        "52:54:00:77:00:52",
+        "10.77.0.52",
+        "e2e-bios-kea",
+    );
+}
+
+#[test]
+fn uefi_vm_boots_with_kea_from_the_generated_config() {
+    boot_vm(
+        Firmware::Uefi,
+        Site::Generated("kea"),
+        "nuk",
+        "52:54:00:77:00:53",
+        "10.77.0.53",
+        "e2e-uefi-kea",
+    );
+}
+
+/// The site's ISC dhcpd, configured by `bellows dhcp-config --format isc`.
+#[test]
+fn bios_vm_boots_with_isc_dhcpd_from_the_generated_config() {
+    boot_vm(
+        Firmware::Bios,
+        Site::Generated("isc"),
+        "nbi",
+        "52:54:00:77:00:54",
+        "10.77.0.54",
+        "e2e-bios-isc",
+    );
+}
+
+#[test]
+fn uefi_vm_boots_with_isc_dhcpd_from_the_generated_config() {
+    boot_vm(
+        Firmware::Uefi,
+        Site::Generated("isc"),
+        "nui",
+        "52:54:00:77:00:55",
+        "10.77.0.55",
+        "e2e-uefi-isc",
+    );
+}
+
+/// Proxy mode: a plain site DHCP server on another host gives the address,
+/// Bellows only the boot files (ProxyDHCP on 67 and 4011). QEMU's iPXE ROM
+/// takes a ProxyDHCP reply only with next-server and a file name.
+#[test]
+fn bios_vm_boots_through_proxy_dhcp_beside_a_plain_site_server() {
+    boot_vm(
+        Firmware::Bios,
+        Site::ProxyOtherHost,
+        "npb",
+        "52:54:00:77:00:56",
+        "10.77.0.56",
+        "e2e-bios-proxy",
+    );
+}
+
+/// Proxy mode under UEFI: OVMF's PXE gets ipxe.efi from the proxy's reply,
+/// then ipxe.efi its script the same way.
+#[test]
+fn uefi_vm_boots_through_proxy_dhcp_beside_a_plain_site_server() {
+    boot_vm(
+        Firmware::Uefi,
+        Site::ProxyOtherHost,
+        "npu",
+        "52:54:00:77:00:57",
+        "10.77.0.57",
+        "e2e-uefi-proxy",
+    );
+}
+
+/// Proxy mode on the site DHCP server's own host: one address for both,
+/// so the client's lease REQUEST names Bellows' identifier too; Bellows
+/// must not answer it (OVMF would decline its lease).
+#[test]
+fn bios_vm_boots_through_proxy_dhcp_on_the_site_servers_host() {
+    boot_vm(
+        Firmware::Bios,
+        Site::ProxySameHost,
+        "nsb",
+        "52:54:00:77:00:58",
+        "10.77.0.58",
+        "e2e-bios-proxy-same",
+    );
+}
+
+#[test]
+fn uefi_vm_boots_through_proxy_dhcp_on_the_site_servers_host() {
+    boot_vm(
+        Firmware::Uefi,
+        Site::ProxySameHost,
+        "nsu",
+        "52:54:00:77:00:59",
+        "10.77.0.59",
+        "e2e-uefi-proxy-same",
     );
 }
 

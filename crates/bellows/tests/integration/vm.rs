@@ -1,7 +1,7 @@
 //! QEMU VMs (TCG) for the whole-boot tests: one way to start them on a tap
 //! in a lab's namespace, and to kill them (by PID) even when a test fails.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 /// A child process (QEMU, or a helper daemon), killed when dropped.
@@ -123,4 +123,103 @@ pub fn file_tail(path: &Path, chars: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let skip = text.chars().count().saturating_sub(chars);
     text.chars().skip(skip).collect()
+}
+
+/// Runs `build(dir)` once for all the test processes of a run (nextest
+/// runs each test in its own process) and returns `dir`: the result is kept
+/// under the target directory, keyed by the contents of `inputs` (the build
+/// scripts), `args` and the installed kernels, and built under a file lock
+/// so parallel tests wait for one build instead of racing it.
+pub fn built_once(
+    name: &str,
+    inputs: &[&Path],
+    args: &[&str],
+    build: impl FnOnce(&Path),
+) -> PathBuf {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for input in inputs {
+        std::fs::read(input)
+            .unwrap_or_else(|e| panic!("read {}: {e}", input.display()))
+            .hash(&mut h);
+    }
+    args.hash(&mut h);
+    let mut kernels: Vec<String> = std::fs::read_dir("/boot")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("vmlinuz-"))
+                .collect()
+        })
+        .unwrap_or_default();
+    kernels.sort();
+    kernels.hash(&mut h);
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-images");
+    std::fs::create_dir_all(&root).expect("create the image cache");
+    let dir = root.join(format!("{name}-{:016x}", h.finish()));
+    let lock = std::fs::File::create(root.join(format!("{name}.lock"))).expect("lock file");
+    lock.lock().expect("lock the image cache");
+    let done = dir.join(".built");
+    if !done.exists() {
+        // A build a killed run left half-done: start over.
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create the image directory");
+        let started = std::time::Instant::now();
+        build(&dir);
+        std::fs::write(&done, b"").expect("mark the image built");
+        eprintln!("built {name} in {:.1} s", started.elapsed().as_secs_f64());
+    }
+    drop(lock);
+    dir
+}
+
+/// Path of a script under `tests/e2e/`.
+pub fn e2e_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/e2e")
+        .join(name)
+}
+
+/// Runs an e2e build script, panicking with its output if it fails.
+pub fn run_script(script: &Path, args: &[&std::ffi::OsStr]) -> String {
+    let out = Command::new(script)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "{}: {}\n{}",
+        script.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The network-boot tests' OS (kernel + initramfs), built once per run.
+pub fn test_os() -> PathBuf {
+    let script = e2e_script("build-test-os.sh");
+    built_once("test-os", &[&script, &e2e_script("lib.sh")], &[], |dir| {
+        run_script(&script, &[dir.as_os_str()]);
+    })
+}
+
+/// An already-installed disk image (see `build-installed-disk.sh`) whose
+/// system calls back to `syslog_ip`, with its UEFI loader at `efi_path`;
+/// built once per run. Returns the image file (copy it before booting).
+pub fn installed_disk(syslog_ip: &str, efi_path: &str) -> PathBuf {
+    let script = e2e_script("build-installed-disk.sh");
+    let dir = built_once(
+        "installed-disk",
+        &[&script, &e2e_script("lib.sh")],
+        &[syslog_ip, efi_path],
+        |dir| {
+            let img = dir.join("installed.img");
+            run_script(
+                &script,
+                &[img.as_os_str(), syslog_ip.as_ref(), efi_path.as_ref()],
+            );
+        },
+    );
+    dir.join("installed.img")
 }

@@ -1063,6 +1063,8 @@ fn proxy_mode_gives_boot_info_without_an_address() {
     );
     assert_eq!(class_id(&offer).as_deref(), Some(&b"PXEClient"[..]));
     assert!(raw_opt(&offer, 175).is_none());
+    // iPXE takes a ProxyDHCP reply only with next-server and a file name.
+    assert_eq!(offer.siaddr(), SERVER);
 
     // Not ours to answer.
     assert_eq!(
@@ -1107,6 +1109,45 @@ fn proxy_mode_gives_boot_info_without_an_address() {
         expect_drop(decide_with(&site_request, &cfg, &arrival(), &NoBootState)),
         DropReason::AddressingNotOurs(MAC_A)
     );
+}
+
+/// The site's DHCP server and Bellows' proxy on one host share a server
+/// identifier: the client's REQUEST for its lease then names "us", and a
+/// boot-only ACK (yiaddr 0) would race the site's real ACK. Only a REQUEST
+/// that asks for no address is a boot-server request.
+#[test]
+fn proxy_never_acks_a_lease_request_even_when_it_names_our_address() {
+    let cfg = DhcpConfig {
+        mode: Mode::Proxy,
+        ..DhcpConfig::default()
+    };
+    let mut taking_lease = pxe(MAC_A, 7);
+    taking_lease
+        .opts_mut()
+        .insert(DhcpOption::MessageType(v4::MessageType::Request));
+    taking_lease
+        .opts_mut()
+        .insert(DhcpOption::ServerIdentifier(SERVER));
+    taking_lease
+        .opts_mut()
+        .insert(DhcpOption::RequestedIpAddress(Ipv4Addr::new(10, 66, 0, 77)));
+    assert_eq!(
+        expect_drop(decide_with(&taking_lease, &cfg, &arrival(), &NoBootState)),
+        DropReason::AddressingNotOurs(MAC_A)
+    );
+    // The same client asking for boot info only (it has its address).
+    let mut boot_request = pxe(MAC_A, 7);
+    boot_request
+        .opts_mut()
+        .insert(DhcpOption::MessageType(v4::MessageType::Request));
+    boot_request
+        .opts_mut()
+        .insert(DhcpOption::ServerIdentifier(SERVER));
+    boot_request.set_ciaddr(Ipv4Addr::new(10, 66, 0, 77));
+    let (_, ack) = expect_reply(decide_with(&boot_request, &cfg, &arrival(), &NoBootState));
+    assert_eq!(ack.opts().msg_type(), Some(v4::MessageType::Ack));
+    assert_eq!(ack.yiaddr(), Ipv4Addr::UNSPECIFIED);
+    assert_eq!(file(&ack), "ipxe.efi");
 }
 
 #[test]
