@@ -41,6 +41,7 @@ answering() {
 stop_daemon() {
   if [ ! -f "$PIDFILE" ]; then
     echo "docker-test-daemon: not running (no $PIDFILE)" >&2
+    stop_orphaned_containerd
     return 0
   fi
   local pid
@@ -57,6 +58,7 @@ stop_daemon() {
     fi
   fi
   $SUDO rm -f "$PIDFILE"
+  stop_orphaned_containerd
   echo "docker-test-daemon: stopped" >&2
 }
 
@@ -77,8 +79,13 @@ clear_stale_engine() {
     fi
   fi
   [ ! -S "$SOCK" ] || $SUDO rm -f "$SOCK"
-  # A dockerd killed with SIGKILL leaves its containerd running, and the next
-  # dockerd then times out starting its own.
+  stop_orphaned_containerd
+}
+
+# stop_orphaned_containerd: a dockerd killed with SIGKILL (or one that did
+# not take its containerd down) leaves our containerd running, and the next
+# dockerd then times out starting its own.
+stop_orphaned_containerd() {
   local cpid cpidfile="$EXEC_ROOT/containerd/containerd.pid"
   cpid="$(cat "$cpidfile" 2>/dev/null || true)"
   if [ -n "$cpid" ] && tr '\0' ' ' 2>/dev/null <"/proc/$cpid/cmdline" | grep -qF "$EXEC_ROOT/containerd/"; then

@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_build_deps
 cargo build --release --locked -p bellows
+# What machines boot: iPXE binaries (TFTP and HTTP), rEFInd for
+# `--local-boot refind` on UEFI.
+apt_install ipxe refind
 
 # The in-memory OS machines boot (DATA_DIR/osie), built once from Debian's
 # kernel and busybox unless an --osie-dir is given.

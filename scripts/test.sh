@@ -12,7 +12,7 @@ apt_install golang-go python3-venv curl iproute2 cloud-init dnsmasq-base kea-dhc
   tftp-hpa atftp isc-dhcp-client isc-dhcp-relay ndisc6 ipmitool openipmi apache2-utils \
   zstd xz-utils gzip e2fsprogs libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients \
   python3-libvirt openssl syslinux syslinux-common mtools dosfstools systemd-boot-efi \
-  binutils fdisk
+  binutils fdisk kmod refind
 
 echo "== fmt"
 cargo fmt --all -- --check
@@ -20,6 +20,8 @@ echo "== clippy"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 echo "== docker: a private engine for the worker's container tests"
 docker_env="$(scripts/docker-test-daemon.sh)" # prints: export DOCKER_HOST=unix://...
+# Leave nothing running: the engine and its containerd stop however this ends.
+trap 'scripts/docker-test-daemon.sh stop' EXIT
 eval "$docker_env"
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then

@@ -171,7 +171,7 @@ fn dnsmasq(subnets: &[Subnet], boot: &BootInfo, interface: Option<&str>) -> Stri
          dhcp-match=set:efi64,option:client-arch,7\n\
          dhcp-match=set:efi64,option:client-arch,9\n\
          dhcp-boot=tag:ipxe,{url}\n\
-         dhcp-boot=tag:!ipxe,tag:efi64,ipxe.efi,,{server}\n\
+         dhcp-boot=tag:!ipxe,tag:efi64,snponly.efi,,{server}\n\
          dhcp-boot=tag:!ipxe,tag:!efi64,undionly.kpxe,,{server}\n\
          # iPXE: do not wait for ProxyDHCP offers (option 175.176 no-pxedhcp).\n\
          dhcp-option=tag:ipxe,encap:175,176,1b\n",
@@ -236,7 +236,7 @@ fn kea(subnets: &[Subnet], boot: &BootInfo, interface: Option<&str>) -> String {
                     "name": "efi64",
                     "test": "not member('ipxe') and (option[93].hex == 0x0007 or option[93].hex == 0x0009)",
                     "next-server": server,
-                    "boot-file-name": "ipxe.efi"
+                    "boot-file-name": "snponly.efi"
                 },
                 {
                     "name": "bios",
@@ -271,7 +271,7 @@ fn isc(subnets: &[Subnet], boot: &BootInfo) -> String {
          \x20 option ipxe.no-pxedhcp 1;\n\
          }} elsif option client-architecture = 00:07 or option client-architecture = 00:09 {{\n\
          \x20 next-server {server};\n\
-         \x20 filename \"ipxe.efi\";\n\
+         \x20 filename \"snponly.efi\";\n\
          }} else {{\n\
          \x20 next-server {server};\n\
          \x20 filename \"undionly.kpxe\";\n\
@@ -307,7 +307,8 @@ fn isc(subnets: &[Subnet], boot: &BootInfo) -> String {
 
 /// The customer iPXE script of seed 000, for OVH's `POST /me/ipxeScript`:
 /// close the public NIC, DHCP on the private one, chain this server's
-/// script for that NIC, and exit (boot normally) if anything fails.
+/// script for that NIC, and `exit 1` (boot the next device: a failure, so
+/// UEFI firmware does not stop in its setup menu) if anything fails.
 pub fn ovh_script(boot: &BootInfo, public_nic: &str, private_nic: &str) -> String {
     format!(
         "#!ipxe\n\
@@ -316,7 +317,7 @@ pub fn ovh_script(boot: &BootInfo, public_nic: &str, private_nic: &str) -> Strin
          set iface {private_nic}\n\
          chain --autofree {base}/ipxe/${{{private_nic}/mac}}/auto.ipxe || goto failed\n\
          :failed\n\
-         exit\n",
+         exit 1\n",
         base = boot.http_base
     )
 }

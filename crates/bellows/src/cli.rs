@@ -230,10 +230,17 @@ pub struct ServerArgs {
     /// Extra kernel command line for the in-memory OS.
     #[arg(long, env = "BELLOWS_KERNEL_ARGS")]
     pub kernel_args: Option<String>,
-    /// What a machine with nothing to do boots: exit, sanboot, or
-    /// chain:URL (e.g. a rEFInd script) [default: exit].
+    /// What a machine with nothing to do boots: exit (`exit 1`: the
+    /// firmware's next boot option), sanboot (the first BIOS disk), refind
+    /// (rEFInd served by Bellows scans the disks on UEFI; BIOS sanboots),
+    /// or chain:URL [default: exit].
     #[arg(long, env = "BELLOWS_LOCAL_BOOT")]
     pub local_boot: Option<String>,
+    /// Directory of rEFInd's binaries (refind_x64.efi …) and, optionally,
+    /// your refind.conf, served at /refind/ for --local-boot refind
+    /// [default: /usr/share/refind/refind, Debian's refind package].
+    #[arg(long, env = "BELLOWS_REFIND_DIR")]
+    pub refind_dir: Option<PathBuf>,
     /// TOML file with any of these settings (same names, `_` for `-`).
     #[arg(long, env = "BELLOWS_CONFIG")]
     #[serde(skip)]

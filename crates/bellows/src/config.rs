@@ -50,6 +50,8 @@ pub struct ServerConfig {
     pub kernel_args: String,
     /// Local boot mode.
     pub local_boot: LocalBoot,
+    /// rEFInd binaries and optional refind.conf.
+    pub refind_dir: PathBuf,
     /// Log filter.
     pub log: String,
     /// Grace past an action's timeout before the server expires it.
@@ -98,6 +100,9 @@ pub enum ConfigError {
 
 /// Where Debian's `ipxe` package puts the binaries.
 pub const DEBIAN_IPXE_DIR: &str = "/usr/lib/ipxe";
+
+/// Where Debian's `refind` package puts rEFInd's binaries.
+pub const DEBIAN_REFIND_DIR: &str = "/usr/share/refind/refind";
 
 fn default_addr(s: &str) -> SocketAddr {
     s.parse()
@@ -167,6 +172,7 @@ pub fn resolve(args: &ServerArgs) -> Result<ServerConfig, ConfigError> {
         osie_initrd: pick!(osie_initrd).unwrap_or_else(|| "initramfs".into()),
         kernel_args: pick!(kernel_args).unwrap_or_default(),
         local_boot,
+        refind_dir: pick!(refind_dir).unwrap_or_else(|| PathBuf::from(DEBIAN_REFIND_DIR)),
         log: pick!(log).unwrap_or_else(|| "info".to_string()),
         action_grace: std::time::Duration::from_secs(pick!(action_grace).unwrap_or(60)),
         worker_keepalive: std::time::Duration::from_secs(match pick!(worker_keepalive) {

@@ -168,9 +168,18 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
             cfg.osie_dir.join(&cfg.osie_kernel).display()
         );
     }
-    if !ipxe_dir.join("undionly.kpxe").is_file() && !ipxe_dir.join("ipxe.efi").is_file() {
+    if cfg.local_boot == bellows_ipxe::LocalBoot::Refind
+        && !cfg.refind_dir.join("refind_x64.efi").is_file()
+        && !cfg.refind_dir.join("refind_aa64.efi").is_file()
+    {
         tracing::warn!(
-            "no iPXE binaries in {} (install Debian's ipxe package, or set --ipxe-dir)",
+            "--local-boot refind: no rEFInd binaries in {} (install Debian's refind package, or set --refind-dir); UEFI machines will exit to their firmware's next boot option",
+            cfg.refind_dir.display()
+        );
+    }
+    if !ipxe_dir.join("undionly.kpxe").is_file() || !ipxe_dir.join("snponly.efi").is_file() {
+        tracing::warn!(
+            "iPXE binaries missing in {} (undionly.kpxe for BIOS, snponly.efi for UEFI): install Debian's ipxe package, or set --ipxe-dir",
             ipxe_dir.display()
         );
     }
@@ -210,6 +219,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
         &BootFiles {
             ipxe_dir: ipxe_dir.clone(),
             osie_dir: Some(cfg.osie_dir.clone()),
+            refind_dir: Some(cfg.refind_dir.clone()),
         },
     )
     .merge(metadata.clone())
@@ -242,13 +252,14 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
             hub.stop();
         });
     }
+    let mut stopping = stop_rx.clone();
     let stopped = move || {
         let mut rx = stop_rx.clone();
         async move {
             let _ = rx.wait_for(|stop| *stop).await;
         }
     };
-    let mut servers = tokio::task::JoinSet::new();
+    let mut servers = Services::default();
     if let (true, Some(interface)) = (cfg.ipv6_ra, cfg.interface.as_deref()) {
         match bellows_dhcp::ra::RaSender::bind(interface) {
             Ok(ra) => {
@@ -257,7 +268,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
                     "sending IPv6 router advertisements (no prefix, lifetime 0)"
                 );
                 let stop = stopped();
-                servers.spawn(async move {
+                servers.spawn("IPv6 router advertisements", async move {
                     ra.run(stop).await;
                     Ok(())
                 });
@@ -268,7 +279,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
     {
         let stop = stopped();
         let hub = hub.clone();
-        servers.spawn(async move {
+        servers.spawn("workflow deadlines", async move {
             hub.enforce_deadlines(stop).await;
             Ok(())
         });
@@ -276,14 +287,14 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
     {
         let store = store.clone();
         let stop = stopped();
-        servers.spawn(async move {
+        servers.spawn("BMC power poller", async move {
             poll_power(store, POWER_POLL_INTERVAL, stop).await;
             Ok(())
         });
     }
     if let Some(dhcp) = dhcp {
         let stop = stopped();
-        servers.spawn(async move {
+        servers.spawn("DHCP server", async move {
             dhcp.run(stop)
                 .await
                 .map_err(|e| format!("DHCP server failed: {e}"))
@@ -291,7 +302,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
     }
     if let Some(tftp) = tftp {
         let stop = stopped();
-        servers.spawn(async move {
+        servers.spawn("TFTP server", async move {
             tftp.run(stop)
                 .await
                 .map_err(|e| format!("TFTP server failed: {e}"))
@@ -299,14 +310,18 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
     }
     if let Some(syslog) = syslog {
         let stop = stopped();
-        servers.spawn(async move {
+        servers.spawn("syslog receiver", async move {
             syslog.run(stop).await;
             Ok(())
         });
     }
     for (listener, app) in http_apps {
         let stop = stopped();
-        servers.spawn(async move {
+        let name = match listener.local_addr() {
+            Ok(addr) => format!("HTTP service on {addr}"),
+            Err(_) => "HTTP service".to_string(),
+        };
+        servers.spawn(name, async move {
             let addr = listener.local_addr().ok();
             // NODELAY: see bellows_api::serve.
             let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
@@ -333,21 +348,100 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
         workers: hub.clone(),
     };
     let api_stop = stopped();
-    servers.spawn(async move {
+    servers.spawn("API", async move {
         bellows_api::serve(listener, state, api_stop)
             .await
             .map_err(|e| format!("API server failed: {e}"))
     });
-    while let Some(done) = servers.join_next().await {
-        match done {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(CliError::Server(e)),
-            Err(e) => return Err(CliError::Server(format!("a listener task failed: {e}"))),
-        }
-    }
+    servers
+        .run_until_drained(
+            async move {
+                let _ = stopping.wait_for(|stop| *stop).await;
+            },
+            SHUTDOWN_DRAIN,
+            || hub.connected_workers(),
+        )
+        .await?;
     store.close().await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long a shutdown waits for open connections (worker streams, HTTP
+/// requests) to finish before it closes them: a worker on a machine that
+/// hung or lost power never answers, and would otherwise hold the server
+/// up until systemd's `kill -9`, which skips closing the store.
+const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The server's long-running tasks, by name, so a shutdown can say which
+/// ones it had to cut.
+#[derive(Default)]
+struct Services {
+    tasks: tokio::task::JoinSet<Result<(), String>>,
+    names: std::collections::HashMap<tokio::task::Id, String>,
+}
+
+impl Services {
+    fn spawn(
+        &mut self,
+        name: impl Into<String>,
+        task: impl std::future::Future<Output = Result<(), String>> + Send + 'static,
+    ) {
+        let handle = self.tasks.spawn(task);
+        self.names.insert(handle.id(), name.into());
+    }
+
+    /// Waits for every task. A task that fails ends the server with its
+    /// error. Once `stop` resolves, the tasks get `drain` to finish; what
+    /// is left then is aborted and logged (with the workers whose streams
+    /// were still open, from `workers`), and the shutdown goes on.
+    async fn run_until_drained(
+        mut self,
+        stop: impl std::future::Future<Output = ()>,
+        drain: std::time::Duration,
+        workers: impl Fn() -> Vec<String>,
+    ) -> Result<(), CliError> {
+        tokio::pin!(stop);
+        let mut deadline: Option<tokio::time::Instant> = None;
+        loop {
+            let cut_off = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                done = self.tasks.join_next_with_id() => match done {
+                    None => return Ok(()),
+                    Some(Ok((id, Ok(())))) => {
+                        self.names.remove(&id);
+                    }
+                    Some(Ok((_, Err(e)))) => return Err(CliError::Server(e)),
+                    Some(Err(e)) => {
+                        let name = self.names.remove(&e.id()).unwrap_or_default();
+                        return Err(CliError::Server(format!("{name} task failed: {e}")));
+                    }
+                },
+                () = &mut stop, if deadline.is_none() => {
+                    deadline = Some(tokio::time::Instant::now() + drain);
+                }
+                () = cut_off => {
+                    let mut left: Vec<&str> = self.names.values().map(String::as_str).collect();
+                    left.sort_unstable();
+                    let workers = workers();
+                    tracing::warn!(
+                        services = ?left,
+                        workers = ?workers,
+                        "shutdown: connections still open after {} s (a worker or client that stopped answering); closing them",
+                        drain.as_secs()
+                    );
+                    self.tasks.abort_all();
+                    while self.tasks.join_next().await.is_some() {}
+                    return Ok(());
+                }
+            }
+        }
+    }
 }
 
 async fn bind_tcp(addr: SocketAddr, what: &str) -> Result<TcpListener, CliError> {

@@ -55,7 +55,12 @@ impl fmt::Display for Mode {
 pub struct BootFiles {
     /// Legacy BIOS PXE (option 93 = 0).
     pub bios: String,
-    /// x86-64 UEFI (option 93 = 7 or 9; 16 over HTTP).
+    /// x86-64 UEFI (option 93 = 7 or 9; 16 over HTTP). `snponly.efi` by
+    /// default: it drives the NIC through the firmware's own network
+    /// protocol (which just PXE-booted it) and hands control back cleanly
+    /// when a script exits. Debian's `ipxe.efi`, with its own NIC drivers,
+    /// never returns to OVMF after `exit` (tested in QEMU), so the firmware
+    /// could not go on to the installed disk.
     pub efi_x64: String,
     /// 32-bit x86 UEFI (6; 15 over HTTP), when that binary is available.
     pub efi_ia32: Option<String>,
@@ -67,7 +72,7 @@ impl Default for BootFiles {
     fn default() -> Self {
         BootFiles {
             bios: "undionly.kpxe".to_string(),
-            efi_x64: "ipxe.efi".to_string(),
+            efi_x64: "snponly.efi".to_string(),
             efi_ia32: None,
             efi_arm64: None,
         }

@@ -237,7 +237,10 @@ fn udhcpc_gets_its_reservation_and_netboot_answers() {
         &["-V", "PXEClient:Arch:00007:UNDI:003016", "-x", "0x5d:0007"],
     );
     assert_eq!(env.get("ip").map(String::as_str), Some("10.66.0.5"));
-    assert_eq!(env.get("boot_file").map(String::as_str), Some("ipxe.efi"));
+    assert_eq!(
+        env.get("boot_file").map(String::as_str),
+        Some("snponly.efi")
+    );
     assert_eq!(env.get("siaddr").map(String::as_str), Some("10.66.0.1"));
 
     // ... as BIOS PXE firmware.
@@ -387,7 +390,7 @@ fn netboot_answers_through_the_real_socket() {
                 assert_eq!(class_id(offer).as_deref(), Some(&b"PXEClient"[..]));
             }
             2 => {
-                assert_eq!(file(offer), "ipxe.efi");
+                assert_eq!(file(offer), "snponly.efi");
                 assert_eq!(offer.siaddr(), SERVER_IP);
                 assert_eq!(class_id(offer).as_deref(), Some(&b"PXEClient"[..]));
                 assert!(
@@ -398,7 +401,7 @@ fn netboot_answers_through_the_real_socket() {
                 );
             }
             3 => {
-                assert_eq!(file(offer), "http://10.66.0.1:8080/ipxe/ipxe.efi");
+                assert_eq!(file(offer), "http://10.66.0.1:8080/ipxe/snponly.efi");
                 assert_eq!(class_id(offer).as_deref(), Some(&b"HTTPClient"[..]));
             }
             _ => {
@@ -439,7 +442,7 @@ fn relayed_request_is_answered_to_the_relay() {
     assert_eq!(*from, SocketAddrV4::new(SERVER_IP, 67));
     assert_eq!(offer.giaddr(), Ipv4Addr::new(10, 66, 0, 7));
     assert_eq!(offer.yiaddr(), Ipv4Addr::new(10, 66, 0, 5));
-    assert_eq!(file(offer), "ipxe.efi");
+    assert_eq!(file(offer), "snponly.efi");
 }
 
 #[test]
@@ -582,7 +585,7 @@ fn proxy_mode_beside_dnsmasq() {
         Ipv4Addr::UNSPECIFIED,
         "ProxyDHCP gives no address"
     );
-    assert_eq!(file(proxy_offer), "ipxe.efi");
+    assert_eq!(file(proxy_offer), "snponly.efi");
     assert_eq!(proxy_offer.siaddr(), SERVER_IP);
     assert_eq!(class_id(proxy_offer).as_deref(), Some(&b"PXEClient"[..]));
     assert_eq!(server_id(proxy_offer), Some(SERVER_IP));
@@ -606,7 +609,7 @@ fn proxy_mode_beside_dnsmasq() {
     let (from, boot) = &boot_ack[0];
     assert_eq!(*from, SocketAddrV4::new(SERVER_IP, 4011));
     assert_eq!(boot.opts().msg_type(), Some(v4::MessageType::Ack));
-    assert_eq!(file(boot), "ipxe.efi");
+    assert_eq!(file(boot), "snponly.efi");
     assert_eq!(boot.yiaddr(), Ipv4Addr::UNSPECIFIED);
     assert_eq!(boot.ciaddr(), site_offer.yiaddr());
 }

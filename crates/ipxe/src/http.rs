@@ -36,6 +36,36 @@ pub struct BootFiles {
     pub ipxe_dir: PathBuf,
     /// In-memory OS files (kernel, initrd), served at `/osie/`, if local.
     pub osie_dir: Option<PathBuf>,
+    /// rEFInd's binaries (`refind_x64.efi` …) and optionally the
+    /// operator's `refind.conf`, served at `/refind/` for `--local-boot
+    /// refind`.
+    pub refind_dir: Option<PathBuf>,
+}
+
+/// Seed 004's rEFInd settings: boot the first loader found on an internal
+/// disk after one second, text only, no scan delay. Served when the rEFInd
+/// directory has no `refind.conf` of the operator's.
+pub const DEFAULT_REFIND_CONF: &str = "\
+# rEFInd settings for network-chained local boot (Bellows, after seed 004).
+timeout 1
+default_selection 1
+hideui hwtest
+hideui hints
+banner_scale
+textonly
+scanfor internal
+uefi_deep_legacy_scan
+scan_delay 0
+";
+
+/// rEFInd's binary for an iPXE `${buildarch}`.
+fn refind_binary(buildarch: &str) -> Option<&'static str> {
+    match buildarch {
+        "x86_64" => Some("refind_x64.efi"),
+        "i386" => Some("refind_ia32.efi"),
+        "arm64" => Some("refind_aa64.efi"),
+        _ => None,
+    }
 }
 
 /// The boot routes, to merge into the HTTP boot listener (which must run
@@ -55,7 +85,42 @@ pub fn router(state: BootState, files: &BootFiles) -> Router {
     if let Some(dir) = &files.osie_dir {
         router = router.nest_service("/osie", ServeDir::new(dir));
     }
+    if let Some(dir) = &files.refind_dir {
+        let dir = Arc::new(dir.clone());
+        router = router.merge(
+            Router::new()
+                .route("/refind/refind.conf", get(refind_conf))
+                .route("/refind/{buildarch}/refind.efi", get(refind_efi))
+                .with_state(dir),
+        );
+    }
     router
+}
+
+/// The operator's `refind.conf` if the rEFInd directory has one, else
+/// seed 004's settings.
+async fn refind_conf(State(dir): State<Arc<PathBuf>>, req: Request) -> Response {
+    let own = dir.join("refind.conf");
+    if tokio::fs::metadata(&own).await.is_ok_and(|m| m.is_file()) {
+        return match ServeFile::new(own).oneshot(req).await {
+            Ok(resp) => resp.into_response(),
+            Err(never) => match never {},
+        };
+    }
+    text(StatusCode::OK, DEFAULT_REFIND_CONF.to_string())
+}
+
+/// rEFInd for the architecture iPXE reports as `${buildarch}`.
+async fn refind_efi(
+    State(dir): State<Arc<PathBuf>>,
+    Path(buildarch): Path<String>,
+    req: Request,
+) -> Response {
+    let Some(name) = refind_binary(&buildarch) else {
+        tracing::info!(%buildarch, "rEFInd asked for an architecture it has no binary for");
+        return text(StatusCode::NOT_FOUND, "not found\n".into());
+    };
+    binary(&dir, name, req).await
 }
 
 /// Route state: the boot state plus where binaries live.
@@ -174,7 +239,7 @@ async fn script(state: &BootState, hw: &Hardware, mac: MacAddr) -> Response {
             tracing::error!(error = %e, %mac, "cannot read workflows for auto.ipxe");
             return text(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "#!ipxe\necho Bellows: server error; retrying in 10 s\nsleep 10\nchain --autofree ${filename} || exit\n".into(),
+                "#!ipxe\necho Bellows: server error; retrying in 10 s\nsleep 10\nchain --autofree ${filename} || exit 1\n".into(),
             );
         }
     };

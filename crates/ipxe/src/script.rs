@@ -6,20 +6,34 @@ use std::str::FromStr;
 use bellows_model::{Hardware, MacAddr};
 
 /// How a machine with nothing to do boots its installed system.
+///
+/// Every way out that means "boot something else" is `exit 1`: a failure.
+/// UEFI firmware treats a successful return (`exit`, status 0) as a boot
+/// that is finished and opens its setup menu instead of trying the next
+/// boot option; BIOS moves on either way.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LocalBoot {
-    /// `exit`: hand back to the firmware, which tries the next boot device.
+    /// `exit 1`: hand back to the firmware, which tries the next boot device.
     Exit,
-    /// `sanboot` the first BIOS disk (0x80); on UEFI, `exit` (iPXE cannot
+    /// `sanboot` the first BIOS disk (0x80); on UEFI, `exit 1` (iPXE cannot
     /// sanboot a local disk there).
     Sanboot,
-    /// Chain a local bootloader such as rEFInd (seed 004) by URL.
+    /// Chain a local bootloader by URL.
     Chain(String),
+    /// rEFInd from Bellows' HTTP service on UEFI, as seed 004 does it: it
+    /// scans the internal disks and boots what it finds, so a disk whose
+    /// loader the firmware has no boot entry for still boots. BIOS
+    /// machines `sanboot` their first disk.
+    Refind,
 }
+
+/// Where the rEFInd files are served, relative to the HTTP boot service
+/// (the script resolves them against its own URL).
+pub const REFIND_PATH: &str = "/refind";
 
 /// Why a `--local-boot` value is not understood.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a local-boot mode: use exit, sanboot or chain:URL")]
+#[error("{0:?} is not a local-boot mode: use exit, sanboot, refind or chain:URL")]
 pub struct LocalBootParseError(String);
 
 impl FromStr for LocalBoot {
@@ -28,6 +42,7 @@ impl FromStr for LocalBoot {
         match s {
             "exit" => Ok(LocalBoot::Exit),
             "sanboot" => Ok(LocalBoot::Sanboot),
+            "refind" => Ok(LocalBoot::Refind),
             _ => match s.strip_prefix("chain:") {
                 Some(url) if !url.is_empty() && !url.contains(['\n', '\r']) => {
                     Ok(LocalBoot::Chain(url.to_string()))
@@ -181,12 +196,28 @@ fn install(s: &mut String, mac: MacAddr, os: &InstallOs, local: &LocalBoot) {
 
 fn local_boot(s: &mut String, local: &LocalBoot) {
     match local {
-        LocalBoot::Exit => s.push_str("exit\n"),
+        LocalBoot::Exit => s.push_str("exit 1\n"),
         LocalBoot::Sanboot => s.push_str(
-            "iseq ${platform} efi && exit ||\nsanboot --no-describe --drive 0x80 || exit\n",
+            "iseq ${platform} efi && exit 1 ||\nsanboot --no-describe --drive 0x80 || exit 1\n",
         ),
         LocalBoot::Chain(url) => {
-            let _ = writeln!(s, "chain --autofree {url} || exit");
+            let _ = writeln!(s, "chain --autofree {url} || exit 1");
+        }
+        LocalBoot::Refind => {
+            // rEFInd reads refind.conf from the directory it was loaded
+            // from: iPXE shows it every image it holds, by name. Paths are
+            // absolute on this server, resolved against the script's URL.
+            s.push_str("iseq ${platform} efi && goto refind ||\n");
+            s.push_str("sanboot --no-describe --drive 0x80 || exit 1\n");
+            s.push_str(":refind\n");
+            let _ = writeln!(
+                s,
+                "imgfetch --name refind.conf {REFIND_PATH}/refind.conf || exit 1"
+            );
+            let _ = writeln!(
+                s,
+                "chain --name refind.efi {REFIND_PATH}/${{buildarch}}/refind.efi || exit 1"
+            );
         }
     }
 }

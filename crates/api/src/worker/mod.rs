@@ -100,6 +100,18 @@ impl WorkerHub {
         self.workers.lock().map(|w| w.len()).unwrap_or(0)
     }
 
+    /// The ids of the workers connected now, sorted: named in the log when
+    /// a shutdown has to cut their streams.
+    pub fn connected_workers(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .workers
+            .lock()
+            .map(|w| w.keys().cloned().collect())
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    }
+
     /// Ends every stream; call when the server shuts down.
     pub fn stop(&self) {
         self.stopped.store(true, Ordering::SeqCst);

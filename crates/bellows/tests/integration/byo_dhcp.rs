@@ -125,7 +125,7 @@ fn ovh_script_is_the_seed_script_for_this_server() {
     assert_eq!(
         script,
         format!(
-            "#!ipxe\nifclose net0\ndhcp net1 || goto failed\nset iface net1\nchain --autofree http://10.77.0.1:{port}/ipxe/${{net1/mac}}/auto.ipxe || goto failed\n:failed\nexit\n"
+            "#!ipxe\nifclose net0\ndhcp net1 || goto failed\nset iface net1\nchain --autofree http://10.77.0.1:{port}/ipxe/${{net1/mac}}/auto.ipxe || goto failed\n:failed\nexit 1\n"
         )
     );
     assert!(

@@ -458,7 +458,7 @@ fn bios_vm_is_installed_end_to_end() {
 }
 
 /// UEFI: the blank disk first, so OVMF falls through to its own PXE
-/// (ipxe.efi over TFTP); after the install the disk boots, and the success
+/// (snponly.efi over TFTP); after the install the disk boots, and the success
 /// has switched network boot off (`--toggle-netboot`).
 #[test]
 fn uefi_vm_is_installed_end_to_end() {
@@ -470,6 +470,23 @@ fn uefi_vm_is_installed_end_to_end() {
         "52:54:00:79:00:11",
         "10.79.0.11",
         "installed-uefi",
+    );
+}
+
+/// UEFI with the network first and no `--toggle-netboot`: after the
+/// install iPXE gets the local-boot script, whose `exit 1` is a failed boot
+/// option to OVMF, which goes on to the installed disk (a bare `exit` would
+/// be a success, and OVMF would stop in its setup menu).
+#[test]
+fn uefi_vm_network_first_boots_its_disk_after_the_install() {
+    lifecycle(
+        Firmware::Uefi,
+        Order::NetworkFirst,
+        After::LocalBootScript,
+        "ln",
+        "52:54:00:79:00:14",
+        "10.79.0.14",
+        "installed-uefi-net",
     );
 }
 

@@ -13,6 +13,7 @@ mod durability;
 mod harness;
 mod libvirt_bmc;
 mod lifecycle;
+mod local_boot;
 mod metadata;
 mod netboot;
 mod netns;

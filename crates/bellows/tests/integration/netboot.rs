@@ -208,7 +208,7 @@ pub(crate) fn boot_vm(fw: Firmware, site: Site, tag: &str, mac: &str, ip: &str, 
         // OVMF's own PXE client fetched iPXE from Bellows' TFTP server.
         let tftp = s.wait_for_log("TFTP transfer ended", Duration::from_secs(2));
         assert!(
-            tftp.as_deref().is_some_and(|l| l.contains("ipxe.efi")),
+            tftp.as_deref().is_some_and(|l| l.contains("snponly.efi")),
             "{tftp:?}"
         );
     }
@@ -238,7 +238,7 @@ fn start_generated(s: &Server, ns: &str, format: &str, work: &Path) -> Vm {
             std::fs::write(
                 &path,
                 format!(
-                    "{conf}bind-interfaces\nno-resolv\nno-hosts\nport=0\ndhcp-leasefile={}\npid-file={}\nlog-dhcp\nlog-facility={}\n",
+                    "{conf}bind-interfaces\nno-resolv\nno-hosts\ndhcp-leasefile={}\npid-file={}\nlog-dhcp\nlog-facility={}\n",
                     work.join("leases").display(),
                     work.join("dnsmasq.pid").display(),
                     work.join("site-dhcp.log").display(),
@@ -283,6 +283,18 @@ fn start_generated(s: &Server, ns: &str, format: &str, work: &Path) -> Vm {
         .spawn()
         .unwrap_or_else(|e| panic!("start the site's {format}: {e}"));
     std::thread::sleep(Duration::from_secs(1));
+    started(child, format, &work.join("site-dhcp.log"))
+}
+
+/// The site daemon, checked to be still running (a configuration it
+/// refuses fails the test here, with its log, not at the boot timeout).
+fn started(mut child: std::process::Child, what: &str, log: &Path) -> Vm {
+    if let Ok(Some(status)) = child.try_wait() {
+        panic!(
+            "the site's {what} exited ({status}):\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    }
     Vm(child)
 }
 
@@ -312,7 +324,7 @@ fn start_plain_dnsmasq(ns: &str, iface: &str, mac: &str, ip: &str, work: &Path) 
         .spawn()
         .expect("start the site's dnsmasq");
     std::thread::sleep(Duration::from_millis(500));
-    Vm(child)
+    started(child, "dnsmasq", &work.join("site-dhcp.log"))
 }
 
 /// BIOS: SeaBIOS with QEMU's NIC ROM, which is iPXE: it asks for the
@@ -330,7 +342,7 @@ fn bios_vm_boots_with_dnsmasq_from_the_generated_config() {
 }
 
 /// UEFI: OVMF with the NIC ROM disabled, so OVMF's own PXE client gets
-/// `ipxe.efi` from Bellows over TFTP, which then fetches the script.
+/// `snponly.efi` from Bellows over TFTP, which then fetches the script.
 #[test]
 fn uefi_vm_boots_with_dnsmasq_from_the_generated_config() {
     boot_vm(
@@ -356,7 +368,7 @@ fn bios_vm_boots_against_bellows_alone() {
     );
 }
 
-/// Bellows alone, UEFI: OVMF's own PXE gets ipxe.efi over Bellows' TFTP,
+/// Bellows alone, UEFI: OVMF's own PXE gets snponly.efi over Bellows' TFTP,
 /// then iPXE gets the script URL, all from Bellows' DHCP.
 #[test]
 fn uefi_vm_boots_against_bellows_alone() {
@@ -435,8 +447,8 @@ fn bios_vm_boots_through_proxy_dhcp_beside_a_plain_site_server() {
     );
 }
 
-/// Proxy mode under UEFI: OVMF's PXE gets ipxe.efi from the proxy's reply,
-/// then ipxe.efi its script the same way.
+/// Proxy mode under UEFI: OVMF's PXE gets snponly.efi from the proxy's
+/// reply, then iPXE its script the same way.
 #[test]
 fn uefi_vm_boots_through_proxy_dhcp_beside_a_plain_site_server() {
     boot_vm(

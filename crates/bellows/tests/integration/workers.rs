@@ -898,3 +898,37 @@ tasks:
     assert!(text.contains("install/stream SUCCESS"), "{text}");
     assert_eq!(std::fs::read(&out).unwrap(), data, "byte-exact");
 }
+
+/// A worker on a machine that hung keeps its stream open and never answers
+/// again (SIGSTOP: its kernel still holds the connection). SIGTERM must
+/// still stop the server: a bounded drain, then the stream is cut, named
+/// in the log, the store closed, exit 0.
+#[test]
+fn sigterm_stops_the_server_while_a_hung_worker_holds_its_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    let mac = "02:00:00:00:30:01";
+    let w = Worker::start(&s.http_url, mac, dir.path(), &["--no-docker"]);
+    assert!(
+        s.wait_for_log("worker connected", Duration::from_secs(30))
+            .is_some(),
+        "the worker never connected: {}",
+        w.log_text()
+    );
+    let pid = w.child.id().to_string();
+    let stopped = Command::new("kill").args(["-STOP", &pid]).status();
+    assert!(stopped.is_ok_and(|st| st.success()));
+    let started = Instant::now();
+    let (status, lines) = s.terminate();
+    let took = started.elapsed();
+    let _ = Command::new("kill").args(["-CONT", &pid]).status();
+    assert!(status.success(), "exit {status}: {lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("shutdown: connections still open")),
+        "the cut stream is named in the log: {lines:#?}"
+    );
+    assert!(lines.iter().any(|l| l.contains("stopped")), "{lines:#?}");
+    eprintln!("stopped {took:?} after SIGTERM");
+}

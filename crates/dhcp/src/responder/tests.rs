@@ -647,7 +647,7 @@ fn bios_pxe_gets_undionly_over_tftp() {
 fn uefi_x64_pxe_gets_ipxe_efi_over_tftp() {
     for arch in [7, 9] {
         let (_, offer) = expect_reply(decide(&pxe(MAC_A, arch)));
-        assert_eq!(file(&offer), "ipxe.efi", "arch {arch}");
+        assert_eq!(file(&offer), "snponly.efi", "arch {arch}");
         assert_eq!(offer.siaddr(), SERVER);
         assert_eq!(class_id(&offer).as_deref(), Some(&b"PXEClient"[..]));
     }
@@ -669,7 +669,7 @@ fn uefi_x64_pxe_gets_ipxe_efi_over_tftp() {
         opt(&offer, OptionCode::TFTPServerName),
         Some(&DhcpOption::TFTPServerName(b"10.66.0.69".to_vec()))
     );
-    assert_eq!(bootfile_opt(&offer).as_deref(), Some("ipxe.efi"));
+    assert_eq!(bootfile_opt(&offer).as_deref(), Some("snponly.efi"));
 }
 
 #[test]
@@ -715,7 +715,7 @@ fn http_boot_client_gets_a_url_and_httpclient_echoed() {
         DhcpOption::ClientSystemArchitecture(Architecture::from(16)),
     );
     let (reply, offer) = expect_reply(decide(&msg));
-    let url = "http://10.66.0.1:8080/ipxe/ipxe.efi";
+    let url = "http://10.66.0.1:8080/ipxe/snponly.efi";
     assert_eq!(file(&offer), url);
     assert_eq!(bootfile_opt(&offer).as_deref(), Some(url));
     assert_eq!(class_id(&offer).as_deref(), Some(&b"HTTPClient"[..]));
@@ -726,7 +726,10 @@ fn http_boot_client_gets_a_url_and_httpclient_echoed() {
         ..DhcpConfig::default()
     };
     let (_, offer) = expect_reply(decide_with(&msg, &cfg, &arrival(), &NoBootState));
-    assert_eq!(file(&offer), "http://boot.rack1.example:9000/ipxe/ipxe.efi");
+    assert_eq!(
+        file(&offer),
+        "http://boot.rack1.example:9000/ipxe/snponly.efi"
+    );
 }
 
 #[test]
@@ -777,7 +780,7 @@ fn record_hints_and_overrides_choose_the_binary() {
         DhcpOption::ClassIdentifier(b"PXEClient".to_vec()),
     );
     let (_, offer) = expect_reply(decide(&no_arch));
-    assert_eq!(file(&offer), "ipxe.efi");
+    assert_eq!(file(&offer), "snponly.efi");
     // Without hints, a PXE ROM that sends no arch is a BIOS one.
     let (_, offer) = expect_reply(decide(&with(
         discover(MAC_A),
@@ -1034,7 +1037,7 @@ fn proxy_mode_gives_boot_info_without_an_address() {
     assert_eq!(offer.opts().msg_type(), Some(v4::MessageType::Offer));
     assert_eq!(offer.yiaddr(), Ipv4Addr::UNSPECIFIED);
     assert_eq!(offer.siaddr(), SERVER);
-    assert_eq!(file(&offer), "ipxe.efi");
+    assert_eq!(file(&offer), "snponly.efi");
     assert_eq!(class_id(&offer).as_deref(), Some(&b"PXEClient"[..]));
     assert_eq!(
         opt(&offer, OptionCode::ServerIdentifier),
@@ -1147,7 +1150,7 @@ fn proxy_never_acks_a_lease_request_even_when_it_names_our_address() {
     let (_, ack) = expect_reply(decide_with(&boot_request, &cfg, &arrival(), &NoBootState));
     assert_eq!(ack.opts().msg_type(), Some(v4::MessageType::Ack));
     assert_eq!(ack.yiaddr(), Ipv4Addr::UNSPECIFIED);
-    assert_eq!(file(&ack), "ipxe.efi");
+    assert_eq!(file(&ack), "snponly.efi");
 }
 
 #[test]
@@ -1170,7 +1173,7 @@ fn boot_server_port_answers_pxe_requests_by_unicast() {
     assert_eq!(ack.opts().msg_type(), Some(v4::MessageType::Ack));
     assert_eq!(ack.yiaddr(), Ipv4Addr::UNSPECIFIED);
     assert_eq!(ack.ciaddr(), client);
-    assert_eq!(file(&ack), "ipxe.efi");
+    assert_eq!(file(&ack), "snponly.efi");
     assert_eq!(
         reply.destination,
         Destination::Unicast(SocketAddrV4::new(client, 68))
@@ -1186,7 +1189,7 @@ fn boot_server_port_answers_pxe_requests_by_unicast() {
 
 #[test]
 fn replies_are_stable_across_repeated_xids() {
-    // Debian's ipxe.efi reuses its xid every boot: same request, same reply.
+    // Debian's snponly.efi reuses its xid every boot: same request, same reply.
     let a = decide(&ipxe(MAC_A, 7));
     let b = decide(&ipxe(MAC_A, 7));
     assert_eq!(a, b);

@@ -25,7 +25,7 @@ fn os() -> InstallOs {
 /// among them, which is what broke Tinkerbell on OVH (seed 000).
 const CORE: &[&str] = &[
     "#!ipxe", "echo", "kernel", "initrd", "boot", "chain", "goto", "exit", "sleep", "sanboot",
-    "iseq",
+    "iseq", "imgfetch",
 ];
 
 fn assert_core_only(script: &str) {
@@ -87,7 +87,7 @@ fn install_script_boots_the_in_memory_os_with_retries() {
     assert!(kernel_lines[0].contains("console=ttyS0"));
     assert_eq!(s.lines().filter(|l| l.starts_with("initrd ")).count(), 3);
     assert!(
-        s.contains(":failed\n") && s.trim_end().ends_with("exit"),
+        s.contains(":failed\n") && s.trim_end().ends_with("exit 1"),
         "falls back to local boot:\n{s}"
     );
     assert!(!s.contains("param"), "no params/param commands");
@@ -99,18 +99,29 @@ fn local_boot_variants() {
     let exit = render(&why, mac(), &os(), &LocalBoot::Exit);
     assert_eq!(
         exit,
-        "#!ipxe\necho Bellows: 02:00:00:00:00:01: no pending workflow; booting the local disk\nexit\n"
+        "#!ipxe\necho Bellows: 02:00:00:00:00:01: no pending workflow; booting the local disk\nexit 1\n"
     );
     let san = render(&why, mac(), &os(), &LocalBoot::Sanboot);
-    assert!(san.contains("sanboot --no-describe --drive 0x80"));
+    assert!(san.contains("sanboot --no-describe --drive 0x80 || exit 1\n"));
+    assert!(san.contains("iseq ${platform} efi && exit 1 ||\n"));
     assert_core_only(&san);
-    let refind = render(
+    let chained = render(
         &why,
         mac(),
         &os(),
         &"chain:tftp://10.0.0.1/refind.ipxe".parse().unwrap(),
     );
-    assert!(refind.contains("chain --autofree tftp://10.0.0.1/refind.ipxe || exit"));
+    assert!(chained.contains("chain --autofree tftp://10.0.0.1/refind.ipxe || exit 1\n"));
+    // Every way out is a failure, so UEFI firmware tries its next option.
+    for script in [&exit, &san, &chained] {
+        for line in script.lines() {
+            let bare_exit = line
+                .split("||")
+                .chain(line.split("&&"))
+                .any(|p| p.trim() == "exit");
+            assert!(!bare_exit, "a bare exit (success) in {line:?}");
+        }
+    }
     assert!("bogus".parse::<LocalBoot>().is_err());
     assert!("chain:".parse::<LocalBoot>().is_err());
 }
@@ -146,4 +157,27 @@ fn overrides_are_served_safely() {
         &LocalBoot::Exit,
     );
     assert!(!evil.contains("shell"), "{evil}");
+}
+
+#[test]
+fn refind_local_boot_chains_refind_on_uefi_and_the_first_disk_on_bios() {
+    let local: LocalBoot = "refind".parse().unwrap();
+    assert_eq!(local, LocalBoot::Refind);
+    let s = render(
+        &ScriptChoice::LocalBoot("no pending workflow"),
+        mac(),
+        &os(),
+        &local,
+    );
+    assert_core_only(&s);
+    assert_eq!(
+        s,
+        "#!ipxe\n\
+         echo Bellows: 02:00:00:00:00:01: no pending workflow; booting the local disk\n\
+         iseq ${platform} efi && goto refind ||\n\
+         sanboot --no-describe --drive 0x80 || exit 1\n\
+         :refind\n\
+         imgfetch --name refind.conf /refind/refind.conf || exit 1\n\
+         chain --name refind.efi /refind/${buildarch}/refind.efi || exit 1\n"
+    );
 }
