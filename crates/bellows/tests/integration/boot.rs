@@ -65,7 +65,7 @@ fn auto_ipxe_follows_the_machine_and_its_workflows() {
     assert!(
         body.starts_with("#!ipxe\n")
             && body.contains("no pending workflow")
-            && body.trim_end().ends_with("exit"),
+            && body.trim_end().ends_with("exit 1"),
         "{body}"
     );
     // Any MAC spelling; unknown MAC → 404.
@@ -141,6 +141,45 @@ fn binaries_and_in_memory_os_files_are_served_without_escapes() {
         assert!(st == 404 || st == 400, "{bad}: {st}");
         assert_ne!(body, b"outside", "{bad} escaped the root");
     }
+}
+
+/// `--local-boot refind`: rEFInd by iPXE's `${buildarch}`, and seed 004's
+/// settings until the operator puts a `refind.conf` beside the binaries.
+#[test]
+fn refind_files_are_served_by_architecture_with_the_seed_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let refind = dir.path().join("refind");
+    std::fs::create_dir_all(&refind).unwrap();
+    std::fs::write(refind.join("refind_x64.efi"), b"fake rEFInd x64").unwrap();
+    let s = Server::start_with(
+        &dir.path().join("data"),
+        &[
+            "--refind-dir",
+            refind.to_str().unwrap(),
+            "--local-boot",
+            "refind",
+        ],
+    );
+    let get = |path: &str| get_text(&format!("{}{path}", s.http_url));
+    let (st, body) = get("/refind/x86_64/refind.efi");
+    assert_eq!((st, body.as_slice()), (200, &b"fake rEFInd x64"[..]));
+    // No binary for that architecture, or not one at all: 404, no escape.
+    for path in [
+        "/refind/arm64/refind.efi",
+        "/refind/mips/refind.efi",
+        "/refind/..%2f..%2fetc/refind.efi",
+        "/refind/refind_x64.efi",
+    ] {
+        assert_eq!(get(path).0, 404, "{path}");
+    }
+    let (st, conf) = get("/refind/refind.conf");
+    let conf = String::from_utf8(conf).unwrap();
+    assert_eq!(st, 200);
+    for line in ["timeout 1", "textonly", "scanfor internal", "scan_delay 0"] {
+        assert!(conf.lines().any(|l| l == line), "{line:?} in {conf}");
+    }
+    std::fs::write(refind.join("refind.conf"), b"timeout 5\n").unwrap();
+    assert_eq!(get("/refind/refind.conf"), (200, b"timeout 5\n".to_vec()));
 }
 
 #[test]
