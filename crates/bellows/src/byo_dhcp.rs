@@ -95,7 +95,7 @@ fn prefix_len(mask: Ipv4Addr) -> u32 {
 /// The URL the iPXE stage chains: by source address, since the site's DHCP
 /// cannot put the MAC into the file name.
 fn script_url(boot: &BootInfo) -> String {
-    format!("{}/auto.ipxe", boot.http_base)
+    bellows_model::boot::script_by_source_url(&boot.http_base)
 }
 
 /// The syslog host for DHCP option 7, which carries IPv4 addresses only
@@ -315,9 +315,11 @@ pub fn ovh_script(boot: &BootInfo, public_nic: &str, private_nic: &str) -> Strin
          ifclose {public_nic}\n\
          dhcp {private_nic} || goto failed\n\
          set iface {private_nic}\n\
-         chain --autofree {base}/ipxe/${{{private_nic}/mac}}/auto.ipxe || goto failed\n\
+         chain --autofree {base}{ipxe}/${{{private_nic}/mac}}/{script} || goto failed\n\
          :failed\n\
          exit 1\n",
-        base = boot.http_base
+        base = boot.http_base,
+        ipxe = bellows_model::boot::IPXE_PATH,
+        script = bellows_model::boot::SCRIPT_NAME,
     )
 }

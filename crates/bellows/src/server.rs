@@ -11,6 +11,7 @@ use bellows_api::{AppState, BootInfo};
 use bellows_ipxe::InstallOs;
 use bellows_ipxe::http::{BootFiles, BootState};
 use bellows_metadata::MetadataState;
+use bellows_model::boot::KernelArgs;
 use bellows_store::{SqliteStore, Store};
 use bellows_syslog::SyslogServer;
 use bellows_tftp::{DirectorySource, TftpConfig, TftpServer};
@@ -139,10 +140,6 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
         Some(a) => Some(SocketAddr::new(cfg.public_ip, a.port()).to_string()),
         None => None,
     };
-    let syslog_arg = syslog_host
-        .as_deref()
-        .map(|h| format!(" bellows.syslog={h}"))
-        .unwrap_or_default();
 
     let http_base = format!("http://{}", SocketAddr::new(cfg.public_ip, http_port));
     let file_url = |name: &str| {
@@ -156,8 +153,16 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
         kernel_url: file_url(&cfg.osie_kernel),
         initrd_url: file_url(&cfg.osie_initrd),
         cmdline: format!(
-            "bellows.api=http://{}{syslog_arg} console=tty0 console=ttyS0,115200 {}",
-            SocketAddr::new(cfg.public_ip, addr.port()),
+            "{} console=tty0 console=ttyS0,115200 {}",
+            KernelArgs {
+                api: Some(format!(
+                    "http://{}",
+                    SocketAddr::new(cfg.public_ip, addr.port())
+                )),
+                syslog: syslog_host.clone(),
+                worker_id: None,
+            }
+            .to_cmdline(),
             cfg.kernel_args
         ),
         attempts: 3,

@@ -35,14 +35,14 @@ pub async fn run(args: WorkerArgs) -> Result<ExitCode, CliError> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    let (cmd_api, cmd_id) = agent::from_cmdline(&cmdline);
-    let server = args.server.clone().or(cmd_api).ok_or_else(|| {
+    let booted_with = bellows_model::boot::KernelArgs::parse(&cmdline);
+    let server = args.server.clone().or(booted_with.api).ok_or_else(|| {
         CliError::Usage(
             "no server: give --server http://HOST:PORT (or BELLOWS_SERVER, or bellows.api= on the kernel command line)"
                 .into(),
         )
     })?;
-    let worker_id = match args.worker_id.clone().or(cmd_id) {
+    let worker_id = match args.worker_id.clone().or(booted_with.worker_id) {
         Some(id) => id,
         None => first_mac().ok_or_else(|| {
             CliError::Usage("no worker id: give --id (no network interface has a MAC)".into())

@@ -8,8 +8,8 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use bellows_model::MacAddr;
 use bellows_model::hardware::{Dhcp, Interface};
+use bellows_model::{MacAddr, boot};
 
 use crate::config::{BootFiles, DhcpConfig, valid_boot_file_name};
 use crate::wire::{Request, code};
@@ -217,7 +217,7 @@ pub(crate) fn plan(cfg: &DhcpConfig, inputs: &PlanInputs<'_>) -> BootPlan {
         };
         if !rechain {
             return BootPlan::Script {
-                url: format!("{base}/ipxe/{}/auto.ipxe", inputs.mac),
+                url: boot::script_url(&base, inputs.mac),
             };
         }
     }
@@ -249,7 +249,7 @@ pub(crate) fn plan(cfg: &DhcpConfig, inputs: &PlanInputs<'_>) -> BootPlan {
     };
     if over_http || client.kind == ClientKind::HttpFirmware {
         BootPlan::Http {
-            url: format!("{base}/ipxe/{name}"),
+            url: boot::binary_url(&base, name),
         }
     } else {
         BootPlan::Tftp {

@@ -270,8 +270,7 @@ enum Content {
 
 impl Exchange<'_> {
     fn netboot_allowed(&self) -> bool {
-        // Only an explicit `false` forbids, as in bellows-ipxe.
-        self.interface.netboot.as_ref().and_then(|n| n.allow_pxe) != Some(false)
+        bellows_model::boot::netboot_allowed(Some(self.interface))
     }
 
     fn release_or_decline(&self) -> Option<Decision> {

@@ -11,7 +11,7 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use bellows_model::{Hardware, MacAddr};
+use bellows_model::{Hardware, MacAddr, boot};
 use bellows_store::{Store, WorkflowFilter};
 use tower::ServiceExt;
 use tower_http::services::{ServeDir, ServeFile};
@@ -78,19 +78,28 @@ pub fn router(state: BootState, files: &BootFiles) -> Router {
         ipxe_dir: Arc::new(files.ipxe_dir.clone()),
     };
     let mut router = Router::new()
-        .route("/ipxe/{first}/{second}", get(ipxe_two))
-        .route("/ipxe/{name}", get(ipxe_one))
-        .route("/auto.ipxe", get(by_source))
+        .route(
+            &format!("{}/{{first}}/{{second}}", boot::IPXE_PATH),
+            get(ipxe_two),
+        )
+        .route(&format!("{}/{{name}}", boot::IPXE_PATH), get(ipxe_one))
+        .route(boot::SCRIPT_BY_SOURCE_PATH, get(by_source))
         .with_state(with_files);
     if let Some(dir) = &files.osie_dir {
-        router = router.nest_service("/osie", ServeDir::new(dir));
+        router = router.nest_service(boot::OSIE_PATH, ServeDir::new(dir));
     }
     if let Some(dir) = &files.refind_dir {
         let dir = Arc::new(dir.clone());
         router = router.merge(
             Router::new()
-                .route("/refind/refind.conf", get(refind_conf))
-                .route("/refind/{buildarch}/refind.efi", get(refind_efi))
+                .route(
+                    &format!("{}/refind.conf", boot::REFIND_PATH),
+                    get(refind_conf),
+                )
+                .route(
+                    &format!("{}/{{buildarch}}/refind.efi", boot::REFIND_PATH),
+                    get(refind_efi),
+                )
                 .with_state(dir),
         );
     }
@@ -137,7 +146,7 @@ async fn ipxe_two(
     Path((first, second)): Path<(String, String)>,
     req: Request,
 ) -> Response {
-    if second == "auto.ipxe" {
+    if second == boot::SCRIPT_NAME {
         return by_mac(&s.boot, &first).await;
     }
     if first.parse::<MacAddr>().is_err() {
@@ -153,7 +162,7 @@ async fn ipxe_one(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,
 ) -> Response {
-    if name == "auto.ipxe" {
+    if name == boot::SCRIPT_NAME {
         return script_by_source(&s.boot, peer).await;
     }
     binary(&s.ipxe_dir, &name, req).await

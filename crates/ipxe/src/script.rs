@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 use std::str::FromStr;
 
+use bellows_model::boot::{self, KernelArgs, REFIND_PATH};
 use bellows_model::{Hardware, MacAddr};
 
 /// How a machine with nothing to do boots its installed system.
@@ -26,10 +27,6 @@ pub enum LocalBoot {
     /// machines `sanboot` their first disk.
     Refind,
 }
-
-/// Where the rEFInd files are served, relative to the HTTP boot service
-/// (the script resolves them against its own URL).
-pub const REFIND_PATH: &str = "/refind";
 
 /// Why a `--local-boot` value is not understood.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -94,7 +91,7 @@ pub fn choose(hw: &Hardware, mac: MacAddr, workflow_waiting: bool) -> ScriptChoi
             return ScriptChoice::Chain(url.trim().to_string());
         }
     }
-    if netboot.and_then(|n| n.allow_pxe) == Some(false) {
+    if !boot::netboot_allowed(hw.interface_by_mac(mac)) {
         return ScriptChoice::LocalBoot("netboot.allow_pxe is false");
     }
     if netboot.and_then(|n| n.allow_workflow) == Some(false) {
@@ -158,9 +155,14 @@ pub fn render(choice: &ScriptChoice, mac: MacAddr, os: &InstallOs, local: &Local
 
 fn install(s: &mut String, mac: MacAddr, os: &InstallOs, local: &LocalBoot) {
     let initrd_name = image_name(&os.initrd_url);
+    let worker = KernelArgs {
+        worker_id: Some(mac.to_string()),
+        ..KernelArgs::default()
+    };
     let cmdline = format!(
-        "initrd={initrd_name} {} bellows.worker_id={mac}",
-        os.cmdline.trim()
+        "initrd={initrd_name} {} {}",
+        os.cmdline.trim(),
+        worker.to_cmdline()
     );
     let attempts = os.attempts.max(1);
     let _ = writeln!(

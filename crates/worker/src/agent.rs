@@ -803,33 +803,12 @@ pub fn is_bellows_image(image: &str) -> bool {
     image.trim().to_ascii_lowercase().starts_with("bellows/")
 }
 
-/// Reads `bellows.api=` and `bellows.worker_id=` from a kernel command line,
-/// as the in-memory OS boots with them.
-pub fn from_cmdline(cmdline: &str) -> (Option<String>, Option<String>) {
-    let mut api = None;
-    let mut id = None;
-    for word in cmdline.split_whitespace() {
-        if let Some(v) = word.strip_prefix("bellows.api=") {
-            api = Some(v.to_string());
-        } else if let Some(v) = word.strip_prefix("bellows.worker_id=") {
-            id = Some(v.to_string());
-        }
-    }
-    (api, id)
-}
-
 #[cfg(test)]
 mod cmdline_tests {
     use super::*;
 
     #[test]
-    fn kernel_arguments_name_server_and_worker() {
-        let (api, id) = from_cmdline(
-            "initrd=initramfs bellows.api=http://10.0.0.1:8080 console=ttyS0 bellows.worker_id=52:54:00:00:00:01",
-        );
-        assert_eq!(api.as_deref(), Some("http://10.0.0.1:8080"));
-        assert_eq!(id.as_deref(), Some("52:54:00:00:00:01"));
-        assert_eq!(from_cmdline("quiet"), (None, None));
+    fn bellows_images_are_built_in() {
         assert!(is_bellows_image("bellows/image2disk:latest"));
         assert!(!is_bellows_image("quay.io/tinkerbell/actions/image2disk"));
     }
