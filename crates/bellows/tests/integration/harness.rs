@@ -74,6 +74,29 @@ impl Server {
         Self::spawn(cmd, data_dir, extra)
     }
 
+    /// Starts a server in lab namespace `ns` for machines on the lab's
+    /// bridge `br0` at `ip`: DHCP in `dhcp_mode` on the bridge, TFTP on
+    /// `ip:69`, then `extra`.
+    pub fn start_on_lab_bridge(
+        ns: &str,
+        ip: &str,
+        data_dir: &Path,
+        dhcp_mode: &str,
+        extra: &[&str],
+    ) -> Server {
+        let tftp = format!("{ip}:69");
+        let mut args = vec![
+            "--dhcp-mode",
+            dhcp_mode,
+            "--interface",
+            "br0",
+            "--tftp-listen",
+            tftp.as_str(),
+        ];
+        args.extend_from_slice(extra);
+        Self::start_in_netns_with(ns, ip, data_dir, &args)
+    }
+
     fn spawn(mut cmd: Command, data_dir: &Path, extra: &[&str]) -> Server {
         let mut child = cmd
             .arg("--data-dir")
@@ -181,6 +204,30 @@ impl Server {
             assert!(Instant::now() < deadline, "server ignored SIGTERM for 15 s");
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Pushes (through the CLI in `ns`) a machine `name` whose one NIC `mac`
+    /// has reserved address `ip`/24 with `gateway` as its router, may run
+    /// workflows, and may network-boot when `allow_pxe`.
+    pub fn push_machine(
+        &self,
+        ns: &str,
+        name: &str,
+        mac: &str,
+        ip: &str,
+        gateway: &str,
+        allow_pxe: bool,
+    ) {
+        let hw = serde_json::json!({"id": name, "network": {"interfaces": [{
+            "dhcp": {"mac": mac, "hostname": name, "lease_time": 600,
+                     "ip": {"address": ip, "netmask": "255.255.255.0", "gateway": gateway}},
+            "netboot": {"allow_pxe": allow_pxe, "allow_workflow": true}}]},
+            "metadata": {"instance": {"hostname": name}}});
+        ok(&self.cli_netns(
+            ns,
+            &["hardware", "push", "-f", "-"],
+            Some(hw.to_string().as_bytes()),
+        ));
     }
 
     /// Runs the CLI against this server.

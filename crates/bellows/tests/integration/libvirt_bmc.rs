@@ -424,17 +424,12 @@ fn bellows_netboot_powers_on_a_libvirt_vm_through_redfish_and_it_network_boots()
     );
     let system_url = format!("https://{SERVER_IP}:{SUSHY_PORT}/redfish/v1/Systems/{uuid}");
 
-    let s = Server::start_in_netns_with(
+    let s = Server::start_on_lab_bridge(
         &ns,
         SERVER_IP,
         &work.path().join("data"),
+        "reservation",
         &[
-            "--dhcp-mode",
-            "reservation",
-            "--interface",
-            "br0",
-            "--tftp-listen",
-            &format!("{SERVER_IP}:69"),
             "--osie-dir",
             os.to_str().unwrap(),
             "--osie-initrd",

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::harness::{BIN, Server, ok};
 use crate::netns::{Lab, can_run};
@@ -241,28 +241,8 @@ fn setup(tag: &str, mac: &str, ip: &str, name: &str, allow_pxe: bool) -> Option<
     let mut lab = Lab::new(tag, SERVER_IP);
     let tap = lab.tap(1);
     let ns = lab.server_ns.clone();
-    let server = Server::start_in_netns_with(
-        &ns,
-        SERVER_IP,
-        &data,
-        &[
-            "--dhcp-mode",
-            "reservation",
-            "--interface",
-            "br0",
-            "--tftp-listen",
-            &format!("{SERVER_IP}:69"),
-        ],
-    );
-    let hw = json!({"id": name, "network": {"interfaces": [{
-        "dhcp": {"mac": mac, "hostname": name, "lease_time": 600,
-                 "ip": {"address": ip, "netmask": "255.255.255.0", "gateway": SERVER_IP}},
-        "netboot": {"allow_pxe": allow_pxe, "allow_workflow": true}}]}});
-    ok(&server.cli_netns(
-        &ns,
-        &["hardware", "push", "-f", "-"],
-        Some(hw.to_string().as_bytes()),
-    ));
+    let server = Server::start_on_lab_bridge(&ns, SERVER_IP, &data, "reservation", &[]);
+    server.push_machine(&ns, name, mac, ip, SERVER_IP, allow_pxe);
     Some(Setup {
         _work: work_dir,
         work,

@@ -34,31 +34,15 @@ fn boots_its_disk(fw: Firmware, mode: &str, efi_path: &str, tag: &str, mac: &str
     let mut lab = Lab::new(tag, SERVER_IP);
     let tap = lab.tap(1);
     let ns = lab.server_ns.clone();
-    let s = Server::start_in_netns_with(
+    let s = Server::start_on_lab_bridge(
         &ns,
         SERVER_IP,
         &work.path().join("data"),
-        &[
-            "--dhcp-mode",
-            "reservation",
-            "--interface",
-            "br0",
-            "--tftp-listen",
-            &format!("{SERVER_IP}:69"),
-            "--local-boot",
-            mode,
-        ],
+        "reservation",
+        &["--local-boot", mode],
     );
     let name = format!("refind-{tag}");
-    let hw = serde_json::json!({"id": name, "network": {"interfaces": [{
-        "dhcp": {"mac": mac, "hostname": name, "lease_time": 600,
-                 "ip": {"address": ip, "netmask": "255.255.255.0", "gateway": SERVER_IP}},
-        "netboot": {"allow_pxe": true, "allow_workflow": true}}]}});
-    crate::harness::ok(&s.cli_netns(
-        &ns,
-        &["hardware", "push", "-f", "-"],
-        Some(hw.to_string().as_bytes()),
-    ));
+    s.push_machine(&ns, &name, mac, ip, SERVER_IP, true);
     let mut vm = crate::vm::start_vm(&VmSpec {
         ns: &ns,
         tap: &tap,

@@ -31,7 +31,7 @@ pub(crate) fn netboot_vm(ns: &str, tap: &str, mac: &str, fw: Firmware, work: &Pa
 
 /// Registers the VM and a workflow for it, so auto.ipxe boots the test OS.
 pub(crate) fn register(s: &Server, ns: &str, mac: &str, ip: &str, hostname: &str) {
-    register_machine(s, ns, mac, ip, hostname, true);
+    s.push_machine(ns, hostname, mac, ip, "10.77.0.1", true);
     let tmpl = std::fs::read(crate::harness::fixture("hello-world.tmpl")).unwrap();
     ok(&s.cli_netns(
         ns,
@@ -49,19 +49,6 @@ pub(crate) fn register(s: &Server, ns: &str, mac: &str, ip: &str, hostname: &str
             &format!("{{\"device_1\":\"{mac}\"}}"),
         ],
         None,
-    ));
-}
-
-fn register_machine(s: &Server, ns: &str, mac: &str, ip: &str, hostname: &str, allow_pxe: bool) {
-    let hw = json!({"id": hostname, "network": {"interfaces": [{
-        "dhcp": {"mac": mac, "hostname": hostname, "lease_time": 600,
-                 "ip": {"address": ip, "netmask": "255.255.255.0", "gateway": "10.77.0.1"}},
-        "netboot": {"allow_pxe": allow_pxe, "allow_workflow": true}}]},
-        "metadata": {"instance": {"hostname": hostname}}});
-    ok(&s.cli_netns(
-        ns,
-        &["hardware", "push", "-f", "-"],
-        Some(hw.to_string().as_bytes()),
     ));
 }
 
@@ -170,17 +157,12 @@ pub(crate) fn boot_vm(fw: Firmware, site: Site, tag: &str, mac: &str, ip: &str, 
     let mut lab = Lab::new(tag, "10.77.0.1");
     let tap = lab.tap(1);
     let ns = lab.server_ns.clone();
-    let s = Server::start_in_netns_with(
+    let s = Server::start_on_lab_bridge(
         &ns,
         "10.77.0.1",
         &work.path().join("data"),
+        site.dhcp_mode(),
         &[
-            "--dhcp-mode",
-            site.dhcp_mode(),
-            "--interface",
-            "br0",
-            "--tftp-listen",
-            "10.77.0.1:69",
             "--osie-dir",
             os.to_str().unwrap(),
             "--osie-initrd",
@@ -513,7 +495,7 @@ fn vm_without_a_workflow_gets_the_local_boot_script() {
         ],
     );
     let mac = "52:54:00:77:00:70";
-    register_machine(&s, &ns, mac, "10.77.0.70", "e2e-idle", true);
+    s.push_machine(&ns, "e2e-idle", mac, "10.77.0.70", "10.77.0.1", true);
     let _vm = netboot_vm(&ns, &tap, mac, Firmware::Bios, work.path());
     let served = s.wait_for_log("serving auto.ipxe", BOOT_TIMEOUT);
     let served = served.expect("the VM never fetched its script");
