@@ -574,12 +574,7 @@ fn start_dhcp(
         ..bellows_dhcp::ListenConfig::default()
     };
     let lookup = Arc::new(IndexLookup(store.index()));
-    match bellows_dhcp::DhcpServer::bind(
-        &listen,
-        dhcp_cfg,
-        lookup,
-        Arc::new(bellows_dhcp::NoBootState),
-    ) {
+    match bellows_dhcp::DhcpServer::bind(&listen, dhcp_cfg, lookup) {
         Ok(server) => {
             tracing::info!(
                 mode = ?cfg.dhcp_mode,

@@ -103,12 +103,6 @@ pub struct DhcpConfig {
     pub domain_name: Option<String>,
     /// Syslog receiver (option 7), e.g. Bellows' own.
     pub syslog_server: Option<Ipv4Addr>,
-    /// Opt-in: an iPXE client not served an iPXE binary within this window
-    /// gets the binary again instead of its script. This tells QEMU's or a
-    /// NIC's own iPXE ROM (which sends user-class iPXE at once) from our
-    /// chainloaded binary, whose DHCP is byte-identical. Needs a real
-    /// [`BootState`](crate::BootState). `None` (default): off.
-    pub force_chainload: Option<Duration>,
     /// Upper bound on a reply datagram (IP + UDP + DHCP), whatever option
     /// 57 allows; replies are never above 576 unless the client asks.
     pub max_datagram_len: u16,
@@ -130,7 +124,6 @@ impl Default for DhcpConfig {
             default_lease_time: Duration::from_secs(86_400),
             domain_name: None,
             syslog_server: None,
-            force_chainload: None,
             max_datagram_len: 1500,
             client_port: 68,
             relay_port: 67,

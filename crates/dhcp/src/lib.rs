@@ -19,7 +19,6 @@
 //!     &ListenConfig { interface: Some("br0".into()), ..ListenConfig::default() },
 //!     DhcpConfig::default(),
 //!     hosts,
-//!     Arc::new(NoBootState),
 //! )?;
 //! let stats = server.stats();
 //! server.run(async { let _ = tokio::signal::ctrl_c().await; }).await?;
@@ -40,7 +39,7 @@ pub mod wire;
 pub mod ra;
 
 pub use config::{BootFiles, ConfigError, DhcpConfig, ListenConfig, Mode, ModeParseError};
-pub use lookup::{BootState, Lookup, NoBootState};
+pub use lookup::Lookup;
 pub use netboot::{BootPlan, ClientKind, NetbootClient};
 pub use responder::{
     Arrival, Decision, Destination, DropReason, Reply, Service, respond, respond_to,

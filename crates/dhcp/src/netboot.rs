@@ -6,7 +6,6 @@
 //! binary, or it would chainload itself forever.
 
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
 
 use bellows_model::hardware::{Dhcp, Interface};
 use bellows_model::{MacAddr, boot};
@@ -142,8 +141,6 @@ pub(crate) struct PlanInputs<'a> {
     pub mac: MacAddr,
     pub interface: &'a Interface,
     pub server_id: Ipv4Addr,
-    pub binary_served_at: Option<Instant>,
-    pub now: Instant,
 }
 
 /// Architecture from the record when option 93 is missing: `dhcp.arch`
@@ -205,21 +202,10 @@ pub(crate) fn plan(cfg: &DhcpConfig, inputs: &PlanInputs<'_>) -> BootPlan {
     let base = http_base(cfg, inputs.server_id);
     let next_server = cfg.tftp_server.unwrap_or(inputs.server_id);
 
-    if let ClientKind::Ipxe { tinkerbell } = client.kind {
-        let served_recently = |window: Duration| {
-            inputs
-                .binary_served_at
-                .is_some_and(|at| inputs.now.saturating_duration_since(at) <= window)
+    if let ClientKind::Ipxe { .. } = client.kind {
+        return BootPlan::Script {
+            url: boot::script_url(&base, inputs.mac),
         };
-        let rechain = match cfg.force_chainload {
-            Some(window) => !tinkerbell && !served_recently(window),
-            None => false,
-        };
-        if !rechain {
-            return BootPlan::Script {
-                url: boot::script_url(&base, inputs.mac),
-            };
-        }
     }
 
     let default_arch = match client.kind {

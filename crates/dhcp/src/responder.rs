@@ -1,19 +1,18 @@
 //! The pure responder: one request in, one decision out.
 //!
-//! No IO, no clock (the caller passes `now`), and no state between calls:
+//! No IO, no clock, and no state between calls:
 //! every answer follows from the packet, the hardware record and the
 //! configuration, so a replayed or repeated request (Debian's ipxe.efi
 //! reuses its xid on every boot) gets the same answer, and the function is
 //! fuzzed and unit-tested with bytes alone.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
-use std::time::Instant;
 
 use bellows_model::hardware::Interface;
 use bellows_model::{Hardware, MacAddr};
 
 use crate::config::{DhcpConfig, Mode};
-use crate::lookup::{BootState, Lookup};
+use crate::lookup::Lookup;
 use crate::netboot::{self, BootPlan, ClientKind, NetbootClient, PlanInputs};
 use crate::wire::{
     self, BOOTREQUEST, BROADCAST_FLAG, FILE_LEN, IP_UDP_HEADER_LEN, MIN_DATAGRAM_LEN, MessageType,
@@ -174,19 +173,12 @@ pub enum Decision {
 }
 
 /// Answers one datagram. Never panics on any input.
-pub fn respond(
-    packet: &[u8],
-    arrival: &Arrival,
-    cfg: &DhcpConfig,
-    hosts: &dyn Lookup,
-    boot_state: &dyn BootState,
-    now: Instant,
-) -> Decision {
+pub fn respond(packet: &[u8], arrival: &Arrival, cfg: &DhcpConfig, hosts: &dyn Lookup) -> Decision {
     if cfg.mode == Mode::Off {
         return Decision::Drop(DropReason::Disabled);
     }
     match Request::parse(packet) {
-        Ok(request) => respond_to(&request, arrival, cfg, hosts, boot_state, now),
+        Ok(request) => respond_to(&request, arrival, cfg, hosts),
         Err(e) => Decision::Drop(DropReason::Malformed(e)),
     }
 }
@@ -197,8 +189,6 @@ pub fn respond_to(
     arrival: &Arrival,
     cfg: &DhcpConfig,
     hosts: &dyn Lookup,
-    boot_state: &dyn BootState,
-    now: Instant,
 ) -> Decision {
     let drop = Decision::Drop;
     if cfg.mode == Mode::Off {
@@ -232,8 +222,6 @@ pub fn respond_to(
         interface,
         client: NetbootClient::classify(request),
         server_id,
-        binary_served_at: boot_state.binary_served_at(mac),
-        now,
     };
     match (arrival.service, cfg.mode) {
         (_, Mode::Off) => drop(DropReason::Disabled),
@@ -253,8 +241,6 @@ struct Exchange<'a> {
     interface: &'a Interface,
     client: NetbootClient,
     server_id: Ipv4Addr,
-    binary_served_at: Option<Instant>,
-    now: Instant,
 }
 
 /// Should a reply carry addressing (reservation) or only boot info (proxy)?
@@ -496,8 +482,6 @@ impl Exchange<'_> {
                     mac: self.mac,
                     interface: self.interface,
                     server_id: self.server_id,
-                    binary_served_at: self.binary_served_at,
-                    now: self.now,
                 },
             );
             if let BootPlan::Nothing(reason) = &plan {

@@ -24,7 +24,7 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use crate::config::{ConfigError, DhcpConfig, ListenConfig, Mode};
-use crate::lookup::{BootState, Lookup};
+use crate::lookup::Lookup;
 use crate::responder::{Arrival, Decision, Destination, DropReason, Service, respond};
 use crate::stats::DhcpStats;
 
@@ -77,7 +77,6 @@ struct Listener {
 struct Shared {
     cfg: DhcpConfig,
     hosts: Arc<dyn Lookup>,
-    boot_state: Arc<dyn BootState>,
     stats: Arc<DhcpStats>,
     interfaces: Mutex<InterfaceTable>,
 }
@@ -89,7 +88,6 @@ impl DhcpServer {
         listen: &ListenConfig,
         cfg: DhcpConfig,
         hosts: Arc<dyn Lookup>,
-        boot_state: Arc<dyn BootState>,
     ) -> Result<DhcpServer, ServerError> {
         cfg.validate()?;
         if cfg.mode == Mode::Off {
@@ -126,7 +124,6 @@ impl DhcpServer {
             shared: Arc::new(Shared {
                 cfg,
                 hosts,
-                boot_state,
                 stats: Arc::new(DhcpStats::default()),
                 interfaces: Mutex::new(InterfaceTable::default()),
             }),
@@ -287,14 +284,7 @@ async fn serve(listener: Listener, shared: Arc<Shared>) {
         }
         let (ifindex, arrival) = shared.arrival(&listener, &received);
         let packet = buf.get(..received.len).unwrap_or_default();
-        let decision = respond(
-            packet,
-            &arrival,
-            &shared.cfg,
-            &*shared.hosts,
-            &*shared.boot_state,
-            Instant::now(),
-        );
+        let decision = respond(packet, &arrival, &shared.cfg, &*shared.hosts);
         match &decision {
             Decision::Reply(reply) => {
                 let (to, out_if) = match reply.destination {

@@ -6,9 +6,7 @@ use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bellows_dhcp::{
-    DhcpConfig, DhcpServer, ListenConfig, Lookup, Mode, NoBootState, ServerError, Service,
-};
+use bellows_dhcp::{DhcpConfig, DhcpServer, ListenConfig, Lookup, Mode, ServerError, Service};
 use bellows_model::{Hardware, MacAddr};
 use dhcproto::v4::{self, DhcpOption, Message};
 use dhcproto::{Decodable, Decoder, Encodable};
@@ -70,7 +68,7 @@ async fn loop_counts_and_answers_relayed_requests_on_loopback() {
         port: 0,
         ..ListenConfig::default()
     };
-    let server = DhcpServer::bind(&listen, cfg, hosts(), Arc::new(NoBootState)).expect("bind");
+    let server = DhcpServer::bind(&listen, cfg, hosts()).expect("bind");
     let addrs = server.local_addrs();
     assert_eq!(addrs.len(), 1, "reservation mode binds port 67 only");
     let (service, server_addr) = addrs[0];
@@ -140,7 +138,7 @@ async fn proxy_mode_binds_the_boot_server_port_too() {
         mode: Mode::Proxy,
         ..DhcpConfig::default()
     };
-    let server = DhcpServer::bind(&listen, cfg, hosts(), Arc::new(NoBootState)).expect("bind");
+    let server = DhcpServer::bind(&listen, cfg, hosts()).expect("bind");
     let services: Vec<Service> = server.local_addrs().iter().map(|(s, _)| *s).collect();
     assert_eq!(services, vec![Service::Dhcp, Service::PxeBootServer]);
 }
@@ -153,26 +151,21 @@ fn start_up_errors_are_reported_not_panicked() {
         ..ListenConfig::default()
     };
     // Outside a runtime.
-    let r = DhcpServer::bind(
-        &listen,
-        DhcpConfig::default(),
-        hosts(),
-        Arc::new(NoBootState),
-    );
+    let r = DhcpServer::bind(&listen, DhcpConfig::default(), hosts());
     assert!(matches!(r, Err(ServerError::NoRuntime)));
     // Mode off has nothing to serve.
     let off = DhcpConfig {
         mode: Mode::Off,
         ..DhcpConfig::default()
     };
-    let r = DhcpServer::bind(&listen, off, hosts(), Arc::new(NoBootState));
+    let r = DhcpServer::bind(&listen, off, hosts());
     assert!(matches!(r, Err(ServerError::ModeOff)));
     // A bad configuration names the value.
     let bad = DhcpConfig {
         http_base_url: Some("http://x/".into()),
         ..DhcpConfig::default()
     };
-    let r = DhcpServer::bind(&listen, bad, hosts(), Arc::new(NoBootState));
+    let r = DhcpServer::bind(&listen, bad, hosts());
     assert!(matches!(&r, Err(ServerError::Config(_))));
     let message = r.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(message.contains("http_base_url"), "{message}");
@@ -186,12 +179,7 @@ fn start_up_errors_are_reported_not_panicked() {
         interface: Some("bellows-none0".into()),
         ..listen
     };
-    let r = DhcpServer::bind(
-        &nowhere,
-        DhcpConfig::default(),
-        hosts(),
-        Arc::new(NoBootState),
-    );
+    let r = DhcpServer::bind(&nowhere, DhcpConfig::default(), hosts());
     let message = r.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(message.contains("SO_BINDTODEVICE"), "{message}");
 }

@@ -6,10 +6,9 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::{Arc, LazyLock};
-use std::time::{Duration, Instant};
 
 use bellows_dhcp::{
-    Arrival, BootFiles, BootState, Decision, DhcpConfig, Lookup, Mode, Request, Service, respond,
+    Arrival, BootFiles, Decision, DhcpConfig, Lookup, Mode, Request, Service, respond,
 };
 use bellows_model::{Hardware, MacAddr};
 use libfuzzer_sys::fuzz_target;
@@ -71,14 +70,6 @@ impl Lookup for AnyMac {
     }
 }
 
-struct Served(Option<Instant>);
-
-impl BootState for Served {
-    fn binary_served_at(&self, _mac: MacAddr) -> Option<Instant> {
-        self.0
-    }
-}
-
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, packet)) = data.split_first() else {
         return;
@@ -95,7 +86,6 @@ fuzz_target!(|data: &[u8]| {
         cfg.public_ip = Some(Ipv4Addr::new(192, 0, 2, 1));
         cfg.domain_name = Some("example.test".into());
         cfg.syslog_server = Some(Ipv4Addr::new(10, 66, 0, 2));
-        cfg.force_chainload = Some(Duration::from_secs(60));
         cfg.boot_files = BootFiles {
             efi_ia32: Some("ipxe-i386.efi".into()),
             efi_arm64: Some("ipxe-arm64.efi".into()),
@@ -119,8 +109,6 @@ fuzz_target!(|data: &[u8]| {
         netmask: (selector & 32 == 0).then_some(Ipv4Addr::new(255, 255, 255, 0)),
         source: SocketAddrV4::new(Ipv4Addr::new(10, 66, 0, 50), 68),
     };
-    let now = Instant::now();
-    let served = Served((selector & 64 != 0).then_some(now));
     let request = Request::parse(packet).ok();
     let client_limit = request
         .as_ref()
@@ -135,7 +123,7 @@ fuzz_target!(|data: &[u8]| {
         .and_then(|r| r.options.get(82))
         .map_or(0, bellows_dhcp::wire::option_wire_len);
     let limit = client_limit + relay_echo;
-    if let Decision::Reply(reply) = respond(packet, &arrival, &cfg, &AnyMac, &served, now) {
+    if let Decision::Reply(reply) = respond(packet, &arrival, &cfg, &AnyMac) {
         assert!(
             reply.payload.len() >= 300,
             "reply shorter than BOOTP's 300 bytes"

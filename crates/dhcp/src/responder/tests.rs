@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bellows_model::{Hardware, MacAddr};
 use dhcproto::v4::{self, Architecture, DhcpOption, Message, OptionCode, UnknownOption};
@@ -13,7 +13,6 @@ use dhcproto::{Decodable, Decoder, Encodable};
 
 use super::*;
 use crate::config::BootFiles;
-use crate::lookup::NoBootState;
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 66, 0, 1);
 const MASK: Ipv4Addr = Ipv4Addr::new(255, 255, 255, 0);
@@ -168,12 +167,12 @@ fn bytes(msg: &Message) -> Vec<u8> {
     msg.to_vec().expect("dhcproto encodes")
 }
 
-fn decide_with(msg: &Message, cfg: &DhcpConfig, at: &Arrival, state: &dyn BootState) -> Decision {
-    respond(&bytes(msg), at, cfg, &hosts(), state, Instant::now())
+fn decide_with(msg: &Message, cfg: &DhcpConfig, at: &Arrival) -> Decision {
+    respond(&bytes(msg), at, cfg, &hosts())
 }
 
 fn decide(msg: &Message) -> Decision {
-    decide_with(msg, &DhcpConfig::default(), &arrival(), &NoBootState)
+    decide_with(msg, &DhcpConfig::default(), &arrival())
 }
 
 fn expect_reply(decision: Decision) -> (Reply, Message) {
@@ -311,12 +310,7 @@ fn configured_public_ip_domain_and_syslog_are_used() {
         default_lease_time: Duration::from_secs(3600),
         ..DhcpConfig::default()
     };
-    let (_, offer) = expect_reply(decide_with(
-        &discover(MAC_UEFI_HINT),
-        &cfg,
-        &arrival(),
-        &NoBootState,
-    ));
+    let (_, offer) = expect_reply(decide_with(&discover(MAC_UEFI_HINT), &cfg, &arrival()));
     assert_eq!(
         opt(&offer, OptionCode::ServerIdentifier),
         Some(&DhcpOption::ServerIdentifier(Ipv4Addr::new(192, 0, 2, 7)))
@@ -495,12 +489,7 @@ fn mode_off_and_missing_server_address_answer_nothing() {
         ..DhcpConfig::default()
     };
     assert_eq!(
-        expect_drop(decide_with(
-            &discover(MAC_A),
-            &off,
-            &arrival(),
-            &NoBootState
-        )),
+        expect_drop(decide_with(&discover(MAC_A), &off, &arrival())),
         DropReason::Disabled
     );
     let nowhere = Arrival {
@@ -511,8 +500,7 @@ fn mode_off_and_missing_server_address_answer_nothing() {
         expect_drop(decide_with(
             &discover(MAC_A),
             &DhcpConfig::default(),
-            &nowhere,
-            &NoBootState
+            &nowhere
         )),
         DropReason::NoServerAddress
     );
@@ -532,14 +520,7 @@ fn relayed_requests_are_answered_to_the_relay_with_option_82() {
         source: SocketAddrV4::new(relay, 67),
         ..arrival()
     };
-    let decision = respond(
-        &packet,
-        &at,
-        &DhcpConfig::default(),
-        &hosts(),
-        &NoBootState,
-        Instant::now(),
-    );
+    let decision = respond(&packet, &at, &DhcpConfig::default(), &hosts());
     let (reply, offer) = expect_reply(decision);
     assert_eq!(
         reply.destination,
@@ -568,14 +549,7 @@ fn relayed_requests_are_answered_to_the_relay_with_option_82() {
     big82.extend_from_slice(&[82, 250, 1, 248]);
     big82.extend(std::iter::repeat_n(b'c', 248));
     big82.push(255);
-    let decision = respond(
-        &big82,
-        &at,
-        &DhcpConfig::default(),
-        &hosts(),
-        &NoBootState,
-        Instant::now(),
-    );
+    let decision = respond(&big82, &at, &DhcpConfig::default(), &hosts());
     let (with_big82, _) = expect_reply(decision);
     assert!(
         with_big82.dropped_options.is_empty(),
@@ -597,12 +571,7 @@ fn relayed_requests_are_answered_to_the_relay_with_option_82() {
         DhcpOption::RequestedIpAddress(Ipv4Addr::new(10, 77, 0, 9)),
     );
     wrong.set_giaddr(relay);
-    let (reply, nak) = expect_reply(decide_with(
-        &wrong,
-        &DhcpConfig::default(),
-        &at,
-        &NoBootState,
-    ));
+    let (reply, nak) = expect_reply(decide_with(&wrong, &DhcpConfig::default(), &at));
     assert_eq!(
         reply.destination,
         Destination::Unicast(SocketAddrV4::new(relay, 67))
@@ -663,7 +632,7 @@ fn uefi_x64_pxe_gets_ipxe_efi_over_tftp() {
             OptionCode::BootfileName,
         ]),
     );
-    let (_, offer) = expect_reply(decide_with(&msg, &cfg, &arrival(), &NoBootState));
+    let (_, offer) = expect_reply(decide_with(&msg, &cfg, &arrival()));
     assert_eq!(offer.siaddr(), Ipv4Addr::new(10, 66, 0, 69));
     assert_eq!(
         opt(&offer, OptionCode::TFTPServerName),
@@ -693,12 +662,7 @@ fn other_architectures_get_their_binary_only_when_configured() {
         ..DhcpConfig::default()
     };
     for (arch, name) in [(6, "ipxe-i386.efi"), (11, "ipxe-arm64.efi")] {
-        let (_, offer) = expect_reply(decide_with(
-            &pxe(MAC_A, arch),
-            &cfg,
-            &arrival(),
-            &NoBootState,
-        ));
+        let (_, offer) = expect_reply(decide_with(&pxe(MAC_A, arch), &cfg, &arrival()));
         assert_eq!(file(&offer), name);
         assert_eq!(offer.siaddr(), SERVER);
     }
@@ -725,7 +689,7 @@ fn http_boot_client_gets_a_url_and_httpclient_echoed() {
         http_base_url: Some("http://boot.rack1.example:9000".into()),
         ..DhcpConfig::default()
     };
-    let (_, offer) = expect_reply(decide_with(&msg, &cfg, &arrival(), &NoBootState));
+    let (_, offer) = expect_reply(decide_with(&msg, &cfg, &arrival()));
     assert_eq!(
         file(&offer),
         "http://boot.rack1.example:9000/ipxe/snponly.efi"
@@ -792,55 +756,13 @@ fn record_hints_and_overrides_choose_the_binary() {
     assert_eq!(file(&offer), "snponly.efi");
 }
 
-struct ServedAt(Option<Instant>);
-
-impl BootState for ServedAt {
-    fn binary_served_at(&self, _mac: MacAddr) -> Option<Instant> {
-        self.0
-    }
-}
-
 #[test]
-fn force_chainload_sends_ipxe_roms_our_binary_first() {
-    let cfg = DhcpConfig {
-        force_chainload: Some(Duration::from_secs(120)),
-        ..DhcpConfig::default()
-    };
+fn every_ipxe_gets_its_script_tinkerbell_built_or_not() {
     let script = "http://10.66.0.1:8080/ipxe/02:66:00:00:00:0a/auto.ipxe";
-    // Never served: a ROM's iPXE gets undionly.kpxe.
-    let (_, offer) = expect_reply(decide_with(
-        &ipxe(MAC_A, 0),
-        &cfg,
-        &arrival(),
-        &ServedAt(None),
-    ));
-    assert_eq!(file(&offer), "undionly.kpxe");
-    assert_eq!(offer.siaddr(), SERVER);
-    // Served a moment ago: this is our binary, give it the script.
-    let recent = ServedAt(Instant::now().checked_sub(Duration::from_secs(5)));
-    let (_, offer) = expect_reply(decide_with(&ipxe(MAC_A, 0), &cfg, &arrival(), &recent));
+    let (_, offer) = expect_reply(decide(&ipxe(MAC_A, 0)));
     assert_eq!(file(&offer), script);
-    // Served long ago (a previous boot): the binary again.
-    if let Some(old) = Instant::now().checked_sub(Duration::from_secs(3600)) {
-        let (_, offer) = expect_reply(decide_with(
-            &ipxe(MAC_A, 0),
-            &cfg,
-            &arrival(),
-            &ServedAt(Some(old)),
-        ));
-        assert_eq!(file(&offer), "undionly.kpxe");
-    }
-    // A Tinkerbell-built iPXE is always past the binary stage.
     let tink = with(pxe(MAC_A, 7), DhcpOption::UserClass(b"Tinkerbell".to_vec()));
-    let (_, offer) = expect_reply(decide_with(&tink, &cfg, &arrival(), &ServedAt(None)));
-    assert_eq!(file(&offer), script);
-    // Off by default.
-    let (_, offer) = expect_reply(decide_with(
-        &ipxe(MAC_A, 0),
-        &DhcpConfig::default(),
-        &arrival(),
-        &ServedAt(None),
-    ));
+    let (_, offer) = expect_reply(decide(&tink));
     assert_eq!(file(&offer), script);
 }
 
@@ -874,15 +796,7 @@ fn replies_follow_option_55_order_and_fit_option_57() {
     }));
     let big_hosts: HashMap<MacAddr, Arc<Hardware>> = [(MAC_A, big)].into_iter().collect();
     let run = |msg: &Message, cfg: &DhcpConfig| {
-        expect_reply(respond(
-            &bytes(msg),
-            &arrival(),
-            cfg,
-            &big_hosts,
-            &NoBootState,
-            Instant::now(),
-        ))
-        .0
+        expect_reply(respond(&bytes(msg), &arrival(), cfg, &big_hosts)).0
     };
     let asks_hostname = with(
         discover(MAC_A),
@@ -921,16 +835,7 @@ fn replies_follow_option_55_order_and_fit_option_57() {
 fn malformed_packets_are_dropped() {
     let good = bytes(&discover(MAC_A));
     let cfg = DhcpConfig::default();
-    let check = |packet: &[u8]| {
-        respond(
-            packet,
-            &arrival(),
-            &cfg,
-            &hosts(),
-            &NoBootState,
-            Instant::now(),
-        )
-    };
+    let check = |packet: &[u8]| respond(packet, &arrival(), &cfg, &hosts());
     assert!(matches!(
         check(&[]),
         Decision::Drop(DropReason::Malformed(WireError::TooShort(0)))
@@ -1018,7 +923,7 @@ fn mutated_packets_never_panic() {
             p.truncate(cut);
         }
         let c = if round % 2 == 0 { &cfg } else { &proxy };
-        let _ = respond(&p, &arrival(), c, &hosts, &NoBootState, Instant::now());
+        let _ = respond(&p, &arrival(), c, &hosts);
     }
 }
 
@@ -1033,7 +938,7 @@ fn proxy_mode_gives_boot_info_without_an_address() {
         pxe(MAC_A, 7),
         DhcpOption::ClientMachineIdentifier(uuid.to_vec()),
     );
-    let (reply, offer) = expect_reply(decide_with(&msg, &cfg, &arrival(), &NoBootState));
+    let (reply, offer) = expect_reply(decide_with(&msg, &cfg, &arrival()));
     assert_eq!(offer.opts().msg_type(), Some(v4::MessageType::Offer));
     assert_eq!(offer.yiaddr(), Ipv4Addr::UNSPECIFIED);
     assert_eq!(offer.siaddr(), SERVER);
@@ -1059,7 +964,7 @@ fn proxy_mode_gives_boot_info_without_an_address() {
 
     // iPXE in proxy mode: its script, PXEClient (iPXE ignores proxy offers
     // without it), and no 175.176, which would stop it waiting for us.
-    let (_, offer) = expect_reply(decide_with(&ipxe(MAC_A, 0), &cfg, &arrival(), &NoBootState));
+    let (_, offer) = expect_reply(decide_with(&ipxe(MAC_A, 0), &cfg, &arrival()));
     assert_eq!(
         file(&offer),
         "http://10.66.0.1:8080/ipxe/02:66:00:00:00:0a/auto.ipxe"
@@ -1071,34 +976,19 @@ fn proxy_mode_gives_boot_info_without_an_address() {
 
     // Not ours to answer.
     assert_eq!(
-        expect_drop(decide_with(
-            &discover(MAC_A),
-            &cfg,
-            &arrival(),
-            &NoBootState
-        )),
+        expect_drop(decide_with(&discover(MAC_A), &cfg, &arrival())),
         DropReason::NotNetbootClient(MAC_A)
     );
     assert_eq!(
-        expect_drop(decide_with(
-            &pxe(MAC_UNKNOWN, 7),
-            &cfg,
-            &arrival(),
-            &NoBootState
-        )),
+        expect_drop(decide_with(&pxe(MAC_UNKNOWN, 7), &cfg, &arrival())),
         DropReason::UnknownClient(MAC_UNKNOWN)
     );
     assert_eq!(
-        expect_drop(decide_with(
-            &pxe(MAC_NO_PXE, 7),
-            &cfg,
-            &arrival(),
-            &NoBootState
-        )),
+        expect_drop(decide_with(&pxe(MAC_NO_PXE, 7), &cfg, &arrival())),
         DropReason::NetbootNotAllowed(MAC_NO_PXE)
     );
     assert!(matches!(
-        expect_drop(decide_with(&pxe(MAC_A, 6), &cfg, &arrival(), &NoBootState)),
+        expect_drop(decide_with(&pxe(MAC_A, 6), &cfg, &arrival())),
         DropReason::NoBootFile { .. }
     ));
     let mut site_request = pxe(MAC_A, 7);
@@ -1109,7 +999,7 @@ fn proxy_mode_gives_boot_info_without_an_address() {
         .opts_mut()
         .insert(DhcpOption::ServerIdentifier(Ipv4Addr::new(10, 66, 0, 2)));
     assert_eq!(
-        expect_drop(decide_with(&site_request, &cfg, &arrival(), &NoBootState)),
+        expect_drop(decide_with(&site_request, &cfg, &arrival())),
         DropReason::AddressingNotOurs(MAC_A)
     );
 }
@@ -1135,7 +1025,7 @@ fn proxy_never_acks_a_lease_request_even_when_it_names_our_address() {
         .opts_mut()
         .insert(DhcpOption::RequestedIpAddress(Ipv4Addr::new(10, 66, 0, 77)));
     assert_eq!(
-        expect_drop(decide_with(&taking_lease, &cfg, &arrival(), &NoBootState)),
+        expect_drop(decide_with(&taking_lease, &cfg, &arrival())),
         DropReason::AddressingNotOurs(MAC_A)
     );
     // The same client asking for boot info only (it has its address).
@@ -1147,7 +1037,7 @@ fn proxy_never_acks_a_lease_request_even_when_it_names_our_address() {
         .opts_mut()
         .insert(DhcpOption::ServerIdentifier(SERVER));
     boot_request.set_ciaddr(Ipv4Addr::new(10, 66, 0, 77));
-    let (_, ack) = expect_reply(decide_with(&boot_request, &cfg, &arrival(), &NoBootState));
+    let (_, ack) = expect_reply(decide_with(&boot_request, &cfg, &arrival()));
     assert_eq!(ack.opts().msg_type(), Some(v4::MessageType::Ack));
     assert_eq!(ack.yiaddr(), Ipv4Addr::UNSPECIFIED);
     assert_eq!(file(&ack), "snponly.efi");
@@ -1169,7 +1059,7 @@ fn boot_server_port_answers_pxe_requests_by_unicast() {
         source: SocketAddrV4::new(client, 68),
         ..arrival()
     };
-    let (reply, ack) = expect_reply(decide_with(&msg, &cfg, &at, &NoBootState));
+    let (reply, ack) = expect_reply(decide_with(&msg, &cfg, &at));
     assert_eq!(ack.opts().msg_type(), Some(v4::MessageType::Ack));
     assert_eq!(ack.yiaddr(), Ipv4Addr::UNSPECIFIED);
     assert_eq!(ack.ciaddr(), client);
@@ -1182,7 +1072,7 @@ fn boot_server_port_answers_pxe_requests_by_unicast() {
     let mut plain = message(MAC_A, v4::MessageType::Request);
     plain.set_ciaddr(client);
     assert_eq!(
-        expect_drop(decide_with(&plain, &cfg, &at, &NoBootState)),
+        expect_drop(decide_with(&plain, &cfg, &at)),
         DropReason::NotNetbootClient(MAC_A)
     );
 }

@@ -17,7 +17,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bellows_dhcp::{BootState, DhcpConfig, DhcpServer, DhcpStats, ListenConfig, NoBootState};
+use bellows_dhcp::{DhcpConfig, DhcpServer, DhcpStats, ListenConfig};
 use bellows_model::{Hardware, MacAddr};
 use dhcproto::v4::Message;
 use dhcproto::{Decodable, Decoder, Encodable};
@@ -296,18 +296,12 @@ impl Lab {
             interface: Some("br0".into()),
             ..ListenConfig::default()
         };
-        ServerThread::start(&self.server_ns, listen, cfg, hosts, Arc::new(NoBootState))
+        ServerThread::start(&self.server_ns, listen, cfg, hosts)
     }
 
     /// Starts the server listening on every interface of its namespace.
     pub fn start_server_unbound(&self, cfg: DhcpConfig, hosts: Vec<Arc<Hardware>>) -> ServerThread {
-        ServerThread::start(
-            &self.server_ns,
-            ListenConfig::default(),
-            cfg,
-            hosts,
-            Arc::new(NoBootState),
-        )
+        ServerThread::start(&self.server_ns, ListenConfig::default(), cfg, hosts)
     }
 }
 
@@ -359,7 +353,6 @@ impl ServerThread {
         listen: ListenConfig,
         cfg: DhcpConfig,
         hosts: Vec<Arc<Hardware>>,
-        boot_state: Arc<dyn BootState>,
     ) -> ServerThread {
         let map: HashMap<MacAddr, Arc<Hardware>> = hosts
             .into_iter()
@@ -375,7 +368,7 @@ impl ServerThread {
                 .build()
                 .expect("runtime");
             rt.block_on(async move {
-                match DhcpServer::bind(&listen, cfg, Arc::new(map), boot_state) {
+                match DhcpServer::bind(&listen, cfg, Arc::new(map)) {
                     Ok(server) => {
                         let _ = ready_tx.send(Ok(server.stats()));
                         let _ = server
