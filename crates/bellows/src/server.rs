@@ -326,8 +326,8 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
             Ok(addr) => format!("HTTP service on {addr}"),
             Err(_) => "HTTP service".to_string(),
         };
+        let failed = format!("{name} failed");
         servers.spawn(name, async move {
-            let addr = listener.local_addr().ok();
             // NODELAY: see bellows_api::serve.
             let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
                 let _ = tcp.set_nodelay(true);
@@ -338,7 +338,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
             )
             .with_graceful_shutdown(stop)
             .await
-            .map_err(|e| format!("HTTP service on {addr:?} failed: {e}"))
+            .map_err(|e| format!("{failed}: {e}"))
         });
     }
     let state = AppState {

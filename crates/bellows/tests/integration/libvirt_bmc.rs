@@ -25,7 +25,7 @@ use serde_json::Value;
 use crate::bmc_support::{
     ChildGuard, PASSWORD, SUSHY_TOOLS_VERSION, USERNAME, wait_until, write_file,
 };
-use crate::harness::{Server, ok};
+use crate::harness::{Server, ok, run_checked};
 use crate::netns::{Lab, can_run};
 
 const SERVER_IP: &str = "10.77.0.1";
@@ -50,20 +50,6 @@ const PACKAGES: &[&str] = &[
     "curl",
     "openssl",
 ];
-
-fn run_checked(command: &mut Command, what: &str) -> String {
-    let out = command
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed ({}): {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn debian_python_has_libvirt() -> bool {
     Command::new("/usr/bin/python3")

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
-use crate::harness::{BIN, Server, ok};
+use crate::harness::{BIN, Server, ok, run_checked};
 use crate::netns::{Lab, can_run};
 use crate::vm::{Firmware, Order, Vm, VmSpec, file_tail};
 
@@ -44,21 +44,10 @@ fn have_tools() -> bool {
     true
 }
 
-fn run(cmd: &mut Command, what: &str) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what}: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// The in-memory OS, built by the documented command into the server's
 /// default location.
 fn build_osie(osie: &Path) {
-    let out = run(
+    let out = run_checked(
         Command::new(BIN)
             .args(["image", "build", "--output-dir"])
             .arg(osie),
@@ -67,28 +56,17 @@ fn build_osie(osie: &Path) {
     eprintln!("{out}");
 }
 
-/// The disk image the workflow installs: built, checksummed, compressed,
-/// and put where Bellows serves it (`/osie/`).
-fn build_disk(osie: &Path, work: &Path) -> String {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/e2e/build-installed-disk.sh"
-    );
-    let img = work.join("installed.img");
-    eprintln!(
-        "{}",
-        run(
-            Command::new(script).arg(&img).arg(SERVER_IP),
-            "build-installed-disk.sh"
-        )
-    );
-    let sum = run(Command::new("sha256sum").arg(&img), "sha256sum");
+/// The disk image the workflow installs (built once per run), checksummed,
+/// compressed, and put where Bellows serves it (`/osie/`).
+fn build_disk(osie: &Path) -> String {
+    let img = crate::vm::installed_disk(SERVER_IP, "EFI/BOOT/BOOTX64.EFI");
+    let sum = run_checked(Command::new("sha256sum").arg(&img), "sha256sum");
     let sum = sum
         .split_whitespace()
         .next()
         .unwrap_or_default()
         .to_string();
-    run(
+    run_checked(
         Command::new("zstd")
             .args(["-q", "-f", "-10", "-o"])
             .arg(osie.join("installed.img.zst"))
@@ -236,7 +214,7 @@ fn setup(tag: &str, mac: &str, ip: &str, name: &str, allow_pxe: bool) -> Option<
     std::fs::create_dir_all(&osie).unwrap();
     let built = Instant::now();
     build_osie(&osie);
-    let sum = build_disk(&osie, &work);
+    let sum = build_disk(&osie);
     eprintln!("images built in {:.1} s", built.elapsed().as_secs_f64());
     let mut lab = Lab::new(tag, SERVER_IP);
     let tap = lab.tap(1);

@@ -15,8 +15,8 @@ const REFIND: &str = "/usr/share/refind/refind/refind_x64.efi";
 
 /// A VM with an installed disk (its UEFI loader at `efi_path`), network
 /// first in its boot order, no workflow, and Bellows with `--local-boot
-/// MODE`: the installed system must call back.
-fn boots_its_disk(fw: Firmware, mode: &str, efi_path: &str, tag: &str, mac: &str, ip: &str) {
+/// refind`: the installed system must call back.
+fn boots_its_disk_under_refind(fw: Firmware, efi_path: &str, tag: &str, mac: &str, ip: &str) {
     if !can_run() || !have_qemu() {
         return;
     }
@@ -39,7 +39,7 @@ fn boots_its_disk(fw: Firmware, mode: &str, efi_path: &str, tag: &str, mac: &str
         SERVER_IP,
         &work.path().join("data"),
         "reservation",
-        &["--local-boot", mode],
+        &["--local-boot", "refind"],
     );
     let name = format!("refind-{tag}");
     s.push_machine(&ns, &name, mac, ip, SERVER_IP, true);
@@ -59,7 +59,7 @@ fn boots_its_disk(fw: Firmware, mode: &str, efi_path: &str, tag: &str, mac: &str
         &std::fs::read(work.path().join("console.log")).unwrap_or_default(),
     )
     .into_owned();
-    if fw == Firmware::Uefi && mode == "refind" {
+    if fw == Firmware::Uefi {
         // iPXE fetched both files from Bellows, and rEFInd booted the disk.
         for seen in [
             "/refind/refind.conf... ok",
@@ -89,9 +89,8 @@ fn boots_its_disk(fw: Firmware, mode: &str, efi_path: &str, tag: &str, mac: &str
 /// Bellows, scans the disk and boots it.
 #[test]
 fn uefi_vm_boots_a_disk_the_firmware_cannot_through_refind() {
-    boots_its_disk(
+    boots_its_disk_under_refind(
         Firmware::Uefi,
-        "refind",
         "EFI/bellows/installed.efi",
         "rfu",
         "52:54:00:78:00:10",
@@ -102,9 +101,8 @@ fn uefi_vm_boots_a_disk_the_firmware_cannot_through_refind() {
 /// BIOS under the same setting: iPXE sanboots the first disk (syslinux).
 #[test]
 fn bios_vm_boots_its_first_disk_under_the_refind_setting() {
-    boots_its_disk(
+    boots_its_disk_under_refind(
         Firmware::Bios,
-        "refind",
         "EFI/bellows/installed.efi",
         "rfb",
         "52:54:00:78:00:11",

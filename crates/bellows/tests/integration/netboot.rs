@@ -16,7 +16,7 @@ use crate::vm::{Firmware, Vm, VmSpec, file_tail};
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
 
 /// A diskless VM that powers off (no reboot) when its OS is done.
-pub(crate) fn netboot_vm(ns: &str, tap: &str, mac: &str, fw: Firmware, work: &Path) -> Vm {
+fn netboot_vm(ns: &str, tap: &str, mac: &str, fw: Firmware, work: &Path) -> Vm {
     crate::vm::start_vm(&VmSpec {
         ns,
         tap,
@@ -122,7 +122,7 @@ pub(crate) fn have_qemu() -> bool {
 
 /// Who hands out addresses and boot files in a boot test.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) enum Site {
+enum Site {
     /// Bellows' own DHCP server, reservation mode.
     Bellows,
     /// The site's dnsmasq, Kea or ISC dhcpd, configured by `bellows
@@ -148,7 +148,7 @@ impl Site {
 
 /// One whole boot: Bellows (and the site's DHCP server, if any) in the
 /// lab, a VM on its bridge, and the booted OS's report.
-pub(crate) fn boot_vm(fw: Firmware, site: Site, tag: &str, mac: &str, ip: &str, name: &str) {
+fn boot_vm(fw: Firmware, site: Site, tag: &str, mac: &str, ip: &str, name: &str) {
     if !can_run() || !have_qemu() {
         return;
     }

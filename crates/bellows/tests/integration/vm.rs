@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use crate::harness::run_checked;
+
 /// A child process (QEMU, or a helper daemon), killed when dropped.
 pub struct Vm(pub Child);
 
@@ -180,27 +182,11 @@ pub fn e2e_script(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Runs an e2e build script, panicking with its output if it fails.
-pub fn run_script(script: &Path, args: &[&std::ffi::OsStr]) -> String {
-    let out = Command::new(script)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
-    assert!(
-        out.status.success(),
-        "{}: {}\n{}",
-        script.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// The network-boot tests' OS (kernel + initramfs), built once per run.
 pub fn test_os() -> PathBuf {
     let script = e2e_script("build-test-os.sh");
     built_once("test-os", &[&script, &e2e_script("lib.sh")], &[], |dir| {
-        run_script(&script, &[dir.as_os_str()]);
+        run_checked(Command::new(&script).arg(dir), "build-test-os.sh");
     })
 }
 
@@ -215,10 +201,11 @@ pub fn installed_disk(syslog_ip: &str, efi_path: &str) -> PathBuf {
         &[syslog_ip, efi_path],
         |dir| {
             let img = dir.join("installed.img");
-            run_script(
-                &script,
-                &[img.as_os_str(), syslog_ip.as_ref(), efi_path.as_ref()],
+            let out = run_checked(
+                Command::new(&script).arg(&img).args([syslog_ip, efi_path]),
+                "build-installed-disk.sh",
             );
+            eprintln!("{out}");
         },
     );
     dir.join("installed.img")
