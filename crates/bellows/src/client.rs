@@ -3,7 +3,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::commands::CliError;
+use crate::error::CliError;
 
 /// Talks to one Bellows server.
 pub struct Client {

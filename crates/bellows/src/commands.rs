@@ -11,36 +11,13 @@ use serde_json::{Value, json};
 
 use crate::cli::{BmcCmd, Cli, Command, Format, HardwareCmd, IpxeCmd, TemplateCmd, WorkflowCmd};
 use crate::client::{Client, segment};
+use crate::error::CliError;
 use crate::output::{duration, s, structured, table, time};
 
 /// Syslog severity names by number.
 const SEVERITY: [&str; 8] = [
     "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
 ];
-
-/// Everything a command can fail with, printed as `error: …`.
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    /// The server refused the request.
-    #[error("{}{message} (HTTP {status})", field.as_deref().map(|f| if message.starts_with(f) { String::new() } else { format!("{f}: ") }).unwrap_or_default())]
-    Api {
-        /// HTTP status.
-        status: u16,
-        /// Server's message.
-        message: String,
-        /// Field at fault.
-        field: Option<String>,
-    },
-    /// No server to talk to.
-    #[error("{0}")]
-    Connect(String),
-    /// Bad arguments or local input.
-    #[error("{0}")]
-    Usage(String),
-    /// The server could not start or run.
-    #[error("{0}")]
-    Server(String),
-}
 
 /// Dispatches a parsed command line.
 pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {

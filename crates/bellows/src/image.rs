@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use crate::cli::Format;
-use crate::commands::CliError;
+use crate::error::CliError;
 use crate::output::structured;
 
 /// `bellows image …`

@@ -7,6 +7,7 @@ mod cli;
 mod client;
 mod commands;
 mod config;
+mod error;
 mod image;
 mod output;
 mod server;

@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use crate::cli::Format;
-use crate::commands::CliError;
+use crate::error::CliError;
 
 /// Prints `value` as JSON or YAML; returns false when the caller should
 /// print its table instead.

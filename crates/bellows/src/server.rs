@@ -20,8 +20,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{DhcpMode, Listen, ServerArgs};
-use crate::commands::CliError;
 use crate::config;
+use crate::error::CliError;
 
 /// Runs the server until SIGTERM or SIGINT.
 pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {

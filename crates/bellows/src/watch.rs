@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::cli::Format;
 use crate::client::{Client, segment};
-use crate::commands::CliError;
+use crate::error::CliError;
 use crate::output::{duration, s, structured, table};
 
 /// How often the server is asked for news.

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{PullPolicyArg, RebootArg, WorkerArgs};
-use crate::commands::CliError;
+use crate::error::CliError;
 
 /// Exit status after an action asked for a reboot, with `--reboot exit`.
 pub const EXIT_REBOOT: u8 = 10;
