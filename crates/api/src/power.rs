@@ -246,3 +246,45 @@ pub(crate) async fn netboot(
     };
     run_job(&state, &id, Job::netboot(req.efi)).await
 }
+
+/// How often [`poll_power`] reads every BMC, unless told otherwise.
+pub const POWER_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Reads every BMC's power state on an interval and stores it, so
+/// `bellows bmc list` and `hardware list` show it without a live call.
+/// BMCs are read one after another: the client's own timeouts bound each.
+pub async fn poll_power(
+    store: std::sync::Arc<dyn Store>,
+    every: std::time::Duration,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = &mut stop => return,
+        }
+        let records = match store.list_bmcs().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "power poll: cannot list BMCs");
+                continue;
+            }
+        };
+        for record in records {
+            let Ok(Some((record, secret))) = store.bmc_with_secret(&record.hardware_id).await
+            else {
+                continue;
+            };
+            let bmc = connect(&record, &secret).await;
+            let _ = read_power(
+                store.as_ref(),
+                &record.hardware_id,
+                bmc.as_ref().map_err(Clone::clone),
+            )
+            .await;
+        }
+    }
+}

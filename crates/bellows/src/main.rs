@@ -6,7 +6,6 @@ mod byo_dhcp;
 mod cli;
 mod client;
 mod commands;
-mod config;
 mod error;
 mod image;
 mod output;

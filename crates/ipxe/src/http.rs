@@ -12,17 +12,37 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bellows_model::{Hardware, MacAddr, boot};
-use bellows_store::{Store, WorkflowFilter};
 use tower::ServiceExt;
 use tower_http::services::{ServeDir, ServeFile};
 
 use crate::script::{InstallOs, LocalBoot, choose, render};
 
+/// The two questions a boot script needs answered about the world: which
+/// machine is asking, and whether it has work waiting. A port rather than
+/// the store, so this crate knows nothing of how records are kept.
+#[async_trait::async_trait]
+pub trait BootLookup: Send + Sync {
+    /// The machine with an interface whose DHCP MAC is `mac`.
+    fn by_mac(&self, mac: MacAddr) -> Option<Arc<Hardware>>;
+    /// The machine with an interface reserved `ip` (IPv4-mapped IPv6
+    /// addresses count as their IPv4 address).
+    fn by_ip(&self, ip: std::net::IpAddr) -> Option<Arc<Hardware>>;
+    /// Whether a PENDING or RUNNING workflow names this MAC or machine as
+    /// its worker: a RUNNING one counts because a machine that rebooted
+    /// mid-way must get back to its worker.
+    async fn workflow_waiting(&self, hw: &Hardware, mac: MacAddr) -> Result<bool, LookupError>;
+}
+
+/// The lookup behind [`BootLookup`] failed; the machine is told to retry.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read workflows: {0}")]
+pub struct LookupError(pub String);
+
 /// What the boot routes need.
 #[derive(Clone)]
 pub struct BootState {
-    /// Machines and workflows.
-    pub store: Arc<dyn Store>,
+    /// Machines and whether they have work waiting.
+    pub machines: Arc<dyn BootLookup>,
     /// The in-memory OS every installing machine boots.
     pub os: Arc<InstallOs>,
     /// What a machine with nothing to do boots.
@@ -200,7 +220,7 @@ async fn by_mac(state: &BootState, mac: &str) -> Response {
     let Ok(mac) = mac.parse::<MacAddr>() else {
         return text(StatusCode::NOT_FOUND, "not found\n".into());
     };
-    match state.store.index().by_mac(mac) {
+    match state.machines.by_mac(mac) {
         Some(hw) => script(state, &hw, mac).await,
         None => {
             tracing::info!(%mac, "auto.ipxe for an unknown MAC");
@@ -220,7 +240,7 @@ async fn by_source(
 
 async fn script_by_source(state: &BootState, peer: SocketAddr) -> Response {
     let ip = peer.ip();
-    let Some(hw) = state.store.index().by_ip(ip) else {
+    let Some(hw) = state.machines.by_ip(ip) else {
         tracing::info!(%ip, "auto.ipxe from an unknown address");
         return text(StatusCode::NOT_FOUND, "not found\n".into());
     };
@@ -242,7 +262,7 @@ async fn script_by_source(state: &BootState, peer: SocketAddr) -> Response {
 }
 
 async fn script(state: &BootState, hw: &Hardware, mac: MacAddr) -> Response {
-    let waiting = match workflow_waiting(state.store.as_ref(), hw, mac).await {
+    let waiting = match state.machines.workflow_waiting(hw, mac).await {
         Ok(w) => w,
         Err(e) => {
             tracing::error!(error = %e, %mac, "cannot read workflows for auto.ipxe");
@@ -258,24 +278,4 @@ async fn script(state: &BootState, hw: &Hardware, mac: MacAddr) -> Response {
         StatusCode::OK,
         render(&choice, mac, &state.os, &state.local_boot),
     )
-}
-
-/// A PENDING workflow, or a RUNNING one (the machine rebooted mid-way and
-/// must get back to its worker), for this MAC or machine.
-async fn workflow_waiting(
-    store: &dyn Store,
-    hw: &Hardware,
-    mac: MacAddr,
-) -> Result<bool, bellows_store::StoreError> {
-    for worker in [mac.to_string(), hw.id.clone()] {
-        let filter = WorkflowFilter {
-            state: None,
-            worker: Some(worker),
-            active: true,
-        };
-        if !store.list_workflows(&filter).await?.is_empty() {
-            return Ok(true);
-        }
-    }
-    Ok(false)
 }

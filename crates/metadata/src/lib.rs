@@ -18,7 +18,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use bellows_model::Hardware;
-use bellows_store::HardwareIndex;
 
 mod cidr;
 pub mod views;
@@ -27,11 +26,19 @@ pub use cidr::{Cidr, CidrParseError};
 
 use views::Ec2Answer;
 
+/// The one question the metadata service asks: which machine holds this
+/// address. A port rather than the store, so this crate knows nothing of
+/// how records are kept.
+pub trait MachineByAddress: Send + Sync {
+    /// The machine with an interface reserved `ip`.
+    fn by_ip(&self, ip: IpAddr) -> Option<Arc<Hardware>>;
+}
+
 /// Shared by the metadata handlers.
 #[derive(Clone)]
 pub struct MetadataState {
     /// Live hardware lookups.
-    pub index: Arc<HardwareIndex>,
+    pub machines: Arc<dyn MachineByAddress>,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Arc<Vec<Cidr>>,
 }
@@ -99,7 +106,7 @@ impl FromRequestParts<MetadataState> for Caller {
             return Err(not_found());
         };
         let ip = caller_ip(peer.ip(), &parts.headers, &state.trusted_proxies);
-        match state.index.by_ip(ip) {
+        match state.machines.by_ip(ip) {
             Some(hw) => Ok(Caller { hw, ip }),
             None => {
                 tracing::debug!(%ip, "metadata request from an unknown address");

@@ -8,6 +8,7 @@
 pub mod boot;
 pub mod error;
 pub mod hardware;
+pub mod log;
 pub mod mac;
 pub mod render;
 pub mod template;
@@ -16,6 +17,7 @@ pub mod workflow;
 
 pub use error::ValidationError;
 pub use hardware::Hardware;
+pub use log::LogEntry;
 pub use mac::MacAddr;
 pub use render::{RenderContext, render};
 pub use template::{Strictness, Template};

@@ -1,5 +1,14 @@
 //! Unix-millisecond timestamps shown as RFC 3339, without a date crate.
 
+/// Current time in Unix milliseconds: the one clock every stored time
+/// and every worker report uses.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 /// Formats Unix milliseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC).
 ///
 /// Stored times are integers (portable across SQLite and PostgreSQL); people

@@ -21,6 +21,8 @@ use tokio::sync::broadcast;
 mod index;
 mod sqlite;
 
+pub use bellows_model::LogEntry;
+pub use bellows_model::time::now_ms;
 pub use index::HardwareIndex;
 pub use sqlite::SqliteStore;
 
@@ -131,29 +133,6 @@ impl std::fmt::Debug for BmcSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("BmcSecret(<redacted>)")
     }
-}
-
-/// One log line a machine sent, before it is stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogEntry {
-    /// Hardware id, or `ip:<address>` for an unknown sender.
-    pub machine: String,
-    /// Unix milliseconds when Bellows received it.
-    pub at: i64,
-    /// Sender's address.
-    pub source: String,
-    /// Syslog facility number.
-    pub facility: u8,
-    /// Syslog severity number (0 emergency … 7 debug).
-    pub severity: u8,
-    /// Sender's hostname, if it gave one.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub hostname: String,
-    /// Program (`ipxe`, `kernel`, `bellows-worker`).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub app: String,
-    /// The text.
-    pub message: String,
 }
 
 /// A stored log line with its place in the log.
@@ -381,12 +360,4 @@ pub trait Store: Send + Sync + 'static {
 
     /// The in-memory hardware index, current as soon as a write returns.
     fn index(&self) -> std::sync::Arc<HardwareIndex>;
-}
-
-/// Current time in Unix milliseconds.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }

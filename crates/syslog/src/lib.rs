@@ -4,12 +4,13 @@
 //! what a machine did while nobody watched its console.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bellows_store::{LogEntry, Store, now_ms};
+use bellows_model::LogEntry;
+use bellows_model::time::now_ms;
 use tokio::net::UdpSocket;
 
 pub mod parse;
@@ -30,19 +31,35 @@ pub struct SyslogStats {
     pub lost: AtomicU64,
 }
 
+/// Where lines go, and whose they are: a port rather than the store, so
+/// this crate knows nothing of how lines are kept.
+#[async_trait::async_trait]
+pub trait LogSink: Send + Sync {
+    /// The id of the machine that holds `ip`, if any; lines from anyone
+    /// else are filed as `ip:<address>`.
+    fn machine_at(&self, ip: IpAddr) -> Option<String>;
+    /// Keeps a batch of lines (in order).
+    async fn append(&self, lines: &[LogEntry]) -> Result<(), SinkError>;
+}
+
+/// The sink refused a batch; its lines are counted as lost.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SinkError(pub String);
+
 /// A bound receiver.
 pub struct SyslogServer {
     socket: UdpSocket,
-    store: Arc<dyn Store>,
+    sink: Arc<dyn LogSink>,
     stats: Arc<SyslogStats>,
 }
 
 impl SyslogServer {
     /// Binds the UDP socket (port 514 normally; any port for development).
-    pub async fn bind(addr: SocketAddr, store: Arc<dyn Store>) -> std::io::Result<SyslogServer> {
+    pub async fn bind(addr: SocketAddr, sink: Arc<dyn LogSink>) -> std::io::Result<SyslogServer> {
         Ok(SyslogServer {
             socket: UdpSocket::bind(addr).await?,
-            store,
+            sink,
             stats: Arc::default(),
         })
     }
@@ -96,10 +113,10 @@ impl SyslogServer {
                 return None;
             }
         };
-        let machine = match self.store.index().by_ip(peer.ip()) {
-            Some(hw) => hw.id.clone(),
-            None => format!("ip:{}", peer.ip()),
-        };
+        let machine = self
+            .sink
+            .machine_at(peer.ip())
+            .unwrap_or_else(|| format!("ip:{}", peer.ip()));
         Some(LogEntry {
             machine,
             at: now_ms(),
@@ -117,7 +134,7 @@ impl SyslogServer {
             return;
         }
         let n = batch.len() as u64;
-        match self.store.append_logs(batch).await {
+        match self.sink.append(batch).await {
             Ok(()) => {
                 self.stats.stored.fetch_add(n, Ordering::Relaxed);
             }
@@ -133,20 +150,29 @@ impl SyslogServer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bellows_model::Hardware;
-    use bellows_store::SqliteStore;
+    use std::sync::Mutex;
+
+    /// Files lines in memory; knows one machine.
+    #[derive(Default)]
+    struct MemorySink {
+        lines: Mutex<Vec<LogEntry>>,
+    }
+
+    #[async_trait::async_trait]
+    impl LogSink for MemorySink {
+        fn machine_at(&self, ip: IpAddr) -> Option<String> {
+            (ip == IpAddr::from([127, 0, 0, 1])).then(|| "m1".to_string())
+        }
+        async fn append(&self, lines: &[LogEntry]) -> Result<(), SinkError> {
+            self.lines.lock().unwrap().extend_from_slice(lines);
+            Ok(())
+        }
+    }
 
     #[tokio::test]
     async fn files_lines_under_the_sending_machine() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
-        let hw = Hardware::from_value(serde_json::json!({
-            "id": "m1",
-            "network": {"interfaces": [{"dhcp": {"mac": "02:00:00:00:00:01", "ip": {"address": "127.0.0.1"}}}]}
-        }))
-        .unwrap();
-        store.push_hardware(hw).await.unwrap();
-        let server = SyslogServer::bind("127.0.0.1:0".parse().unwrap(), store.clone())
+        let sink = Arc::new(MemorySink::default());
+        let server = SyslogServer::bind("127.0.0.1:0".parse().unwrap(), sink.clone())
             .await
             .unwrap();
         let addr = server.local_addr().unwrap();
@@ -174,15 +200,20 @@ mod tests {
         }
         let _ = stop_tx.send(());
         task.await.unwrap();
-        let mine = store.machine_logs("m1", 10).await.unwrap();
+        let lines = sink.lines.lock().unwrap().clone();
+        let mine: Vec<_> = lines.iter().filter(|l| l.machine == "m1").collect();
         assert_eq!(mine.len(), 1);
         assert_eq!(
-            (mine[0].entry.app.as_str(), mine[0].entry.message.as_str()),
+            (mine[0].app.as_str(), mine[0].message.as_str()),
             ("ipxe", "Downloading vmlinuz")
         );
-        let other = store.machine_logs("ip:127.0.0.2", 10).await.unwrap();
-        assert_eq!(other[0].entry.message, "stranger");
-        assert_eq!(other[0].entry.severity, 3);
+        let other: Vec<_> = lines
+            .iter()
+            .filter(|l| l.machine == "ip:127.0.0.2")
+            .collect();
+        assert_eq!(other.len(), 1);
+        assert_eq!(other[0].message, "stranger");
+        assert_eq!(other[0].severity, 3);
         assert_eq!(stats.malformed.load(Ordering::Relaxed), 1);
     }
 }

@@ -287,10 +287,4 @@ pub trait Runtime: Send + Sync {
     async fn run(&self, spec: &ActionSpec, ctx: &RunContext) -> RunResult;
 }
 
-/// Unix milliseconds now.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+pub use bellows_model::time::now_ms;

@@ -1,0 +1,319 @@
+//! `bellows server`: open the store, start every service, stop cleanly on
+//! SIGTERM. This file only wires: each service is built by its own
+//! function (`netboot` for the UDP boot services, `http_apps` here for the
+//! HTTP listeners), the store reaches the services through `ports`, and
+//! `services` runs and stops them.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use bellows_api::power::{POWER_POLL_INTERVAL, poll_power};
+use bellows_api::worker::{HubSettings, WorkerHub, WorkerService};
+use bellows_api::{AppState, BootInfo};
+use bellows_ipxe::InstallOs;
+use bellows_ipxe::http::{BootFiles, BootState};
+use bellows_metadata::MetadataState;
+use bellows_store::{SqliteStore, Store};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{DhcpMode, ServerArgs};
+use crate::error::CliError;
+
+pub mod config;
+mod netboot;
+mod ports;
+mod services;
+
+use config::ServerConfig;
+use netboot::Published;
+use ports::StorePorts;
+use services::{SHUTDOWN_DRAIN, Services};
+
+/// Runs the server until SIGTERM or SIGINT.
+pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
+    let cfg = config::resolve(&args).map_err(|e| CliError::Usage(e.to_string()))?;
+    init_logging(&cfg.log)?;
+    let store = open_store(&cfg).await?;
+    let dyn_store: Arc<dyn Store> = store.clone();
+    let ports = Arc::new(StorePorts::new(dyn_store.clone()));
+
+    let api_listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| CliError::Server(format!("cannot listen on {}: {e}", cfg.listen)))?;
+    let api_port = local_port(&api_listener)?;
+    tracing::info!(
+        data_dir = %cfg.data_dir.display(),
+        "bellows API listening on http://{}",
+        SocketAddr::new(cfg.listen.ip(), api_port)
+    );
+    // The HTTP boot service and any metadata-only listeners answer from the
+    // store's in-memory index, never from a query.
+    let http = bind_tcp(cfg.http_listen, "HTTP boot service (iPXE, metadata)").await?;
+    let http_port = local_port(&http)?;
+    let mut metadata_only = Vec::new();
+    for addr in &cfg.metadata_listen {
+        metadata_only.push(bind_tcp(*addr, "metadata service").await?);
+    }
+
+    let syslog = netboot::start_syslog(&cfg, ports.clone()).await?;
+    let ipxe_dir = netboot::prepare_ipxe_dir(&cfg);
+    let tftp = netboot::start_tftp(&cfg, &ipxe_dir).await?;
+    let published = Published {
+        http_base: format!("http://{}", SocketAddr::new(cfg.public_ip, http_port)),
+        tftp: tftp.as_ref().map(|t| t.local_addr()),
+        syslog: netboot::syslog_host(&cfg, syslog.as_ref()),
+    };
+    netboot::warn_missing_files(&cfg, &ipxe_dir);
+    let dhcp = netboot::start_dhcp(&cfg, ports.clone(), &published)?;
+    let dhcp_mode = match (&dhcp, cfg.dhcp_mode) {
+        (None, _) | (_, DhcpMode::Off) => "off",
+        (_, DhcpMode::Reservation) => "reservation",
+        (_, DhcpMode::Proxy) => "proxy",
+    };
+    tracing::info!(public_ip = %cfg.public_ip, "boot URLs start with {}", published.http_base);
+
+    let hub = WorkerHub::new(
+        dyn_store.clone(),
+        HubSettings {
+            action_grace: cfg.action_grace,
+            keepalive: cfg.worker_keepalive,
+            ..HubSettings::default()
+        },
+    );
+    tokio::spawn(hub.clone().follow_changes());
+    let os = netboot::install_os(&cfg, &published, api_port);
+    let http_apps = http_apps(&cfg, ports, &hub, os, ipxe_dir, http, metadata_only);
+
+    let stop = StopSignal::install()?;
+    {
+        // Worker streams stay open for hours; end them so graceful
+        // shutdown of the HTTP listeners can finish.
+        let hub = hub.clone();
+        let stopped = stop.wait();
+        tokio::spawn(async move {
+            stopped.await;
+            hub.stop();
+        });
+    }
+    let mut servers = Services::default();
+    if let (true, Some(interface)) = (cfg.ipv6_ra, cfg.interface.as_deref()) {
+        match bellows_dhcp::ra::RaSender::bind(interface) {
+            Ok(ra) => {
+                tracing::info!(
+                    interface,
+                    "sending IPv6 router advertisements (no prefix, lifetime 0)"
+                );
+                let stopped = stop.wait();
+                servers.spawn("IPv6 router advertisements", async move {
+                    ra.run(stopped).await;
+                    Ok(())
+                });
+            }
+            Err(e) => tracing::warn!(interface, "IPv6 router advertisements off: {e}"),
+        }
+    }
+    {
+        let stopped = stop.wait();
+        let hub = hub.clone();
+        servers.spawn("workflow deadlines", async move {
+            hub.enforce_deadlines(stopped).await;
+            Ok(())
+        });
+    }
+    {
+        let store = dyn_store.clone();
+        let stopped = stop.wait();
+        servers.spawn("BMC power poller", async move {
+            poll_power(store, POWER_POLL_INTERVAL, stopped).await;
+            Ok(())
+        });
+    }
+    if let Some(dhcp) = dhcp {
+        let stopped = stop.wait();
+        servers.spawn("DHCP server", async move {
+            dhcp.run(stopped)
+                .await
+                .map_err(|e| format!("DHCP server failed: {e}"))
+        });
+    }
+    if let Some(tftp) = tftp {
+        let stopped = stop.wait();
+        servers.spawn("TFTP server", async move {
+            tftp.run(stopped)
+                .await
+                .map_err(|e| format!("TFTP server failed: {e}"))
+        });
+    }
+    if let Some(syslog) = syslog {
+        let stopped = stop.wait();
+        servers.spawn("syslog receiver", async move {
+            syslog.run(stopped).await;
+            Ok(())
+        });
+    }
+    for (listener, app) in http_apps {
+        let stopped = stop.wait();
+        let name = match listener.local_addr() {
+            Ok(addr) => format!("HTTP service on {addr}"),
+            Err(_) => "HTTP service".to_string(),
+        };
+        let failed = format!("{name} failed");
+        servers.spawn(name, async move {
+            // NODELAY: see bellows_api::serve.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(stopped)
+            .await
+            .map_err(|e| format!("{failed}: {e}"))
+        });
+    }
+    let state = AppState {
+        store: store.clone(),
+        boot: Arc::new(BootInfo {
+            public_ip: cfg.public_ip.to_string(),
+            http_base: published.http_base.clone(),
+            tftp_server: published.tftp.map(|a| a.to_string()),
+            syslog: published.syslog.clone(),
+            dhcp_mode: dhcp_mode.into(),
+        }),
+        workers: hub.clone(),
+    };
+    let api_stopped = stop.wait();
+    servers.spawn("API", async move {
+        bellows_api::serve(api_listener, state, api_stopped)
+            .await
+            .map_err(|e| format!("API server failed: {e}"))
+    });
+    servers
+        .run_until_drained(stop.wait(), SHUTDOWN_DRAIN, || hub.connected_workers())
+        .await?;
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Logs go to stderr, filtered by `--log` (`RUST_LOG` syntax), coloured
+/// only on a terminal.
+fn init_logging(filter: &str) -> Result<(), CliError> {
+    let env_filter = EnvFilter::try_new(filter)
+        .map_err(|e| CliError::Usage(format!("invalid log filter {filter:?}: {e}")))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(env_filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    Ok(())
+}
+
+/// Opens (creating if needed) the embedded store in the data directory.
+async fn open_store(cfg: &ServerConfig) -> Result<Arc<SqliteStore>, CliError> {
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
+        CliError::Server(format!(
+            "cannot create data directory {}: {e}",
+            cfg.data_dir.display()
+        ))
+    })?;
+    let store = SqliteStore::open(&cfg.data_dir).await.map_err(|e| {
+        CliError::Server(format!(
+            "cannot open the store in {}: {e}",
+            cfg.data_dir.display()
+        ))
+    })?;
+    Ok(Arc::new(store))
+}
+
+/// The HTTP listeners and what each serves: the boot listener carries the
+/// iPXE routes, metadata and the worker service (booted machines reach the
+/// worker service here, as the API listener is often loopback-only); each
+/// metadata-only listener carries metadata alone.
+fn http_apps(
+    cfg: &ServerConfig,
+    ports: Arc<StorePorts>,
+    hub: &Arc<WorkerHub>,
+    os: InstallOs,
+    ipxe_dir: std::path::PathBuf,
+    boot_listener: TcpListener,
+    metadata_only: Vec<TcpListener>,
+) -> Vec<(TcpListener, axum::Router)> {
+    let metadata = bellows_metadata::router(MetadataState {
+        machines: ports.clone(),
+        trusted_proxies: Arc::new(cfg.trusted_proxies.clone()),
+    });
+    let boot = bellows_ipxe::http::router(
+        BootState {
+            machines: ports,
+            os: Arc::new(os),
+            local_boot: Arc::new(cfg.local_boot.clone()),
+        },
+        &BootFiles {
+            ipxe_dir,
+            osie_dir: Some(cfg.osie_dir.clone()),
+            refind_dir: Some(cfg.refind_dir.clone()),
+        },
+    )
+    .merge(metadata.clone())
+    .merge(WorkerService::new(hub.clone()).router());
+    let mut apps = vec![(boot_listener, boot)];
+    apps.extend(metadata_only.into_iter().map(|l| (l, metadata.clone())));
+    apps
+}
+
+/// SIGTERM or SIGINT, seen by every task: each waits on its own receiver.
+struct StopSignal {
+    rx: tokio::sync::watch::Receiver<bool>,
+}
+
+impl StopSignal {
+    fn install() -> Result<StopSignal, CliError> {
+        let mut term = signal(SignalKind::terminate())
+            .map_err(|e| CliError::Server(format!("cannot handle SIGTERM: {e}")))?;
+        let mut int = signal(SignalKind::interrupt())
+            .map_err(|e| CliError::Server(format!("cannot handle SIGINT: {e}")))?;
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+            }
+            let _ = tx.send(true);
+        });
+        Ok(StopSignal { rx })
+    }
+
+    /// Resolves once a stop signal has arrived.
+    fn wait(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    }
+}
+
+async fn bind_tcp(addr: SocketAddr, what: &str) -> Result<TcpListener, CliError> {
+    let listener = TcpListener::bind(addr).await.map_err(|e| {
+        CliError::Server(format!(
+            "cannot listen on {addr} for the {what}: {e} (choose another address with --http-listen / --metadata-listen)"
+        ))
+    })?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| CliError::Server(format!("listener has no address: {e}")))?;
+    tracing::info!("{what} listening on http://{local}");
+    Ok(listener)
+}
+
+fn local_port(listener: &TcpListener) -> Result<u16, CliError> {
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| CliError::Server(format!("listener has no address: {e}")))
+}
