@@ -11,6 +11,8 @@
 //! Around it:
 //! - [`files`]: request-path sanitising (MAC prefixes, `\` separators), the
 //!   [`FileSource`] trait and a directory implementation that refuses escapes;
+//! - [`policy`]: which requests are served and how refusals read, as pure
+//!   functions the loop calls;
 //! - [`netascii`]: the netascii view of a file;
 //! - [`server`]: the tokio socket loop, one task and one port per transfer.
 //!
@@ -36,6 +38,7 @@ pub mod files;
 pub mod netascii;
 pub mod options;
 pub mod packet;
+pub mod policy;
 pub mod server;
 pub mod transfer;
 

@@ -29,9 +29,10 @@ use crate::files::{
 use crate::netascii::NetasciiFile;
 use crate::options::{Negotiated, TransferLimits, negotiate};
 use crate::packet::{
-    DATA_HEADER_LEN, ErrorCode, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, Packet, TftpOption, data_header,
+    DATA_HEADER_LEN, ErrorCode, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, TftpOption, data_header,
     error_packet,
 };
+use crate::policy::{self, Admission, Refusal};
 use crate::transfer::{ReadTransfer, TransferOutcome, Transmit};
 
 /// The standard TFTP port.
@@ -507,45 +508,36 @@ impl Acceptor {
     ) {
         let shared = &self.shared;
         let counters = &shared.counters;
-        let request = match Packet::decode(datagram) {
-            Ok(Packet::ReadRequest(request)) => request,
-            Ok(Packet::WriteRequest(request)) => {
+        let permit = Arc::clone(&self.slots).try_acquire_owned().ok();
+        let request = match policy::admit(datagram, permit.is_some()) {
+            Admission::Serve(request) => request,
+            Admission::Refuse {
+                filename,
+                refusal,
+                busy,
+            } => {
                 bump(&counters.requests, 1);
-                info!(%peer, file = %request.filename.escape_debug(), "refused TFTP write request: read-only server");
-                reply(socket, peer, ErrorCode::AccessViolation, "Read-only server");
-                let record = refused_record(
-                    peer,
-                    request.filename,
-                    ErrorCode::AccessViolation,
-                    "write request to a read-only server",
+                if busy {
+                    bump(&counters.busy, 1);
+                    warn!(%peer, file = %filename.escape_debug(), "TFTP server busy: refusing request");
+                } else {
+                    info!(%peer, file = %filename.escape_debug(), reason = %refusal.reason, "refused TFTP request");
+                }
+                reply(socket, peer, refusal.code, refusal.client_message);
+                finish(
+                    shared,
+                    &refused_record(peer, filename, refusal.code, &refusal.reason),
                 );
-                finish(shared, &record);
                 return;
             }
-            Ok(other) => {
+            Admission::Ignore(why) => {
                 bump(&counters.malformed, 1);
-                debug!(%peer, packet = ?other, "ignored non-request packet on the TFTP port");
-                return;
-            }
-            Err(e) => {
-                bump(&counters.malformed, 1);
-                debug!(%peer, error = %e, "ignored malformed datagram on the TFTP port");
+                debug!(%peer, "ignored {why}");
                 return;
             }
         };
         bump(&counters.requests, 1);
-        let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() else {
-            bump(&counters.busy, 1);
-            warn!(%peer, file = %request.filename.escape_debug(), "TFTP server busy: refusing request");
-            reply(
-                socket,
-                peer,
-                ErrorCode::NotDefined,
-                "Server busy, try again later",
-            );
-            let record =
-                refused_record(peer, request.filename, ErrorCode::NotDefined, "server busy");
-            finish(shared, &record);
+        let Some(permit) = permit else {
             return;
         };
         let owned = OwnedRequest {
@@ -684,20 +676,17 @@ async fn run_transfer(
 }
 
 /// Refuses the request from the transfer socket.
-async fn refuse(
-    socket: &UdpSocket,
-    peer: SocketAddr,
-    code: ErrorCode,
-    client_message: &str,
-    reason: String,
-) -> TransferOutcome {
+async fn refuse(socket: &UdpSocket, peer: SocketAddr, refusal: &Refusal) -> TransferOutcome {
     if let Err(e) = socket
-        .send_to(&error_packet(code, client_message), peer)
+        .send_to(&error_packet(refusal.code, refusal.client_message), peer)
         .await
     {
         debug!(%peer, error = %e, "could not send TFTP error");
     }
-    TransferOutcome::Refused { code, reason }
+    TransferOutcome::Refused {
+        code: refusal.code,
+        reason: refusal.reason.clone(),
+    }
 }
 
 /// Opens the first candidate path that exists, wrapping it for netascii.
@@ -730,33 +719,11 @@ async fn serve_request(
 ) -> TransferOutcome {
     let peer = record.peer;
     let file = request.filename.escape_debug().to_string();
-    let netascii = match request.mode.to_ascii_lowercase().as_str() {
-        "octet" => false,
-        "netascii" => true,
-        other => {
-            info!(%peer, %file, mode = %other.escape_debug(), "refused TFTP request: unsupported mode");
-            return refuse(
-                socket,
-                peer,
-                ErrorCode::IllegalOperation,
-                "Only octet and netascii modes are supported",
-                format!("unsupported mode {other:?}"),
-            )
-            .await;
-        }
-    };
-    let path = match sanitize_request_path(&request.filename) {
-        Ok(path) => path,
-        Err(e) => {
-            warn!(%peer, %file, reason = %e, "refused TFTP request");
-            return refuse(
-                socket,
-                peer,
-                ErrorCode::AccessViolation,
-                "Access violation",
-                e.to_string(),
-            )
-            .await;
+    let (path, netascii) = match policy::check_request(&request.filename, &request.mode) {
+        Ok(accepted) => (accepted.path, accepted.netascii),
+        Err(refusal) => {
+            warn!(%peer, %file, reason = %refusal.reason, "refused TFTP request");
+            return refuse(socket, peer, &refusal).await;
         }
     };
     record.mac = path.mac;
@@ -767,38 +734,13 @@ async fn serve_request(
             .await;
     let (served, content) = match opened {
         Ok(Ok(found)) => found,
-        Ok(Err(OpenError::NotFound)) => {
-            info!(%peer, %file, "TFTP file not found");
-            return refuse(
-                socket,
-                peer,
-                ErrorCode::FileNotFound,
-                "File not found",
-                "file not found".into(),
-            )
-            .await;
-        }
-        Ok(Err(OpenError::AccessDenied(reason))) => {
-            warn!(%peer, %file, %reason, "refused TFTP request");
-            return refuse(
-                socket,
-                peer,
-                ErrorCode::AccessViolation,
-                "Access violation",
-                reason,
-            )
-            .await;
-        }
-        Ok(Err(OpenError::Io(e))) => {
-            warn!(%peer, %file, error = %e, "cannot open file for TFTP");
-            return refuse(
-                socket,
-                peer,
-                ErrorCode::NotDefined,
-                "Cannot read file",
-                e.to_string(),
-            )
-            .await;
+        Ok(Err(error)) => {
+            let refusal = policy::refusal_for_open(&error);
+            match error {
+                OpenError::NotFound => info!(%peer, %file, "TFTP file not found"),
+                _ => warn!(%peer, %file, reason = %refusal.reason, "refused TFTP request"),
+            }
+            return refuse(socket, peer, &refusal).await;
         }
         Err(e) => {
             return TransferOutcome::Aborted {
