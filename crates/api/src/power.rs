@@ -256,7 +256,7 @@ pub const POWER_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_s
 pub async fn poll_power(
     store: std::sync::Arc<dyn Store>,
     every: std::time::Duration,
-    stop: impl std::future::Future<Output = ()>,
+    stop: impl Future<Output = ()>,
 ) {
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(every);

@@ -130,7 +130,7 @@ pub enum Listen {
     At(SocketAddr),
 }
 
-impl<'de> serde::Deserialize<'de> for Listen {
+impl<'de> Deserialize<'de> for Listen {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)

@@ -274,7 +274,7 @@ fn extra_modules_are_added_and_unknown_ones_refused() {
 
     let release = kernel::release(&kernel, &std::fs::read(&kernel).unwrap()).unwrap();
     opts.extra_modules = vec!["vmxnet3".into()];
-    let (tree, report) = bellows_osie::build::assemble(&opts, &release).unwrap();
+    let (tree, report) = build::assemble(&opts, &release).unwrap();
     assert!(report.modules.iter().any(|m| m == "vmxnet3"), "{report:?}");
     assert!(
         tree.iter()
@@ -293,7 +293,7 @@ fn modules_built_for_another_kernel_are_refused() {
     let mut opts = BuildOptions::debian(std::env::current_exe().unwrap(), dir.path().join("out"));
     // This kernel's modules, for a kernel that claims another release.
     opts.modules_dir = Some(PathBuf::from(format!("/lib/modules/{release}")));
-    let e = bellows_osie::build::assemble(&opts, "6.1.0-99-amd64").unwrap_err();
+    let e = build::assemble(&opts, "6.1.0-99-amd64").unwrap_err();
     assert!(
         matches!(e, bellows_osie::BuildError::WrongKernel { .. }),
         "{e}"

@@ -2,7 +2,7 @@
 //!
 //! Server and worker share these types so the wire format has one source.
 
-#![allow(missing_docs, clippy::all, clippy::pedantic)]
+#![allow(missing_docs, unused_qualifications, clippy::all, clippy::pedantic)]
 
 /// Version 1 of the worker protocol.
 pub mod v1 {

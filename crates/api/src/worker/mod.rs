@@ -196,7 +196,7 @@ impl WorkerHub {
 
     /// Ends actions and workflows whose time is up, even when no worker
     /// says anything. Runs until `stop` resolves.
-    pub async fn enforce_deadlines(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
+    pub async fn enforce_deadlines(self: Arc<Self>, stop: impl Future<Output = ()>) {
         tokio::pin!(stop);
         let mut tick = tokio::time::interval(self.settings.deadline_tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -169,7 +169,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
             });
             axum::serve(
                 listener,
-                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+                app.into_make_service_with_connect_info::<SocketAddr>(),
             )
             .with_graceful_shutdown(stopped)
             .await
@@ -290,7 +290,7 @@ impl StopSignal {
     }
 
     /// Resolves once a stop signal has arrived.
-    fn wait(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+    fn wait(&self) -> impl Future<Output = ()> + Send + 'static {
         let mut rx = self.rx.clone();
         async move {
             let _ = rx.wait_for(|stop| *stop).await;

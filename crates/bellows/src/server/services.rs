@@ -22,7 +22,7 @@ impl Services {
     pub fn spawn(
         &mut self,
         name: impl Into<String>,
-        task: impl std::future::Future<Output = Result<(), String>> + Send + 'static,
+        task: impl Future<Output = Result<(), String>> + Send + 'static,
     ) {
         let handle = self.tasks.spawn(task);
         self.names.insert(handle.id(), name.into());
@@ -34,7 +34,7 @@ impl Services {
     /// were still open, from `workers`), and the shutdown goes on.
     pub async fn run_until_drained(
         mut self,
-        stop: impl std::future::Future<Output = ()>,
+        stop: impl Future<Output = ()>,
         drain: std::time::Duration,
         workers: impl Fn() -> Vec<String>,
     ) -> Result<(), CliError> {

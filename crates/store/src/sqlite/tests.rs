@@ -286,7 +286,7 @@ async fn data_survives_reopen() {
 #[tokio::test]
 async fn concurrent_writers_queue_instead_of_failing() {
     let (_d, s) = store().await;
-    let s = std::sync::Arc::new(s);
+    let s = Arc::new(s);
     let mut tasks = Vec::new();
     for i in 0..40u8 {
         let s = s.clone();

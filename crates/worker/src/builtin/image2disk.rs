@@ -864,6 +864,7 @@ mod ioctl {
 }
 
 /// `BLKRRPART`: re-read the partition table of the disk open as `file`.
+#[allow(unsafe_code)]
 fn reread_partitions(file: &File) -> nix::Result<()> {
     use std::os::fd::AsRawFd;
     // SAFETY: BLKRRPART takes no argument; the fd is open for the call.

@@ -317,6 +317,7 @@ pub fn kexec_file_load(
     // SAFETY: the descriptors are open for the call's duration, and the
     // command line is a live NUL-terminated buffer of exactly the length
     // given; the kernel only reads from it.
+    #[allow(unsafe_code)]
     let rc = unsafe {
         libc::syscall(
             number,
@@ -340,6 +341,7 @@ pub fn kexec_file_unload() -> Result<(), Errno> {
     // reads no command line (length 0, null pointer).
     let no_fd: libc::c_long = -1;
     let no_len: libc::c_ulong = 0;
+    #[allow(unsafe_code)]
     let rc = unsafe {
         libc::syscall(
             number,
