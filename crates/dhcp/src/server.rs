@@ -9,18 +9,13 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::io::{self, IoSlice, IoSliceMut};
-use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::{AsRawFd, RawFd};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nix::sys::socket::{
-    ControlMessage, ControlMessageOwned, MsgFlags, SockaddrIn, recvmsg, sendmsg, setsockopt,
-    sockopt,
-};
+use bellows_udp::Datagram;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use crate::config::{ConfigError, DhcpConfig, ListenConfig, Mode};
@@ -105,7 +100,7 @@ impl DhcpServer {
             let addr = SocketAddrV4::new(listen.address, port);
             let std_socket = open_socket(addr, listen.interface.as_deref())?;
             let bound = match std_socket.local_addr() {
-                Ok(std::net::SocketAddr::V4(a)) => a,
+                Ok(SocketAddr::V4(a)) => a,
                 _ => addr,
             };
             let socket = UdpSocket::from_std(std_socket).map_err(|source| ServerError::Socket {
@@ -189,8 +184,7 @@ fn open_socket(
             .bind_device(Some(name.as_bytes()))
             .map_err(err("bind to the interface (SO_BINDTODEVICE)"))?;
     }
-    setsockopt(&socket, sockopt::Ipv4PacketInfo, &true)
-        .map_err(|e| err("set IP_PKTINFO")(io::Error::from(e)))?;
+    bellows_udp::enable_packet_info(&socket, false).map_err(err("set IP_PKTINFO"))?;
     socket
         .set_nonblocking(true)
         .map_err(err("make the socket non-blocking"))?;
@@ -198,75 +192,11 @@ fn open_socket(
     Ok(socket.into())
 }
 
-/// One datagram and where it arrived.
-struct Received {
-    len: usize,
-    truncated: bool,
-    source: SocketAddrV4,
-    /// Interface index and our local address (IP_PKTINFO `ipi_spec_dst`).
-    pktinfo: Option<(u32, Ipv4Addr)>,
-}
-
-fn recv_with_pktinfo(fd: RawFd, buf: &mut [u8]) -> io::Result<Received> {
-    let mut iov = [IoSliceMut::new(buf)];
-    let mut cmsg = nix::cmsg_space!(nix::libc::in_pktinfo);
-    let msg = recvmsg::<SockaddrIn>(fd, &mut iov, Some(&mut cmsg), MsgFlags::empty())?;
-    let mut pktinfo = None;
-    if let Ok(cmsgs) = msg.cmsgs() {
-        for c in cmsgs {
-            if let ControlMessageOwned::Ipv4PacketInfo(info) = c {
-                let local = Ipv4Addr::from(u32::from_be(info.ipi_spec_dst.s_addr));
-                pktinfo = Some((u32::try_from(info.ipi_ifindex).unwrap_or(0), local));
-            }
-        }
-    }
-    Ok(Received {
-        len: msg.bytes,
-        truncated: msg.flags.contains(MsgFlags::MSG_TRUNC),
-        source: msg
-            .address
-            .map(SocketAddrV4::from)
-            .unwrap_or_else(|| SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)),
-        pktinfo,
-    })
-}
-
-/// Sends `payload` to `to`, from `source` and (when non-zero) out of
-/// interface `ifindex`: the kernel then routes 255.255.255.255 out of the
-/// interface the request came in on.
-fn send_with_pktinfo(
-    fd: RawFd,
-    payload: &[u8],
-    to: SocketAddrV4,
-    ifindex: u32,
-    source: Ipv4Addr,
-) -> io::Result<usize> {
-    let info = nix::libc::in_pktinfo {
-        ipi_ifindex: i32::try_from(ifindex).unwrap_or(0),
-        ipi_spec_dst: nix::libc::in_addr {
-            s_addr: u32::from(source).to_be(),
-        },
-        ipi_addr: nix::libc::in_addr { s_addr: 0 },
-    };
-    let cmsgs = [ControlMessage::Ipv4PacketInfo(&info)];
-    let sent = sendmsg(
-        fd,
-        &[IoSlice::new(payload)],
-        &cmsgs,
-        MsgFlags::empty(),
-        Some(&SockaddrIn::from(to)),
-    )?;
-    Ok(sent)
-}
-
 async fn serve(listener: Listener, shared: Arc<Shared>) {
-    let fd = listener.socket.as_raw_fd();
     let mut buf = vec![0u8; RECV_BUFFER_LEN];
+    let mut control = bellows_udp::control_buffer();
     loop {
-        let received = listener
-            .socket
-            .async_io(Interest::READABLE, || recv_with_pktinfo(fd, &mut buf))
-            .await;
+        let received = bellows_udp::recv(&listener.socket, &mut buf, &mut control).await;
         let received = match received {
             Ok(r) => r,
             Err(e) => {
@@ -277,12 +207,15 @@ async fn serve(listener: Listener, shared: Arc<Shared>) {
             }
         };
         shared.stats.received();
+        let SocketAddr::V4(source) = received.source else {
+            continue;
+        };
         if received.truncated || received.len > buf.len() {
             shared.stats.malformed();
             tracing::debug!(source = %received.source, "dropped a datagram larger than {RECV_BUFFER_LEN} bytes");
             continue;
         }
-        let (ifindex, arrival) = shared.arrival(&listener, &received);
+        let (ifindex, arrival) = shared.arrival(&listener, &received, source);
         let packet = buf.get(..received.len).unwrap_or_default();
         let decision = respond(packet, &arrival, &shared.cfg, &*shared.hosts);
         match &decision {
@@ -293,12 +226,14 @@ async fn serve(listener: Listener, shared: Arc<Shared>) {
                     }
                     Destination::Unicast(addr) => (addr, 0),
                 };
-                let sent = listener
-                    .socket
-                    .async_io(Interest::WRITABLE, || {
-                        send_with_pktinfo(fd, &reply.payload, to, out_if, arrival.local_addr)
-                    })
-                    .await;
+                let sent = bellows_udp::send_v4_from(
+                    &listener.socket,
+                    &reply.payload,
+                    to,
+                    out_if,
+                    arrival.local_addr,
+                )
+                .await;
                 match sent {
                     Ok(_) => {
                         tracing::info!(
@@ -334,10 +269,17 @@ async fn serve(listener: Listener, shared: Arc<Shared>) {
 impl Shared {
     /// Builds the responder's view of where a datagram arrived; returns the
     /// interface index too, for sending the reply back out of it.
-    fn arrival(&self, listener: &Listener, received: &Received) -> (u32, Arrival) {
-        let (ifindex, local_addr) = match received.pktinfo {
-            Some((ifindex, local)) if !local.is_unspecified() => (ifindex, local),
-            Some((ifindex, _)) => (ifindex, *listener.bound.ip()),
+    fn arrival(
+        &self,
+        listener: &Listener,
+        received: &Datagram,
+        source: SocketAddrV4,
+    ) -> (u32, Arrival) {
+        let (ifindex, local_addr) = match received.info {
+            Some(info) => match info.local {
+                IpAddr::V4(local) if !local.is_unspecified() => (info.ifindex, local),
+                _ => (info.ifindex, *listener.bound.ip()),
+            },
             None => (0, *listener.bound.ip()),
         };
         let netmask = match self.interfaces.lock() {
@@ -350,7 +292,7 @@ impl Shared {
                 service: listener.service,
                 local_addr,
                 netmask,
-                source: received.source,
+                source,
             },
         )
     }

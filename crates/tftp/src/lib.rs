@@ -32,7 +32,6 @@
 //! # }
 //! ```
 
-
 pub mod files;
 pub mod netascii;
 pub mod options;

@@ -9,15 +9,11 @@
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use nix::sys::socket::{
-    ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, setsockopt, sockopt,
-};
-use tokio::io::Interest;
+use bellows_udp::unmapped;
 use tokio::net::UdpSocket;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
@@ -295,7 +291,7 @@ impl TftpServer {
             tasks: JoinSet::new(),
         };
         let mut buffer = vec![0u8; REQUEST_BUFFER];
-        let mut control = nix::cmsg_space!(nix::libc::in_pktinfo, nix::libc::in6_pktinfo);
+        let mut control = bellows_udp::control_buffer();
         tokio::pin!(shutdown);
 
         loop {
@@ -305,11 +301,15 @@ impl TftpServer {
                 Some(joined) = acceptor.tasks.join_next(), if !acceptor.tasks.is_empty() => {
                     report_join(joined);
                 }
-                received = receive_request(&socket, &mut buffer, &mut control, learns_destination) => {
+                received = bellows_udp::recv(&socket, &mut buffer, &mut control) => {
                     match received {
-                        Ok((len, peer, destination)) => {
-                            let local_ip = destination.unwrap_or(local_addr.ip());
-                            acceptor.dispatch(&socket, &buffer[..len], peer, local_ip);
+                        Ok(datagram) => {
+                            let local_ip = datagram
+                                .info
+                                .filter(|_| learns_destination)
+                                .map_or(local_addr.ip(), |info| info.reply_from());
+                            let len = datagram.len.min(buffer.len());
+                            acceptor.dispatch(&socket, &buffer[..len], datagram.source, local_ip);
                         }
                         Err(e) => {
                             // ICMP errors from earlier replies surface here;
@@ -377,95 +377,12 @@ fn report_join(joined: Result<(), tokio::task::JoinError>) {
 /// false (and logs) if it cannot: transfers then answer from an address the
 /// routing table picks.
 fn enable_destination_info(socket: &UdpSocket, local: SocketAddr) -> bool {
-    let result = match local {
-        SocketAddr::V4(_) => setsockopt(socket, sockopt::Ipv4PacketInfo, &true),
-        SocketAddr::V6(_) => {
-            // Dual-stack sockets report IPv4 arrivals through either option.
-            let _ = setsockopt(socket, sockopt::Ipv4PacketInfo, &true);
-            setsockopt(socket, sockopt::Ipv6RecvPacketInfo, &true)
-        }
-    };
-    match result {
+    match bellows_udp::enable_packet_info(socket, local.is_ipv6()) {
         Ok(()) => true,
         Err(e) => {
             warn!(error = %e, "cannot enable IP_PKTINFO; transfers will reply from a routed address");
             false
         }
-    }
-}
-
-/// Receives one request: its length, sender, and (when asked for) the local
-/// address it was sent to.
-async fn receive_request(
-    socket: &UdpSocket,
-    buffer: &mut [u8],
-    control: &mut [u8],
-    learns_destination: bool,
-) -> io::Result<(usize, SocketAddr, Option<IpAddr>)> {
-    if !learns_destination {
-        let (len, peer) = socket.recv_from(buffer).await?;
-        return Ok((len, peer, None));
-    }
-    let fd = socket.as_fd().as_raw_fd();
-    socket
-        .async_io(Interest::READABLE, || {
-            receive_with_destination(fd, buffer, control)
-        })
-        .await
-}
-
-fn receive_with_destination(
-    fd: RawFd,
-    buffer: &mut [u8],
-    control: &mut [u8],
-) -> io::Result<(usize, SocketAddr, Option<IpAddr>)> {
-    let mut iov = [io::IoSliceMut::new(buffer)];
-    let message = recvmsg::<SockaddrStorage>(fd, &mut iov, Some(control), MsgFlags::empty())
-        .map_err(io::Error::from)?;
-    let peer = message
-        .address
-        .as_ref()
-        .and_then(socket_addr_from)
-        .ok_or_else(|| io::Error::other("datagram without an IP source address"))?;
-    let mut destination = None;
-    if let Ok(messages) = message.cmsgs() {
-        for control_message in messages {
-            match control_message {
-                ControlMessageOwned::Ipv4PacketInfo(info) => {
-                    // ipi_spec_dst is the local address to answer from (the
-                    // header destination, unless that was a broadcast).
-                    let local = Ipv4Addr::from(u32::from_be(info.ipi_spec_dst.s_addr));
-                    let header = Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr));
-                    destination = Some(IpAddr::V4(if local.is_unspecified() {
-                        header
-                    } else {
-                        local
-                    }));
-                }
-                ControlMessageOwned::Ipv6PacketInfo(info) => {
-                    destination = Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
-                }
-                _ => {}
-            }
-        }
-    }
-    Ok((message.bytes, peer, destination))
-}
-
-fn socket_addr_from(address: &SockaddrStorage) -> Option<SocketAddr> {
-    if let Some(v4) = address.as_sockaddr_in() {
-        return Some(SocketAddr::new(IpAddr::V4(v4.ip()), v4.port()));
-    }
-    let v6 = address.as_sockaddr_in6()?;
-    Some(SocketAddr::new(IpAddr::V6(v6.ip()), v6.port()))
-}
-
-/// IPv4 peers reaching a dual-stack socket appear as `::ffff:a.b.c.d`; the
-/// transfer socket is plain IPv4 for them.
-fn unmapped(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
     }
 }
 
