@@ -1,8 +1,6 @@
 //! The IPMI backend against OpenIPMI's `ipmi_sim` (lanplus on 127.0.0.1),
 //! checking the emulator's own state after every operation.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use bellows_bmc::job::{PollPolicy, wait_for_power};
@@ -10,7 +8,9 @@ use bellows_bmc::{
     Bmc, BmcClient, BmcEndpoint, BmcError, BmcSettings, BootDevice, BootOptions, Credentials,
     IpmiClient, IpmiSettings, Job, JobState, PowerAction, PowerState, Protocol,
 };
-use support::{IpmiSim, PASSWORD, USERNAME, assert_no_password, free_udp_port};
+use bellows_testkit::bmc::{IpmiSim, PASSWORD, USERNAME, assert_no_password};
+use bellows_testkit::packages::ensure_programs;
+use bellows_testkit::ports::free_udp_port;
 
 const POLL: PollPolicy = PollPolicy {
     interval: Duration::from_millis(300),
@@ -186,7 +186,7 @@ async fn wrong_password_is_an_auth_failure() {
 
 #[tokio::test]
 async fn unreachable_bmc_fails_within_seconds() {
-    support::ensure_programs(&["ipmitool"], &["ipmitool"]);
+    ensure_programs(&["ipmitool"], &["ipmitool"]);
     let port = free_udp_port(); // nothing listens here
     let bmc = client(port, PASSWORD);
     let started = Instant::now();

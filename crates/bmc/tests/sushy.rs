@@ -2,8 +2,6 @@
 //! auth), checking the emulator's own resources with curl after each step.
 //! Its fake driver applies power changes 1–11 s late on purpose: we poll.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use bellows_bmc::job::{PollPolicy, wait_for_power};
@@ -11,8 +9,10 @@ use bellows_bmc::{
     Bmc, BmcClient, BmcEndpoint, BmcError, BmcSettings, BootDevice, BootOptions, Credentials, Job,
     JobState, PowerAction, PowerState, Protocol, RedfishClient, RedfishSettings,
 };
+use bellows_testkit::bmc::{FileServer, PASSWORD, Sushy, USERNAME, assert_no_password};
+use bellows_testkit::files::write_file;
+use bellows_testkit::ports::free_tcp_port;
 use serde_json::Value;
-use support::{FileServer, PASSWORD, Sushy, USERNAME, assert_no_password, free_tcp_port};
 
 const POLL: PollPolicy = PollPolicy {
     interval: Duration::from_millis(500),
@@ -146,7 +146,7 @@ async fn netboot_sets_boot_override_and_powers_on() {
 async fn virtual_media_insert_and_eject() {
     let sushy = Sushy::start();
     let media_dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
-    support::write_file(&media_dir.path().join("boot.iso"), "not really an ISO\n");
+    write_file(&media_dir.path().join("boot.iso"), "not really an ISO\n");
     let files = FileServer::start(media_dir.path());
     let image = format!("http://127.0.0.1:{}/boot.iso", files.port);
     let bmc = client(&sushy.url(), PASSWORD);

@@ -5,16 +5,18 @@
 mod support;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
 use bellows_dhcp::{DhcpConfig, Mode};
 use bellows_model::MacAddr;
+use bellows_testkit::files::write_executable;
+use bellows_testkit::netns::{can_run, in_netns};
+use bellows_testkit::packages::ensure_installed;
+use bellows_testkit::{ChildGuard, wait_for};
 use dhcproto::v4::{self, Architecture, DhcpOption, Message, OptionCode, UnknownOption};
 use support::{
-    ChildGuard, Lab, RawClient, SERVER_IP, can_run, ensure_installed, in_netns, machine, read_env,
-    wait_for,
+    RawClient, SERVER_IP, dhcp_lab, machine, read_env, start_server, start_server_unbound,
 };
 
 const CLIENT_MAC: MacAddr = MacAddr([0x02, 0x66, 0, 0, 0, 0x05]);
@@ -40,8 +42,7 @@ fn env_dump_script(dir: &Path, reason_var: &str) -> String {
         "#!/bin/sh\nenv > \"{}/env.${{{reason_var}}}\"\nexit 0\n",
         dir.display()
     );
-    std::fs::write(&script, body).expect("write hook");
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    write_executable(&script, &body);
     script.display().to_string()
 }
 
@@ -85,9 +86,9 @@ fn dhclient_gets_exactly_its_reservation() {
     }
     ensure_installed("dhclient", "isc-dhcp-client");
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut lab = Lab::new("dhc");
-    let client = lab.host("cl", CLIENT_MAC, None);
-    let server = lab.start_server(DhcpConfig::default(), vec![node5()]);
+    let mut lab = dhcp_lab("dhc");
+    let client = lab.host("cl").mac(CLIENT_MAC).add();
+    let server = start_server(&lab, DhcpConfig::default(), vec![node5()]);
 
     let mut dhclient = spawn_dhclient(&client.ns, &client.ifname, dir.path(), 15);
     let bound = wait_for(Duration::from_secs(20), || {
@@ -138,10 +139,10 @@ fn unknown_mac_gets_nothing() {
     }
     ensure_installed("dhclient", "isc-dhcp-client");
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut lab = Lab::new("unk");
-    let client = lab.host("cl", UNKNOWN_MAC, None);
+    let mut lab = dhcp_lab("unk");
+    let client = lab.host("cl").mac(UNKNOWN_MAC).add();
     // The server knows another machine, not this one.
-    let server = lab.start_server(DhcpConfig::default(), vec![node5()]);
+    let server = start_server(&lab, DhcpConfig::default(), vec![node5()]);
 
     let mut dhclient = spawn_dhclient(&client.ns, &client.ifname, dir.path(), 4);
     // dhclient -1 gives up after its 4 s timeout; never wait past 15 s.
@@ -210,9 +211,9 @@ fn udhcpc_gets_its_reservation_and_netboot_answers() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut lab = Lab::new("udh");
-    let client = lab.host("cl", CLIENT_MAC, None);
-    let server = lab.start_server(DhcpConfig::default(), vec![node5()]);
+    let mut lab = dhcp_lab("udh");
+    let client = lab.host("cl").mac(CLIENT_MAC).add();
+    let server = start_server(&lab, DhcpConfig::default(), vec![node5()]);
 
     let env = udhcpc(&client.ns, &client.ifname, dir.path(), &[]);
     let get = |k: &str| env.get(k).cloned().unwrap_or_else(|| "<missing>".into());
@@ -352,9 +353,9 @@ fn netboot_answers_through_the_real_socket() {
     if !can_run() {
         return;
     }
-    let mut lab = Lab::new("nbt");
-    let client = lab.host("cl", CLIENT_MAC, None);
-    let server = lab.start_server(DhcpConfig::default(), vec![node5()]);
+    let mut lab = dhcp_lab("nbt");
+    let client = lab.host("cl").mac(CLIENT_MAC).add();
+    let server = start_server(&lab, DhcpConfig::default(), vec![node5()]);
     let ifname = client.ifname.clone();
     let replies = in_netns(&client.ns, move || {
         let raw = RawClient::bind(&ifname, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68));
@@ -417,14 +418,14 @@ fn relayed_request_is_answered_to_the_relay() {
     if !can_run() {
         return;
     }
-    let mut lab = Lab::new("rly");
+    let mut lab = dhcp_lab("rly");
     // The "relay" has an address and listens on 67, as a relay agent does.
-    let relay = lab.host(
-        "rl",
-        MacAddr([0x02, 0x66, 0, 0, 0, 0x77]),
-        Some("10.66.0.7"),
-    );
-    let _server = lab.start_server(DhcpConfig::default(), vec![node5()]);
+    let relay = lab
+        .host("rl")
+        .mac(MacAddr([0x02, 0x66, 0, 0, 0, 0x77]))
+        .addr("10.66.0.7/24")
+        .add();
+    let _server = start_server(&lab, DhcpConfig::default(), vec![node5()]);
     let ifname = relay.ifname.clone();
     let got = in_netns(&relay.ns, move || {
         let raw = RawClient::bind(&ifname, SocketAddrV4::new(Ipv4Addr::new(10, 66, 0, 7), 67));
@@ -452,18 +453,18 @@ fn proxy_mode_beside_dnsmasq() {
     }
     let dnsmasq = ensure_installed("dnsmasq", "dnsmasq-base");
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut lab = Lab::new("pxy");
-    let site = lab.host(
-        "dm",
-        MacAddr([0x02, 0x66, 0, 0, 0, 0x02]),
-        Some("10.66.0.2"),
-    );
-    let client = lab.host("cl", CLIENT_MAC, None);
+    let mut lab = dhcp_lab("pxy");
+    let site = lab
+        .host("dm")
+        .mac(MacAddr([0x02, 0x66, 0, 0, 0, 0x02]))
+        .addr("10.66.0.2/24")
+        .add();
+    let client = lab.host("cl").mac(CLIENT_MAC).add();
     let cfg = DhcpConfig {
         mode: Mode::Proxy,
         ..DhcpConfig::default()
     };
-    let server = lab.start_server(cfg, vec![node5()]);
+    let server = start_server(&lab, cfg, vec![node5()]);
     let leases = dir.path().join("dnsmasq.leases").display().to_string();
     let pid = dir.path().join("dnsmasq.pid").display().to_string();
     let interface = format!("--interface={}", site.ifname);
@@ -625,11 +626,11 @@ fn replies_leave_by_the_interface_the_request_came_in_on() {
     // must leave by that network's interface.
     let dir_a = tempfile::tempdir().expect("tempdir");
     let dir_b = tempfile::tempdir().expect("tempdir");
-    let mut lab = Lab::new("two");
+    let mut lab = dhcp_lab("two");
     lab.bridge("br1", "10.66.1.1/24");
     let mac_b = MacAddr([0x02, 0x66, 0, 0, 1, 0x06]);
-    let on_a = lab.host("ca", CLIENT_MAC, None);
-    let on_b = lab.host_on("br1", "cb", mac_b, None);
+    let on_a = lab.host("ca").mac(CLIENT_MAC).add();
+    let on_b = lab.host("cb").mac(mac_b).bridge("br1").add();
     // Neither record has a netmask: it comes from the receiving interface.
     let record = |mac: MacAddr, ip: &str| {
         let doc = serde_json::json!({
@@ -638,7 +639,8 @@ fn replies_leave_by_the_interface_the_request_came_in_on() {
         });
         std::sync::Arc::new(bellows_model::Hardware::from_value(doc).expect("valid"))
     };
-    let server = lab.start_server_unbound(
+    let server = start_server_unbound(
+        &lab,
         DhcpConfig::default(),
         vec![record(CLIENT_MAC, "10.66.0.5"), record(mac_b, "10.66.1.6")],
     );
@@ -667,14 +669,14 @@ fn clients_behind_isc_dhcrelay_get_their_reservation() {
     }
     let dhcrelay = ensure_installed("dhcrelay", "isc-dhcp-relay");
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut lab = Lab::new("rel");
+    let mut lab = dhcp_lab("rel");
     // Relay on 10.66.0.7 (upstream, the server's bridge) and 10.66.5.1
     // (downstream, the client's own subnet), as a router would be.
-    let relay = lab.host(
-        "rl",
-        MacAddr([0x02, 0x66, 0, 0, 0, 0x07]),
-        Some("10.66.0.7"),
-    );
+    let relay = lab
+        .host("rl")
+        .mac(MacAddr([0x02, 0x66, 0, 0, 0, 0x07]))
+        .addr("10.66.0.7/24")
+        .add();
     let remote_mac = MacAddr([0x02, 0x66, 0, 0, 5, 0x14]);
     let (client, downstream) = lab.behind(&relay, "cl", remote_mac, "10.66.5.1/24");
     lab.server_route("10.66.5.0/24", "10.66.0.7");
@@ -695,7 +697,7 @@ fn clients_behind_isc_dhcrelay_get_their_reservation() {
         }
         std::sync::Arc::new(hw)
     };
-    let server = lab.start_server(DhcpConfig::default(), vec![remote]);
+    let server = start_server(&lab, DhcpConfig::default(), vec![remote]);
     let pid = dir.path().join("dhcrelay.pid").display().to_string();
     // -a adds option 82 and -D drops replies whose 82 does not match:
     // our echo of it is checked by the relay itself.

@@ -223,7 +223,7 @@ fn syslog_lines_are_filed_under_the_machine() {
 /// `rdisc6` (a client we did not write) sees it: no prefix, not a router.
 #[test]
 fn router_advertisement_answers_a_solicitation() {
-    if !crate::netns::can_run() {
+    if !bellows_testkit::netns::can_run() {
         return;
     }
     let rdisc6 = "/usr/bin/rdisc6";
@@ -235,8 +235,8 @@ fn router_advertisement_answers_a_solicitation() {
         eprintln!("skipped: no rdisc6");
         return;
     }
-    let mut lab = crate::netns::Lab::new("ra", "10.76.0.1");
-    let host = lab.host("h1", "10.76.0.11");
+    let mut lab = bellows_testkit::netns::Lab::new("ra", "10.76.0.1/24");
+    let host = lab.host("h1").addr("10.76.0.11/24").add();
     let dir = tempfile::tempdir().unwrap();
     let _s = Server::start_in_netns_with(
         &lab.server_ns,
@@ -253,13 +253,21 @@ fn router_advertisement_answers_a_solicitation() {
             "off",
         ],
     );
-    let iface = lab.host_interface(&host);
     // The link-local address needs DAD to finish before it can send; retry.
     let mut last = String::new();
     for _ in 0..10 {
         let out = std::process::Command::new("ip")
             .args([
-                "netns", "exec", &host, rdisc6, "-1", "-r", "2", "-w", "1500", &iface,
+                "netns",
+                "exec",
+                &host.ns,
+                rdisc6,
+                "-1",
+                "-r",
+                "2",
+                "-w",
+                "1500",
+                &host.ifname,
             ])
             .output()
             .unwrap();

@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::bmc_support::{IpmiSim, PASSWORD, USERNAME};
+use bellows_testkit::bmc::{IpmiSim, PASSWORD, USERNAME};
+
 use crate::harness::{Server, http, ok};
 use crate::workers::events;
 

@@ -280,23 +280,6 @@ impl Drop for Server {
     }
 }
 
-/// Runs `command` (a build script, a peer's tool) and returns its stdout,
-/// failing the test with its status and output if it fails; `what` names
-/// it in the message.
-pub fn run_checked(command: &mut Command, what: &str) -> String {
-    let out = command
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed ({}): {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// stdout as text, asserting the command succeeded.
 pub fn ok(out: &Output) -> String {
     assert!(

@@ -22,11 +22,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::bmc_support::{
-    ChildGuard, PASSWORD, SUSHY_TOOLS_VERSION, USERNAME, wait_until, write_file,
-};
-use crate::harness::{Server, ok, run_checked};
-use crate::netns::{Lab, can_run};
+use bellows_testkit::bmc::{PASSWORD, SUSHY_TOOLS_VERSION, USERNAME};
+use bellows_testkit::files::write_file;
+use bellows_testkit::netns::{Lab, can_run};
+use bellows_testkit::packages::apt_install;
+use bellows_testkit::{ChildGuard, run_checked, wait_until};
+
+use crate::harness::{Server, ok};
 
 const SERVER_IP: &str = "10.77.0.1";
 const SUSHY_PORT: u16 = 8000;
@@ -73,21 +75,12 @@ fn have_everything() -> bool {
         && debian_python_has_libvirt()
 }
 
-/// Installs the packages when something is missing (serialized with the
-/// BMC tests' apt lock).
+/// Installs the packages when something is missing.
 fn ensure_packages() {
     if have_everything() {
         return;
     }
-    let script = format!(
-        "DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && \
-         DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends {} >/dev/null",
-        PACKAGES.join(" ")
-    );
-    run_checked(
-        Command::new("flock").args(["/tmp/bellows-bmc-apt.lock", "sh", "-c", &script]),
-        "apt-get install (libvirt)",
-    );
+    apt_install(PACKAGES);
     assert!(
         have_everything(),
         "packages {PACKAGES:?} did not provide everything"
@@ -386,7 +379,7 @@ fn bellows_netboot_powers_on_a_libvirt_vm_through_redfish_and_it_network_boots()
     ensure_packages();
     let work = tempfile::tempdir().unwrap();
     let os = crate::vm::test_os();
-    let lab = Lab::new("lv", SERVER_IP);
+    let lab = Lab::new("lv", &format!("{SERVER_IP}/24"));
     let ns = lab.server_ns.clone();
 
     let libvirtd = Libvirtd::start(&ns, &work.path().join("libvirt"));

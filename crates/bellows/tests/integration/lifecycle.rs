@@ -13,9 +13,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
-use crate::harness::{BIN, Server, ok, run_checked};
-use crate::netns::{Lab, can_run};
-use crate::vm::{Firmware, Order, Vm, VmSpec, file_tail};
+use bellows_testkit::netns::{Lab, can_run};
+use bellows_testkit::{ChildGuard, run_checked};
+
+use crate::harness::{BIN, Server, ok};
+use crate::vm::{Firmware, Order, VmSpec, file_tail};
 
 const SERVER_IP: &str = "10.79.0.1";
 const TIMEOUT: Duration = Duration::from_secs(600);
@@ -84,7 +86,7 @@ fn start_vm(
     order: Order,
     work: &Path,
     disk: &Path,
-) -> Vm {
+) -> ChildGuard {
     crate::vm::start_vm(&VmSpec {
         ns,
         tap,
@@ -216,7 +218,7 @@ fn setup(tag: &str, mac: &str, ip: &str, name: &str, allow_pxe: bool) -> Option<
     build_osie(&osie);
     let sum = build_disk(&osie);
     eprintln!("images built in {:.1} s", built.elapsed().as_secs_f64());
-    let mut lab = Lab::new(tag, SERVER_IP);
+    let mut lab = Lab::new(tag, &format!("{SERVER_IP}/24"));
     let tap = lab.tap(1);
     let ns = lab.server_ns.clone();
     let server = Server::start_on_lab_bridge(&ns, SERVER_IP, &data, "reservation", &[]);
@@ -325,7 +327,7 @@ fn lifecycle(fw: Firmware, order: Order, after: After, tag: &str, mac: &str, ip:
             "no call-back from the installed system within {TIMEOUT:?}; workflow {wf:#}\nconsole:\n{}",
             console_tail(&s.work)
         );
-        if let Ok(Some(status)) = vm.0.try_wait() {
+        if let Some(status) = vm.try_wait() {
             std::thread::sleep(Duration::from_secs(3));
             log.extend(s.server.drain_log());
             let logs = ok(&s.server.cli_netns(&s.ns, &["hardware", "logs", name], None));
@@ -396,7 +398,7 @@ fn lifecycle(fw: Firmware, order: Order, after: After, tag: &str, mac: &str, ip:
     }
     assert!(dhcp.is_some() && connected.is_some(), "log lines missing");
     assert!(dhcp < connected && connected < success_at && success_at < called_back);
-    let _ = vm.0.wait();
+    let _ = vm.wait();
 }
 
 /// BIOS: SeaBIOS tries the NIC (QEMU's iPXE ROM) first, then the disk.
@@ -498,7 +500,7 @@ fn a_missing_image_fails_the_workflow_with_the_cause_and_the_machine_can_retry()
             "workflow did not end: {wf:#}\nconsole:\n{}",
             console_tail(&s.work)
         );
-        if let Ok(Some(st)) = vm.0.try_wait() {
+        if let Some(st) = vm.try_wait() {
             panic!(
                 "VM exited ({st}) first\nconsole:\n{}",
                 console_tail(&s.work)

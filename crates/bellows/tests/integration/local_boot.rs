@@ -5,9 +5,10 @@
 
 use std::path::Path;
 
+use bellows_testkit::netns::{Lab, can_run};
+
 use crate::harness::Server;
 use crate::netboot::{have_qemu, wait_for_log_line};
-use crate::netns::{Lab, can_run};
 use crate::vm::{Firmware, Order, VmSpec, installed_disk};
 
 const SERVER_IP: &str = "10.78.0.1";
@@ -31,7 +32,7 @@ fn boots_its_disk_under_refind(fw: Firmware, efi_path: &str, tag: &str, mac: &st
     let work = tempfile::tempdir().unwrap();
     let disk = work.path().join("disk.img");
     std::fs::copy(installed_disk(SERVER_IP, efi_path), &disk).expect("copy the installed disk");
-    let mut lab = Lab::new(tag, SERVER_IP);
+    let mut lab = Lab::new(tag, &format!("{SERVER_IP}/24"));
     let tap = lab.tap(1);
     let ns = lab.server_ns.clone();
     let s = Server::start_on_lab_bridge(

@@ -3,8 +3,6 @@
 
 mod api;
 mod bmc;
-#[path = "../../../bmc/tests/support/mod.rs"]
-mod bmc_support;
 mod boot;
 mod boot_options;
 mod byo_dhcp;
@@ -16,7 +14,6 @@ mod lifecycle;
 mod local_boot;
 mod metadata;
 mod netboot;
-mod netns;
 mod osie;
 mod vm;
 mod worker_protocol;

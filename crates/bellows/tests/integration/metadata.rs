@@ -6,8 +6,9 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
+use bellows_testkit::netns::{Lab, can_run};
+
 use crate::harness::{Server, http, ok};
-use crate::netns::{Lab, can_run};
 
 /// GET from a chosen source address (the whole of 127/8 is loopback).
 fn get_from(src: &str, url: &str, headers: &[(&str, &str)]) -> (u16, String) {
@@ -229,10 +230,10 @@ fn cloud_init_datasources_in_network_namespaces() {
         std::path::Path::new("/usr/lib/python3/dist-packages/cloudinit").exists(),
         "Debian's cloud-init package is required (scripts/test.sh installs it)"
     );
-    let mut lab = Lab::new("md", "10.77.0.1");
-    let h1 = lab.host("h1", "10.77.0.11");
-    let h2 = lab.host("h2", "10.77.0.12");
-    let h3 = lab.host("h3", "10.77.0.13");
+    let mut lab = Lab::new("md", "10.77.0.1/24");
+    let h1 = lab.host("h1").addr("10.77.0.11/24").add().ns;
+    let h2 = lab.host("h2").addr("10.77.0.12/24").add().ns;
+    let h3 = lab.host("h3").addr("10.77.0.13/24").add().ns;
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start_in_netns(&lab.server_ns, "10.77.0.1", dir.path());
     for (id, mac, ipaddr, name) in [

@@ -9,14 +9,16 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use bellows_testkit::ChildGuard;
+use bellows_testkit::netns::{Lab, can_run};
+
 use crate::harness::{Server, ok};
-use crate::netns::{Lab, can_run};
-use crate::vm::{Firmware, Vm, VmSpec, file_tail};
+use crate::vm::{Firmware, VmSpec, file_tail};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
 
 /// A diskless VM that powers off (no reboot) when its OS is done.
-fn netboot_vm(ns: &str, tap: &str, mac: &str, fw: Firmware, work: &Path) -> Vm {
+fn netboot_vm(ns: &str, tap: &str, mac: &str, fw: Firmware, work: &Path) -> ChildGuard {
     crate::vm::start_vm(&VmSpec {
         ns,
         tap,
@@ -67,7 +69,13 @@ pub(crate) fn assert_callback(line: &str, mac: &str, ip: &str, name: &str) {
 }
 
 /// Waits for the booted test OS's syslog report, filed under the machine.
-fn wait_for_callback(s: &Server, ns: &str, machine: &str, vm: &mut Vm, work: &Path) -> String {
+fn wait_for_callback(
+    s: &Server,
+    ns: &str,
+    machine: &str,
+    vm: &mut ChildGuard,
+    work: &Path,
+) -> String {
     wait_for_log_line(s, ns, machine, "booted worker=", vm, work)
 }
 
@@ -78,7 +86,7 @@ pub(crate) fn wait_for_log_line(
     ns: &str,
     machine: &str,
     needle: &str,
-    vm: &mut Vm,
+    vm: &mut ChildGuard,
     work: &Path,
 ) -> String {
     let start = Instant::now();
@@ -89,7 +97,7 @@ pub(crate) fn wait_for_log_line(
             eprintln!("booted in {:.1} s", start.elapsed().as_secs_f64());
             return line.to_string();
         }
-        let exited = vm.0.try_wait().ok().flatten();
+        let exited = vm.try_wait();
         if exited.is_some() && exited_at.is_none() {
             // The VM powers off right after sending; give the receiver's
             // batch a moment to land before judging.
@@ -154,7 +162,7 @@ fn boot_vm(fw: Firmware, site: Site, tag: &str, mac: &str, ip: &str, name: &str)
     }
     let work = tempfile::tempdir().unwrap();
     let os = crate::vm::test_os();
-    let mut lab = Lab::new(tag, "10.77.0.1");
+    let mut lab = Lab::new(tag, "10.77.0.1/24");
     let tap = lab.tap(1);
     let ns = lab.server_ns.clone();
     let s = Server::start_on_lab_bridge(
@@ -177,9 +185,14 @@ fn boot_vm(fw: Firmware, site: Site, tag: &str, mac: &str, ip: &str, name: &str)
         Site::Bellows => None,
         Site::Generated(format) => Some(start_generated(&s, &ns, format, work.path())),
         Site::ProxyOtherHost => {
-            let host = lab.host("dhcp", "10.77.0.2");
-            let iface = lab.host_interface(&host);
-            Some(start_plain_dnsmasq(&host, &iface, mac, ip, work.path()))
+            let host = lab.host("dhcp").addr("10.77.0.2/24").add();
+            Some(start_plain_dnsmasq(
+                &host.ns,
+                &host.ifname,
+                mac,
+                ip,
+                work.path(),
+            ))
         }
         Site::ProxySameHost => Some(start_plain_dnsmasq(&ns, "br0", mac, ip, work.path())),
     };
@@ -205,7 +218,7 @@ fn boot_vm(fw: Firmware, site: Site, tag: &str, mac: &str, ip: &str, name: &str)
 
 /// The site's DHCP server with the configuration `bellows dhcp-config
 /// --format FORMAT` writes, run as the site would run it.
-fn start_generated(s: &Server, ns: &str, format: &str, work: &Path) -> Vm {
+fn start_generated(s: &Server, ns: &str, format: &str, work: &Path) -> ChildGuard {
     let conf = ok(&s.cli_netns(
         ns,
         &["dhcp-config", "--format", format, "--interface", "br0"],
@@ -270,19 +283,19 @@ fn start_generated(s: &Server, ns: &str, format: &str, work: &Path) -> Vm {
 
 /// The site daemon, checked to be still running (a configuration it
 /// refuses fails the test here, with its log, not at the boot timeout).
-fn started(mut child: std::process::Child, what: &str, log: &Path) -> Vm {
+fn started(mut child: std::process::Child, what: &str, log: &Path) -> ChildGuard {
     if let Ok(Some(status)) = child.try_wait() {
         panic!(
             "the site's {what} exited ({status}):\n{}",
             std::fs::read_to_string(log).unwrap_or_default()
         );
     }
-    Vm(child)
+    ChildGuard::adopt(what, child)
 }
 
 /// A site DHCP server that knows nothing of network boot: dnsmasq handing
 /// out addresses (the VM's reserved one) and no boot file, on `iface`.
-fn start_plain_dnsmasq(ns: &str, iface: &str, mac: &str, ip: &str, work: &Path) -> Vm {
+fn start_plain_dnsmasq(ns: &str, iface: &str, mac: &str, ip: &str, work: &Path) -> ChildGuard {
     let path = work.join("site-dnsmasq.conf");
     std::fs::write(
         &path,
@@ -478,7 +491,7 @@ fn vm_without_a_workflow_gets_the_local_boot_script() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
-    let mut lab = Lab::new("nl", "10.77.0.1");
+    let mut lab = Lab::new("nl", "10.77.0.1/24");
     let tap = lab.tap(1);
     let ns = lab.server_ns.clone();
     let s = Server::start_in_netns_with(

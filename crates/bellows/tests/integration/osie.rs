@@ -16,9 +16,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use bellows_testkit::ChildGuard;
+use bellows_testkit::netns::{Lab, can_run};
+
 use crate::harness::{BIN, Server, ok};
-use crate::netns::{Lab, can_run};
-use crate::vm::Vm;
 
 /// Power-on to the worker's first call, generously bounded for TCG.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -125,8 +126,8 @@ fn workflow_state(s: &Server, ns: &str, id: &str) -> Value {
 /// Fields drop in order: QEMU first, then the server, then the lab (its
 /// namespaces and anything left in them), then the files.
 struct Boot {
-    vm: Vm,
-    _relay: Option<Vm>,
+    vm: ChildGuard,
+    _relay: Option<ChildGuard>,
     s: Server,
     _lab: Lab,
     ns: String,
@@ -193,7 +194,7 @@ impl Boot {
                 .unwrap());
         }
 
-        let mut lab = Lab::new(setup.tag, "10.77.0.1");
+        let mut lab = Lab::new(setup.tag, "10.77.0.1/24");
         let tap = lab.tap(1);
         let ns = lab.server_ns.clone();
         let relay = setup.vlan.map(|(vid, subnet, gateway)| {
@@ -221,7 +222,7 @@ impl Boot {
                 .read_line(&mut line)
                 .unwrap();
             assert_eq!(line.trim(), "relay ready");
-            Vm(child)
+            ChildGuard::adopt("vlan_relay.py", child)
         });
         // The image is found at the default --osie-dir, DATA_DIR/osie.
         let mut args = vec![
@@ -304,12 +305,7 @@ impl Boot {
                 .arg(format!("file={},if=virtio,format=raw", disk.display()));
         }
         let power_on = Instant::now();
-        let vm = Vm(qemu
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start qemu"));
+        let vm = ChildGuard::spawn("qemu", qemu.stdout(Stdio::null()).stderr(Stdio::null()));
         Boot {
             vm,
             _relay: relay,
@@ -325,7 +321,7 @@ impl Boot {
     /// Waits for the worker's first call; returns the time from power-on.
     fn wait_connected(&mut self, mac: &str) -> Duration {
         let connected = self.s.wait_for_log("worker connected", CONNECT_TIMEOUT);
-        let exited = self.vm.0.try_wait().ok().flatten();
+        let exited = self.vm.try_wait();
         assert!(
             connected.as_deref().is_some_and(|l| l.contains(mac)),
             "no worker connected within {CONNECT_TIMEOUT:?} (qemu exit: {exited:?}): {connected:?}\nconsole tail:\n{}",
@@ -364,7 +360,7 @@ impl Boot {
     fn wait_poweroff(&mut self) -> (Duration, String) {
         let deadline = Instant::now() + POWEROFF_TIMEOUT;
         let status = loop {
-            if let Some(status) = self.vm.0.try_wait().expect("wait for qemu") {
+            if let Some(status) = self.vm.try_wait() {
                 break status;
             }
             assert!(

@@ -1,20 +1,11 @@
 //! QEMU VMs (TCG) for the whole-boot tests: one way to start them on a tap
-//! in a lab's namespace, and to kill them (by PID) even when a test fails.
+//! in a lab's namespace, guarded so they are killed (by PID) even when a
+//! test fails.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
-use crate::harness::run_checked;
-
-/// A child process (QEMU, or a helper daemon), killed when dropped.
-pub struct Vm(pub Child);
-
-impl Drop for Vm {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use bellows_testkit::{ChildGuard, run_checked};
 
 /// Which firmware boots the VM.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -52,7 +43,7 @@ pub struct VmSpec<'a> {
 }
 
 /// Starts the VM in `spec.ns` on `spec.tap`.
-pub fn start_vm(spec: &VmSpec<'_>) -> Vm {
+pub fn start_vm(spec: &VmSpec<'_>) -> ChildGuard {
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", spec.ns, "qemu-system-x86_64"])
         .args(["-accel", "tcg", "-m", &spec.memory_mib.to_string()])
@@ -112,12 +103,7 @@ pub fn start_vm(spec: &VmSpec<'_>) -> Vm {
             vars.display()
         ));
     }
-    Vm(cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start qemu"))
+    ChildGuard::spawn("qemu", cmd.stdout(Stdio::null()).stderr(Stdio::null()))
 }
 
 /// The last `chars` characters of a text file, for failure messages.

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use bellows_testkit::ports::free_tcp_port;
+
 use crate::harness::{BIN, Server, http, ok};
 
 /// The image `scripts/docker-test-daemon.sh` imports (busybox, no registry).
@@ -92,12 +94,6 @@ pub fn docker_available() -> bool {
     );
     eprintln!("skipped: DOCKER_HOST is not set (run scripts/docker-test-daemon.sh)");
     false
-}
-
-/// A free loopback TCP port.
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
 }
 
 /// Registers a machine for `mac`, a template, and a workflow; returns its id.
@@ -562,7 +558,7 @@ fn the_server_killed_mid_workflow_and_restarted_lets_it_complete() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = free_tcp_port();
     let s = Server::start_on(dir.path(), port, &[]);
     let mac = "02:00:00:00:10:08";
     let t = format!(
@@ -843,7 +839,7 @@ fn image2disk_writes_byte_exact_with_progress_in_workflow_watch() {
             .unwrap()
             .success()
     );
-    let port = free_port();
+    let port = free_tcp_port();
     let mut server = Command::new("python3")
         .args(["-c", SLOW_SERVER, &port.to_string()])
         .arg(dir.path())

@@ -1,105 +1,21 @@
-//! Test helpers: install and start real BMC emulators on 127.0.0.1, bound
-//! every wait, and kill what we started (by PID, in `Drop`) even when a test
-//! fails.
+//! Real BMC emulators on 127.0.0.1 — OpenIPMI's `ipmi_sim` and
+//! `sushy-emulator` (Redfish) — installed on first use, set up with known
+//! credentials, and checked with tools we did not write (ipmitool, curl),
+//! so the BMC clients are judged by independent implementations.
 
-#![allow(dead_code)]
-
-use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::files::{write_executable, write_file};
+use crate::packages::ensure_programs;
+use crate::ports::{free_tcp_port, free_udp_port};
+use crate::process::{ChildGuard, run_checked, wait_until};
 
 /// The password every emulator is set up with; tests grep for it.
 pub const PASSWORD: &str = "Bellows-S3cret-9f2c";
 /// The user name every emulator is set up with.
 pub const USERNAME: &str = "admin";
-
-/// A child process killed and reaped when dropped.
-pub struct ChildGuard {
-    child: Child,
-    name: &'static str,
-}
-
-impl ChildGuard {
-    pub fn spawn(name: &'static str, command: &mut Command) -> ChildGuard {
-        let child = command
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|error| panic!("cannot start {name}: {error}"));
-        ChildGuard { child, name }
-    }
-
-    /// Panics with the log if the process already exited.
-    pub fn assert_running(&mut self, log: &Path) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            let text = std::fs::read_to_string(log).unwrap_or_default();
-            panic!("{} exited early ({status}):\n{text}", self.name);
-        }
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        // Child::kill sends SIGKILL to this PID only.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-pub fn free_udp_port() -> u16 {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|error| panic!("{error}"));
-    socket
-        .local_addr()
-        .unwrap_or_else(|error| panic!("{error}"))
-        .port()
-}
-
-pub fn free_tcp_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|error| panic!("{error}"));
-    listener
-        .local_addr()
-        .unwrap_or_else(|error| panic!("{error}"))
-        .port()
-}
-
-fn run_checked(command: &mut Command, what: &str) {
-    let output = command
-        .output()
-        .unwrap_or_else(|error| panic!("{what}: cannot run: {error}"));
-    assert!(
-        output.status.success(),
-        "{what} failed: {}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-fn have(program: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success())
-}
-
-/// Installs Debian packages when a program is missing; serialized with
-/// `flock` because test binaries run in parallel.
-pub fn ensure_programs(programs: &[&str], packages: &[&str]) {
-    if programs.iter().all(|program| have(program)) {
-        return;
-    }
-    let script = format!(
-        "(have_all() {{ for p in {programs}; do command -v $p >/dev/null || return 1; done; }}; \
-         have_all || {{ DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && \
-         DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends {packages} >/dev/null; }})",
-        programs = programs.join(" "),
-        packages = packages.join(" ")
-    );
-    run_checked(
-        Command::new("flock").args(["/tmp/bellows-bmc-apt.lock", "sh", "-c", &script]),
-        "apt-get install",
-    );
-}
 
 /// The sushy-tools version the tests are written against.
 pub const SUSHY_TOOLS_VERSION: &str = "2.2.0";
@@ -128,19 +44,6 @@ pub fn sushy_venv() -> PathBuf {
     venv
 }
 
-/// Polls `check` every 100 ms until it returns true or `limit` passes.
-pub fn wait_until(limit: Duration, what: &str, log: &Path, mut check: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let log = std::fs::read_to_string(log).unwrap_or_default();
-    panic!("{what} not ready after {limit:?}; its log:\n{log}");
-}
-
 /// Asserts that no formatting of `value` contains the password.
 pub fn assert_no_password(value: &(impl std::fmt::Debug + std::fmt::Display)) {
     for text in [
@@ -155,7 +58,10 @@ pub fn assert_no_password(value: &(impl std::fmt::Debug + std::fmt::Display)) {
 /// An `ipmi_sim` with one lanplus LAN channel on 127.0.0.1 and a
 /// `chassis_control` script that keeps power and boot device in files.
 pub struct IpmiSim {
+    /// Its UDP port on 127.0.0.1 (RMCP+).
     pub port: u16,
+    /// Its configuration and the files the chassis script keeps state in;
+    /// removed on drop.
     pub dir: tempfile::TempDir,
     _process: ChildGuard,
 }
@@ -191,6 +97,8 @@ esac
 "#;
 
 impl IpmiSim {
+    /// Installs OpenIPMI and ipmitool if missing, starts the simulator on a
+    /// free port and waits until ipmitool can read its power status.
     pub fn start() -> IpmiSim {
         ensure_programs(
             &["ipmi_sim", "ipmitool", "flock"],
@@ -199,8 +107,7 @@ impl IpmiSim {
         let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
         let port = free_udp_port();
         let control = dir.path().join("chassis_control");
-        write_file(&control, CHASSIS_CONTROL);
-        set_executable(&control);
+        write_executable(&control, CHASSIS_CONTROL);
         write_file(&dir.path().join("power"), "0\n");
         let lan_conf = dir.path().join("lan.conf");
         write_file(
@@ -298,17 +205,23 @@ pub fn ipmitool_raw(port: u16, command: &[&str]) -> Option<String> {
 
 /// A sushy-emulator with its fake driver and HTTP basic auth on 127.0.0.1.
 pub struct Sushy {
+    /// Its TCP port on 127.0.0.1.
     pub port: u16,
+    /// `http` or `https`.
     pub scheme: &'static str,
+    /// Its configuration, password file and state; removed on drop.
     pub dir: tempfile::TempDir,
     _process: ChildGuard,
 }
 
 impl Sushy {
+    /// Starts it over plain HTTP (see [`Sushy::start_with`]).
     pub fn start() -> Sushy {
         Sushy::start_with(false)
     }
 
+    /// Installs sushy-tools into a virtualenv if missing, starts the
+    /// emulator on a free port and waits until its service root answers.
     /// With `tls`, serves HTTPS with a fresh self-signed certificate.
     pub fn start_with(tls: bool) -> Sushy {
         let venv = sushy_venv();
@@ -390,6 +303,7 @@ impl Sushy {
         }
     }
 
+    /// Its base URL, as a BMC address is given to Bellows.
     pub fn url(&self) -> String {
         format!("{}://127.0.0.1:{}", self.scheme, self.port)
     }
@@ -435,11 +349,14 @@ fn curl_status(url: &str) -> Option<u16> {
 
 /// A static HTTP server (Python's) serving `dir` on 127.0.0.1.
 pub struct FileServer {
+    /// Its TCP port on 127.0.0.1.
     pub port: u16,
     _process: ChildGuard,
 }
 
 impl FileServer {
+    /// Serves `dir` (logging to `dir/http.log`) on a free port and waits
+    /// until it answers: a place for a BMC to fetch virtual media from.
     pub fn start(dir: &Path) -> FileServer {
         let port = free_tcp_port();
         let log_path = dir.join("http.log");
@@ -465,14 +382,4 @@ impl FileServer {
             _process: process,
         }
     }
-}
-
-pub fn write_file(path: &Path, text: &str) {
-    std::fs::write(path, text).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
-}
-
-fn set_executable(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
-        .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
 }
