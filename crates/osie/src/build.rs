@@ -7,7 +7,7 @@
 //! half a file.
 
 use std::collections::BTreeMap;
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -16,7 +16,7 @@ use crate::cpio::CpioError;
 use crate::elf::{self, ElfError, LibraryError};
 use crate::init::{self, InitConfig, InitError};
 use crate::kernel::{self, KernelError};
-use crate::modules::{self, Compression, ModuleIndex, ModulesError};
+use crate::modules::{self, ModuleIndex, ModulesError};
 use crate::tree::{Node, Tree, TreeError};
 
 /// What to build from, and where to put it.
@@ -245,27 +245,9 @@ pub fn decompress(path: &Path, data: Vec<u8>) -> Result<Vec<u8>, BuildError> {
         path: path.to_path_buf(),
         message,
     };
-    let mut out = Vec::new();
-    match modules::compression(&path.to_string_lossy()) {
-        Compression::None => return Ok(data),
-        Compression::Gzip => {
-            flate2::read::MultiGzDecoder::new(&data[..])
-                .read_to_end(&mut out)
-                .map_err(|e| fail(e.to_string()))?;
-        }
-        Compression::Xz => {
-            xz4rust::XzReader::new(std::io::Cursor::new(data))
-                .read_to_end(&mut out)
-                .map_err(|e| fail(e.to_string()))?;
-        }
-        Compression::Zstd => {
-            let mut input = &data[..];
-            let mut d = ruzstd::decoding::StreamingDecoder::new(&mut input)
-                .map_err(|e| fail(e.to_string()))?;
-            d.read_to_end(&mut out).map_err(|e| fail(e.to_string()))?;
-        }
-    }
-    Ok(out)
+    let codec = bellows_compression::codec_from_extension(&path.to_string_lossy())
+        .unwrap_or(bellows_compression::Codec::Raw);
+    bellows_compression::decode_all(codec, data).map_err(|e| fail(e.to_string()))
 }
 
 /// Everything that goes into the initramfs, and what the report says

@@ -47,32 +47,6 @@ fn strip_ko(base: &str) -> Option<&str> {
     None
 }
 
-/// How a module file is compressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    /// Plain `.ko`.
-    None,
-    /// `.ko.xz`.
-    Xz,
-    /// `.ko.zst`.
-    Zstd,
-    /// `.ko.gz`.
-    Gzip,
-}
-
-/// A module file's compression, from its name.
-pub fn compression(path: &str) -> Compression {
-    if path.ends_with(".ko.xz") {
-        Compression::Xz
-    } else if path.ends_with(".ko.zst") {
-        Compression::Zstd
-    } else if path.ends_with(".ko.gz") {
-        Compression::Gzip
-    } else {
-        Compression::None
-    }
-}
-
 /// Where a module file goes in the image: the same relative path, always
 /// as a plain `.ko`.
 pub fn image_path(path: &str) -> String {
@@ -499,7 +473,10 @@ softdep r8169 pre: realtek
         assert_eq!(module_name("crc32c-intel.ko"), "crc32c_intel");
         assert_eq!(image_path("kernel/a/b.ko.xz"), "kernel/a/b.ko");
         assert_eq!(image_path("kernel/a/b.ko"), "kernel/a/b.ko");
-        assert_eq!(compression("a.ko.zst"), Compression::Zstd);
+        assert_eq!(
+            bellows_compression::codec_from_extension("a.ko.zst"),
+            Some(bellows_compression::Codec::Zstd)
+        );
         let i = index();
         assert!(i.module("nls_iso8859_1").is_some());
         assert!(i.module("nls-iso8859-1").is_some());

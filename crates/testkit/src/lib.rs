@@ -8,7 +8,6 @@
 //! ask [`netns::can_run`] first: without root they are skipped, except in CI
 //! (`CI` set), where a missing privilege is a failure.
 
-
 pub mod bmc;
 pub mod files;
 pub mod netns;

@@ -34,7 +34,7 @@
 
 pub mod archive2disk;
 pub mod cexec;
-mod compression;
+mod choose_codec;
 pub mod image2disk;
 pub mod kexec;
 mod names;
@@ -46,7 +46,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-pub use compression::{Format, FormatError};
+pub use bellows_compression::Codec;
+pub use choose_codec::CodecError;
 pub use names::{Builtin, builtin_for};
 
 use crate::runtime::{ActionSpec, AfterSuccess, RunContext, RunOutcome, RunResult, Runtime};

@@ -35,11 +35,11 @@ use bytes::Bytes;
 use sha2::{Digest as _, Sha256, Sha512};
 use tokio::sync::mpsc;
 
-use super::compression::{self, Format};
 use super::error_chain;
 use super::image2disk::human;
 use super::writefile::{Mount, MountError, relative_to_root};
 use crate::runtime::{RunContext, RunResult, Stream};
+use bellows_compression::{self as compression, Codec};
 
 /// Downloaded chunks queued for the unpacker.
 const QUEUE: usize = 64;
@@ -61,7 +61,7 @@ pub struct Params {
     /// Where the archive is.
     pub url: reqwest::Url,
     /// The compression `ARCHIVE_TYPE` names, if any (`Raw` for `tar`).
-    pub declared: Option<Format>,
+    pub declared: Option<Codec>,
     /// Expected digest of the download.
     pub checksum: Option<Checksum>,
     /// Partition to mount.
@@ -85,10 +85,10 @@ impl Params {
         }
         let declared = match get("ARCHIVE_TYPE").map(str::to_ascii_lowercase).as_deref() {
             None => None,
-            Some("tar") => Some(Format::Raw),
-            Some("targz" | "tgz" | "tar.gz") => Some(Format::Gzip),
-            Some("tarxz" | "txz" | "tar.xz") => Some(Format::Xz),
-            Some("tarzst" | "tarzstd" | "tzst" | "tar.zst") => Some(Format::Zstd),
+            Some("tar") => Some(Codec::Raw),
+            Some("targz" | "tgz" | "tar.gz") => Some(Codec::Gzip),
+            Some("tarxz" | "txz" | "tar.xz") => Some(Codec::Xz),
+            Some("tarzst" | "tarzstd" | "tzst" | "tar.zst") => Some(Codec::Zstd),
             Some(other) => {
                 return Err(format!(
                     "ARCHIVE_TYPE {other:?} is not one of tar, targz, tarxz, tarzst"
@@ -300,16 +300,16 @@ async fn unpack(
     let Some(first) = first else {
         return Err(failed(format!("{url} is empty")));
     };
-    let by_magic = compression::format_from_magic(&first);
+    let by_magic = compression::codec_from_magic(&first);
     let format = match by_magic {
-        Some(Format::Bzip2) => {
+        Some(Codec::Bzip2) => {
             return Err(failed(
                 "bzip2 archives are not supported by the built-in archive2disk; use gzip, xz or zstd"
                     .into(),
             ));
         }
         Some(format) => format,
-        None => Format::Raw,
+        None => Codec::Raw,
     };
     if let Some(declared) = params.declared
         && declared != format
@@ -397,13 +397,13 @@ async fn unpack(
 }
 
 /// What `ARCHIVE_TYPE` would call `format`.
-fn archive_name(format: Format) -> &'static str {
+fn archive_name(format: Codec) -> &'static str {
     match format {
-        Format::Raw => "tar",
-        Format::Gzip => "targz",
-        Format::Xz => "tarxz",
-        Format::Zstd => "tarzst",
-        Format::Bzip2 => "tarbz2",
+        Codec::Raw => "tar",
+        Codec::Gzip => "targz",
+        Codec::Xz => "tarxz",
+        Codec::Zstd => "tarzst",
+        Codec::Bzip2 => "tarbz2",
     }
 }
 
@@ -446,7 +446,7 @@ async fn next_chunk(
 /// Decompresses the queued download into `tar -x` in `dir` (on a blocking
 /// thread); tar's complaints go to the log.
 fn untar(
-    format: Format,
+    format: Codec,
     rx: mpsc::Receiver<Bytes>,
     dir: &Path,
     logs: &crate::runtime::LogSink,
@@ -543,7 +543,7 @@ mod tests {
     #[test]
     fn settings_as_tinkerbell_spells_them() {
         let p = Params::from_env(&env(&BASE)).unwrap();
-        assert_eq!(p.declared, Some(Format::Gzip));
+        assert_eq!(p.declared, Some(Codec::Gzip));
         assert_eq!(p.dest, PathBuf::new());
         assert_eq!(p.checksum, None);
         let mut pairs = BASE.to_vec();

@@ -47,9 +47,10 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::compression::{self, Format, FormatError};
+use super::choose_codec::{self, CodecError};
 use super::error_chain;
 use crate::runtime::{RunContext, RunResult};
+use bellows_compression::{self as compression, Codec};
 
 /// Size of the writes to the destination.
 const CHUNK: usize = 4 << 20;
@@ -122,12 +123,12 @@ pub enum Image2DiskError {
     },
     /// No decoder fits.
     #[error(transparent)]
-    Format(#[from] FormatError),
+    Codec(#[from] CodecError),
     /// The compressed data does not decode.
     #[error("{format} data from {url} is corrupt or truncated: {detail}")]
     Corrupt {
         /// The format being decoded.
-        format: Format,
+        format: Codec,
         /// The URL (password hidden).
         url: String,
         /// The decoder's complaint.
@@ -433,15 +434,15 @@ async fn write_image(
     if head.is_empty() {
         return Err(Image2DiskError::Empty(url));
     }
-    let (format, note) = compression::choose(
+    let (format, note) = choose_codec::choose(
         params.compressed,
-        compression::format_from_extension(params.url.path()),
-        compression::format_from_magic(&head),
+        compression::codec_from_extension(params.url.path()),
+        compression::codec_from_magic(&head),
     )?;
     if let Some(note) = note {
         logs.note(note);
     }
-    if let (Format::Raw, DestKind::Block { size }, Some(total)) = (format, &dest.kind, total)
+    if let (Codec::Raw, DestKind::Block { size }, Some(total)) = (format, &dest.kind, total)
         && total > *size
     {
         return Err(Image2DiskError::TooSmall {
@@ -466,7 +467,7 @@ async fn write_image(
     let pipeline_url = url.clone();
     let pipeline = tokio::task::spawn_blocking(move || pipeline(format, rx, writer, &pipeline_url));
 
-    let raw = format == Format::Raw;
+    let raw = format == Codec::Raw;
     let report = |downloaded: u64| {
         logs.progress(progress_text(
             written.load(Ordering::Relaxed),
@@ -650,7 +651,7 @@ struct Done {
 
 /// Decodes the queued body into the writer (runs on a blocking thread).
 fn pipeline(
-    format: Format,
+    format: Codec,
     rx: mpsc::Receiver<Piece>,
     mut writer: DiskWriter,
     url: &str,

@@ -1,12 +1,14 @@
-//! Which compression an image uses, decided from its URL and first bytes,
-//! and the streaming decoders for each (all pure Rust).
+//! Compressed streams, one place for the whole project: which codec a file
+//! uses (from its name or its first bytes) and streaming decoders for each,
+//! all pure Rust. The worker decodes disk images and archives with it; the
+//! in-memory OS builder decodes kernel modules.
 
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read};
 
 /// How the bytes of an image are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub enum Codec {
     /// Not compressed: written as they come.
     Raw,
     /// gzip (RFC 1952), including concatenated members.
@@ -19,64 +21,48 @@ pub enum Format {
     Bzip2,
 }
 
-impl fmt::Display for Format {
+impl fmt::Display for Codec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Format::Raw => "raw",
-            Format::Gzip => "gzip",
-            Format::Xz => "xz",
-            Format::Zstd => "zstd",
-            Format::Bzip2 => "bzip2",
+            Codec::Raw => "raw",
+            Codec::Gzip => "gzip",
+            Codec::Xz => "xz",
+            Codec::Zstd => "zstd",
+            Codec::Bzip2 => "bzip2",
         })
     }
 }
 
-/// Why no decoder could be chosen.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FormatError {
-    /// `COMPRESSED=true` but neither the URL nor the data says how.
-    #[error(
-        "COMPRESSED is true but IMG_URL has no known compression extension \
-         (.gz, .xz, .zst, .zs) and the data starts with no gzip, xz or zstd magic bytes"
-    )]
-    Unknown,
-    /// A format we recognise but do not decode.
-    #[error(
-        "{0} images are not supported by the built-in image2disk; recompress with gzip, xz or zstd"
-    )]
-    Unsupported(Format),
-}
-
-/// Bytes of the image's start that [`choose`] wants to see (fewer at EOF).
+/// Bytes of a stream's start that [`codec_from_magic`] needs (fewer at EOF).
 pub const HEAD_BYTES: usize = 8;
 
 /// The format named by the extension of a URL path's last segment
 /// (`/img/ubuntu.raw.gz` → gzip); `None` for no known extension.
-pub fn format_from_extension(url_path: &str) -> Option<Format> {
+pub fn codec_from_extension(url_path: &str) -> Option<Codec> {
     let file = url_path.rsplit('/').next().unwrap_or(url_path);
     let extension = file.rsplit_once('.')?.1.to_ascii_lowercase();
     match extension.as_str() {
-        "gz" | "gzip" | "tgz" => Some(Format::Gzip),
-        "xz" | "txz" => Some(Format::Xz),
-        "zst" | "zs" | "zstd" | "tzst" => Some(Format::Zstd),
-        "bz2" | "bzip2" | "tbz2" => Some(Format::Bzip2),
+        "gz" | "gzip" | "tgz" => Some(Codec::Gzip),
+        "xz" | "txz" => Some(Codec::Xz),
+        "zst" | "zs" | "zstd" | "tzst" => Some(Codec::Zstd),
+        "bz2" | "bzip2" | "tbz2" => Some(Codec::Bzip2),
         _ => None,
     }
 }
 
 /// The format whose magic number `head` starts with; `None` for anything
 /// else (a raw disk image starts with boot code or zeros).
-pub fn format_from_magic(head: &[u8]) -> Option<Format> {
+pub fn codec_from_magic(head: &[u8]) -> Option<Codec> {
     const XZ: &[u8] = &[0xFD, b'7', b'z', b'X', b'Z', 0x00];
     const ZSTD: &[u8] = &[0x28, 0xB5, 0x2F, 0xFD];
     if head.starts_with(&[0x1F, 0x8B]) {
-        Some(Format::Gzip)
+        Some(Codec::Gzip)
     } else if head.starts_with(XZ) {
-        Some(Format::Xz)
+        Some(Codec::Xz)
     } else if head.starts_with(ZSTD) || is_zstd_skippable(head) {
-        Some(Format::Zstd)
+        Some(Codec::Zstd)
     } else if head.len() >= 4 && head.starts_with(b"BZh") && (b'1'..=b'9').contains(&head[3]) {
-        Some(Format::Bzip2)
+        Some(Codec::Bzip2)
     } else {
         None
     }
@@ -87,40 +73,6 @@ fn is_zstd_skippable(head: &[u8]) -> bool {
     head.len() >= 4 && head[0] & 0xF0 == 0x50 && head[1..4] == [0x2A, 0x4D, 0x18]
 }
 
-/// The decoder to use, and a note for the log when the choice needs
-/// explaining. The data's magic bytes win over everything: they are what
-/// the decoder will actually see. Without magic, `COMPRESSED=true` falls
-/// back to the URL's extension (the decoder then reports the corruption),
-/// and `COMPRESSED=false` means raw.
-pub fn choose(
-    compressed: bool,
-    by_extension: Option<Format>,
-    by_magic: Option<Format>,
-) -> Result<(Format, Option<String>), FormatError> {
-    let (format, note) = match (by_magic, by_extension) {
-        (Some(magic), _) if !compressed => (
-            magic,
-            Some(format!(
-                "the image starts with {magic} magic bytes although COMPRESSED is not true: decompressing it"
-            )),
-        ),
-        (Some(magic), Some(extension)) if magic != extension => (
-            magic,
-            Some(format!(
-                "IMG_URL's extension says {extension} but the data is {magic}: decompressing it as {magic}"
-            )),
-        ),
-        (Some(magic), _) => (magic, None),
-        (None, Some(extension)) if compressed => (extension, None),
-        (None, None) if compressed => return Err(FormatError::Unknown),
-        (None, _) => (Format::Raw, None),
-    };
-    if format == Format::Bzip2 {
-        return Err(FormatError::Unsupported(format));
-    }
-    Ok((format, note))
-}
-
 /// Largest xz dictionary we allocate (xz -9 uses 64 MiB); bigger ones fail
 /// rather than take the in-memory OS's RAM.
 const XZ_MAX_DICT: usize = 256 << 20;
@@ -128,19 +80,19 @@ const XZ_MAX_DICT: usize = 256 << 20;
 /// Decodes `input` as `format` and hands the output to `sink`, which
 /// receives successive slices until the stream ends.
 pub fn decode<R: Read + Send + 'static>(
-    format: Format,
+    format: Codec,
     mut input: R,
     sink: &mut dyn FnMut(&mut dyn Read) -> io::Result<()>,
 ) -> io::Result<()> {
     match format {
-        Format::Raw => sink(&mut input),
-        Format::Gzip => {
+        Codec::Raw => sink(&mut input),
+        Codec::Gzip => {
             let mut decoder =
                 flate2::bufread::MultiGzDecoder::new(BufReader::with_capacity(256 << 10, input));
             sink(&mut decoder)
         }
-        Format::Xz => sink(&mut XzRead::new(input)),
-        Format::Zstd => {
+        Codec::Xz => sink(&mut XzRead::new(input)),
+        Codec::Zstd => {
             use ruzstd::decoding::errors::{FrameDecoderError, ReadFrameHeaderError};
             let mut input = BufReader::with_capacity(256 << 10, input);
             // One frame after another (`cat a.zst b.zst`, pzstd), skipping
@@ -173,9 +125,9 @@ pub fn decode<R: Read + Send + 'static>(
             }
             Ok(())
         }
-        Format::Bzip2 => Err(io::Error::new(
+        Codec::Bzip2 => Err(io::Error::new(
             io::ErrorKind::Unsupported,
-            FormatError::Unsupported(Format::Bzip2).to_string(),
+            "bzip2 is recognised but not decoded; recompress with gzip, xz or zstd",
         )),
     }
 }
@@ -291,6 +243,19 @@ impl<R: Read> Read for XzRead<R> {
     }
 }
 
+/// Decodes a whole in-memory buffer (kernel modules and other small
+/// files).
+pub fn decode_all(format: Codec, data: Vec<u8>) -> io::Result<Vec<u8>> {
+    if format == Codec::Raw {
+        return Ok(data);
+    }
+    let mut out = Vec::new();
+    decode(format, io::Cursor::new(data), &mut |from| {
+        from.read_to_end(&mut out).map(drop)
+    })?;
+    Ok(out)
+}
+
 /// Skips the body of a skippable zstd frame.
 fn skip<R: Read>(input: &mut BufReader<R>, length: u64) -> io::Result<()> {
     let skipped = io::copy(&mut input.by_ref().take(length), &mut io::sink())?;
@@ -310,74 +275,52 @@ mod tests {
     #[test]
     fn extensions() {
         assert_eq!(
-            format_from_extension("/images/ubuntu.raw.gz"),
-            Some(Format::Gzip)
+            codec_from_extension("/images/ubuntu.raw.gz"),
+            Some(Codec::Gzip)
         );
-        assert_eq!(format_from_extension("/ubuntu.tar.GZ"), Some(Format::Gzip));
-        assert_eq!(format_from_extension("/a/b.img.xz"), Some(Format::Xz));
-        assert_eq!(format_from_extension("/a/b.img.zst"), Some(Format::Zstd));
-        assert_eq!(format_from_extension("/a/b.img.zs"), Some(Format::Zstd));
-        assert_eq!(format_from_extension("/a/b.img.bz2"), Some(Format::Bzip2));
-        assert_eq!(format_from_extension("/a/b.raw"), None);
-        assert_eq!(format_from_extension("/a.gz/b"), None);
-        assert_eq!(format_from_extension("/"), None);
-        assert_eq!(format_from_extension(""), None);
+        assert_eq!(codec_from_extension("/ubuntu.tar.GZ"), Some(Codec::Gzip));
+        assert_eq!(codec_from_extension("/a/b.img.xz"), Some(Codec::Xz));
+        assert_eq!(codec_from_extension("/a/b.img.zst"), Some(Codec::Zstd));
+        assert_eq!(codec_from_extension("/a/b.img.zs"), Some(Codec::Zstd));
+        assert_eq!(codec_from_extension("/a/b.img.bz2"), Some(Codec::Bzip2));
+        assert_eq!(codec_from_extension("/a/b.raw"), None);
+        assert_eq!(codec_from_extension("/a.gz/b"), None);
+        assert_eq!(codec_from_extension("/"), None);
+        assert_eq!(codec_from_extension(""), None);
+    }
+
+    #[test]
+    fn decode_all_round_trips_gzip_and_passes_raw_through() {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(b"module bytes").unwrap();
+        let packed = gz.finish().unwrap();
+        assert_eq!(decode_all(Codec::Gzip, packed).unwrap(), b"module bytes");
+        assert_eq!(decode_all(Codec::Raw, b"as is".to_vec()).unwrap(), b"as is");
+        assert!(decode_all(Codec::Xz, b"not xz".to_vec()).is_err());
     }
 
     #[test]
     fn magic_bytes() {
-        assert_eq!(format_from_magic(&[0x1F, 0x8B, 8, 0]), Some(Format::Gzip));
+        assert_eq!(codec_from_magic(&[0x1F, 0x8B, 8, 0]), Some(Codec::Gzip));
         assert_eq!(
-            format_from_magic(&[0xFD, b'7', b'z', b'X', b'Z', 0, 0, 4]),
-            Some(Format::Xz)
+            codec_from_magic(&[0xFD, b'7', b'z', b'X', b'Z', 0, 0, 4]),
+            Some(Codec::Xz)
         );
         assert_eq!(
-            format_from_magic(&[0x28, 0xB5, 0x2F, 0xFD, 0x24]),
-            Some(Format::Zstd)
+            codec_from_magic(&[0x28, 0xB5, 0x2F, 0xFD, 0x24]),
+            Some(Codec::Zstd)
         );
         assert_eq!(
-            format_from_magic(&[0x5E, 0x2A, 0x4D, 0x18, 0, 0]),
-            Some(Format::Zstd)
+            codec_from_magic(&[0x5E, 0x2A, 0x4D, 0x18, 0, 0]),
+            Some(Codec::Zstd)
         );
-        assert_eq!(format_from_magic(b"BZh91AY&SY"), Some(Format::Bzip2));
+        assert_eq!(codec_from_magic(b"BZh91AY&SY"), Some(Codec::Bzip2));
         // An MBR's boot code, zeros, short input: raw.
-        assert_eq!(format_from_magic(&[0xEB, 0x63, 0x90, 0x10]), None);
-        assert_eq!(format_from_magic(&[0; 8]), None);
-        assert_eq!(format_from_magic(&[0x1F]), None);
-        assert_eq!(format_from_magic(b"BZh"), None);
-        assert_eq!(format_from_magic(&[]), None);
-    }
-
-    #[test]
-    fn magic_wins_and_is_explained() {
-        assert_eq!(
-            choose(true, Some(Format::Gzip), Some(Format::Gzip)),
-            Ok((Format::Gzip, None))
-        );
-        let (format, note) = choose(true, Some(Format::Gzip), Some(Format::Xz)).unwrap();
-        assert_eq!(format, Format::Xz);
-        assert!(note.unwrap().contains("extension says gzip"));
-        let (format, note) = choose(false, None, Some(Format::Zstd)).unwrap();
-        assert_eq!(format, Format::Zstd);
-        assert!(note.unwrap().contains("COMPRESSED is not true"));
-    }
-
-    #[test]
-    fn without_magic() {
-        assert_eq!(choose(false, None, None), Ok((Format::Raw, None)));
-        assert_eq!(
-            choose(false, Some(Format::Gzip), None),
-            Ok((Format::Raw, None))
-        );
-        assert_eq!(choose(true, Some(Format::Xz), None), Ok((Format::Xz, None)));
-        assert_eq!(choose(true, None, None), Err(FormatError::Unknown));
-        assert_eq!(
-            choose(true, Some(Format::Bzip2), None),
-            Err(FormatError::Unsupported(Format::Bzip2))
-        );
-        assert_eq!(
-            choose(false, None, Some(Format::Bzip2)),
-            Err(FormatError::Unsupported(Format::Bzip2))
-        );
+        assert_eq!(codec_from_magic(&[0xEB, 0x63, 0x90, 0x10]), None);
+        assert_eq!(codec_from_magic(&[0; 8]), None);
+        assert_eq!(codec_from_magic(&[0x1F]), None);
+        assert_eq!(codec_from_magic(b"BZh"), None);
+        assert_eq!(codec_from_magic(&[]), None);
     }
 }
