@@ -52,7 +52,7 @@ impl fmt::Display for Mode {
 /// iPXE binary names by firmware architecture, as the TFTP and HTTP
 /// services publish them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BootFiles {
+pub struct IpxeBinaries {
     /// Legacy BIOS PXE (option 93 = 0).
     pub bios: String,
     /// x86-64 UEFI (option 93 = 7 or 9; 16 over HTTP). `snponly.efi` by
@@ -68,9 +68,9 @@ pub struct BootFiles {
     pub efi_arm64: Option<String>,
 }
 
-impl Default for BootFiles {
+impl Default for IpxeBinaries {
     fn default() -> Self {
-        BootFiles {
+        IpxeBinaries {
             bios: "undionly.kpxe".to_string(),
             efi_x64: "snponly.efi".to_string(),
             efi_ia32: None,
@@ -96,7 +96,7 @@ pub struct DhcpConfig {
     /// Port of the HTTP boot service when `http_base_url` is not set.
     pub http_port: u16,
     /// iPXE binary names.
-    pub boot_files: BootFiles,
+    pub ipxe_binaries: IpxeBinaries,
     /// Lease time for records that set none.
     pub default_lease_time: Duration,
     /// Domain name (option 15), if the site has one.
@@ -120,7 +120,7 @@ impl Default for DhcpConfig {
             tftp_server: None,
             http_base_url: None,
             http_port: 8080,
-            boot_files: BootFiles::default(),
+            ipxe_binaries: IpxeBinaries::default(),
             default_lease_time: Duration::from_secs(86_400),
             domain_name: None,
             syslog_server: None,
@@ -169,7 +169,7 @@ impl DhcpConfig {
     /// Checks values that parse but would make replies clients cannot use;
     /// the binary calls this at start-up so mistakes surface there.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let files = &self.boot_files;
+        let files = &self.ipxe_binaries;
         for name in [
             Some(&files.bios),
             Some(&files.efi_x64),
@@ -257,7 +257,7 @@ mod tests {
     fn validation_names_the_bad_value() {
         assert_eq!(DhcpConfig::default().validate(), Ok(()));
         let mut cfg = DhcpConfig::default();
-        cfg.boot_files.efi_ia32 = Some("../etc/passwd".into());
+        cfg.ipxe_binaries.efi_ia32 = Some("../etc/passwd".into());
         assert!(
             matches!(cfg.validate(), Err(ConfigError::BootFileName(n)) if n.contains("passwd"))
         );

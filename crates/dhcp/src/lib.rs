@@ -37,7 +37,7 @@ pub mod wire;
 
 pub mod ra;
 
-pub use config::{BootFiles, ConfigError, DhcpConfig, ListenConfig, Mode, ModeParseError};
+pub use config::{ConfigError, DhcpConfig, IpxeBinaries, ListenConfig, Mode, ModeParseError};
 pub use lookup::Lookup;
 pub use netboot::{BootPlan, ClientKind, NetbootClient};
 pub use responder::{

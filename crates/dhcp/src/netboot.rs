@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 use bellows_model::hardware::{Dhcp, Interface};
 use bellows_model::{MacAddr, boot};
 
-use crate::config::{BootFiles, DhcpConfig, valid_boot_file_name};
+use crate::config::{DhcpConfig, IpxeBinaries, valid_boot_file_name};
 use crate::wire::{Request, code};
 
 /// What kind of network-boot client sent a request.
@@ -170,7 +170,7 @@ fn binary_override(interface: &Interface) -> Option<&str> {
 
 /// The binary name for a firmware architecture, and whether it is fetched
 /// over HTTP.
-fn binary_for_arch(arch: u16, files: &BootFiles) -> Result<(&str, bool), String> {
+fn binary_for_arch(arch: u16, files: &IpxeBinaries) -> Result<(&str, bool), String> {
     fn optional<'f>(name: &'f Option<String>, what: &str, arch: u16) -> Result<&'f str, String> {
         name.as_deref()
             .ok_or_else(|| format!("no iPXE binary is configured for {what} (architecture {arch})"))
@@ -228,7 +228,7 @@ pub(crate) fn plan(cfg: &DhcpConfig, inputs: &PlanInputs<'_>) -> BootPlan {
                 "netboot.ipxe_binary {name:?} is not a plain file name"
             ));
         }
-        None => match binary_for_arch(arch, &cfg.boot_files) {
+        None => match binary_for_arch(arch, &cfg.ipxe_binaries) {
             Ok(found) => found,
             Err(why) => return BootPlan::Nothing(why),
         },

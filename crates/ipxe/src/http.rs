@@ -51,7 +51,7 @@ pub struct BootState {
 
 /// Where files come from.
 #[derive(Debug, Clone)]
-pub struct BootFiles {
+pub struct BootDirs {
     /// iPXE binaries (`undionly.kpxe`, `ipxe.efi` …), served at `/ipxe/`.
     pub ipxe_dir: PathBuf,
     /// In-memory OS files (kernel, initrd), served at `/osie/`, if local.
@@ -92,7 +92,7 @@ fn refind_binary(buildarch: &str) -> Option<&'static str> {
 /// with connect info, for `/auto.ipxe` by source address):
 /// `/ipxe/<mac>/auto.ipxe`, `/auto.ipxe` and `/ipxe/auto.ipxe` (by source
 /// address), `/ipxe/<binary>` and `/ipxe/<mac>/<binary>`, `/osie/<file>`.
-pub fn router(state: BootState, files: &BootFiles) -> Router {
+pub fn router(state: BootState, files: &BootDirs) -> Router {
     let with_files = WithFiles {
         boot: state,
         ipxe_dir: Arc::new(files.ipxe_dir.clone()),

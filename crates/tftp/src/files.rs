@@ -15,54 +15,24 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// A MAC address that prefixed a requested path (`01-aa-bb-cc-dd-ee-ff/file`),
-/// reported so the caller can record which machine fetched what.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct MacAddress(pub [u8; 6]);
+use bellows_model::MacAddr;
 
-impl MacAddress {
-    /// Parses the spellings boot loaders and operators use:
-    /// `aa:bb:cc:dd:ee:ff`, `aa-bb-cc-dd-ee-ff`, pxelinux's
-    /// `01-aa-bb-cc-dd-ee-ff` (ARP type 1 first), Cisco's `aabb.ccdd.eeff`
-    /// and bare `aabbccddeeff`, in any letter case.
-    pub fn parse(text: &str) -> Option<Self> {
-        fn hex_bytes<'a>(groups: impl Iterator<Item = &'a str>, width: usize) -> Option<Vec<u8>> {
-            let mut bytes = Vec::with_capacity(6);
-            for group in groups {
-                if group.len() != width || !group.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return None;
-                }
-                for pair in group.as_bytes().chunks(2) {
-                    let pair = std::str::from_utf8(pair).ok()?;
-                    bytes.push(u8::from_str_radix(pair, 16).ok()?);
-                }
-            }
-            Some(bytes)
+/// The MAC of a path's first component (`01-aa-bb-cc-dd-ee-ff/file`),
+/// reported so the caller can record which machine fetched what: every
+/// spelling [`MacAddr`] parses, plus pxelinux's ARP-type prefix `01-` (or
+/// `01:`) with the same separator throughout.
+pub fn parse_path_mac(text: &str) -> Option<MacAddr> {
+    if text.trim() != text {
+        return None;
+    }
+    let bare = match (text.len(), text.as_bytes().get(2)) {
+        (20, Some(separator @ (b'-' | b':'))) => {
+            let rest = text.strip_prefix("01")?.get(1..)?;
+            (rest.as_bytes().get(2) == Some(separator)).then_some(rest)?
         }
-        let bytes = if text.len() == 12 {
-            hex_bytes(std::iter::once(text), 12)
-        } else if text.len() == 14 {
-            hex_bytes(text.split('.'), 4).filter(|_| text.matches('.').count() == 2)
-        } else {
-            [':', '-'].into_iter().find_map(|separator| {
-                let groups: Vec<&str> = text.split(separator).collect();
-                match groups.as_slice() {
-                    [_, _, _, _, _, _] => hex_bytes(groups.into_iter(), 2),
-                    ["01", rest @ ..] if rest.len() == 6 => hex_bytes(rest.iter().copied(), 2),
-                    _ => None,
-                }
-            })
-        }?;
-        let array: [u8; 6] = bytes.try_into().ok()?;
-        Some(Self(array))
-    }
-}
-
-impl fmt::Display for MacAddress {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let [a, b, c, d, e, g] = self.0;
-        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
-    }
+        _ => text,
+    };
+    bare.parse().ok()
 }
 
 /// A relative path with no `..`, no empty or `.` components and no control
@@ -90,7 +60,7 @@ pub struct RequestPath {
     /// The path with any MAC prefix removed.
     pub path: SafePath,
     /// The MAC of a leading `<mac>/` component.
-    pub mac: Option<MacAddress>,
+    pub mac: Option<MacAddr>,
     /// With a MAC prefix: the path as requested, tried first so a per-machine
     /// directory can override the shared file.
     pub with_mac_prefix: Option<SafePath>,
@@ -151,7 +121,7 @@ pub fn sanitize_request_path(requested: &str) -> Result<RequestPath, PathError> 
         return Err(PathError::Absolute);
     }
     let mac = (components.len() > 1)
-        .then(|| MacAddress::parse(first))
+        .then(|| parse_path_mac(first))
         .flatten();
     let full = SafePath(components.join("/"));
     Ok(match mac {
@@ -412,7 +382,7 @@ mod tests {
 
     #[test]
     fn mac_spellings() {
-        let want = Some(MacAddress([0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff]));
+        let want = Some(MacAddr([0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff]));
         for spelling in [
             "aa:bb:cc:dd:ee:ff",
             "AA:BB:CC:DD:EE:FF",
@@ -422,13 +392,15 @@ mod tests {
             "aabbccddeeff",
             "aabb.ccdd.eeff",
         ] {
-            assert_eq!(MacAddress::parse(spelling), want, "{spelling}");
+            assert_eq!(parse_path_mac(spelling), want, "{spelling}");
         }
         for not_mac in [
             "",
             "aa:bb:cc:dd:ee",
             "aa:bb:cc:dd:ee:ff:00",
             "02-aa-bb-cc-dd-ee-ff",
+            "01-aa:bb:cc:dd:ee:ff",
+            " aa:bb:cc:dd:ee:ff",
             "aa:bb-cc:dd:ee:ff",
             "gg:bb:cc:dd:ee:ff",
             "aabbccddeef",
@@ -438,10 +410,10 @@ mod tests {
             "pxelinux.0",
             "ａａ:bb:cc:dd:ee:ff",
         ] {
-            assert_eq!(MacAddress::parse(not_mac), None, "{not_mac}");
+            assert_eq!(parse_path_mac(not_mac), None, "{not_mac}");
         }
         assert_eq!(
-            MacAddress([0, 1, 0xab, 3, 4, 5]).to_string(),
+            MacAddr([0, 1, 0xab, 3, 4, 5]).to_string(),
             "00:01:ab:03:04:05"
         );
     }

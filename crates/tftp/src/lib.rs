@@ -41,8 +41,8 @@ pub mod server;
 pub mod transfer;
 
 pub use files::{
-    DirectorySource, FileContent, FileSource, MacAddress, MemorySource, OpenError, RequestPath,
-    SafePath, sanitize_request_path,
+    DirectorySource, FileContent, FileSource, MemorySource, OpenError, RequestPath, SafePath,
+    parse_path_mac, sanitize_request_path,
 };
 pub use options::{Negotiated, TransferLimits, negotiate};
 pub use packet::{DecodeError, ErrorCode, Packet};

@@ -19,9 +19,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
-use crate::files::{
-    FileContent, FileSource, MacAddress, OpenError, SafePath, sanitize_request_path,
-};
+use crate::files::{FileContent, FileSource, OpenError, SafePath, sanitize_request_path};
 use crate::netascii::NetasciiFile;
 use crate::options::{Negotiated, TransferLimits, negotiate};
 use crate::packet::{
@@ -101,7 +99,7 @@ pub struct TransferRecord {
     /// The sanitised path that was opened, if it got that far.
     pub path: Option<SafePath>,
     /// The MAC of a `<mac>/` prefix in the request, if any.
-    pub mac: Option<MacAddress>,
+    pub mac: Option<bellows_model::MacAddr>,
     /// Block size, window and acknowledged options, once the file was opened.
     pub negotiated: Option<Negotiated>,
     /// How it ended.

@@ -13,7 +13,7 @@ use bellows_api::power::{POWER_POLL_INTERVAL, poll_power};
 use bellows_api::worker::{HubSettings, WorkerHub, WorkerService};
 use bellows_api::{AppState, BootInfo};
 use bellows_ipxe::InstallOs;
-use bellows_ipxe::http::{BootFiles, BootState};
+use bellows_ipxe::http::{BootDirs, BootState};
 use bellows_metadata::MetadataState;
 use bellows_store::{SqliteStore, Store};
 use tokio::net::TcpListener;
@@ -254,7 +254,7 @@ fn http_apps(
             os: Arc::new(os),
             local_boot: Arc::new(cfg.local_boot.clone()),
         },
-        &BootFiles {
+        &BootDirs {
             ipxe_dir,
             osie_dir: Some(cfg.osie_dir.clone()),
             refind_dir: Some(cfg.refind_dir.clone()),

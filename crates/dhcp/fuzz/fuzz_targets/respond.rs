@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::{Arc, LazyLock};
 
 use bellows_dhcp::{
-    Arrival, BootFiles, Decision, DhcpConfig, Lookup, Mode, Request, Service, respond,
+    Arrival, IpxeBinaries, Decision, DhcpConfig, Lookup, Mode, Request, Service, respond,
 };
 use bellows_model::{Hardware, MacAddr};
 use libfuzzer_sys::fuzz_target;
@@ -86,10 +86,10 @@ fuzz_target!(|data: &[u8]| {
         cfg.public_ip = Some(Ipv4Addr::new(192, 0, 2, 1));
         cfg.domain_name = Some("example.test".into());
         cfg.syslog_server = Some(Ipv4Addr::new(10, 66, 0, 2));
-        cfg.boot_files = BootFiles {
+        cfg.ipxe_binaries = IpxeBinaries {
             efi_ia32: Some("ipxe-i386.efi".into()),
             efi_arm64: Some("ipxe-arm64.efi".into()),
-            ..BootFiles::default()
+            ..IpxeBinaries::default()
         };
     }
     if selector & 4 != 0 {

@@ -12,7 +12,7 @@ use dhcproto::v4::{self, Architecture, DhcpOption, Message, OptionCode, UnknownO
 use dhcproto::{Decodable, Decoder, Encodable};
 
 use super::*;
-use crate::config::BootFiles;
+use crate::config::IpxeBinaries;
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 66, 0, 1);
 const MASK: Ipv4Addr = Ipv4Addr::new(255, 255, 255, 0);
@@ -654,10 +654,10 @@ fn other_architectures_get_their_binary_only_when_configured() {
         );
     }
     let cfg = DhcpConfig {
-        boot_files: BootFiles {
+        ipxe_binaries: IpxeBinaries {
             efi_ia32: Some("ipxe-i386.efi".into()),
             efi_arm64: Some("ipxe-arm64.efi".into()),
-            ..BootFiles::default()
+            ..IpxeBinaries::default()
         },
         ..DhcpConfig::default()
     };
