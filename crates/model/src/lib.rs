@@ -5,6 +5,7 @@
 //! other crate depends on this one, and this one depends on none of ours, so
 //! the rules here are the same for the API, the store and the boot services.
 
+pub mod api;
 pub mod boot;
 pub mod error;
 pub mod hardware;
