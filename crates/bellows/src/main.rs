@@ -11,7 +11,6 @@ mod error;
 mod image;
 mod output;
 mod server;
-mod watch;
 mod worker;
 
 use clap::Parser;

@@ -53,23 +53,6 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// A JSON string field, or "" when absent.
-pub fn s(v: &Value, ptr: &str) -> String {
-    match v.pointer(ptr) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Null) | None => String::new(),
-        Some(other) => other.to_string(),
-    }
-}
-
-/// A Unix-millisecond field as RFC 3339, or "".
-pub fn time(v: &Value, ptr: &str) -> String {
-    v.pointer(ptr)
-        .and_then(Value::as_i64)
-        .map(bellows_model::time::rfc3339)
-        .unwrap_or_default()
-}
-
 /// Milliseconds as a short duration: `850ms`, `12.3s`, `4m05s`.
 pub fn duration(ms: Option<i64>) -> String {
     match ms {

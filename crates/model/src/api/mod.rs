@@ -36,6 +36,23 @@ pub struct List<T> {
     pub items: Vec<T>,
 }
 
+/// Where the boot services are, as machines see them (`GET /boot`), for
+/// clients that write configuration for other programs (`bellows
+/// dhcp-config`, `bellows ipxe ovh-script`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootInfo {
+    /// Address machines reach Bellows at.
+    pub public_ip: String,
+    /// Base URL of the HTTP boot service (`http://IP:PORT`).
+    pub http_base: String,
+    /// TFTP server address, if TFTP is on.
+    pub tftp_server: Option<String>,
+    /// Syslog host (`IP` or `IP:PORT`), if the receiver is on.
+    pub syslog: Option<String>,
+    /// DHCP mode the server runs (`reservation`, `proxy`, `off`).
+    pub dhcp_mode: String,
+}
+
 impl<T> From<Vec<T>> for List<T> {
     fn from(items: Vec<T>) -> List<T> {
         List { items }
