@@ -38,16 +38,9 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// How client commands print results.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    /// Aligned columns for people.
-    Table,
-    /// JSON, as the API returns it.
-    Json,
-    /// YAML, as the API returns it.
-    Yaml,
-}
+/// How client commands print results (`-o`); defined with the printing,
+/// so that `output` stays a leaf module.
+pub use crate::output::Format;
 
 /// Every subcommand: the server, the worker, and the client nouns.
 #[derive(Subcommand, Debug)]

@@ -1,9 +1,20 @@
 //! Printing results: aligned tables for people, JSON/YAML for scripts.
 
+use clap::ValueEnum;
 use serde_json::Value;
 
-use crate::cli::Format;
 use crate::error::CliError;
+
+/// How client commands print results.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Aligned columns for people.
+    Table,
+    /// JSON, as the API returns it.
+    Json,
+    /// YAML, as the API returns it.
+    Yaml,
+}
 
 /// Prints `value` as JSON or YAML; returns false when the caller should
 /// print its table instead.
