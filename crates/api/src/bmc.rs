@@ -5,42 +5,18 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use bellows_store::{BmcRecord, BmcSecret};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use bellows_model::api::{BmcRecord, BmcView, List, SetBmc};
+use bellows_store::BmcSecret;
 
 use crate::hardware::resolve;
 use crate::{ApiError, AppState, body};
-
-/// The PUT body. `Debug` is not derived, so the password cannot be logged.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct PutBody {
-    address: String,
-    #[serde(default)]
-    port: Option<u16>,
-    #[serde(default)]
-    protocol: Option<String>,
-    username: String,
-    /// Required the first time; omitted later to keep the stored one.
-    #[serde(default)]
-    password: Option<String>,
-    #[serde(default)]
-    insecure_tls: bool,
-}
-
-fn shown(record: &BmcRecord) -> Value {
-    let mut v = serde_json::to_value(record).unwrap_or_else(|_| json!({}));
-    v["has_password"] = json!(true);
-    v
-}
 
 pub(crate) async fn put(
     State(state): State<AppState>,
     Path(id): Path<String>,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
-    let req: PutBody = body::json(body).await?;
+) -> Result<Json<BmcView>, ApiError> {
+    let req: SetBmc = body::json(body).await?;
     let hw = resolve(&state, &id).await?;
     let address = req.address.trim();
     if address.is_empty() || address.contains(['/', ' ', '@']) {
@@ -87,16 +63,16 @@ pub(crate) async fn put(
     };
     state.store.put_bmc(&record, &secret).await?;
     tracing::info!(hardware = %hw.id, address = %record.address, protocol = %record.protocol, "BMC set");
-    Ok(Json(shown(&record)))
+    Ok(Json(BmcView::from(record)))
 }
 
 pub(crate) async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BmcView>, ApiError> {
     let hw = resolve(&state, &id).await?;
     match state.store.bmc(&hw.id).await? {
-        Some(record) => Ok(Json(shown(&record))),
+        Some(record) => Ok(Json(BmcView::from(record))),
         None => Err(ApiError::not_found("bmc for hardware", &hw.id)),
     }
 }
@@ -110,7 +86,9 @@ pub(crate) async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let items: Vec<Value> = state.store.list_bmcs().await?.iter().map(shown).collect();
-    Ok(Json(json!({ "items": items })))
+pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<List<BmcView>>, ApiError> {
+    let items = state.store.list_bmcs().await?;
+    Ok(Json(List::from(
+        items.into_iter().map(BmcView::from).collect::<Vec<_>>(),
+    )))
 }

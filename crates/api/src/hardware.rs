@@ -4,9 +4,10 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use bellows_model::api::{InventoryRecord, List, LogRecord};
 use bellows_model::{Hardware, MacAddr};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::{ApiError, AppState, body};
 
@@ -78,7 +79,7 @@ pub(crate) struct ListQuery {
 pub(crate) async fn list(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<List<Hardware>>, ApiError> {
     let items: Vec<Hardware> = match (q.mac, q.ip) {
         (Some(mac), _) => {
             let mac: MacAddr = mac.parse().map_err(|e| {
@@ -109,7 +110,7 @@ pub(crate) async fn list(
         }
         (None, None) => state.store.list_hardware().await?,
     };
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(List::from(items)))
 }
 
 pub(crate) async fn delete(
@@ -133,7 +134,7 @@ pub(crate) async fn logs(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(q): Query<LogsQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<List<LogRecord>>, ApiError> {
     let machine = match resolve(&state, &id).await {
         Ok(hw) => hw.id,
         Err(_)
@@ -146,15 +147,16 @@ pub(crate) async fn logs(
         Err(e) => return Err(e),
     };
     let limit = q.limit.unwrap_or(200).clamp(1, 10_000);
-    let items = state.store.machine_logs(&machine, limit).await?;
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(List::from(
+        state.store.machine_logs(&machine, limit).await?,
+    )))
 }
 
 /// The facts the machine's worker last reported (CPU, memory, disks, NICs).
 pub(crate) async fn inventory(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<bellows_store::InventoryRecord>, ApiError> {
+) -> Result<Json<InventoryRecord>, ApiError> {
     let hw = resolve(&state, &id).await?;
     let record = state.store.inventory(&hw.id).await?.ok_or_else(|| {
         ApiError::new(

@@ -45,20 +45,9 @@ pub struct AppState {
     pub workers: Arc<worker::WorkerHub>,
 }
 
-/// Where the boot services are, as machines see them.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct BootInfo {
-    /// Address machines reach Bellows at.
-    pub public_ip: String,
-    /// Base URL of the HTTP boot service (`http://IP:PORT`).
-    pub http_base: String,
-    /// TFTP server address, if TFTP is on.
-    pub tftp_server: Option<String>,
-    /// Syslog host (`IP` or `IP:PORT`), if the receiver is on.
-    pub syslog: Option<String>,
-    /// DHCP mode the server runs (`reservation`, `proxy`, `off`).
-    pub dhcp_mode: String,
-}
+/// Where the boot services are (`GET /api/v1/boot`); a wire type, so it
+/// lives with the others in the model.
+pub use bellows_model::api::BootInfo;
 
 /// Every route, for the OpenAPI consistency test: (method, path).
 pub const ROUTES: &[(&str, &str)] = &[

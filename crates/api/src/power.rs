@@ -12,11 +12,13 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use bellows_bmc::{
     Bmc, BmcClient, BmcEndpoint, BmcError, BmcSettings, BootDevice, BootOptions, Credentials, Job,
-    Operation, PollPolicy, PowerAction, PowerState, Protocol,
+    Operation, PollPolicy, PowerAction, PowerState, Protocol, Step, StepState,
 };
-use bellows_store::{BmcRecord, BmcSecret, Store, now_ms};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use bellows_model::api::{
+    BmcJob, BmcOperation, BmcRecord, BmcStep, BootDeviceRequest, BootFlags, NetbootRequest,
+    PowerReading, PowerRequest,
+};
+use bellows_store::{BmcSecret, Store, now_ms};
 
 use crate::hardware::resolve;
 use crate::{ApiError, AppState, body};
@@ -111,22 +113,74 @@ pub(crate) async fn boot_for_workflow(
     }
 }
 
-async fn run_job(state: &AppState, id: &str, mut job: Job) -> Result<Json<Value>, ApiError> {
+/// The wire form of a job's steps (see [`bellows_model::api::BmcJob`]).
+fn wire_steps(steps: &[Step]) -> Vec<BmcStep> {
+    steps
+        .iter()
+        .map(|step| BmcStep {
+            operation: match &step.operation {
+                Operation::Power { action } => BmcOperation::Power {
+                    action: action_name(*action).to_string(),
+                },
+                Operation::SetBootDevice { device, options } => BmcOperation::SetBootDevice {
+                    device: device.to_string(),
+                    options: BootFlags {
+                        efi: options.efi,
+                        persistent: options.persistent,
+                    },
+                },
+                Operation::InsertVirtualMedia { image_url } => BmcOperation::InsertVirtualMedia {
+                    image_url: image_url.clone(),
+                },
+                Operation::EjectVirtualMedia => BmcOperation::EjectVirtualMedia,
+            },
+            state: step_state(step.state),
+            error: step.error.clone(),
+        })
+        .collect()
+}
+
+/// The serde spelling of a power action.
+fn action_name(action: PowerAction) -> &'static str {
+    match action {
+        PowerAction::On => "on",
+        PowerAction::Off => "off",
+        PowerAction::SoftOff => "soft_off",
+        PowerAction::Cycle => "cycle",
+        PowerAction::Reset => "reset",
+    }
+}
+
+fn step_state(state: StepState) -> bellows_model::api::StepState {
+    use bellows_model::api::StepState as Wire;
+    match state {
+        StepState::Pending => Wire::Pending,
+        StepState::Running => Wire::Running,
+        StepState::Succeeded => Wire::Succeeded,
+        StepState::Failed => Wire::Failed,
+        StepState::Skipped => Wire::Skipped,
+    }
+}
+
+async fn run_job(state: &AppState, id: &str, mut job: Job) -> Result<Json<BmcJob>, ApiError> {
     let (hw_id, bmc) = client(state, id).await?;
     let outcome = job.run(&bmc, PollPolicy::default()).await;
     // Record what the BMC now says, for `bmc list`; a failed read is kept too.
     let _ = read_power(state.store.as_ref(), &hw_id, Ok(&bmc)).await;
-    let steps = serde_json::to_value(&job.steps).unwrap_or_else(|_| json!([]));
+    let steps = wire_steps(&job.steps);
     match outcome {
         Ok(()) => {
             tracing::info!(hardware = %hw_id, protocol = ?bmc.protocol(), "BMC job succeeded");
-            Ok(Json(
-                json!({"hardware_id": hw_id, "state": "succeeded", "steps": steps}),
-            ))
+            Ok(Json(BmcJob {
+                hardware_id: hw_id,
+                state: bellows_model::api::StepState::Succeeded,
+                steps,
+            }))
         }
         Err(e) => {
             tracing::warn!(hardware = %hw_id, error = %e, "BMC job failed");
             let mut err = bmc_error(&e);
+            let steps = serde_json::to_string(&steps).unwrap_or_else(|_| "[]".into());
             err.message = format!("{} (steps: {steps})", err.message);
             Err(err)
         }
@@ -169,28 +223,23 @@ fn power_name(s: PowerState) -> &'static str {
 pub(crate) async fn status(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PowerReading>, ApiError> {
     let (hw_id, bmc) = client(&state, &id).await?;
     let power = read_power(state.store.as_ref(), &hw_id, Ok(&bmc))
         .await
         .map_err(|e| bmc_error(&e))?;
-    Ok(Json(
-        json!({"hardware_id": hw_id, "power": power_name(power)}),
-    ))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct PowerBody {
-    action: PowerAction,
+    Ok(Json(PowerReading {
+        hardware_id: hw_id,
+        power: power_name(power).to_string(),
+    }))
 }
 
 pub(crate) async fn power(
     State(state): State<AppState>,
     Path(id): Path<String>,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
-    let req: PowerBody = body::json(body).await?;
+) -> Result<Json<BmcJob>, ApiError> {
+    let req: PowerRequest<PowerAction> = body::json(body).await?;
     run_job(
         &state,
         &id,
@@ -199,22 +248,12 @@ pub(crate) async fn power(
     .await
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct BootBody {
-    device: BootDevice,
-    #[serde(default)]
-    efi: bool,
-    #[serde(default)]
-    persistent: bool,
-}
-
 pub(crate) async fn boot_device(
     State(state): State<AppState>,
     Path(id): Path<String>,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
-    let req: BootBody = body::json(body).await?;
+) -> Result<Json<BmcJob>, ApiError> {
+    let req: BootDeviceRequest<BootDevice> = body::json(body).await?;
     let op = Operation::SetBootDevice {
         device: req.device,
         options: BootOptions {
@@ -225,21 +264,14 @@ pub(crate) async fn boot_device(
     run_job(&state, &id, Job::new([op])).await
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct NetbootBody {
-    #[serde(default)]
-    efi: bool,
-}
-
 pub(crate) async fn netboot(
     State(state): State<AppState>,
     Path(id): Path<String>,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BmcJob>, ApiError> {
     let bytes = body::read(body).await?;
-    let req: NetbootBody = if bytes.is_empty() {
-        NetbootBody::default()
+    let req: NetbootRequest = if bytes.is_empty() {
+        NetbootRequest::default()
     } else {
         serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::bad_request(format!("request body is not valid JSON: {e}")))?
@@ -285,6 +317,58 @@ pub async fn poll_power(
                 bmc.as_ref().map_err(Clone::clone),
             )
             .await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The wire types mirror the BMC crate's: a job's steps must serialize
+    /// to the same bytes either way, for every operation and state.
+    #[test]
+    fn wire_steps_serialize_like_the_bmc_crate() {
+        let mut job = Job::new([
+            Operation::Power {
+                action: PowerAction::SoftOff,
+            },
+            Operation::SetBootDevice {
+                device: BootDevice::Pxe,
+                options: BootOptions {
+                    efi: true,
+                    persistent: false,
+                },
+            },
+            Operation::InsertVirtualMedia {
+                image_url: "http://10.0.0.1/x.iso".into(),
+            },
+            Operation::EjectVirtualMedia,
+            Operation::Power {
+                action: PowerAction::Cycle,
+            },
+        ]);
+        job.steps[0].state = StepState::Succeeded;
+        job.steps[1].state = StepState::Failed;
+        job.steps[1].error = Some("refused".into());
+        job.steps[2].state = StepState::Skipped;
+        job.steps[3].state = StepState::Running;
+        let ours = serde_json::to_string(&wire_steps(&job.steps)).unwrap();
+        let theirs = serde_json::to_string(&job.steps).unwrap();
+        assert_eq!(ours, theirs);
+        let back: Vec<BmcStep> = serde_json::from_str(&theirs).unwrap();
+        assert_eq!(back, wire_steps(&job.steps));
+        for action in [
+            PowerAction::On,
+            PowerAction::Off,
+            PowerAction::SoftOff,
+            PowerAction::Cycle,
+            PowerAction::Reset,
+        ] {
+            assert_eq!(
+                serde_json::to_value(action).unwrap(),
+                serde_json::Value::from(action_name(action))
+            );
         }
     }
 }

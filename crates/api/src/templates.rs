@@ -4,27 +4,11 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use bellows_model::api::{List, NewTemplate, TemplateRecord, TemplateUpdate};
 use bellows_model::render::check_syntax;
 use bellows_model::template::{MAX_NAME_LEN, Strictness, Template};
-use bellows_store::TemplateRecord;
-use serde::Deserialize;
-use serde_json::{Value, json};
 
 use crate::{ApiError, AppState, body};
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct CreateBody {
-    name: String,
-    data: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct UpdateBody {
-    name: Option<String>,
-    data: String,
-}
 
 fn check_name(name: &str) -> Result<(), ApiError> {
     if name.trim().is_empty() {
@@ -67,7 +51,7 @@ pub(crate) async fn create(
     State(state): State<AppState>,
     body: Body,
 ) -> Result<(StatusCode, Json<TemplateRecord>), ApiError> {
-    let req: CreateBody = body::json(body).await?;
+    let req: NewTemplate = body::json(body).await?;
     check_name(&req.name)?;
     check_data(&req.data)?;
     let record = state.store.create_template(&req.name, &req.data).await?;
@@ -80,7 +64,7 @@ pub(crate) async fn update(
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Json<TemplateRecord>, ApiError> {
-    let req: UpdateBody = body::json(body).await?;
+    let req: TemplateUpdate = body::json(body).await?;
     if let Some(name) = &req.name {
         check_name(name)?;
     }
@@ -100,10 +84,10 @@ pub(crate) async fn get(
     Ok(Json(resolve(&state, &id).await?))
 }
 
-pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(
-        json!({ "items": state.store.list_templates().await? }),
-    ))
+pub(crate) async fn list(
+    State(state): State<AppState>,
+) -> Result<Json<List<TemplateRecord>>, ApiError> {
+    Ok(Json(List::from(state.store.list_templates().await?)))
 }
 
 pub(crate) async fn delete(

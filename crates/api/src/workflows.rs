@@ -7,27 +7,12 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use bellows_model::api::{ActionLogRecord, CancelWorkflow, EventRecord, List, NewWorkflow};
 use bellows_model::{Hardware, MacAddr, RenderContext, Workflow, render};
 use bellows_store::{WorkflowFilter, now_ms};
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use crate::{ApiError, AppState, body};
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct CreateBody {
-    /// Template id or name.
-    template: String,
-    /// `device_1` → MAC (or hardware id / IP).
-    hardware_map: BTreeMap<String, String>,
-    /// Hardware id for `.Hardware`, when it is not `device_1`'s machine.
-    #[serde(default)]
-    hardware: Option<String>,
-    /// Netboot toggling and BMC start (Tinkerbell's `bootOptions`).
-    #[serde(default, alias = "bootOptions")]
-    boot_options: bellows_model::workflow::BootOptions,
-}
 
 /// Finds the hardware a map value names: a MAC, a reserved IP, or an id.
 async fn lookup(state: &AppState, value: &str) -> Result<Option<Hardware>, ApiError> {
@@ -44,7 +29,7 @@ pub(crate) async fn create(
     State(state): State<AppState>,
     body: Body,
 ) -> Result<(StatusCode, Json<Workflow>), ApiError> {
-    let req: CreateBody = body::json(body).await?;
+    let req: NewWorkflow = body::json(body).await?;
     let template = state.store.template(&req.template).await?.ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -159,7 +144,7 @@ pub(crate) struct ListQuery {
 pub(crate) async fn list(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<List<Workflow>>, ApiError> {
     let wf_state = match q.state.as_deref() {
         None => None,
         Some(s) => Some(bellows_model::State::parse(s).ok_or_else(|| {
@@ -192,19 +177,15 @@ pub(crate) async fn list(
         worker,
         active: false,
     };
-    Ok(Json(
-        json!({ "items": state.store.list_workflows(&filter).await? }),
-    ))
+    Ok(Json(List::from(state.store.list_workflows(&filter).await?)))
 }
 
 pub(crate) async fn events(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<List<EventRecord>>, ApiError> {
     resolve(&state, &id).await?;
-    Ok(Json(
-        json!({ "items": state.store.workflow_events(&id).await? }),
-    ))
+    Ok(Json(List::from(state.store.workflow_events(&id).await?)))
 }
 
 pub(crate) async fn delete(
@@ -214,14 +195,6 @@ pub(crate) async fn delete(
     state.store.delete_workflow(&id).await?;
     tracing::info!(id = %id, "workflow deleted");
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct CancelBody {
-    /// Why, for the record.
-    #[serde(default)]
-    reason: Option<String>,
 }
 
 /// Ends a workflow as CANCELLED; its worker is told to stop the running
@@ -234,8 +207,8 @@ pub(crate) async fn cancel(
     let bytes = axum::body::to_bytes(body, crate::MAX_BODY_BYTES)
         .await
         .map_err(|e| ApiError::bad_request(format!("cannot read body: {e}")))?;
-    let req: CancelBody = if bytes.iter().all(u8::is_ascii_whitespace) {
-        CancelBody::default()
+    let req: CancelWorkflow = if bytes.iter().all(u8::is_ascii_whitespace) {
+        CancelWorkflow::default()
     } else {
         body::json(Body::from(bytes)).await?
     };
@@ -270,13 +243,14 @@ pub(crate) async fn logs(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(q): Query<LogsQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<List<ActionLogRecord>>, ApiError> {
     resolve(&state, &id).await?;
     let query = bellows_store::ActionLogQuery {
         action: q.action,
         after: q.after.unwrap_or(0).max(0),
         limit: q.limit.unwrap_or(500).clamp(1, 10_000),
     };
-    let items = state.store.action_logs(&id, &query).await?;
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(List::from(
+        state.store.action_logs(&id, &query).await?,
+    )))
 }

@@ -7,6 +7,13 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
+// The nouns' arguments live next to their commands; naming them here is the
+// one way `cli` refers to `commands`.
+use crate::commands::{
+    BmcCmd, BootDeviceArgs, DhcpConfigArgs, HardwareCmd, IpxeCmd, NetbootArgs, PowerArgs,
+    TemplateCmd, WorkflowCmd,
+};
+
 /// Default API address: loopback, because the management API has no
 /// authentication; bind it wider only on a trusted provisioning network.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:42113";
@@ -31,17 +38,11 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// How client commands print results.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    /// Aligned columns for people.
-    Table,
-    /// JSON, as the API returns it.
-    Json,
-    /// YAML, as the API returns it.
-    Yaml,
-}
+/// How client commands print results (`-o`); defined with the printing,
+/// so that `output` stays a leaf module.
+pub use crate::output::Format;
 
+/// Every subcommand: the server, the worker, and the client nouns.
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the Bellows server (API and state) in the foreground.
@@ -60,50 +61,19 @@ pub enum Command {
     Worker(Box<WorkerArgs>),
     /// Power a machine on/off/soft-off/cycle/reset through its BMC, or read
     /// its power state.
-    Power {
-        /// on, off, soft-off, cycle, reset or status.
-        #[arg(value_parser = ["on", "off", "soft-off", "cycle", "reset", "status"])]
-        action: String,
-        /// Hardware id or MAC.
-        machine: String,
-    },
+    Power(PowerArgs),
     /// Set a machine's next boot device through its BMC.
-    BootDevice {
-        /// pxe, disk, bios or cdrom.
-        #[arg(value_parser = ["pxe", "disk", "bios", "cdrom"])]
-        device: String,
-        /// Hardware id or MAC.
-        machine: String,
-        /// Boot in UEFI mode.
-        #[arg(long)]
-        efi: bool,
-        /// Keep this device for every boot, not only the next.
-        #[arg(long)]
-        persistent: bool,
-    },
+    BootDevice(BootDeviceArgs),
     /// Power off, boot from the network once, power on: reinstall a machine
     /// with no hands on it.
-    Netboot {
-        /// Hardware id or MAC.
-        machine: String,
-        /// Network-boot in UEFI mode.
-        #[arg(long)]
-        efi: bool,
-    },
+    Netboot(NetbootArgs),
     /// Manage how Bellows reaches machines' BMCs (power and boot device).
     #[command(subcommand)]
     Bmc(BmcCmd),
     /// Print a configuration for the site's own DHCP server (dnsmasq, Kea,
     /// ISC dhcpd): a reservation per machine and the two-stage iPXE
     /// chainload to this Bellows server (seed 003).
-    DhcpConfig {
-        /// Which DHCP server.
-        #[arg(long, value_enum)]
-        format: crate::byo_dhcp::Format,
-        /// Interface the DHCP server should listen on.
-        #[arg(long)]
-        interface: Option<String>,
-    },
+    DhcpConfig(DhcpConfigArgs),
     /// iPXE helpers.
     #[command(subcommand)]
     Ipxe(IpxeCmd),
@@ -258,218 +228,6 @@ pub struct ServerArgs {
     /// an assignment its worker has not started by then is pushed again.
     #[arg(long, env = "BELLOWS_WORKER_KEEPALIVE", value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub worker_keepalive: Option<u64>,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum BmcCmd {
-    /// Set a machine's BMC. The password is read from stdin
-    /// (--password-stdin) or the BELLOWS_BMC_PASSWORD environment variable,
-    /// never from the command line, where other users could see it.
-    Set {
-        /// Hardware id or MAC.
-        machine: String,
-        /// BMC host name or IP address.
-        #[arg(long)]
-        address: String,
-        /// Port, if not the protocol's default.
-        #[arg(long)]
-        port: Option<u16>,
-        /// ipmi, redfish or auto (try Redfish, then IPMI).
-        #[arg(long, default_value = "auto")]
-        protocol: String,
-        /// BMC user name.
-        #[arg(long, short = 'u')]
-        username: String,
-        /// Read the password from the first line of stdin.
-        #[arg(long)]
-        password_stdin: bool,
-        /// Accept a self-signed Redfish certificate.
-        #[arg(long)]
-        insecure_tls: bool,
-    },
-    /// Show a machine's BMC (never the password).
-    Get {
-        /// Hardware id or MAC.
-        machine: String,
-    },
-    /// List BMCs with their last power reading.
-    List,
-    /// Forget a machine's BMC.
-    Delete {
-        /// Hardware id or MAC.
-        machine: String,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-pub enum IpxeCmd {
-    /// Print the customer iPXE script for OVH's `POST /me/ipxeScript`
-    /// (seed 000): close the public NIC, DHCP on the private one (vRack),
-    /// chain this server's script, exit (boot normally) on failure.
-    OvhScript {
-        /// NIC to close (the public one).
-        #[arg(long, default_value = "net0")]
-        public_nic: String,
-        /// NIC on the private network.
-        #[arg(long, default_value = "net1")]
-        private_nic: String,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-pub enum HardwareCmd {
-    /// Create or update hardware from a JSON file (flat Tinkerbell or
-    /// resource shape). An existing id or MAC is updated in place.
-    Push {
-        /// File to read; `-` for stdin.
-        #[arg(short, long)]
-        file: PathBuf,
-    },
-    /// Show one machine, by id or MAC.
-    Get {
-        /// Hardware id or MAC.
-        id: String,
-    },
-    /// List machines.
-    List,
-    /// Delete a machine, by id or MAC.
-    Delete {
-        /// Hardware id or MAC.
-        id: String,
-    },
-    /// Show the syslog lines a machine sent while booting (iPXE, the
-    /// in-memory OS, the worker), oldest first.
-    Logs {
-        /// Hardware id or MAC, or ip:ADDRESS for an unknown sender.
-        id: String,
-        /// Newest N lines.
-        #[arg(short = 'n', long, default_value_t = 200)]
-        limit: u32,
-    },
-    /// Show the facts the machine's worker reported (CPU, memory, disks, NICs).
-    Inventory {
-        /// Hardware id or MAC.
-        id: String,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-pub enum TemplateCmd {
-    /// Create a template from a YAML file; prints its id.
-    Create {
-        /// Template name (unique).
-        #[arg(short, long)]
-        name: String,
-        /// Template file; `-` for stdin.
-        #[arg(short, long)]
-        path: PathBuf,
-    },
-    /// Show a template, by id or name.
-    Get {
-        /// Template id or name.
-        id: String,
-    },
-    /// List templates.
-    List,
-    /// Replace a template's YAML (and optionally its name).
-    Update {
-        /// Template id or name.
-        id: String,
-        /// New template file; `-` for stdin.
-        #[arg(short, long)]
-        path: PathBuf,
-        /// New name.
-        #[arg(short, long)]
-        name: Option<String>,
-    },
-    /// Delete a template. Workflows already created from it are unaffected.
-    Delete {
-        /// Template id or name.
-        id: String,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-pub enum WorkflowCmd {
-    /// Create a workflow from a template for the given machines; prints its id.
-    Create {
-        /// Template id or name.
-        #[arg(short, long)]
-        template: String,
-        /// Hardware map as JSON, e.g. '{"device_1":"d0:50:99:d7:63:20"}'.
-        #[arg(short = 'r', long = "hardware-map")]
-        hardware_map: String,
-        /// Hardware id exposed to the template as .Hardware [default: device_1's machine].
-        #[arg(long)]
-        hardware: Option<String>,
-        /// Allow network boot now and turn it off when the workflow succeeds
-        /// (Tinkerbell's toggleAllowNetboot).
-        #[arg(long)]
-        toggle_netboot: bool,
-        /// Start the machine at once: power-cycle it into a network boot
-        /// through its BMC (Tinkerbell's bootMode netboot).
-        #[arg(long)]
-        netboot: bool,
-        /// With --netboot: boot in UEFI mode.
-        #[arg(long, requires = "netboot")]
-        efi: bool,
-    },
-    /// Show a workflow with each task's worker and each action's state.
-    Get {
-        /// Workflow id.
-        id: String,
-    },
-    /// List workflows.
-    List {
-        /// Only this state (PENDING, RUNNING, SUCCESS, FAILED, TIMEOUT, CANCELLED).
-        #[arg(long)]
-        state: Option<String>,
-        /// Only workflows for this machine (MAC, IP or id).
-        #[arg(long)]
-        hardware: Option<String>,
-    },
-    /// Show a workflow's event log.
-    Events {
-        /// Workflow id.
-        id: String,
-    },
-    /// Delete a workflow and its events.
-    Delete {
-        /// Workflow id.
-        id: String,
-    },
-    /// Follow a workflow live: each action's state, duration, progress and
-    /// latest output, until it ends. Exit status: 0 SUCCESS, 1 FAILED,
-    /// 2 TIMEOUT, 3 CANCELLED.
-    Watch {
-        /// Workflow id.
-        id: String,
-        /// Output lines shown under the running action.
-        #[arg(long, default_value_t = 5)]
-        lines: usize,
-    },
-    /// Print the output the workers streamed for a workflow's actions.
-    Logs {
-        /// Workflow id.
-        id: String,
-        /// Only this action.
-        #[arg(long)]
-        action: Option<String>,
-        /// Keep printing new lines until the workflow ends.
-        #[arg(short, long)]
-        follow: bool,
-        /// Newest N lines to start with.
-        #[arg(short = 'n', long, default_value_t = 1000)]
-        limit: u32,
-    },
-    /// Cancel a workflow; its worker stops the running action.
-    Cancel {
-        /// Workflow id.
-        id: String,
-        /// Why, for the event log.
-        #[arg(long)]
-        reason: Option<String>,
-    },
 }
 
 /// `bellows worker` settings.

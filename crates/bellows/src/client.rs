@@ -1,6 +1,10 @@
 //! A small typed client for the management API, used by the CLI.
 
+use std::marker::PhantomData;
+
 use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::CliError;
@@ -25,8 +29,44 @@ impl Client {
         })
     }
 
+    /// `GET path`, answered with a `T`.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<Answer<T>, CliError> {
+        Ok(Answer::new(path, self.call(Method::GET, path, None).await?))
+    }
+
+    /// Sends `body` as JSON with `method`; the server answers with a `T`.
+    pub async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<Answer<T>, CliError> {
+        let bytes = serde_json::to_vec(body)
+            .map_err(|e| CliError::Usage(format!("cannot encode the request: {e}")))?;
+        self.send_bytes(method, path, bytes).await
+    }
+
+    /// Sends a JSON body the operator wrote, as it is (the server, not the
+    /// CLI, reads every shape it may have).
+    pub async fn send_bytes<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<Answer<T>, CliError> {
+        Ok(Answer::new(
+            path,
+            self.call(method, path, Some(body)).await?,
+        ))
+    }
+
+    /// `DELETE path`; the server answers with no content.
+    pub async fn delete(&self, path: &str) -> Result<(), CliError> {
+        self.call(Method::DELETE, path, None).await.map(drop)
+    }
+
     /// Sends a request; returns the JSON body (or `Null` for 204).
-    pub async fn call(
+    async fn call(
         &self,
         method: Method,
         path: &str,
@@ -77,6 +117,39 @@ impl Client {
                 field: value["field"].as_str().map(str::to_string),
             })
         }
+    }
+}
+
+/// A successful answer: the JSON exactly as the server sent it, which
+/// `-o json` and `-o yaml` print unchanged, and its reading as a `T` for
+/// the tables, done only when a table is printed.
+pub struct Answer<T> {
+    path: String,
+    raw: Value,
+    kind: PhantomData<fn() -> T>,
+}
+
+impl<T: DeserializeOwned> Answer<T> {
+    fn new(path: &str, raw: Value) -> Answer<T> {
+        Answer {
+            path: path.to_string(),
+            raw,
+            kind: PhantomData,
+        }
+    }
+
+    /// The JSON as the server sent it.
+    pub fn raw(&self) -> &Value {
+        &self.raw
+    }
+
+    /// The answer as its API type; an answer of another shape (a server of
+    /// another version) is an error naming the request.
+    pub fn decode(self) -> Result<T, CliError> {
+        serde_json::from_value(self.raw).map_err(|e| CliError::Unexpected {
+            path: self.path,
+            error: e.to_string(),
+        })
     }
 }
 

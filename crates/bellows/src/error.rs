@@ -14,6 +14,14 @@ pub enum CliError {
         /// Field at fault.
         field: Option<String>,
     },
+    /// The server answered in a shape this CLI does not know.
+    #[error("unexpected answer from the server to {path}: {error}")]
+    Unexpected {
+        /// The request's path.
+        path: String,
+        /// What did not fit.
+        error: String,
+    },
     /// No server to talk to.
     #[error("{0}")]
     Connect(String),

@@ -10,7 +10,6 @@ mod error;
 mod image;
 mod output;
 mod server;
-mod watch;
 mod worker;
 
 use clap::Parser;

@@ -1,9 +1,20 @@
 //! Printing results: aligned tables for people, JSON/YAML for scripts.
 
+use clap::ValueEnum;
 use serde_json::Value;
 
-use crate::cli::Format;
 use crate::error::CliError;
+
+/// How client commands print results.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Aligned columns for people.
+    Table,
+    /// JSON, as the API returns it.
+    Json,
+    /// YAML, as the API returns it.
+    Yaml,
+}
 
 /// Prints `value` as JSON or YAML; returns false when the caller should
 /// print its table instead.
@@ -51,23 +62,6 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
         line(row.iter().map(String::as_str).collect());
     }
     out
-}
-
-/// A JSON string field, or "" when absent.
-pub fn s(v: &Value, ptr: &str) -> String {
-    match v.pointer(ptr) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Null) | None => String::new(),
-        Some(other) => other.to_string(),
-    }
-}
-
-/// A Unix-millisecond field as RFC 3339, or "".
-pub fn time(v: &Value, ptr: &str) -> String {
-    v.pointer(ptr)
-        .and_then(Value::as_i64)
-        .map(bellows_model::time::rfc3339)
-        .unwrap_or_default()
 }
 
 /// Milliseconds as a short duration: `850ms`, `12.3s`, `4m05s`.

@@ -5,19 +5,19 @@
 //! other crate depends on this one, and this one depends on none of ours, so
 //! the rules here are the same for the API, the store and the boot services.
 
+pub mod api;
 pub mod boot;
 pub mod error;
 pub mod hardware;
-pub mod log;
 pub mod mac;
 pub mod render;
 pub mod template;
 pub mod time;
 pub mod workflow;
 
+pub use api::LogEntry;
 pub use error::ValidationError;
 pub use hardware::Hardware;
-pub use log::LogEntry;
 pub use mac::MacAddr;
 pub use render::{RenderContext, render};
 pub use template::{Strictness, Template};

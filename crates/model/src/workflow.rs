@@ -349,6 +349,20 @@ fn one() -> u32 {
     1
 }
 
+impl EventKind {
+    /// The `type` the event has on the wire, which the CLI also prints.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::Created { .. } => "created",
+            EventKind::ActionStarted { .. } => "action_started",
+            EventKind::ActionFinished { .. } => "action_finished",
+            EventKind::ActionRetrying { .. } => "action_retrying",
+            EventKind::BootRequested { .. } => "boot_requested",
+            EventKind::StateChanged { .. } => "state_changed",
+        }
+    }
+}
+
 /// An event with its time; the store adds a sequence number.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {

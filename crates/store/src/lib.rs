@@ -21,7 +21,6 @@ use tokio::sync::broadcast;
 mod index;
 mod sqlite;
 
-pub use bellows_model::LogEntry;
 pub use bellows_model::time::now_ms;
 pub use index::HardwareIndex;
 pub use sqlite::SqliteStore;
@@ -69,61 +68,13 @@ pub enum StoreError {
 /// Convenience alias.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// A stored template: its source text and identity.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TemplateRecord {
-    /// Server-assigned id.
-    pub id: String,
-    /// Unique name.
-    pub name: String,
-    /// YAML source (a Go template).
-    pub data: String,
-    /// Unix milliseconds.
-    pub created_at: i64,
-    /// Unix milliseconds.
-    pub updated_at: i64,
-}
-
-/// A logged workflow event with its place in the log.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EventRecord {
-    /// Monotonic sequence number across all workflows.
-    pub seq: i64,
-    /// Workflow it belongs to.
-    pub workflow_id: String,
-    /// The event.
-    #[serde(flatten)]
-    pub event: Event,
-}
-
-/// How to reach a machine's BMC. The password is kept apart
-/// ([`BmcSecret`]) so that this value can be shown and logged freely.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BmcRecord {
-    /// The machine it controls.
-    pub hardware_id: String,
-    /// BMC host name or IP address.
-    pub address: String,
-    /// Port, if not the protocol's default (623 IPMI, 443 Redfish).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port: Option<u16>,
-    /// `ipmi`, `redfish` or `auto`.
-    pub protocol: String,
-    /// User name.
-    pub username: String,
-    /// Accept a self-signed Redfish certificate.
-    #[serde(default)]
-    pub insecure_tls: bool,
-    /// Last power state seen by the poller (`on`, `off`, `unknown`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub power_state: Option<String>,
-    /// When the power state was read (Unix ms).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub power_checked_at: Option<i64>,
-    /// Why the last power read failed, if it did.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub power_error: Option<String>,
-}
+// The records the API also sends live in the model, so the CLI reads the
+// same types the server writes; they are re-exported here for the store's
+// users.
+pub use bellows_model::api::{
+    ActionLogLine, ActionLogRecord, BmcRecord, EventRecord, InventoryRecord, LogEntry, LogRecord,
+    TemplateRecord,
+};
 
 /// A BMC password. Its Debug output is redacted so it cannot reach a log.
 #[derive(Clone, PartialEq, Eq)]
@@ -135,50 +86,11 @@ impl std::fmt::Debug for BmcSecret {
     }
 }
 
-/// A stored log line with its place in the log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogRecord {
-    /// Monotonic sequence number.
-    pub seq: i64,
-    /// The line.
-    #[serde(flatten)]
-    pub entry: LogEntry,
-}
-
 /// Log lines kept per machine; older ones are dropped as new ones arrive.
 pub const MACHINE_LOG_KEEP: i64 = 10_000;
 
 /// Action output lines kept per workflow; older ones are dropped first.
 pub const ACTION_LOG_KEEP: i64 = 50_000;
-
-/// One line of an action's output, as a worker streamed it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ActionLogLine {
-    /// Workflow it belongs to.
-    pub workflow_id: String,
-    /// Task name.
-    pub task: String,
-    /// Action name.
-    pub action: String,
-    /// 1-based attempt.
-    pub attempt: u32,
-    /// `stdout`, `stderr`, or `worker` for the worker's own notes.
-    pub stream: String,
-    /// Unix milliseconds when the worker read it.
-    pub at: i64,
-    /// The text, without its newline.
-    pub line: String,
-}
-
-/// A stored action output line with its place in the log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ActionLogRecord {
-    /// Monotonic sequence number; pass it back as `after` to follow.
-    pub seq: i64,
-    /// The line.
-    #[serde(flatten)]
-    pub line: ActionLogLine,
-}
 
 /// Which action log lines to read.
 #[derive(Debug, Clone, Default)]
@@ -189,19 +101,6 @@ pub struct ActionLogQuery {
     pub after: i64,
     /// At most this many lines (the latest ones when `after` is 0).
     pub limit: u32,
-}
-
-/// What a worker reported about its machine.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct InventoryRecord {
-    /// Hardware the worker belongs to.
-    pub hardware_id: String,
-    /// Worker id that reported it.
-    pub worker: String,
-    /// The facts, as JSON.
-    pub facts: serde_json::Value,
-    /// Unix milliseconds.
-    pub updated_at: i64,
 }
 
 /// What changed, published after each committed write.

@@ -436,25 +436,103 @@ fn ended_by_server(wf: &Workflow, r: &ActionRef) -> bool {
     }
 }
 
-/// The facts as stored JSON: the protobuf fields by name.
+/// The facts as stored JSON: the protobuf fields by name, in the shape
+/// the CLI reads back ([`bellows_model::api::Facts`]).
 fn facts_json(f: &bellows_rpc::v1::Facts) -> serde_json::Value {
-    let extra: serde_json::Value = serde_json::from_str(&f.extra_json).unwrap_or_default();
-    serde_json::json!({
-        "hostname": f.hostname,
-        "kernel": f.kernel,
-        "architecture": f.architecture,
-        "memory_bytes": f.memory_bytes,
-        "cpu": f.cpu.as_ref().map(|c| serde_json::json!({
-            "model": c.model, "threads": c.threads, "sockets": c.sockets,
-        })),
-        "disks": f.disks.iter().map(|d| serde_json::json!({
-            "name": d.name, "size_bytes": d.size_bytes, "model": d.model,
-            "serial": d.serial, "rotational": d.rotational, "removable": d.removable,
-        })).collect::<Vec<_>>(),
-        "nics": f.nics.iter().map(|n| serde_json::json!({
-            "name": n.name, "mac": n.mac, "driver": n.driver, "speed_mbps": n.speed_mbps,
-            "link_up": n.link_up, "addresses": n.addresses,
-        })).collect::<Vec<_>>(),
-        "extra": extra,
-    })
+    use bellows_model::api::{CpuFacts, DiskFacts, Facts, NicFacts};
+    let facts = Facts {
+        hostname: f.hostname.clone(),
+        kernel: f.kernel.clone(),
+        architecture: f.architecture.clone(),
+        memory_bytes: f.memory_bytes,
+        cpu: f.cpu.as_ref().map(|c| CpuFacts {
+            model: c.model.clone(),
+            threads: c.threads,
+            sockets: c.sockets,
+        }),
+        disks: f
+            .disks
+            .iter()
+            .map(|d| DiskFacts {
+                name: d.name.clone(),
+                size_bytes: d.size_bytes,
+                model: d.model.clone(),
+                serial: d.serial.clone(),
+                rotational: d.rotational,
+                removable: d.removable,
+            })
+            .collect(),
+        nics: f
+            .nics
+            .iter()
+            .map(|n| NicFacts {
+                name: n.name.clone(),
+                mac: n.mac.clone(),
+                driver: n.driver.clone(),
+                speed_mbps: n.speed_mbps,
+                link_up: n.link_up,
+                addresses: n.addresses.clone(),
+            })
+            .collect(),
+        extra: serde_json::from_str(&f.extra_json).unwrap_or_default(),
+    };
+    // Plain structs of strings and numbers: serializing cannot fail.
+    serde_json::to_value(facts).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use bellows_rpc::v1::{Cpu, Disk, Facts, Nic};
+
+    /// The stored facts keep the field names and order they had when they
+    /// were built with `json!`, `cpu` as `null` when absent included.
+    #[test]
+    fn facts_json_keeps_its_shape() {
+        let mut f = Facts {
+            cpu: Some(Cpu {
+                model: "Xeon".into(),
+                threads: 8,
+                sockets: 1,
+            }),
+            memory_bytes: 1 << 30,
+            disks: vec![Disk {
+                name: "sda".into(),
+                size_bytes: 10,
+                model: "QEMU".into(),
+                serial: "s1".into(),
+                rotational: true,
+                removable: false,
+            }],
+            nics: vec![Nic {
+                name: "eth0".into(),
+                mac: "52:54:00:00:00:01".into(),
+                driver: "virtio_net".into(),
+                speed_mbps: 1000,
+                link_up: true,
+                addresses: vec!["10.0.0.5/24".into()],
+            }],
+            hostname: "m0".into(),
+            kernel: "6.1".into(),
+            architecture: "x86_64".into(),
+            extra_json: r#"{"vendor":"QEMU"}"#.into(),
+        };
+        let expected = serde_json::json!({
+            "hostname": "m0", "kernel": "6.1", "architecture": "x86_64",
+            "memory_bytes": 1u64 << 30,
+            "cpu": {"model": "Xeon", "threads": 8, "sockets": 1},
+            "disks": [{"name": "sda", "size_bytes": 10, "model": "QEMU", "serial": "s1",
+                       "rotational": true, "removable": false}],
+            "nics": [{"name": "eth0", "mac": "52:54:00:00:00:01", "driver": "virtio_net",
+                      "speed_mbps": 1000, "link_up": true, "addresses": ["10.0.0.5/24"]}],
+            "extra": {"vendor": "QEMU"},
+        });
+        let got = super::facts_json(&f);
+        assert_eq!(got.to_string(), expected.to_string());
+        f.cpu = None;
+        f.extra_json = "not json".into();
+        let got = super::facts_json(&f);
+        assert_eq!(got["cpu"], serde_json::Value::Null);
+        assert_eq!(got["extra"], serde_json::Value::Null);
+        assert!(got.as_object().unwrap().contains_key("cpu"));
+    }
 }

@@ -422,3 +422,46 @@ fn expiry_and_cancel_and_progress() {
     ));
     assert_eq!(State::parse("state_cancelled"), Some(State::Cancelled));
 }
+
+#[test]
+fn event_names_are_the_wire_tags() {
+    let kinds = [
+        EventKind::Created {
+            template_id: "t".into(),
+        },
+        EventKind::ActionStarted {
+            task: "t".into(),
+            action: "a".into(),
+            worker: "w".into(),
+            attempt: 1,
+        },
+        EventKind::ActionFinished {
+            task: "t".into(),
+            action: "a".into(),
+            state: State::Success,
+            message: None,
+            attempt: 1,
+            exit_code: None,
+        },
+        EventKind::ActionRetrying {
+            task: "t".into(),
+            action: "a".into(),
+            next_attempt: 2,
+            of: 3,
+        },
+        EventKind::BootRequested {
+            hardware: "h".into(),
+            ok: true,
+            message: "m".into(),
+        },
+        EventKind::StateChanged {
+            from: State::Pending,
+            to: State::Running,
+            message: None,
+        },
+    ];
+    for kind in kinds {
+        let v = serde_json::to_value(&kind).unwrap();
+        assert_eq!(v["type"], kind.name());
+    }
+}

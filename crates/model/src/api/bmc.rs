@@ -1,0 +1,183 @@
+//! The BMC side of the API: how a machine's BMC is reached, its power
+//! reading, and the jobs (power, boot device, netboot) run against it.
+//!
+//! The job types mirror `bellows-bmc`'s `Job` field for field; the model
+//! cannot name that crate (it depends on none of ours), so the API converts
+//! and a test there checks both serialize to the same bytes.
+
+use serde::{Deserialize, Serialize};
+
+/// How to reach a machine's BMC. The password is kept apart
+/// (the store's `BmcSecret`) so that this value can be shown and logged freely.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BmcRecord {
+    /// The machine it controls.
+    pub hardware_id: String,
+    /// BMC host name or IP address.
+    pub address: String,
+    /// Port, if not the protocol's default (623 IPMI, 443 Redfish).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// `ipmi`, `redfish` or `auto`.
+    pub protocol: String,
+    /// User name.
+    pub username: String,
+    /// Accept a self-signed Redfish certificate.
+    #[serde(default)]
+    pub insecure_tls: bool,
+    /// Last power state seen by the poller (`on`, `off`, `unknown`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power_state: Option<String>,
+    /// When the power state was read (Unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power_checked_at: Option<i64>,
+    /// Why the last power read failed, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power_error: Option<String>,
+}
+
+/// A BMC as the API shows it: the record plus the fact that a password is
+/// stored (the password itself is never sent back).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BmcView {
+    /// How the BMC is reached, and its last power reading.
+    #[serde(flatten)]
+    pub record: BmcRecord,
+    /// Always true: a BMC cannot be set without a password.
+    pub has_password: bool,
+}
+
+impl From<BmcRecord> for BmcView {
+    fn from(record: BmcRecord) -> BmcView {
+        BmcView {
+            record,
+            has_password: true,
+        }
+    }
+}
+
+/// The answer to `GET /hardware/{id}/power`: what the BMC says now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PowerReading {
+    /// The machine.
+    pub hardware_id: String,
+    /// `on`, `off` or `unknown`.
+    pub power: String,
+}
+
+/// The answer to a power, boot-device or netboot request: the job that ran
+/// and how each of its steps went. A failed job is an error response
+/// instead, whose message lists the steps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BmcJob {
+    /// The machine.
+    pub hardware_id: String,
+    /// The job's overall state (`succeeded` in a success response).
+    pub state: StepState,
+    /// The steps, in the order they ran.
+    pub steps: Vec<BmcStep>,
+}
+
+/// One step of a [`BmcJob`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BmcStep {
+    /// What the step asked of the BMC.
+    pub operation: BmcOperation,
+    /// How far it got.
+    pub state: StepState,
+    /// Why it failed; sent as `null` when it did not.
+    pub error: Option<String>,
+}
+
+/// What a step asks of a BMC, tagged by `op` as `bellows-bmc` writes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum BmcOperation {
+    /// A power change (`on`, `off`, `soft_off`, `cycle`, `reset`).
+    Power {
+        /// The change, in its wire spelling.
+        action: String,
+    },
+    /// The next boot device.
+    SetBootDevice {
+        /// `pxe`, `disk`, `bios` or `cdrom`.
+        device: String,
+        /// EFI and persistence.
+        #[serde(default)]
+        options: BootFlags,
+    },
+    /// Mount an ISO image (Redfish only).
+    InsertVirtualMedia {
+        /// Where the BMC downloads the image from.
+        image_url: String,
+    },
+    /// Unmount the virtual media (Redfish only).
+    EjectVirtualMedia,
+}
+
+/// How a boot-device override applies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootFlags {
+    /// Boot in UEFI mode rather than legacy BIOS.
+    pub efi: bool,
+    /// Keep the override for every boot, not only the next one.
+    pub persistent: bool,
+}
+
+/// Where a job or one of its steps is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepState {
+    /// Not started.
+    Pending,
+    /// Being executed.
+    Running,
+    /// Done.
+    Succeeded,
+    /// Failed; the step's `error` says why.
+    Failed,
+    /// Not run because an earlier step failed (steps only).
+    Skipped,
+}
+
+impl StepState {
+    /// The wire spelling, which the CLI also prints.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepState::Pending => "pending",
+            StepState::Running => "running",
+            StepState::Succeeded => "succeeded",
+            StepState::Failed => "failed",
+            StepState::Skipped => "skipped",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `has_password` comes last and unset options are left out, as when
+    /// the view was the record's JSON with the flag added.
+    #[test]
+    fn a_view_is_the_record_plus_has_password() {
+        let record = BmcRecord {
+            hardware_id: "m0".into(),
+            address: "10.0.0.10".into(),
+            port: None,
+            protocol: "ipmi".into(),
+            username: "admin".into(),
+            insecure_tls: false,
+            power_state: Some("on".into()),
+            power_checked_at: None,
+            power_error: None,
+        };
+        let text = serde_json::to_string(&BmcView::from(record.clone())).unwrap();
+        assert_eq!(
+            text,
+            r#"{"hardware_id":"m0","address":"10.0.0.10","protocol":"ipmi","username":"admin","insecure_tls":false,"power_state":"on","has_password":true}"#
+        );
+        let back: BmcView = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.record, record);
+    }
+}
