@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use crate::cli::Format;
 use crate::error::CliError;
+use crate::output::Format;
 use crate::output::structured;
 
 /// `bellows image …`
@@ -34,7 +34,8 @@ pub struct BuildArgs {
     /// busybox binary (Debian's busybox-static).
     #[arg(long, value_name = "PATH", default_value = "/bin/busybox")]
     pub busybox: PathBuf,
-    /// bellows binary to run as the worker [default: this program].
+    /// bellows binary to run as the worker [default: `bellows-worker` next
+    /// to this program (the worker alone, smaller), else this program].
     #[arg(long, value_name = "PATH")]
     pub bellows: Option<PathBuf>,
     /// Write vmlinuz and initramfs here [default: DATA_DIR/osie].
@@ -76,19 +77,30 @@ fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / f64::from(1u32 << 20))
 }
 
+/// The worker-only build installed beside this program, or this program.
+fn worker_binary() -> Result<PathBuf, CliError> {
+    let me = std::env::current_exe().map_err(|e| {
+        CliError::Usage(format!(
+            "cannot find this program's path ({e}); give --bellows PATH"
+        ))
+    })?;
+    let worker_only = me.with_file_name("bellows-worker");
+    Ok(if worker_only.is_file() {
+        worker_only
+    } else {
+        me
+    })
+}
+
 fn build(format: Format, args: BuildArgs) -> Result<ExitCode, CliError> {
     let bellows = match args.bellows {
         Some(p) => p,
-        None => std::env::current_exe().map_err(|e| {
-            CliError::Usage(format!(
-                "cannot find this program's path ({e}); give --bellows PATH"
-            ))
-        })?,
+        None => worker_binary()?,
     };
     let output = args
         .output_dir
         .unwrap_or_else(|| args.data_dir.join("osie"));
-    let mut opts = bellows_osie::BuildOptions::debian(bellows, output);
+    let mut opts = bellows_osie::BuildOptions::debian(bellows.clone(), output);
     opts.kernel = args.kernel;
     opts.modules_dir = args.modules;
     opts.busybox = args.busybox;
@@ -109,7 +121,7 @@ fn build(format: Format, args: BuildArgs) -> Result<ExitCode, CliError> {
         "cpio_bytes": r.cpio_bytes, "entries": r.entries,
         "modules": r.modules, "eager_modules": r.eager_modules, "builtin": r.builtin,
         "unavailable": r.unavailable, "firmware": r.firmware, "libraries": r.libraries,
-        "applets": r.applets, "bellows_bytes": r.bellows_bytes,
+        "applets": r.applets, "bellows": bellows, "bellows_bytes": r.bellows_bytes,
         "stripped": r.strip.is_ok(), "ca_certificates": r.ca_certificates,
         "seconds": r.elapsed.as_secs_f64(),
     });
@@ -156,13 +168,14 @@ fn build(format: Format, args: BuildArgs) -> Result<ExitCode, CliError> {
         println!("  firmware   {} files", r.firmware.len());
     }
     println!(
-        "  bellows    {}{}, with {} loader/library files; busybox with {} applets{}",
+        "  bellows    {}{} from {}, with {} loader/library files; busybox with {} applets{}",
         mib(r.bellows_bytes),
         match &r.strip {
             Ok(()) => " (stripped)".to_string(),
             Err(why) if why == "not asked" => String::new(),
             Err(why) => format!(" (not stripped: {why})"),
         },
+        bellows.display(),
         r.libraries.len(),
         r.applets,
         if r.ca_certificates {

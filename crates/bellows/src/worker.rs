@@ -14,7 +14,10 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{PullPolicyArg, RebootArg, WorkerArgs};
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
 use crate::error::CliError;
 
 /// Exit status after an action asked for a reboot, with `--reboot exit`.
@@ -158,4 +161,74 @@ fn first_mac() -> Option<String> {
         let mac = mac.trim().to_string();
         (mac.len() == 17 && mac != "00:00:00:00:00:00").then_some(mac)
     })
+}
+
+/// `bellows worker` settings.
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    /// Server URL, e.g. http://10.0.0.1:8080 [default: bellows.api= on the
+    /// kernel command line].
+    #[arg(long, env = "BELLOWS_SERVER")]
+    pub server: Option<String>,
+    /// Worker id [default: bellows.worker_id= on the kernel command line,
+    /// else the MAC of the first network interface that has one].
+    #[arg(long = "id", env = "BELLOWS_WORKER_ID")]
+    pub worker_id: Option<String>,
+    /// Directory for per-workflow data shared between actions (/worker).
+    #[arg(
+        long,
+        env = "BELLOWS_WORK_DIR",
+        default_value = "/var/lib/bellows-worker"
+    )]
+    pub work_dir: PathBuf,
+    /// Docker Engine socket [default: DOCKER_HOST, else /var/run/docker.sock].
+    #[arg(long, env = "DOCKER_HOST")]
+    pub docker_host: Option<String>,
+    /// Run only built-in actions, even if a container engine is present.
+    #[arg(long, env = "BELLOWS_NO_DOCKER")]
+    pub no_docker: bool,
+    /// Pull-through mirror for Docker Hub images (host[:port][/prefix]).
+    #[arg(long, env = "BELLOWS_REGISTRY_MIRROR")]
+    pub registry_mirror: Option<String>,
+    /// Registry credentials as HOST=USER; the password is read from the
+    /// environment variable BELLOWS_REGISTRY_PASSWORD (never argv).
+    #[arg(long, env = "BELLOWS_REGISTRY_USER")]
+    pub registry_user: Option<String>,
+    /// When to pull images.
+    #[arg(long, value_enum, default_value_t = PullPolicyArg::IfNotPresent)]
+    pub pull: PullPolicyArg,
+    /// How to reboot when an action asks: the reboot system call (the
+    /// in-memory OS), the `reboot` command (`kexec -e` after a kexec
+    /// action), or exit with status 10 (reboot) / 11 (power off) / 12
+    /// (kexec into the loaded kernel) for a supervisor to act on.
+    #[arg(long, value_enum, env = "BELLOWS_REBOOT", default_value_t = RebootArg::Syscall)]
+    pub reboot: RebootArg,
+    /// Longest wait between reconnection attempts, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub max_backoff: u64,
+    /// Log filter.
+    #[arg(long, env = "BELLOWS_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// `--pull` values.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PullPolicyArg {
+    /// Pull when the engine lacks the image.
+    IfNotPresent,
+    /// Pull before every action.
+    Always,
+    /// Never pull.
+    Never,
+}
+
+/// `--reboot` values.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RebootArg {
+    /// reboot(2) after sync (RB_KEXEC after a kexec action).
+    Syscall,
+    /// The `reboot` / `poweroff` command (`kexec -e` after a kexec action).
+    Command,
+    /// Exit 10 (reboot), 11 (power off) or 12 (kexec).
+    Exit,
 }

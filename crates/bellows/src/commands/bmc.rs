@@ -10,9 +10,9 @@ use clap::{Args, Subcommand};
 use reqwest::Method;
 
 use super::common::show;
-use crate::cli::Format;
 use crate::client::{Client, segment};
 use crate::error::CliError;
+use crate::output::Format;
 use crate::output::table;
 
 /// `bellows bmc …`.

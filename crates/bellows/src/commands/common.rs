@@ -6,9 +6,9 @@ use std::path::Path;
 
 use serde::de::DeserializeOwned;
 
-use crate::cli::Format;
 use crate::client::{Answer, Client};
 use crate::error::CliError;
+use crate::output::Format;
 use crate::output::structured;
 
 /// Prints `answer` as the server sent it for `-o json`/`-o yaml`; for a

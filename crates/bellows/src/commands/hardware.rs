@@ -11,9 +11,9 @@ use reqwest::Method;
 use serde_json::Value;
 
 use super::common::{read_input, show};
-use crate::cli::Format;
 use crate::client::{Client, segment};
 use crate::error::CliError;
+use crate::output::Format;
 use crate::output::{structured, table};
 
 /// `bellows hardware …`.

@@ -8,9 +8,9 @@ use clap::Subcommand;
 use reqwest::Method;
 
 use super::common::{read_text, show};
-use crate::cli::Format;
 use crate::client::{Client, segment};
 use crate::error::CliError;
+use crate::output::Format;
 use crate::output::table;
 
 /// `bellows template …`.

@@ -10,9 +10,9 @@ use reqwest::Method;
 use serde_json::Value;
 
 use super::common::show;
-use crate::cli::Format;
 use crate::client::{Client, segment};
 use crate::error::CliError;
+use crate::output::Format;
 use crate::output::{duration, table};
 
 mod watch;

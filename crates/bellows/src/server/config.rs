@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use bellows_ipxe::LocalBoot;
 use bellows_metadata::Cidr;
 
-use crate::cli::{DEFAULT_HTTP_LISTEN, DEFAULT_LISTEN, DhcpMode, Listen, ServerArgs};
+use super::args::{DEFAULT_HTTP_LISTEN, DEFAULT_LISTEN, DhcpMode, Listen, ServerArgs};
 
 /// The resolved server configuration.
 #[derive(Debug, Clone, PartialEq)]

@@ -20,14 +20,16 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{DhcpMode, ServerArgs};
 use crate::error::CliError;
+use args::DhcpMode;
 
+mod args;
 pub mod config;
 mod netboot;
 mod ports;
 mod services;
 
+pub use args::ServerArgs;
 use config::ServerConfig;
 use netboot::Published;
 use ports::StorePorts;

@@ -12,9 +12,9 @@ use bellows_model::boot::KernelArgs;
 use bellows_syslog::SyslogServer;
 use bellows_tftp::{DirectorySource, TftpConfig, TftpServer};
 
+use super::args::{DhcpMode, Listen};
 use super::config::ServerConfig;
 use super::ports::StorePorts;
-use crate::cli::{DhcpMode, Listen};
 use crate::error::CliError;
 
 /// Where machines find this server's boot services, as the DHCP options,

@@ -14,9 +14,9 @@ use bellows_model::workflow::{ActionStatus, TaskStatus};
 use bellows_model::{State, Workflow};
 
 use super::{colon, workflow_path};
-use crate::cli::Format;
 use crate::client::{Answer, Client, segment};
 use crate::error::CliError;
+use crate::output::Format;
 use crate::output::{duration, structured, table};
 
 /// How often the server is asked for news.

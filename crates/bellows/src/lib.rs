@@ -1,0 +1,85 @@
+//! The `bellows` program: the server, the worker and the operator's CLI.
+//!
+//! A library with two thin binaries: `bellows` (everything) and
+//! `bellows-worker` (only `bellows worker`, for the in-memory OS, so the
+//! image does not carry the server's store and HTTP stack). Module layers,
+//! top to bottom, never importing upwards:
+//! - [`cli`]: the grammar; names every subcommand's arguments;
+//! - [`server`], [`worker`], [`image`], [`commands`] (one module per CLI
+//!   noun): each subcommand, with its own arguments;
+//! - [`client`], [`output`], [`error`], [`byo_dhcp`]: what they share.
+
+use std::future::Future;
+use std::process::ExitCode;
+
+use clap::CommandFactory;
+
+pub mod byo_dhcp;
+pub mod cli;
+pub mod client;
+pub mod commands;
+pub mod error;
+pub mod image;
+pub mod output;
+pub mod server;
+pub mod worker;
+
+use cli::{Cli, Command};
+use client::Client;
+use commands::{bmc, dhcp_config, hardware, ipxe, template, workflow};
+use error::CliError;
+
+/// Runs a parsed command line to its exit status.
+pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    let format = cli.output;
+    let client = || Client::new(&cli.url);
+    match cli.command {
+        Command::Server(args) => return server::run(*args).await,
+        Command::Worker(args) => return worker::run(*args).await,
+        Command::Image(cmd) => return image::run(format, cmd),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "bellows",
+                &mut std::io::stdout(),
+            );
+        }
+        Command::Hardware(cmd) => hardware::run(&client()?, format, cmd).await?,
+        Command::Template(cmd) => template::run(&client()?, format, cmd).await?,
+        Command::Workflow(cmd) => return workflow::run(&client()?, format, cmd).await,
+        Command::Bmc(cmd) => bmc::run(&client()?, format, cmd).await?,
+        Command::Power(args) => bmc::power(&client()?, format, args).await?,
+        Command::BootDevice(args) => bmc::boot_device(&client()?, format, args).await?,
+        Command::Netboot(args) => bmc::netboot(&client()?, format, args).await?,
+        Command::DhcpConfig(args) => dhcp_config::run(&client()?, args).await?,
+        Command::Ipxe(cmd) => ipxe::run(&client()?, cmd).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What both binaries' `main` does: install the TLS provider, run `task`
+/// on a multi-threaded runtime, print its error as `error: …`.
+pub fn block_on(task: impl Future<Output = Result<ExitCode, CliError>>) -> ExitCode {
+    // One TLS crypto provider for every HTTP client in the process (the CLI,
+    // the worker's image downloads and the Redfish client): rustls on ring.
+    // Fails only if one is already installed, which is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(task) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! `bellows server`'s settings as flags, environment and TOML file see
+//! them (resolved into a `ServerConfig` by `config`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+
+/// Default API address: loopback, because the management API has no
+/// authentication; bind it wider only on a trusted provisioning network.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:42113";
+
+/// Default HTTP boot listener (iPXE scripts, artifacts, metadata). An
+/// unprivileged port, so the server starts as any user; boot URLs carry it.
+pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:8080";
+
+/// A listener address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listen {
+    /// Service disabled.
+    Off,
+    /// Listen here.
+    At(SocketAddr),
+}
+
+impl<'de> Deserialize<'de> for Listen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl std::str::FromStr for Listen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "off" {
+            return Ok(Listen::Off);
+        }
+        s.parse()
+            .map(Listen::At)
+            .map_err(|_| format!("{s:?} is not an address (IP:PORT) or \"off\""))
+    }
+}
+
+/// DHCP behaviour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DhcpMode {
+    /// Answer only machines with a hardware record and a reserved IP.
+    Reservation,
+    /// ProxyDHCP: boot information only, beside the site's own DHCP.
+    Proxy,
+    /// No DHCP: the site's DHCP does everything (see `bellows dhcp-config`).
+    Off,
+}
+
+/// `bellows server` options. Precedence: flag, then environment variable,
+/// then the TOML file given by --config (same names, with `_`), then the
+/// default. Every field is optional so the file and the flags merge.
+#[derive(Args, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerArgs {
+    /// Directory holding the embedded database [default: ./bellows-data].
+    #[arg(long, env = "BELLOWS_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address for the API (REST, and the worker gRPC service) [default:
+    /// 127.0.0.1:42113].
+    /// Use port 0 to pick a free port; the chosen one is logged.
+    #[arg(long, env = "BELLOWS_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Address of the HTTP boot service: iPXE scripts and binaries, the
+    /// in-memory OS, instance metadata, and the worker gRPC service that
+    /// booted machines reach [default: 0.0.0.0:8080].
+    #[arg(long, env = "BELLOWS_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
+    /// Extra addresses serving only the metadata service, e.g.
+    /// 169.254.169.254:80 for stock cloud images (comma-separated).
+    #[arg(long, env = "BELLOWS_METADATA_LISTEN", value_delimiter = ',')]
+    pub metadata_listen: Option<Vec<SocketAddr>>,
+    /// Proxies whose X-Forwarded-For is believed when identifying a
+    /// metadata caller (CIDRs, comma-separated). Nobody by default.
+    #[arg(long, env = "BELLOWS_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
+    /// Network interface of the provisioning network. DHCP binds to it,
+    /// and --public-ip defaults to its first IPv4 address.
+    #[arg(long, env = "BELLOWS_INTERFACE")]
+    pub interface: Option<String>,
+    /// Address machines reach Bellows at: next-server, script and file
+    /// URLs, syslog host [default: the interface's or the HTTP listener's
+    /// address].
+    #[arg(long, env = "BELLOWS_PUBLIC_IP")]
+    pub public_ip: Option<std::net::IpAddr>,
+    /// DHCP mode [default: reservation].
+    #[arg(long, env = "BELLOWS_DHCP_MODE", value_enum)]
+    pub dhcp_mode: Option<DhcpMode>,
+    /// Send IPv6 router advertisements (no prefix, not a default router) on
+    /// --interface, so iPXE stops waiting ~13 s for one at every stage
+    /// [default: true with --interface in reservation mode].
+    #[arg(long, env = "BELLOWS_IPV6_RA")]
+    pub ipv6_ra: Option<bool>,
+    /// DHCP server address [default: 0.0.0.0:67].
+    #[arg(long, env = "BELLOWS_DHCP_LISTEN")]
+    pub dhcp_listen: Option<SocketAddr>,
+    /// TFTP server address, or `off` [default: 0.0.0.0:69].
+    #[arg(long, env = "BELLOWS_TFTP_LISTEN")]
+    pub tftp_listen: Option<Listen>,
+    /// Syslog receiver address, or `off` [default: 0.0.0.0:514].
+    #[arg(long, env = "BELLOWS_SYSLOG_LISTEN")]
+    pub syslog_listen: Option<Listen>,
+    /// Directory of iPXE binaries served over TFTP and HTTP /ipxe/
+    /// [default: /usr/lib/ipxe, Debian's ipxe package].
+    #[arg(long, env = "BELLOWS_IPXE_DIR")]
+    pub ipxe_dir: Option<PathBuf>,
+    /// Directory of in-memory OS files served at /osie/ [default: DATA_DIR/osie].
+    #[arg(long, env = "BELLOWS_OSIE_DIR")]
+    pub osie_dir: Option<PathBuf>,
+    /// In-memory OS kernel: a file name in --osie-dir or a full URL [default: vmlinuz].
+    #[arg(long, env = "BELLOWS_OSIE_KERNEL")]
+    pub osie_kernel: Option<String>,
+    /// In-memory OS initrd: a file name in --osie-dir or a full URL [default: initramfs].
+    #[arg(long, env = "BELLOWS_OSIE_INITRD")]
+    pub osie_initrd: Option<String>,
+    /// Extra kernel command line for the in-memory OS.
+    #[arg(long, env = "BELLOWS_KERNEL_ARGS")]
+    pub kernel_args: Option<String>,
+    /// What a machine with nothing to do boots: exit (`exit 1`: the
+    /// firmware's next boot option), sanboot (the first BIOS disk), refind
+    /// (rEFInd served by Bellows scans the disks on UEFI; BIOS sanboots),
+    /// or chain:URL [default: exit].
+    #[arg(long, env = "BELLOWS_LOCAL_BOOT")]
+    pub local_boot: Option<String>,
+    /// Directory of rEFInd's binaries (refind_x64.efi …) and, optionally,
+    /// your refind.conf, served at /refind/ for --local-boot refind
+    /// [default: /usr/share/refind/refind, Debian's refind package].
+    #[arg(long, env = "BELLOWS_REFIND_DIR")]
+    pub refind_dir: Option<PathBuf>,
+    /// TOML file with any of these settings (same names, `_` for `-`).
+    #[arg(long, env = "BELLOWS_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Log filter, e.g. `info` or `bellows=debug` [default: info].
+    #[arg(long, env = "BELLOWS_LOG")]
+    pub log: Option<String>,
+    /// Seconds past an action's timeout before the server ends it itself
+    /// when its worker has gone silent [default: 60]. The worker normally
+    /// reports the timeout first, after running the action's on-timeout
+    /// command.
+    #[arg(long, env = "BELLOWS_ACTION_GRACE")]
+    pub action_grace: Option<u64>,
+    /// Seconds between keep-alives on an idle worker stream [default: 25];
+    /// an assignment its worker has not started by then is pushed again.
+    #[arg(long, env = "BELLOWS_WORKER_KEEPALIVE", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub worker_keepalive: Option<u64>,
+}
