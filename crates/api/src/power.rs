@@ -11,7 +11,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use bellows_bmc::{
-    Bmc, BmcClient, BmcEndpoint, BmcError, BmcSettings, BootDevice, BootOptions, Credentials, Job,
+    Bmc, BmcClient, BmcEndpoint, BmcError, BmcSettings, BootDevice, BootOverride, Credentials, Job,
     Operation, PollPolicy, PowerAction, PowerState, Protocol, Step, StepState,
 };
 use bellows_model::api::{
@@ -256,7 +256,7 @@ pub(crate) async fn boot_device(
     let req: BootDeviceRequest<BootDevice> = body::json(body).await?;
     let op = Operation::SetBootDevice {
         device: req.device,
-        options: BootOptions {
+        options: BootOverride {
             efi: req.efi,
             persistent: req.persistent,
         },
@@ -335,7 +335,7 @@ mod tests {
             },
             Operation::SetBootDevice {
                 device: BootDevice::Pxe,
-                options: BootOptions {
+                options: BootOverride {
                     efi: true,
                     persistent: false,
                 },

@@ -11,9 +11,9 @@ use bellows_api::BootInfo;
 use bellows_model::Hardware;
 use serde_json::{Value, json};
 
-/// Target DHCP server.
+/// The site's own DHCP server a config is written for (`--format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
+pub enum SiteDhcp {
     /// dnsmasq (`dnsmasq --test -C FILE`).
     Dnsmasq,
     /// Kea DHCPv4 JSON (`kea-dhcp4 -t FILE`).
@@ -109,16 +109,16 @@ fn syslog_ipv4(boot: &BootInfo) -> Option<Ipv4Addr> {
 /// Writes the configuration; also returns the interfaces it had to leave
 /// out (no reserved IPv4), for the caller to report.
 pub fn generate(
-    format: Format,
+    format: SiteDhcp,
     hardware: &[Hardware],
     boot: &BootInfo,
     interface: Option<&str>,
 ) -> (String, Vec<String>) {
     let (subnets, skipped) = subnets(hardware);
     let text = match format {
-        Format::Dnsmasq => dnsmasq(&subnets, boot, interface),
-        Format::Kea => kea(&subnets, boot, interface),
-        Format::Isc => isc(&subnets, boot),
+        SiteDhcp::Dnsmasq => dnsmasq(&subnets, boot, interface),
+        SiteDhcp::Kea => kea(&subnets, boot, interface),
+        SiteDhcp::Isc => isc(&subnets, boot),
     };
     (text, skipped)
 }

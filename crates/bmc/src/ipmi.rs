@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::process::Command;
 
 use crate::error::{BmcError, redact, truncate};
-use crate::types::{BootDevice, BootOptions, Credentials, PowerAction, PowerState};
+use crate::types::{BootDevice, BootOverride, Credentials, PowerAction, PowerState};
 
 /// The IPMI-over-LAN default port.
 pub const DEFAULT_IPMI_PORT: u16 = 623;
@@ -120,7 +120,7 @@ pub fn power_arguments(action: PowerAction) -> Vec<String> {
 }
 
 /// The `chassis bootdev …` arguments for a device and its options.
-pub fn bootdev_arguments(device: BootDevice, options: BootOptions) -> Vec<String> {
+pub fn bootdev_arguments(device: BootDevice, options: BootOverride) -> Vec<String> {
     let mut arguments = vec![
         "chassis".to_owned(),
         "bootdev".to_owned(),
@@ -216,7 +216,7 @@ impl IpmiClient {
     pub async fn set_boot_device(
         &self,
         device: BootDevice,
-        options: BootOptions,
+        options: BootOverride,
     ) -> Result<(), BmcError> {
         self.run(
             &format!("boot device {device}"),
@@ -415,7 +415,7 @@ mod tests {
         assert_eq!(
             bootdev_arguments(
                 BootDevice::Pxe,
-                BootOptions {
+                BootOverride {
                     efi: true,
                     persistent: true
                 }
@@ -423,7 +423,7 @@ mod tests {
             ["chassis", "bootdev", "pxe", "options=efiboot,persistent"]
         );
         assert_eq!(
-            bootdev_arguments(BootDevice::Disk, BootOptions::default()),
+            bootdev_arguments(BootDevice::Disk, BootOverride::default()),
             ["chassis", "bootdev", "disk"]
         );
     }

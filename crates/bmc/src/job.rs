@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Bmc;
 use crate::error::BmcError;
-use crate::types::{BootDevice, BootOptions, PowerAction, PowerState};
+use crate::types::{BootDevice, BootOverride, PowerAction, PowerState};
 
 /// One thing a job asks of a BMC.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,7 +25,7 @@ pub enum Operation {
         device: BootDevice,
         /// EFI and persistence.
         #[serde(default)]
-        options: BootOptions,
+        options: BootOverride,
     },
     /// Mount an ISO image (Redfish only).
     InsertVirtualMedia {
@@ -148,7 +148,7 @@ impl Job {
             },
             Operation::SetBootDevice {
                 device: BootDevice::Pxe,
-                options: BootOptions {
+                options: BootOverride {
                     efi,
                     persistent: false,
                 },
@@ -302,7 +302,7 @@ mod tests {
     struct FakeState {
         power: Option<PowerState>,
         pending: Option<(PowerState, u32)>,
-        boot: Option<(BootDevice, BootOptions)>,
+        boot: Option<(BootDevice, BootOverride)>,
         calls: Vec<String>,
     }
 
@@ -348,7 +348,7 @@ mod tests {
         async fn set_boot_device(
             &self,
             device: BootDevice,
-            options: BootOptions,
+            options: BootOverride,
         ) -> Result<(), BmcError> {
             self.fail("boot")?;
             let mut state = self.lock();
@@ -388,7 +388,7 @@ mod tests {
             state.boot,
             Some((
                 BootDevice::Pxe,
-                BootOptions {
+                BootOverride {
                     efi: true,
                     persistent: false
                 }

@@ -21,7 +21,7 @@ pub use ipmi::{IpmiClient, IpmiSettings};
 pub use job::{Job, JobState, Operation, PollPolicy, Step, StepState};
 pub use redfish::{RedfishClient, RedfishSettings};
 pub use types::{
-    BmcEndpoint, BootDevice, BootOptions, Credentials, Password, PowerAction, PowerState, Protocol,
+    BmcEndpoint, BootDevice, BootOverride, Credentials, Password, PowerAction, PowerState, Protocol,
 };
 
 /// What every BMC backend can be asked; the job executor and the server use
@@ -35,7 +35,7 @@ pub trait Bmc: Send + Sync {
     fn set_boot_device(
         &self,
         device: BootDevice,
-        options: BootOptions,
+        options: BootOverride,
     ) -> impl Future<Output = Result<(), BmcError>> + Send;
     /// Mounts an ISO image by URL as virtual media, where supported.
     fn insert_virtual_media(
@@ -133,7 +133,7 @@ impl Bmc for IpmiClient {
     async fn set_boot_device(
         &self,
         device: BootDevice,
-        options: BootOptions,
+        options: BootOverride,
     ) -> Result<(), BmcError> {
         IpmiClient::set_boot_device(self, device, options).await
     }
@@ -180,7 +180,7 @@ impl Bmc for RedfishClient {
     async fn set_boot_device(
         &self,
         device: BootDevice,
-        options: BootOptions,
+        options: BootOverride,
     ) -> Result<(), BmcError> {
         RedfishClient::set_boot_device(self, device, options).await
     }
@@ -208,7 +208,7 @@ impl Bmc for BmcClient {
     async fn set_boot_device(
         &self,
         device: BootDevice,
-        options: BootOptions,
+        options: BootOverride,
     ) -> Result<(), BmcError> {
         match self {
             BmcClient::Ipmi(client) => client.set_boot_device(device, options).await,

@@ -96,7 +96,7 @@ impl fmt::Display for BootDevice {
 
 /// How the boot device override applies.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct BootOptions {
+pub struct BootOverride {
     /// Boot in UEFI mode rather than legacy BIOS.
     pub efi: bool,
     /// Keep the override for every boot, not only the next one.

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use bellows_bmc::job::{PollPolicy, wait_for_power};
 use bellows_bmc::{
-    Bmc, BmcClient, BmcEndpoint, BmcError, BmcSettings, BootDevice, BootOptions, Credentials,
+    Bmc, BmcClient, BmcEndpoint, BmcError, BmcSettings, BootDevice, BootOverride, Credentials,
     IpmiClient, IpmiSettings, Job, JobState, PowerAction, PowerState, Protocol,
 };
 use bellows_testkit::bmc::{IpmiSim, PASSWORD, USERNAME, assert_no_password};
@@ -80,7 +80,7 @@ async fn power_and_boot_device_change_the_emulator() {
 
     bmc.set_boot_device(
         BootDevice::Pxe,
-        BootOptions {
+        BootOverride {
             efi: true,
             persistent: true,
         },
@@ -94,7 +94,7 @@ async fn power_and_boot_device_change_the_emulator() {
         sim.boot_flags()
     );
 
-    bmc.set_boot_device(BootDevice::Disk, BootOptions::default())
+    bmc.set_boot_device(BootDevice::Disk, BootOverride::default())
         .await
         .unwrap_or_else(|error| panic!("bootdev disk: {error}"));
     assert!(

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bellows_bmc::job::{PollPolicy, wait_for_power};
 use bellows_bmc::{
-    Bmc, BmcClient, BmcEndpoint, BmcError, BmcSettings, BootDevice, BootOptions, Credentials, Job,
+    Bmc, BmcClient, BmcEndpoint, BmcError, BmcSettings, BootDevice, BootOverride, Credentials, Job,
     JobState, PowerAction, PowerState, Protocol, RedfishClient, RedfishSettings,
 };
 use bellows_testkit::bmc::{FileServer, PASSWORD, Sushy, USERNAME, assert_no_password};
@@ -117,7 +117,7 @@ async fn netboot_sets_boot_override_and_powers_on() {
 
     bmc.set_boot_device(
         BootDevice::Disk,
-        BootOptions {
+        BootOverride {
             efi: false,
             persistent: true,
         },
@@ -130,7 +130,7 @@ async fn netboot_sets_boot_override_and_powers_on() {
 
     // sushy's fake system does not list BiosSetup among its targets.
     let refused = bmc
-        .set_boot_device(BootDevice::Bios, BootOptions::default())
+        .set_boot_device(BootDevice::Bios, BootOverride::default())
         .await;
     assert!(
         matches!(refused, Err(BmcError::Unsupported { .. })),

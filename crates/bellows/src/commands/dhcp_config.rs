@@ -14,7 +14,7 @@ use crate::error::CliError;
 pub struct DhcpConfigArgs {
     /// Which DHCP server.
     #[arg(long, value_enum)]
-    format: crate::byo_dhcp::Format,
+    format: crate::byo_dhcp::SiteDhcp,
     /// Interface the DHCP server should listen on.
     #[arg(long)]
     interface: Option<String>,

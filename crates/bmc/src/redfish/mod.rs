@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use crate::error::{BmcError, redact, truncate};
-use crate::types::{BootDevice, BootOptions, Credentials, PowerAction, PowerState};
+use crate::types::{BootDevice, BootOverride, Credentials, PowerAction, PowerState};
 use model::{SystemInfo, VirtualMediaInfo};
 
 /// The path every Redfish service answers at.
@@ -242,7 +242,7 @@ impl RedfishClient {
     pub async fn set_boot_device(
         &self,
         device: BootDevice,
-        options: BootOptions,
+        options: BootOverride,
     ) -> Result<(), BmcError> {
         let operation = format!("boot device {device}");
         let (path, system) = self.system(&operation).await?;

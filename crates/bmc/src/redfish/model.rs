@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::types::{BootDevice, BootOptions, PowerAction, PowerState};
+use crate::types::{BootDevice, BootOverride, PowerAction, PowerState};
 
 /// The `@odata.id` link held at `pointer` (a JSON pointer) in `resource`.
 pub fn link(resource: &Value, pointer: &str) -> Option<String> {
@@ -157,7 +157,7 @@ pub fn boot_target(device: BootDevice) -> &'static str {
 
 /// The PATCH body setting the boot override; the mode is sent only to
 /// services that expose it, since others reject unknown properties.
-pub fn boot_override_patch(device: BootDevice, options: BootOptions, send_mode: bool) -> Value {
+pub fn boot_override_patch(device: BootDevice, options: BootOverride, send_mode: bool) -> Value {
     let mut boot = json!({
         "BootSourceOverrideTarget": boot_target(device),
         "BootSourceOverrideEnabled": if options.persistent { "Continuous" } else { "Once" },
@@ -325,7 +325,7 @@ mod tests {
     fn boot_patch_matches_options() {
         let once_efi = boot_override_patch(
             BootDevice::Pxe,
-            BootOptions {
+            BootOverride {
                 efi: true,
                 persistent: false,
             },
@@ -338,7 +338,7 @@ mod tests {
         );
         let persistent = boot_override_patch(
             BootDevice::Disk,
-            BootOptions {
+            BootOverride {
                 efi: false,
                 persistent: true,
             },
