@@ -3,10 +3,14 @@
 //! (`DT_NEEDED`, searched along `DT_RUNPATH`/`DT_RPATH` and the system
 //! directories), and a kernel module's `.modinfo` strings (`vermagic`,
 //! `firmware`). This is what `ldd` and `modinfo` print, without running
-//! either on the build machine.
+//! either on the build machine. The parsing is the `object` crate's.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
+
+use object::elf;
+use object::read::elf::{Dyn, ElfFile64, FileHeader, ProgramHeader};
+use object::{Endianness, Object, ObjectSection};
 
 /// Why a file could not be read as ELF.
 #[derive(Debug, thiserror::Error)]
@@ -14,12 +18,15 @@ pub enum ElfError {
     /// No ELF magic.
     #[error("not an ELF file")]
     NotElf,
-    /// An ELF we do not handle (32-bit, big-endian).
+    /// An ELF we do not handle (32-bit).
     #[error("unsupported ELF: {0}")]
     Unsupported(&'static str),
     /// A table or string points past the end of the file.
     #[error("malformed ELF: {0}")]
     Malformed(&'static str),
+    /// What the ELF reader found wrong.
+    #[error("malformed ELF: {0}")]
+    Read(#[from] object::read::Error),
 }
 
 /// What a program needs from the system to start.
@@ -35,167 +42,54 @@ pub struct Dynamic {
     pub runpath: Vec<String>,
 }
 
-const PT_LOAD: u32 = 1;
-const PT_DYNAMIC: u32 = 2;
-const PT_INTERP: u32 = 3;
-const DT_NULL: u64 = 0;
-const DT_NEEDED: u64 = 1;
-const DT_STRTAB: u64 = 5;
-const DT_RPATH: u64 = 15;
-const DT_RUNPATH: u64 = 29;
-
-struct Elf<'a> {
-    b: &'a [u8],
-}
-
-impl<'a> Elf<'a> {
-    fn new(b: &'a [u8]) -> Result<Elf<'a>, ElfError> {
-        if b.len() < 64 || &b[..4] != b"\x7fELF" {
-            return Err(ElfError::NotElf);
-        }
-        if b[4] != 2 {
-            return Err(ElfError::Unsupported("32-bit (only ELF64 is handled)"));
-        }
-        if b[5] != 1 {
-            return Err(ElfError::Unsupported("big-endian"));
-        }
-        Ok(Elf { b })
-    }
-
-    fn slice(&self, off: u64, len: u64, what: &'static str) -> Result<&'a [u8], ElfError> {
-        let start = usize::try_from(off).map_err(|_| ElfError::Malformed(what))?;
-        let len = usize::try_from(len).map_err(|_| ElfError::Malformed(what))?;
-        let end = start.checked_add(len).ok_or(ElfError::Malformed(what))?;
-        self.b.get(start..end).ok_or(ElfError::Malformed(what))
-    }
-
-    fn u16(&self, off: usize) -> u16 {
-        u16::from_le_bytes([self.b[off], self.b[off + 1]])
-    }
-
-    fn u32_at(s: &[u8], off: usize) -> u32 {
-        let mut a = [0u8; 4];
-        a.copy_from_slice(&s[off..off + 4]);
-        u32::from_le_bytes(a)
-    }
-
-    fn u64_at(s: &[u8], off: usize) -> u64 {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(&s[off..off + 8]);
-        u64::from_le_bytes(a)
-    }
-
-    /// Program headers: (type, offset, vaddr, filesz).
-    fn segments(&self) -> Result<Vec<(u32, u64, u64, u64)>, ElfError> {
-        let phoff = Self::u64_at(self.b, 0x20);
-        let phentsize = u64::from(self.u16(0x36));
-        let phnum = u64::from(self.u16(0x38));
-        if phnum > 0 && phentsize < 56 {
-            return Err(ElfError::Malformed("program header entries too small"));
-        }
-        let table = self.slice(phoff, phentsize * phnum, "program headers")?;
-        Ok((0..phnum as usize)
-            .map(|i| {
-                let e = &table[i * phentsize as usize..];
-                (
-                    Self::u32_at(e, 0),
-                    Self::u64_at(e, 8),
-                    Self::u64_at(e, 16),
-                    Self::u64_at(e, 32),
-                )
-            })
-            .collect())
-    }
-
-    /// Section headers: (name offset, offset, size).
-    fn sections(&self) -> Result<Vec<(u32, u64, u64)>, ElfError> {
-        let shoff = Self::u64_at(self.b, 0x28);
-        let shentsize = u64::from(self.u16(0x3a));
-        let shnum = u64::from(self.u16(0x3c));
-        if shnum > 0 && shentsize < 64 {
-            return Err(ElfError::Malformed("section header entries too small"));
-        }
-        let table = self.slice(shoff, shentsize * shnum, "section headers")?;
-        Ok((0..shnum as usize)
-            .map(|i| {
-                let e = &table[i * shentsize as usize..];
-                (Self::u32_at(e, 0), Self::u64_at(e, 24), Self::u64_at(e, 32))
-            })
-            .collect())
+/// Parses `bytes` as a 64-bit ELF file of either byte order.
+fn parse(bytes: &[u8]) -> Result<ElfFile64<'_, Endianness>, ElfError> {
+    match object::FileKind::parse(bytes) {
+        Ok(object::FileKind::Elf64) => Ok(ElfFile64::parse(bytes)?),
+        Ok(object::FileKind::Elf32) => Err(ElfError::Unsupported("32-bit (only ELF64 is handled)")),
+        _ if bytes.starts_with(b"\x7fELF") => Err(ElfError::Malformed("ELF header")),
+        _ => Err(ElfError::NotElf),
     }
 }
 
-/// A NUL-terminated string at the start of `s`.
-fn cstr(s: &[u8], what: &'static str) -> Result<String, ElfError> {
-    let end = s
-        .iter()
-        .position(|&c| c == 0)
-        .ok_or(ElfError::Malformed(what))?;
-    String::from_utf8(s[..end].to_vec()).map_err(|_| ElfError::Malformed(what))
+/// A NUL-free byte string as text.
+fn text(bytes: &[u8], what: &'static str) -> Result<String, ElfError> {
+    String::from_utf8(bytes.to_vec()).map_err(|_| ElfError::Malformed(what))
 }
 
 /// Reads a program's loader, libraries and search path.
 pub fn dynamic(bytes: &[u8]) -> Result<Dynamic, ElfError> {
-    let elf = Elf::new(bytes)?;
+    let file = parse(bytes)?;
+    let endian = file.endian();
     let mut out = Dynamic {
-        machine: elf.u16(0x12),
+        machine: file.elf_header().e_machine(endian).0,
         ..Dynamic::default()
     };
-    let segments = elf.segments()?;
-    let mut dynamic_table = None;
-    for &(kind, off, _, filesz) in &segments {
-        match kind {
-            PT_INTERP => {
-                out.interp = Some(cstr(elf.slice(off, filesz, "PT_INTERP")?, "PT_INTERP")?)
-            }
-            PT_DYNAMIC => dynamic_table = Some(elf.slice(off, filesz, "PT_DYNAMIC")?),
-            _ => {}
+    for segment in file.elf_program_headers() {
+        if let Some(interp) = segment.interpreter(endian, bytes)? {
+            out.interp = Some(text(interp, "PT_INTERP")?);
         }
     }
-    let Some(table) = dynamic_table else {
+    // DT_NEEDED and the run path, read through the section table's dynamic
+    // section and its linked string table (what `ldd` and the loader see).
+    let sections = file.elf_section_table();
+    let Some((entries, strings_index)) = sections.dynamic(endian, bytes)? else {
         return Ok(out);
     };
-    let mut entries = Vec::new();
-    for e in table.chunks_exact(16) {
-        let tag = Elf::u64_at(e, 0);
-        if tag == DT_NULL {
+    let strings = sections.strings(endian, bytes, strings_index)?;
+    let (mut runpath, mut rpath) = (None, None);
+    for entry in entries {
+        let tag = entry.tag(endian);
+        if tag == elf::DT_NULL {
             break;
         }
-        entries.push((tag, Elf::u64_at(e, 8)));
-    }
-    let strtab_vaddr = entries
-        .iter()
-        .find(|(t, _)| *t == DT_STRTAB)
-        .map(|(_, v)| *v)
-        .ok_or(ElfError::Malformed("dynamic section without DT_STRTAB"))?;
-    // DT_STRTAB is an address: find the file offset of the loaded segment
-    // that holds it.
-    let strtab_off = segments
-        .iter()
-        .find(|&&(kind, _, vaddr, filesz)| {
-            kind == PT_LOAD && strtab_vaddr >= vaddr && strtab_vaddr - vaddr < filesz
-        })
-        .map(|&(_, off, vaddr, _)| off + (strtab_vaddr - vaddr))
-        .ok_or(ElfError::Malformed(
-            "DT_STRTAB outside every loaded segment",
-        ))?;
-    let string = |v: u64| -> Result<String, ElfError> {
-        let start = strtab_off
-            .checked_add(v)
-            .ok_or(ElfError::Malformed("dynamic string offset"))?;
-        let rest = elf.slice(
-            start,
-            (bytes.len() as u64).saturating_sub(start),
-            "dynamic string",
-        )?;
-        cstr(rest, "dynamic string")
-    };
-    let (mut runpath, mut rpath) = (None, None);
-    for &(tag, v) in &entries {
+        let value = || -> Result<String, ElfError> {
+            text(entry.string(endian, strings)?, "dynamic string")
+        };
         match tag {
-            DT_NEEDED => out.needed.push(string(v)?),
-            DT_RUNPATH => runpath = Some(string(v)?),
-            DT_RPATH => rpath = Some(string(v)?),
+            elf::DT_NEEDED => out.needed.push(value()?),
+            elf::DT_RUNPATH => runpath = Some(value()?),
+            elf::DT_RPATH => rpath = Some(value()?),
             _ => {}
         }
     }
@@ -211,30 +105,19 @@ pub fn dynamic(bytes: &[u8]) -> Result<Dynamic, ElfError> {
 
 /// A kernel module's `.modinfo` strings (`key=value`), in order.
 pub fn modinfo(bytes: &[u8]) -> Result<Vec<(String, String)>, ElfError> {
-    let elf = Elf::new(bytes)?;
-    let sections = elf.sections()?;
-    let shstrndx = usize::from(elf.u16(0x3e));
-    let &(_, names_off, names_size) = sections
-        .get(shstrndx)
-        .ok_or(ElfError::Malformed("section name table index"))?;
-    let names = elf.slice(names_off, names_size, "section names")?;
-    for &(name, off, size) in &sections {
-        let name = names
-            .get(name as usize..)
-            .ok_or(ElfError::Malformed("section name"))?;
-        if cstr(name, "section name")? == ".modinfo" {
-            let data = elf.slice(off, size, ".modinfo")?;
-            return Ok(data
-                .split(|&c| c == 0)
-                .filter_map(|s| {
-                    let s = std::str::from_utf8(s).ok()?;
-                    let (k, v) = s.split_once('=')?;
-                    Some((k.to_string(), v.to_string()))
-                })
-                .collect());
-        }
-    }
-    Ok(Vec::new())
+    let file = parse(bytes)?;
+    let Some(section) = file.section_by_name(".modinfo") else {
+        return Ok(Vec::new());
+    };
+    let data = section.data()?;
+    Ok(data
+        .split(|&c| c == 0)
+        .filter_map(|s| {
+            let s = std::str::from_utf8(s).ok()?;
+            let (k, v) = s.split_once('=')?;
+            Some((k.to_string(), v.to_string()))
+        })
+        .collect())
 }
 
 /// A file a program needs at run time, and where it goes in the image.
@@ -381,7 +264,10 @@ mod tests {
         header[0x20] = 0xff;
         header[0x36] = 56;
         header[0x38] = 3;
-        assert!(matches!(dynamic(&header), Err(ElfError::Malformed(_))));
+        assert!(matches!(
+            dynamic(&header),
+            Err(ElfError::Malformed(_) | ElfError::Read(_))
+        ));
         // Every truncation of a real program fails cleanly or parses.
         let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
         for cut in [64, 100, 500, 4096, me.len() / 2] {
@@ -400,5 +286,37 @@ mod tests {
         );
         assert!(d.needed.iter().any(|n| n.starts_with("libc.so")), "{d:?}");
         assert!(modinfo(&me).unwrap().is_empty());
+    }
+
+    /// binutils' `readelf -d` (a reader we did not write) lists the same
+    /// libraries and interpreter for system programs.
+    #[test]
+    fn agrees_with_readelf_on_system_programs() {
+        for program in ["/bin/ls", "/usr/bin/ssh", "/bin/busybox"] {
+            let Ok(bytes) = std::fs::read(program) else {
+                continue;
+            };
+            let Ok(out) = std::process::Command::new("readelf")
+                .args(["-d", "-l", "-W", program])
+                .output()
+            else {
+                eprintln!("readelf (binutils) not installed; skipping");
+                return;
+            };
+            let listing = String::from_utf8_lossy(&out.stdout);
+            let needed: Vec<String> = listing
+                .lines()
+                .filter(|l| l.contains("(NEEDED)"))
+                .filter_map(|l| Some(l.split_once('[')?.1.split_once(']')?.0.to_string()))
+                .collect();
+            let interp = listing
+                .lines()
+                .find_map(|l| l.split_once("[Requesting program interpreter: "))
+                .and_then(|(_, rest)| rest.split_once(']'))
+                .map(|(path, _)| path.to_string());
+            let ours = dynamic(&bytes).unwrap();
+            assert_eq!(ours.needed, needed, "{program}");
+            assert_eq!(ours.interp, interp, "{program}");
+        }
     }
 }
