@@ -1,0 +1,321 @@
+//! One transfer's task: its own socket, the checks before the first reply
+//! (`policy`), the pure state machine (`transfer`) driven over the socket,
+//! and the read-ahead buffer that feeds it from the file.
+
+use super::*;
+
+/// Keeps the active-transfer gauge right even if the task is cancelled.
+struct ActiveGuard(Arc<Counters>);
+
+impl ActiveGuard {
+    fn new(counters: &Arc<Counters>) -> Self {
+        bump(&counters.active, 1);
+        Self(Arc::clone(counters))
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub(super) async fn run_transfer(
+    shared: Arc<Shared>,
+    request: OwnedRequest,
+    peer: SocketAddr,
+    local_ip: IpAddr,
+    stop: watch::Receiver<bool>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let _active = ActiveGuard::new(&shared.counters);
+    let started = Instant::now();
+    let mut record = TransferRecord {
+        peer,
+        requested: request.filename.clone(),
+        path: None,
+        mac: None,
+        negotiated: None,
+        outcome: TransferOutcome::Aborted {
+            reason: "not started".into(),
+        },
+        bytes_sent: 0,
+        duration: Duration::ZERO,
+    };
+    record.outcome = match UdpSocket::bind(SocketAddr::new(local_ip, 0)).await {
+        Ok(socket) => serve_request(&shared, &socket, &request, stop, &mut record).await,
+        Err(e) => TransferOutcome::Aborted {
+            reason: format!("cannot open a transfer socket on {local_ip}: {e}"),
+        },
+    };
+    record.duration = started.elapsed();
+    finish(&shared, &record);
+}
+
+/// Refuses the request from the transfer socket.
+async fn refuse(socket: &UdpSocket, peer: SocketAddr, refusal: &Refusal) -> TransferOutcome {
+    if let Err(e) = socket
+        .send_to(&error_packet(refusal.code, refusal.client_message), peer)
+        .await
+    {
+        debug!(%peer, error = %e, "could not send TFTP error");
+    }
+    TransferOutcome::Refused {
+        code: refusal.code,
+        reason: refusal.reason.clone(),
+    }
+}
+
+/// Opens the first candidate path that exists, wrapping it for netascii.
+fn open_blocking(
+    source: &dyn FileSource,
+    candidates: Vec<SafePath>,
+    netascii: bool,
+) -> Result<(SafePath, Arc<dyn FileContent>), OpenError> {
+    for candidate in candidates {
+        match source.open(&candidate) {
+            Ok(content) if netascii => {
+                let converted: Arc<dyn FileContent> = Arc::new(NetasciiFile::new(content)?);
+                return Ok((candidate, converted));
+            }
+            Ok(content) => return Ok((candidate, content)),
+            Err(OpenError::NotFound) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(OpenError::NotFound)
+}
+
+/// Everything from the first reply to the end of one transfer.
+async fn serve_request(
+    shared: &Arc<Shared>,
+    socket: &UdpSocket,
+    request: &OwnedRequest,
+    mut stop: watch::Receiver<bool>,
+    record: &mut TransferRecord,
+) -> TransferOutcome {
+    let peer = record.peer;
+    let file = request.filename.escape_debug().to_string();
+    let (path, netascii) = match policy::check_request(&request.filename, &request.mode) {
+        Ok(accepted) => (accepted.path, accepted.netascii),
+        Err(refusal) => {
+            warn!(%peer, %file, reason = %refusal.reason, "refused TFTP request");
+            return refuse(socket, peer, &refusal).await;
+        }
+    };
+    record.mac = path.mac;
+    let candidates: Vec<SafePath> = path.candidates().cloned().collect();
+    let source = Arc::clone(&shared.source);
+    let opened =
+        tokio::task::spawn_blocking(move || open_blocking(source.as_ref(), candidates, netascii))
+            .await;
+    let (served, content) = match opened {
+        Ok(Ok(found)) => found,
+        Ok(Err(error)) => {
+            let refusal = policy::refusal_for_open(&error);
+            match error {
+                OpenError::NotFound => info!(%peer, %file, "TFTP file not found"),
+                _ => warn!(%peer, %file, reason = %refusal.reason, "refused TFTP request"),
+            }
+            return refuse(socket, peer, &refusal).await;
+        }
+        Err(e) => {
+            return TransferOutcome::Aborted {
+                reason: format!("open task failed: {e}"),
+            };
+        }
+    };
+    record.path = Some(served);
+
+    let options: Vec<TftpOption<'_>> = request
+        .options
+        .iter()
+        .map(|(name, value)| TftpOption { name, value })
+        .collect();
+    let size = content.size();
+    let negotiated = negotiate(&options, (!netascii).then_some(size), &shared.limits);
+    let (mut transfer, mut pending) =
+        ReadTransfer::start(peer, size, &negotiated, &shared.limits, Instant::now());
+    record.negotiated = Some(negotiated);
+    debug!(
+        %peer, %file, size, block_size = transfer.block_size(),
+        window_size = transfer.window_size(), netascii, "TFTP transfer started"
+    );
+
+    let mut reader = WindowReader::new(content);
+    let mut packet = Vec::with_capacity(DATA_HEADER_LEN + usize::from(transfer.block_size()));
+    let mut incoming = vec![0u8; TRANSFER_BUFFER];
+    loop {
+        let sent = send_all(socket, peer, &mut reader, &pending, &mut packet).await;
+        bump(&shared.counters.data_bytes_sent, sent.data_bytes);
+        record.bytes_sent += sent.data_bytes;
+        if let Err(e) = sent.read_result {
+            let abort = transfer.abort(
+                ErrorCode::NotDefined,
+                "Error reading file",
+                format!("reading the file failed: {e}"),
+            );
+            send_all(socket, peer, &mut reader, &[abort], &mut packet).await;
+            break;
+        }
+        let Some(deadline) = transfer.deadline() else {
+            break;
+        };
+        pending = tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => {
+                vec![transfer.abort(
+                    ErrorCode::NotDefined,
+                    "Server shutting down",
+                    "server shutting down".into(),
+                )]
+            }
+            () = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
+                transfer.handle_timeout(Instant::now())
+            }
+            received = socket.recv_from(&mut incoming) => match received {
+                Ok((len, from)) => transfer.handle_datagram(from, &incoming[..len], Instant::now()),
+                Err(e) => {
+                    debug!(%peer, error = %e, "TFTP transfer receive error");
+                    Vec::new()
+                }
+            },
+        };
+    }
+    transfer
+        .outcome()
+        .cloned()
+        .unwrap_or(TransferOutcome::Aborted {
+            reason: "ended without an outcome".into(),
+        })
+}
+
+/// What one batch of sends did.
+struct Sent {
+    data_bytes: u64,
+    read_result: io::Result<()>,
+}
+
+/// Performs `pending` in order. Send errors are logged and otherwise ignored
+/// (the retransmission timer covers a lost packet); a read error stops the
+/// batch and is returned.
+async fn send_all(
+    socket: &UdpSocket,
+    peer: SocketAddr,
+    reader: &mut WindowReader,
+    pending: &[Transmit],
+    packet: &mut Vec<u8>,
+) -> Sent {
+    let mut sent = Sent {
+        data_bytes: 0,
+        read_result: Ok(()),
+    };
+    let span = pending
+        .iter()
+        .filter_map(|transmit| match transmit {
+            Transmit::Data { offset, len, .. } => Some((*offset, *offset + *len as u64)),
+            Transmit::Packet { .. } => None,
+        })
+        .reduce(|(start, end), (s, e)| (start.min(s), end.max(e)));
+    if let Some((start, end)) = span
+        && let Err(e) = reader.load(start, end).await
+    {
+        sent.read_result = Err(e);
+        return sent;
+    }
+    for transmit in pending {
+        let (bytes, to, data_len): (&[u8], SocketAddr, u64) = match transmit {
+            Transmit::Data { block, offset, len } => {
+                let Some(data) = reader.slice(*offset, *len) else {
+                    sent.read_result = Err(io::Error::other("block outside the loaded window"));
+                    return sent;
+                };
+                packet.clear();
+                packet.extend_from_slice(&data_header(*block));
+                packet.extend_from_slice(data);
+                (packet.as_slice(), peer, *len as u64)
+            }
+            Transmit::Packet { to, bytes } => (bytes.as_slice(), *to, 0),
+        };
+        match socket.send_to(bytes, to).await {
+            Ok(_) => sent.data_bytes += data_len,
+            Err(e) => debug!(peer = %to, error = %e, "TFTP send failed"),
+        }
+    }
+    sent
+}
+
+/// A bounded read-ahead buffer over a file: holds at least the current
+/// window, reads in the blocking pool, rereads for retransmissions that fall
+/// outside it.
+pub(super) struct WindowReader {
+    content: Arc<dyn FileContent>,
+    start: u64,
+    buffer: Vec<u8>,
+}
+
+impl WindowReader {
+    pub(super) fn new(content: Arc<dyn FileContent>) -> Self {
+        Self {
+            content,
+            start: 0,
+            buffer: Vec::new(),
+        }
+    }
+
+    /// Makes `start..end` available to [`slice`](Self::slice).
+    async fn load(&mut self, start: u64, end: u64) -> io::Result<()> {
+        let loaded_end = self.start + self.buffer.len() as u64;
+        if start >= self.start && end <= loaded_end {
+            return Ok(());
+        }
+        let size = self.content.size();
+        let read_end = end.max(start.saturating_add(READ_AHEAD as u64).min(size));
+        let len = usize::try_from(read_end - start)
+            .map_err(|_| io::Error::other("window larger than memory"))?;
+        let mut buffer = std::mem::take(&mut self.buffer);
+        buffer.resize(len, 0);
+        let content = Arc::clone(&self.content);
+        let (mut buffer, read) = tokio::task::spawn_blocking(move || {
+            let read = content.read_at(start, &mut buffer);
+            (buffer, read)
+        })
+        .await
+        .map_err(io::Error::other)?;
+        let got = read?;
+        if (got as u64) < end - start {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file shrank while being served",
+            ));
+        }
+        buffer.truncate(got);
+        self.buffer = buffer;
+        self.start = start;
+        Ok(())
+    }
+
+    fn slice(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        let from = usize::try_from(offset.checked_sub(self.start)?).ok()?;
+        self.buffer.get(from..from.checked_add(len)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn window_reader_reads_ahead_and_rereads() {
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let mut reader = WindowReader::new(Arc::new(data.clone()));
+        reader.load(0, 512).await.unwrap();
+        assert_eq!(reader.slice(0, 512).unwrap(), &data[..512]);
+        assert_eq!(reader.slice(60_000, 100).unwrap(), &data[60_000..60_100]);
+        reader.load(100_000, 100_512).await.unwrap();
+        assert_eq!(reader.slice(100_000, 512).unwrap(), &data[100_000..100_512]);
+        assert!(reader.slice(0, 1).is_none());
+        reader.load(190_000, 200_000).await.unwrap();
+        assert_eq!(reader.slice(199_990, 10).unwrap(), &data[199_990..]);
+        assert!(reader.load(199_000, 200_001).await.is_err());
+    }
+}
