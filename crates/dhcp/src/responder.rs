@@ -5,6 +5,11 @@
 //! configuration, so a replayed or repeated request (Debian's ipxe.efi
 //! reuses its xid on every boot) gets the same answer, and the function is
 //! fuzzed and unit-tested with bytes alone.
+//!
+//! Why one file of ~720 lines: `respond` is one decision (which message,
+//! which address, which boot plan, or why not) read top to bottom; the
+//! wire format (`wire`), the boot plans (`netboot`) and the tests
+//! (`responder/tests.rs`) are already apart.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 

@@ -1,4 +1,8 @@
 //! The embedded store: SQLite in WAL mode, one file under the data directory.
+//!
+//! Why one file of ~980 lines: one `Store` trait impl (a trait impl cannot
+//! be split across files); its SQL is portable and will be shared with the
+//! PostgreSQL backend (issue 15), which is when it moves per table.
 
 use std::net::IpAddr;
 use std::path::Path;

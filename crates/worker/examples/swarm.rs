@@ -39,6 +39,9 @@
 //! the second action on SUCCESS of the first, with no store and no
 //! rendering: the floor for the same exchange; `connect-only` opens the
 //! connections and measures memory (any HTTP/2 server, e.g. nginx).
+//!
+//! Why one file of ~940 lines: an example is one file by Cargo's
+//! convention, and this one is a self-contained load generator.
 
 use std::collections::HashMap;
 use std::process::ExitCode;

@@ -8,6 +8,11 @@
 //! server acknowledges it (the server treats a repeat as already done), and
 //! a reboot happens only after the server has acknowledged the SUCCESS that
 //! precedes it.
+//!
+//! Why one file of ~730 lines: the agent is one loop with one state
+//! (connection, current action, unacknowledged reports); splitting it would
+//! spread that state across modules. Runtimes, built-in actions and facts
+//! live elsewhere.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

@@ -25,6 +25,11 @@
 //! the failed container; `.` is valid in container names.
 //!
 //! [`LogSink`]: crate::runtime::LogSink
+//!
+//! Why one file of ~870 lines: it is one runtime behind one trait (pull,
+//! create, attach, wait, stop, remove, each with the Engine API's error
+//! cases); issue 14's in-memory OS runtime will share its semantics and is
+//! the time to lift the common part out.
 
 mod lines;
 mod reference;

@@ -32,6 +32,10 @@
 //! whatever the image's size. At the end the destination is fsynced and, for
 //! a block device, the kernel is asked to re-read its partition table
 //! (`BLKRRPART`; failure is only a note, e.g. for a partition).
+//!
+//! Why one file of ~870 lines: one action, from URL to re-read partition
+//! table, as a pipeline whose stages share the progress and error state;
+//! the codecs are in `bellows-compression`.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
