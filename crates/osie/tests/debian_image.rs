@@ -11,12 +11,7 @@ use std::process::{Command, Stdio};
 
 use bellows_osie::{BuildOptions, build, elf, kernel};
 
-fn root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
+use bellows_testkit::netns::is_root as root;
 
 /// Debian's kernel and busybox-static, or a skip (a failure in CI).
 fn parts() -> Option<PathBuf> {

@@ -9,12 +9,7 @@ use std::process::{Command, Stdio};
 use bellows_osie::tree::{Node, Tree};
 
 fn have(tool: &str) -> bool {
-    let ok = Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
+    let ok = bellows_testkit::packages::have(tool);
     if !ok {
         assert!(
             std::env::var_os("CI").is_none(),

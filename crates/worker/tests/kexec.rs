@@ -9,7 +9,7 @@
 //! test checks that the action's failure says so clearly instead.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use bellows_worker::builtin::kexec::kexec_file_unload;
 use bellows_worker::builtin::{BuiltinOptions, BuiltinRuntime};
@@ -68,22 +68,8 @@ impl Drop for Disarm {
     }
 }
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
+use bellows_testkit::netns::is_root;
+use bellows_testkit::packages::have;
 
 /// This machine's kernel image, newest name first.
 fn host_kernel() -> Option<PathBuf> {
