@@ -12,11 +12,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use bellows_bmc::{
     Bmc, BmcClient, BmcEndpoint, BmcError, BmcSettings, BootDevice, BootOverride, Credentials, Job,
-    Operation, PollPolicy, PowerAction, PowerState, Protocol, Step, StepState,
+    Operation, PollPolicy, PowerAction, PowerState, Protocol, StepState,
 };
 use bellows_model::api::{
-    BmcJob, BmcOperation, BmcRecord, BmcStep, BootDeviceRequest, BootFlags, NetbootRequest,
-    PowerReading, PowerRequest,
+    BmcJob, BmcRecord, BootDeviceRequest, NetbootRequest, PowerReading, PowerRequest,
 };
 use bellows_store::{BmcSecret, Store, now_ms};
 
@@ -113,67 +112,18 @@ pub(crate) async fn boot_for_workflow(
     }
 }
 
-/// The wire form of a job's steps (see [`bellows_model::api::BmcJob`]).
-fn wire_steps(steps: &[Step]) -> Vec<BmcStep> {
-    steps
-        .iter()
-        .map(|step| BmcStep {
-            operation: match &step.operation {
-                Operation::Power { action } => BmcOperation::Power {
-                    action: action_name(*action).to_string(),
-                },
-                Operation::SetBootDevice { device, options } => BmcOperation::SetBootDevice {
-                    device: device.to_string(),
-                    options: BootFlags {
-                        efi: options.efi,
-                        persistent: options.persistent,
-                    },
-                },
-                Operation::InsertVirtualMedia { image_url } => BmcOperation::InsertVirtualMedia {
-                    image_url: image_url.clone(),
-                },
-                Operation::EjectVirtualMedia => BmcOperation::EjectVirtualMedia,
-            },
-            state: step_state(step.state),
-            error: step.error.clone(),
-        })
-        .collect()
-}
-
-/// The serde spelling of a power action.
-fn action_name(action: PowerAction) -> &'static str {
-    match action {
-        PowerAction::On => "on",
-        PowerAction::Off => "off",
-        PowerAction::SoftOff => "soft_off",
-        PowerAction::Cycle => "cycle",
-        PowerAction::Reset => "reset",
-    }
-}
-
-fn step_state(state: StepState) -> bellows_model::api::StepState {
-    use bellows_model::api::StepState as Wire;
-    match state {
-        StepState::Pending => Wire::Pending,
-        StepState::Running => Wire::Running,
-        StepState::Succeeded => Wire::Succeeded,
-        StepState::Failed => Wire::Failed,
-        StepState::Skipped => Wire::Skipped,
-    }
-}
-
 async fn run_job(state: &AppState, id: &str, mut job: Job) -> Result<Json<BmcJob>, ApiError> {
     let (hw_id, bmc) = client(state, id).await?;
     let outcome = job.run(&bmc, PollPolicy::default()).await;
     // Record what the BMC now says, for `bmc list`; a failed read is kept too.
     let _ = read_power(state.store.as_ref(), &hw_id, Ok(&bmc)).await;
-    let steps = wire_steps(&job.steps);
+    let steps = job.steps;
     match outcome {
         Ok(()) => {
             tracing::info!(hardware = %hw_id, protocol = ?bmc.protocol(), "BMC job succeeded");
             Ok(Json(BmcJob {
                 hardware_id: hw_id,
-                state: bellows_model::api::StepState::Succeeded,
+                state: StepState::Succeeded,
                 steps,
             }))
         }
@@ -317,58 +267,6 @@ pub async fn poll_power(
                 bmc.as_ref().map_err(Clone::clone),
             )
             .await;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The wire types mirror the BMC crate's: a job's steps must serialize
-    /// to the same bytes either way, for every operation and state.
-    #[test]
-    fn wire_steps_serialize_like_the_bmc_crate() {
-        let mut job = Job::new([
-            Operation::Power {
-                action: PowerAction::SoftOff,
-            },
-            Operation::SetBootDevice {
-                device: BootDevice::Pxe,
-                options: BootOverride {
-                    efi: true,
-                    persistent: false,
-                },
-            },
-            Operation::InsertVirtualMedia {
-                image_url: "http://10.0.0.1/x.iso".into(),
-            },
-            Operation::EjectVirtualMedia,
-            Operation::Power {
-                action: PowerAction::Cycle,
-            },
-        ]);
-        job.steps[0].state = StepState::Succeeded;
-        job.steps[1].state = StepState::Failed;
-        job.steps[1].error = Some("refused".into());
-        job.steps[2].state = StepState::Skipped;
-        job.steps[3].state = StepState::Running;
-        let ours = serde_json::to_string(&wire_steps(&job.steps)).unwrap();
-        let theirs = serde_json::to_string(&job.steps).unwrap();
-        assert_eq!(ours, theirs);
-        let back: Vec<BmcStep> = serde_json::from_str(&theirs).unwrap();
-        assert_eq!(back, wire_steps(&job.steps));
-        for action in [
-            PowerAction::On,
-            PowerAction::Off,
-            PowerAction::SoftOff,
-            PowerAction::Cycle,
-            PowerAction::Reset,
-        ] {
-            assert_eq!(
-                serde_json::to_value(action).unwrap(),
-                serde_json::Value::from(action_name(action))
-            );
         }
     }
 }

@@ -2,9 +2,9 @@
 //! what the server does through it.
 
 use bellows_model::api::{
-    BmcJob, BmcOperation, BmcView, BootDeviceRequest, List, NetbootRequest, PowerReading,
-    PowerRequest, SetBmc,
+    BmcJob, BmcView, BootDeviceRequest, List, NetbootRequest, PowerReading, PowerRequest, SetBmc,
 };
+use bellows_model::bmc::Operation;
 use bellows_model::time::rfc3339;
 use clap::{Args, Subcommand};
 use reqwest::Method;
@@ -223,10 +223,10 @@ fn print_job(job: BmcJob) {
         .into_iter()
         .map(|step| {
             let what = match step.operation {
-                BmcOperation::Power { action } => format!("power {action}"),
-                BmcOperation::SetBootDevice { device, .. } => format!("boot device {device}"),
-                BmcOperation::InsertVirtualMedia { .. } => "insert virtual media".into(),
-                BmcOperation::EjectVirtualMedia => "eject virtual media".into(),
+                Operation::Power { action } => format!("power {}", action.as_str()),
+                Operation::SetBootDevice { device, .. } => format!("boot device {device}"),
+                Operation::InsertVirtualMedia { .. } => "insert virtual media".into(),
+                Operation::EjectVirtualMedia => "eject virtual media".into(),
             };
             vec![
                 what,

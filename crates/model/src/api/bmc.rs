@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::bmc::{Step, StepState};
+
 /// How to reach a machine's BMC. The password is kept apart
 /// (the store's `BmcSecret`) so that this value can be shown and logged freely.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,82 +77,7 @@ pub struct BmcJob {
     /// The job's overall state (`succeeded` in a success response).
     pub state: StepState,
     /// The steps, in the order they ran.
-    pub steps: Vec<BmcStep>,
-}
-
-/// One step of a [`BmcJob`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BmcStep {
-    /// What the step asked of the BMC.
-    pub operation: BmcOperation,
-    /// How far it got.
-    pub state: StepState,
-    /// Why it failed; sent as `null` when it did not.
-    pub error: Option<String>,
-}
-
-/// What a step asks of a BMC, tagged by `op` as `bellows-bmc` writes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum BmcOperation {
-    /// A power change (`on`, `off`, `soft_off`, `cycle`, `reset`).
-    Power {
-        /// The change, in its wire spelling.
-        action: String,
-    },
-    /// The next boot device.
-    SetBootDevice {
-        /// `pxe`, `disk`, `bios` or `cdrom`.
-        device: String,
-        /// EFI and persistence.
-        #[serde(default)]
-        options: BootFlags,
-    },
-    /// Mount an ISO image (Redfish only).
-    InsertVirtualMedia {
-        /// Where the BMC downloads the image from.
-        image_url: String,
-    },
-    /// Unmount the virtual media (Redfish only).
-    EjectVirtualMedia,
-}
-
-/// How a boot-device override applies.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BootFlags {
-    /// Boot in UEFI mode rather than legacy BIOS.
-    pub efi: bool,
-    /// Keep the override for every boot, not only the next one.
-    pub persistent: bool,
-}
-
-/// Where a job or one of its steps is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StepState {
-    /// Not started.
-    Pending,
-    /// Being executed.
-    Running,
-    /// Done.
-    Succeeded,
-    /// Failed; the step's `error` says why.
-    Failed,
-    /// Not run because an earlier step failed (steps only).
-    Skipped,
-}
-
-impl StepState {
-    /// The wire spelling, which the CLI also prints.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StepState::Pending => "pending",
-            StepState::Running => "running",
-            StepState::Succeeded => "succeeded",
-            StepState::Failed => "failed",
-            StepState::Skipped => "skipped",
-        }
-    }
+    pub steps: Vec<Step>,
 }
 
 #[cfg(test)]

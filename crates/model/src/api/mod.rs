@@ -14,9 +14,7 @@ mod bmc;
 mod records;
 mod requests;
 
-pub use bmc::{
-    BmcJob, BmcOperation, BmcRecord, BmcStep, BmcView, BootFlags, PowerReading, StepState,
-};
+pub use bmc::{BmcJob, BmcRecord, BmcView, PowerReading};
 pub use records::{
     ActionLogLine, ActionLogRecord, CpuFacts, DiskFacts, EventRecord, Facts, InventoryRecord,
     LogEntry, LogRecord, NicFacts, TemplateRecord,
