@@ -18,6 +18,12 @@ echo "== fmt"
 cargo fmt --all -- --check
 echo "== clippy"
 cargo clippy --locked --workspace --all-targets -- -D warnings
+echo "== cargo deny: licences, banned crates (one TLS stack), duplicate versions, sources"
+if ! cargo deny --version 2>/dev/null | grep -q '^cargo-deny 0\.20\.'; then
+  # Built once from crates.io (a few minutes on 2 cores), then cached in ~/.cargo/bin.
+  cargo install --locked --quiet cargo-deny --version 0.20.2
+fi
+cargo deny --locked check licenses bans sources
 echo "== docker: a private engine for the worker's container tests"
 docker_env="$(scripts/docker-test-daemon.sh)" # prints: export DOCKER_HOST=unix://...
 # Leave nothing running: the engine and its containerd stop however this ends.
