@@ -257,7 +257,7 @@ start_server() { # NAME MODE: starts it, sets srv_pid
 }
 
 start_bellows() { # starts it on $work/data, sets srv_pid
-  ip netns exec "$ns_srv" "$bin" server --data-dir "$work/data" --listen 127.0.0.1:42113 \
+  ip netns exec "$ns_srv" "$bin" server --insecure --data-dir "$work/data" --listen 127.0.0.1:42113 \
     --http-listen 10.90.0.1:8080 --syslog-listen off --tftp-listen off --dhcp-mode reservation \
     --interface dhs0 --public-ip 10.90.0.1 --dhcp-listen 0.0.0.0:67 \
     ${bellows_log:+--log "$bellows_log"} >"$work/bellows.log" 2>&1 &

@@ -22,7 +22,7 @@ cleanup() {
 trap cleanup EXIT
 
 bin=target/release/bellows
-"$bin" server --data-dir "$work/data" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
+"$bin" server --insecure --data-dir "$work/data" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
   --syslog-listen off --tftp-listen off --dhcp-mode off --log warn,bellows=info 2>"$work/bellows.log" &
 pids+=($!)
 for _ in $(seq 1 100); do

@@ -153,7 +153,7 @@ declare -A port=([bellows]=6969 [dnsmasq]=69 [tftpd-hpa]=6970 [atftpd]=6971)
 declare -A cg spid
 for s in "${servers[@]}"; do cg_new "$s"; cg[$s]=$cg_path; done
 
-spawn "${cg[bellows]}" "$ns_srv" target/release/bellows server --data-dir "$work/data" \
+spawn "${cg[bellows]}" "$ns_srv" target/release/bellows server --insecure --data-dir "$work/data" \
   --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --syslog-listen off --dhcp-mode off \
   --tftp-listen 0.0.0.0:${port[bellows]} --ipxe-dir "$files" 2>"$work/bellows.log"
 spid[bellows]=$!

@@ -26,6 +26,9 @@ for _ in $(seq 1 100); do
 done
 [ -n "$url" ] || { echo "api-conformance: server did not start" >&2; cat "$work/server.log" >&2; exit 1; }
 export BELLOWS_URL="$url"
+# Authenticated as the admin the first start created; schemathesis sends it.
+BELLOWS_TOKEN=$(cat "$work/data/admin.token")
+export BELLOWS_TOKEN
 f=crates/bellows/tests/fixtures
 "$bin" hardware push -f "$f/hardware.json" >/dev/null
 "$bin" template create -n hello-world -p "$f/hello-world.tmpl" >/dev/null

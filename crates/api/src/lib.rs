@@ -14,12 +14,14 @@ use axum::routing::get;
 use bellows_store::Store;
 use tokio::net::TcpListener;
 
+pub mod auth;
 mod bmc;
 mod body;
 mod error;
 mod hardware;
 pub mod power;
 mod templates;
+mod tokens;
 pub mod worker;
 mod workflows;
 
@@ -41,8 +43,11 @@ pub struct AppState {
     /// clients that write configuration for other programs
     /// (`bellows dhcp-config`, `bellows ipxe ovh-script`).
     pub boot: Arc<BootInfo>,
-    /// Connected workers; the gRPC worker service shares the API listener.
+    /// Connected workers; the gRPC worker service is served on the API
+    /// listener too, for `bellows worker` on ordinary hosts.
     pub workers: Arc<worker::WorkerHub>,
+    /// Checks operators' tokens and machines' credentials.
+    pub auth: Arc<auth::Authenticator>,
 }
 
 /// Where the boot services are (`GET /api/v1/boot`); a wire type, so it
@@ -81,6 +86,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/workflows/{id}/events"),
     ("get", "/api/v1/workflows/{id}/logs"),
     ("post", "/api/v1/workflows/{id}/cancel"),
+    ("get", "/api/v1/tokens"),
+    ("post", "/api/v1/tokens"),
+    ("delete", "/api/v1/tokens/{name}"),
+    ("get", "/api/v1/audit"),
 ];
 
 /// Builds the router.
@@ -139,13 +148,24 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/workflows/{id}/cancel",
             axum::routing::post(workflows::cancel),
         )
+        .route("/api/v1/tokens", get(tokens::list).post(tokens::create))
+        .route(
+            "/api/v1/tokens/{name}",
+            axum::routing::delete(tokens::revoke),
+        )
+        .route("/api/v1/audit", get(tokens::audit))
+        // After routing, so the middleware knows the route's template.
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_role,
+        ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Bodies are read by `body::read` with its own limit and JSON error.
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::map_response(json_rejections))
         .with_state(state.clone())
-        .merge(worker::WorkerService::new(state.workers.clone()).router())
+        .merge(worker::WorkerService::new(state.workers.clone(), state.auth.clone()).router())
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then finishes

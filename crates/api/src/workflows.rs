@@ -3,15 +3,16 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use bellows_model::api::{ActionLogRecord, CancelWorkflow, EventRecord, List, NewWorkflow};
 use bellows_model::{Hardware, MacAddr, RenderContext, Workflow, render};
 use bellows_store::{WorkflowFilter, now_ms};
 use serde::Deserialize;
 
+use crate::auth::Operator;
 use crate::{ApiError, AppState, body};
 
 /// Finds the hardware a map value names: a MAC, a reserved IP, or an id.
@@ -27,6 +28,7 @@ async fn lookup(state: &AppState, value: &str) -> Result<Option<Hardware>, ApiEr
 
 pub(crate) async fn create(
     State(state): State<AppState>,
+    operator: Option<Extension<Operator>>,
     body: Body,
 ) -> Result<(StatusCode, Json<Workflow>), ApiError> {
     let req: NewWorkflow = body::json(body).await?;
@@ -101,6 +103,7 @@ pub(crate) async fn create(
         now_ms(),
     );
     wf.boot_options = req.boot_options.clone();
+    wf.created_by = operator.map(|Extension(op)| op.name);
     if wf.boot_options.boot_mode.is_some() && wf.hardware_id.is_none() {
         return Err(ApiError::invalid(
             "boot_options.boot_mode",
@@ -201,6 +204,7 @@ pub(crate) async fn delete(
 /// action. Cancelling an ended workflow is refused with 409.
 pub(crate) async fn cancel(
     State(state): State<AppState>,
+    operator: Option<Extension<Operator>>,
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Json<Workflow>, ApiError> {
@@ -219,6 +223,7 @@ pub(crate) async fn cancel(
             &id,
             &bellows_model::Transition::Cancelled {
                 reason: req.reason,
+                by: operator.map(|Extension(op)| op.name),
                 at: now_ms(),
             },
         )

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 // names them. Nothing below imports `cli`.
 use crate::commands::{
     BmcCmd, BootDeviceArgs, DhcpConfigArgs, HardwareCmd, IpxeCmd, NetbootArgs, PowerArgs,
-    TemplateCmd, WorkflowCmd,
+    TemplateCmd, TokenCmd, WorkflowCmd,
 };
 use crate::image::ImageCmd;
 use crate::server::ServerArgs;
@@ -26,6 +26,11 @@ pub struct Cli {
         default_value = "http://127.0.0.1:42113"
     )]
     pub url: String,
+    /// API token for client commands. Without one, a CLI talking to a
+    /// server on this machine (loopback URL) reads the server's
+    /// admin.token from BELLOWS_DATA_DIR (default ./bellows-data).
+    #[arg(long, global = true, env = "BELLOWS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Output format for client commands.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
     pub output: Format,
@@ -67,6 +72,9 @@ pub enum Command {
     /// Manage how Bellows reaches machines' BMCs (power and boot device).
     #[command(subcommand)]
     Bmc(BmcCmd),
+    /// Manage API tokens (admin), and read the audit log.
+    #[command(subcommand)]
+    Token(TokenCmd),
     /// Print a configuration for the site's own DHCP server (dnsmasq, Kea,
     /// ISC dhcpd): a reservation per machine and the two-stage iPXE
     /// chainload to this Bellows server (seed 003).

@@ -13,11 +13,43 @@ use crate::error::CliError;
 pub struct Client {
     base: String,
     http: reqwest::Client,
+    token: Option<String>,
+}
+
+/// The admin token a server on this machine wrote, for a CLI talking to
+/// it over loopback: `$BELLOWS_DATA_DIR/admin.token`, else
+/// `./bellows-data/admin.token`. Never read for another host, whose server
+/// must not receive this one's token.
+pub fn local_admin_token(base: &str) -> Option<String> {
+    let host = base
+        .split_once("://")
+        .map_or(base, |(_, rest)| rest)
+        .split(['/', '?'])
+        .next()?;
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let local = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !local {
+        return None;
+    }
+    let dir = std::env::var_os("BELLOWS_DATA_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from("bellows-data"));
+    let token =
+        std::fs::read_to_string(dir.join(crate::server::bootstrap::ADMIN_TOKEN_FILE)).ok()?;
+    Some(token.trim().to_string()).filter(|t| !t.is_empty())
 }
 
 impl Client {
-    /// A client for `base` (e.g. `http://127.0.0.1:42113`).
-    pub fn new(base: &str) -> Result<Client, CliError> {
+    /// A client for `base` (e.g. `http://127.0.0.1:42113`) sending `token`
+    /// as its bearer credential.
+    pub fn new(base: &str, token: Option<String>) -> Result<Client, CliError> {
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(60))
             .connect_timeout(std::time::Duration::from_secs(5))
@@ -26,6 +58,7 @@ impl Client {
         Ok(Client {
             base: base.trim_end_matches('/').to_string(),
             http,
+            token,
         })
     }
 
@@ -74,6 +107,9 @@ impl Client {
     ) -> Result<Value, CliError> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method, &url);
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
         if let Some(body) = body {
             req = req
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -107,6 +143,15 @@ impl Client {
         })?;
         if status.is_success() {
             Ok(value)
+        } else if status == StatusCode::UNAUTHORIZED {
+            Err(CliError::Api {
+                status: status.as_u16(),
+                message: format!(
+                    "{} (give --token or BELLOWS_TOKEN; on the server's machine the CLI reads DATA_DIR/admin.token when BELLOWS_DATA_DIR names the data directory)",
+                    value["message"].as_str().unwrap_or("unauthorized")
+                ),
+                field: None,
+            })
         } else {
             Err(CliError::Api {
                 status: status.as_u16(),

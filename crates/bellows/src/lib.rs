@@ -26,16 +26,24 @@ pub mod worker;
 
 use cli::{Cli, Command};
 use client::Client;
-use commands::{bmc, dhcp_config, hardware, ipxe, template, workflow};
+use commands::{bmc, dhcp_config, hardware, ipxe, template, token, workflow};
 use error::CliError;
 
 /// Runs a parsed command line to its exit status.
 pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let format = cli.output;
-    let client = || Client::new(&cli.url);
+    let token = cli
+        .token
+        .clone()
+        .or_else(|| client::local_admin_token(&cli.url));
+    let client = || Client::new(&cli.url, token.clone());
     match cli.command {
         Command::Server(args) => return server::run(*args).await,
-        Command::Worker(args) => return worker::run(*args).await,
+        Command::Worker(mut args) => {
+            // `bellows --token T worker` and BELLOWS_TOKEN work too.
+            args.worker_token = args.worker_token.or(cli.token);
+            return worker::run(*args).await;
+        }
         Command::Image(cmd) => return image::run(format, cmd),
         Command::Completions { shell } => {
             clap_complete::generate(
@@ -49,6 +57,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Template(cmd) => template::run(&client()?, format, cmd).await?,
         Command::Workflow(cmd) => return workflow::run(&client()?, format, cmd).await,
         Command::Bmc(cmd) => bmc::run(&client()?, format, cmd).await?,
+        Command::Token(cmd) => token::run(&client()?, format, cmd).await?,
         Command::Power(args) => bmc::power(&client()?, format, args).await?,
         Command::BootDevice(args) => bmc::boot_device(&client()?, format, args).await?,
         Command::Netboot(args) => bmc::netboot(&client()?, format, args).await?,

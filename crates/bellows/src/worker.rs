@@ -64,6 +64,7 @@ pub async fn run(args: WorkerArgs) -> Result<ExitCode, CliError> {
         power,
         max_backoff: Duration::from_secs(args.max_backoff.max(1)),
         send_facts: true,
+        token: args.worker_token.clone().or(booted_with.token),
     };
     let agent = Agent::new(config, runtimes).map_err(|e| CliError::Usage(e.to_string()))?;
     tracing::info!(server = %server, worker = %worker_id, "worker starting");
@@ -174,6 +175,11 @@ pub struct WorkerArgs {
     /// else the MAC of the first network interface that has one].
     #[arg(long = "id", env = "BELLOWS_WORKER_ID")]
     pub worker_id: Option<String>,
+    /// Credential sent on every call: an operator token for a worker on an
+    /// ordinary host [default: bellows.token= on the kernel command line,
+    /// the machine's per-boot credential].
+    #[arg(long, env = "BELLOWS_WORKER_TOKEN", hide_env_values = true)]
+    pub worker_token: Option<String>,
     /// Directory for per-workflow data shared between actions (/worker).
     #[arg(
         long,

@@ -15,7 +15,7 @@ use bellows_model::{Hardware, MacAddr, boot};
 use tower::ServiceExt;
 use tower_http::services::{ServeDir, ServeFile};
 
-use crate::script::{InstallOs, LocalBoot, choose, render};
+use crate::script::{InstallOs, LocalBoot, ScriptChoice, choose, render};
 
 /// The two questions a boot script needs answered about the world: which
 /// machine is asking, and whether it has work waiting. A port rather than
@@ -31,6 +31,15 @@ pub trait BootLookup: Send + Sync {
     /// its worker: a RUNNING one counts because a machine that rebooted
     /// mid-way must get back to its worker.
     async fn workflow_waiting(&self, hw: &Hardware, mac: MacAddr) -> Result<bool, LookupError>;
+    /// A new per-boot credential for the worker `mac` on `hw`, which is
+    /// about to boot the in-memory OS: `None` when the server runs without
+    /// credentials (`--insecure`). Minting replaces the machine's previous
+    /// credential.
+    async fn mint_credential(
+        &self,
+        hw: &Hardware,
+        mac: MacAddr,
+    ) -> Result<Option<String>, LookupError>;
 }
 
 /// The lookup behind [`BootLookup`] failed; the machine is told to retry.
@@ -273,9 +282,28 @@ async fn script(state: &BootState, hw: &Hardware, mac: MacAddr) -> Response {
         }
     };
     let choice = choose(hw, mac, waiting);
+    let credential = match choice {
+        ScriptChoice::Install => match state.machines.mint_credential(hw, mac).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, %mac, "cannot mint the worker's credential");
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "#!ipxe\necho Bellows: server error; retrying in 10 s\nsleep 10\nchain --autofree ${filename} || exit 1\n".into(),
+                );
+            }
+        },
+        _ => None,
+    };
     tracing::info!(%mac, hardware = %hw.id, ?choice, "serving auto.ipxe");
     text(
         StatusCode::OK,
-        render(&choice, mac, &state.os, &state.local_boot),
+        render(
+            &choice,
+            mac,
+            &state.os,
+            &state.local_boot,
+            credential.as_deref(),
+        ),
     )
 }

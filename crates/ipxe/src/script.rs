@@ -120,8 +120,15 @@ fn image_name(url: &str) -> &str {
 }
 
 /// Writes the script for `choice`. `mac` is written into the kernel command
-/// line as the worker id.
-pub fn render(choice: &ScriptChoice, mac: MacAddr, os: &InstallOs, local: &LocalBoot) -> String {
+/// line as the worker id, with the machine's per-boot `credential` when the
+/// server minted one.
+pub fn render(
+    choice: &ScriptChoice,
+    mac: MacAddr,
+    os: &InstallOs,
+    local: &LocalBoot,
+    credential: Option<&str>,
+) -> String {
     let mut s = String::from("#!ipxe\n");
     match choice {
         ScriptChoice::Inline(contents) => {
@@ -148,15 +155,22 @@ pub fn render(choice: &ScriptChoice, mac: MacAddr, os: &InstallOs, local: &Local
             let _ = writeln!(s, "echo Bellows: {mac}: {why}; booting the local disk");
             local_boot(&mut s, local);
         }
-        ScriptChoice::Install => install(&mut s, mac, os, local),
+        ScriptChoice::Install => install(&mut s, mac, os, local, credential),
     }
     s
 }
 
-fn install(s: &mut String, mac: MacAddr, os: &InstallOs, local: &LocalBoot) {
+fn install(
+    s: &mut String,
+    mac: MacAddr,
+    os: &InstallOs,
+    local: &LocalBoot,
+    credential: Option<&str>,
+) {
     let initrd_name = image_name(&os.initrd_url);
     let worker = KernelArgs {
         worker_id: Some(mac.to_string()),
+        token: credential.map(str::to_string),
         ..KernelArgs::default()
     };
     let cmdline = format!(

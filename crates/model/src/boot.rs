@@ -71,12 +71,16 @@ pub struct KernelArgs {
     pub syslog: Option<String>,
     /// `bellows.worker_id=`: the worker id (the MAC the machine booted by).
     pub worker_id: Option<String>,
+    /// `bellows.token=`: the per-boot credential the worker presents on
+    /// every call (see SECURITY.md, "Worker identity").
+    pub token: Option<String>,
 }
 
 /// The command-line words, in the order they are written.
 const API: &str = "bellows.api=";
 const SYSLOG: &str = "bellows.syslog=";
 const WORKER_ID: &str = "bellows.worker_id=";
+const TOKEN: &str = "bellows.token=";
 
 impl KernelArgs {
     /// The words to put on a kernel command line, space-separated (empty
@@ -88,6 +92,7 @@ impl KernelArgs {
             (API, &self.api),
             (SYSLOG, &self.syslog),
             (WORKER_ID, &self.worker_id),
+            (TOKEN, &self.token),
         ] {
             let Some(value) = value.as_deref() else {
                 continue;
@@ -115,6 +120,8 @@ impl KernelArgs {
                 args.syslog = Some(v.to_string());
             } else if let Some(v) = word.strip_prefix(WORKER_ID) {
                 args.worker_id = Some(v.to_string());
+            } else if let Some(v) = word.strip_prefix(TOKEN) {
+                args.token = Some(v.to_string());
             }
         }
         args
@@ -151,6 +158,7 @@ mod tests {
             api: Some("http://10.0.0.1:8080".into()),
             syslog: Some("10.0.0.1".into()),
             worker_id: Some("52:54:00:00:00:01".into()),
+            token: Some("bellows_boot_00ff".into()),
         };
         let cmdline = format!(
             "BOOT_IMAGE=x initrd=initramfs {} console=ttyS0 quiet",

@@ -6,6 +6,7 @@
 //! the rules here are the same for the API, the store and the boot services.
 
 pub mod api;
+pub mod auth;
 pub mod bmc;
 pub mod boot;
 pub mod error;

@@ -155,6 +155,9 @@ pub struct Workflow {
     /// How the machines get into and out of the workflow.
     #[serde(default, skip_serializing_if = "BootOptions::is_default")]
     pub boot_options: BootOptions,
+    /// The operator token that created it, when the API knew one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
 }
 
 /// How a workflow starts and ends on its machines, as Tinkerbell's
@@ -282,6 +285,9 @@ pub enum EventKind {
     Created {
         /// Template id.
         template_id: String,
+        /// The operator token that created it, when the API knew one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
     },
     /// A worker started an action.
     ActionStarted {
@@ -447,6 +453,9 @@ pub enum Transition {
     Cancelled {
         /// Why, if they said.
         reason: Option<String>,
+        /// The operator token that cancelled it, when the API knew one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
         /// Unix milliseconds.
         at: i64,
     },

@@ -18,9 +18,11 @@ use bellows_model::{Hardware, MacAddr, State, Workflow};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+pub mod auth;
 mod index;
 mod sqlite;
 
+pub use auth::AuthStore;
 pub use bellows_model::time::now_ms;
 pub use index::HardwareIndex;
 pub use sqlite::SqliteStore;

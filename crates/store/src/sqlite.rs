@@ -984,5 +984,6 @@ impl Store for SqliteStore {
     }
 }
 
+mod auth;
 #[cfg(test)]
 mod tests;

@@ -26,6 +26,7 @@ use bellows_rpc::v1::{
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::runtime::{
@@ -76,6 +77,26 @@ pub struct AgentConfig {
     pub max_backoff: Duration,
     /// Report machine facts when subscribing.
     pub send_facts: bool,
+    /// Sent as `authorization: Bearer` on every call: the machine's
+    /// per-boot credential (`bellows.token=`), or an operator token for a
+    /// worker on an ordinary host.
+    pub token: Option<String>,
+}
+
+/// The client every call goes through: it adds the bearer credential.
+type Client = WorkerClient<InterceptedService<Channel, Bearer>>;
+
+/// Adds `authorization: Bearer TOKEN` to each call, when there is a token.
+#[derive(Clone)]
+struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            req.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(req)
+    }
 }
 
 /// Errors that stop the agent before it starts.
@@ -92,6 +113,9 @@ pub enum AgentError {
     /// No runtime at all.
     #[error("no action runtime is available")]
     NoRuntime,
+    /// The token cannot be sent in a header.
+    #[error("the token has characters that cannot go in a header")]
+    BadToken,
 }
 
 /// The worker agent.
@@ -99,6 +123,7 @@ pub struct Agent {
     config: AgentConfig,
     runtimes: Vec<Arc<dyn Runtime>>,
     endpoint: Endpoint,
+    bearer: Bearer,
 }
 
 /// The action in hand, shared by the subscription loop and the action task.
@@ -144,10 +169,19 @@ impl Agent {
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(20))
             .keep_alive_while_idle(true);
+        let bearer = match config.token.as_deref().map(str::trim) {
+            None | Some("") => Bearer(None),
+            Some(token) => Bearer(Some(
+                format!("Bearer {token}")
+                    .parse()
+                    .map_err(|_| AgentError::BadToken)?,
+            )),
+        };
         Ok(Agent {
             config,
             runtimes,
             endpoint,
+            bearer,
         })
     }
 
@@ -212,7 +246,7 @@ impl Agent {
         current: Arc<Mutex<Current>>,
         exit: watch::Sender<Option<Exit>>,
     ) -> Result<(), tonic::Status> {
-        let mut client = WorkerClient::new(channel.clone());
+        let mut client = WorkerClient::with_interceptor(channel.clone(), self.bearer.clone());
         let running = current
             .lock()
             .ok()
@@ -320,7 +354,7 @@ impl Agent {
         reason: Arc<Mutex<StopReason>>,
     ) -> Option<AfterSuccess> {
         let spec = spec_from(&assignment, &r);
-        let client = WorkerClient::new(channel);
+        let client = WorkerClient::with_interceptor(channel, self.bearer.clone());
         let report = |state: ActionState| ActionReport {
             worker_id: self.config.worker_id.clone(),
             r#ref: Some(r.clone()),
@@ -547,7 +581,7 @@ async fn run_bounded(
 /// cannot change (the workflow ended, the action is not ours) end the
 /// attempt with the server's status; so does `give_up`.
 async fn deliver(
-    client: &WorkerClient<Channel>,
+    client: &Client,
     report: ActionReport,
     give_up: &CancellationToken,
 ) -> Result<(), tonic::Status> {
@@ -584,7 +618,7 @@ async fn deliver(
 /// Batches output lines to the server. Lines are dropped (with a count)
 /// only if the server refuses them or stays away for long.
 async fn forward_logs(
-    client: WorkerClient<Channel>,
+    client: Client,
     worker_id: String,
     r: ActionRef,
     mut rx: mpsc::Receiver<OutputLine>,
@@ -644,7 +678,7 @@ async fn forward_logs(
 
 /// Sends the latest progress text at most once per [`PROGRESS_EVERY`].
 async fn forward_progress(
-    client: WorkerClient<Channel>,
+    client: Client,
     worker_id: String,
     r: ActionRef,
     mut rx: watch::Receiver<Option<String>>,

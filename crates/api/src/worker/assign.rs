@@ -198,6 +198,7 @@ tasks:
         let cancelled = older
             .apply(&Transition::Cancelled {
                 reason: None,
+                by: None,
                 at: 1,
             })
             .unwrap()

@@ -62,6 +62,26 @@ pub struct WorkerHub {
 struct Connection {
     id: u64,
     wake: Arc<Notify>,
+    /// Held by the machine itself (its per-boot credential), not by an
+    /// operator token: an operator's stream may not displace it.
+    machine: bool,
+}
+
+/// Most worker streams open at once: each costs a task and a little
+/// memory, and a flood of invented ids must not grow the server.
+pub const MAX_WORKERS: usize = 10_000;
+
+/// Why a subscription is refused before it starts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum RegisterError {
+    /// The machine's own worker holds the stream.
+    #[error(
+        "worker {0:?} is connected with its machine's credential; an operator token cannot replace it"
+    )]
+    HeldByMachine(String),
+    /// [`MAX_WORKERS`] streams are open.
+    #[error("{MAX_WORKERS} workers are connected; refusing more")]
+    Full,
 }
 
 /// A worker's place in the hub; dropping it unregisters the worker.
@@ -122,29 +142,43 @@ impl WorkerHub {
         self.stopped.load(Ordering::SeqCst)
     }
 
-    /// Registers a worker; a second connection of the same worker replaces
-    /// the first (whose stream then ends).
-    pub(crate) fn register(self: &Arc<Self>, worker: &str) -> Registration {
+    /// Registers a worker. A second connection of the same worker replaces
+    /// the first (whose stream then ends): a worker that lost its
+    /// connection without the server noticing must get back in. Only the
+    /// machine's credential holder can replace a stream that holds it.
+    pub(crate) fn register(
+        self: &Arc<Self>,
+        worker: &str,
+        machine: bool,
+    ) -> Result<Registration, RegisterError> {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let wake = Arc::new(Notify::new());
-        if let Ok(mut workers) = self.workers.lock()
-            && let Some(old) = workers.insert(
-                worker.to_string(),
-                Connection {
-                    id,
-                    wake: wake.clone(),
-                },
-            )
-        {
+        let mut workers = self.workers.lock().map_err(|_| RegisterError::Full)?;
+        match workers.get(worker) {
+            Some(old) if old.machine && !machine => {
+                return Err(RegisterError::HeldByMachine(worker.to_string()));
+            }
+            None if workers.len() >= MAX_WORKERS => return Err(RegisterError::Full),
+            _ => {}
+        }
+        if let Some(old) = workers.insert(
+            worker.to_string(),
+            Connection {
+                id,
+                wake: wake.clone(),
+                machine,
+            },
+        ) {
             // The replaced stream notices it is no longer registered.
             old.wake.notify_one();
         }
-        Registration {
+        drop(workers);
+        Ok(Registration {
             hub: self.clone(),
             worker: worker.to_string(),
             id,
             wake,
-        }
+        })
     }
 
     pub(crate) fn is_current(&self, reg: &Registration) -> bool {

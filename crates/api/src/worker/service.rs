@@ -1,10 +1,12 @@
 //! The gRPC face of the worker hub: request checking, mapping reports to
 //! transitions, and the per-worker instruction stream.
 
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::extract::ConnectInfo;
 use bellows_model::workflow::{Outcome, Transition, TransitionError, clip};
 use bellows_model::{State, Workflow};
 use bellows_rpc::v1::{
@@ -17,7 +19,8 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::{Next, WorkerHub, next_for, normalize_worker_id};
+use super::{Next, RegisterError, Registration, WorkerHub, next_for, normalize_worker_id};
+use crate::auth::{Authenticator, WorkerCaller};
 
 /// Longest worker id accepted.
 const MAX_WORKER_ID: usize = 200;
@@ -30,12 +33,43 @@ const MAX_LOG_LINE: usize = 8 * 1024;
 #[derive(Clone)]
 pub struct WorkerService {
     hub: Arc<WorkerHub>,
+    auth: Arc<Authenticator>,
 }
 
 impl WorkerService {
-    /// A service over `hub`.
-    pub fn new(hub: Arc<WorkerHub>) -> WorkerService {
-        WorkerService { hub }
+    /// A service over `hub`, checking every call with `auth`.
+    pub fn new(hub: Arc<WorkerHub>, auth: Arc<Authenticator>) -> WorkerService {
+        WorkerService { hub, auth }
+    }
+
+    /// Who sent `request`, refused unless it may act as `worker`: a
+    /// machine's credential proves exactly one worker id.
+    async fn authorize<T>(
+        &self,
+        request: &Request<T>,
+        worker: &str,
+    ) -> Result<WorkerCaller, Status> {
+        let headers = request.metadata().clone().into_headers();
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0);
+        let caller = self.auth.worker(&headers, peer).await?;
+        if let WorkerCaller::Machine(c) = &caller
+            && normalize_worker_id(&c.worker) != worker
+        {
+            tracing::warn!(
+                claimed = %worker,
+                credential_for = %c.worker,
+                peer = ?peer,
+                "a machine's credential claimed another worker id"
+            );
+            return Err(Status::permission_denied(format!(
+                "this credential is worker {:?}'s, not {worker:?}'s",
+                c.worker
+            )));
+        }
+        Ok(caller)
     }
 
     /// The axum router serving this service's gRPC paths, to merge into an
@@ -96,17 +130,24 @@ impl bellows_rpc::Worker for WorkerService {
         &self,
         request: Request<SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let worker = worker_id(&request.get_ref().worker_id)?;
+        let caller = self.authorize(&request, &worker).await?;
         let req = request.into_inner();
-        let worker = worker_id(&req.worker_id)?;
         if self.hub.is_stopped() {
             return Err(Status::unavailable("server is shutting down"));
         }
         let store = &self.hub.store;
-        let hardware = match worker.parse::<bellows_model::MacAddr>() {
-            Ok(mac) => store.hardware_by_mac(mac).await,
-            Err(_) => store.hardware(&worker).await,
+        let hardware = match (&caller, worker.parse::<bellows_model::MacAddr>()) {
+            (WorkerCaller::Machine(c), _) => store.hardware(&c.hardware_id).await,
+            (_, Ok(mac)) => store.hardware_by_mac(mac).await,
+            (_, Err(_)) => store.hardware(&worker).await,
         }
         .map_err(status_of)?;
+        let machine = matches!(caller, WorkerCaller::Machine(_));
+        let reg = self.hub.register(&worker, machine).map_err(|e| match e {
+            RegisterError::HeldByMachine(_) => Status::already_exists(e.to_string()),
+            RegisterError::Full => Status::resource_exhausted(e.to_string()),
+        })?;
         if let (Some(hw), Some(facts)) = (&hardware, &req.facts) {
             let record = InventoryRecord {
                 hardware_id: hw.id.clone(),
@@ -134,7 +175,7 @@ impl bellows_rpc::Worker for WorkerService {
         };
         let _ = tx.try_send(Ok(hello));
         let hub = self.hub.clone();
-        tokio::spawn(drive(hub, worker, req.running, tx));
+        tokio::spawn(drive(hub, reg, worker, req.running, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -142,8 +183,9 @@ impl bellows_rpc::Worker for WorkerService {
         &self,
         request: Request<ActionReport>,
     ) -> Result<Response<ReportReply>, Status> {
+        let worker = worker_id(&request.get_ref().worker_id)?;
+        self.authorize(&request, &worker).await?;
         let rep = request.into_inner();
-        let worker = worker_id(&rep.worker_id)?;
         let r = action_ref(rep.r#ref.as_ref())?;
         // The server's clock orders events: a machine booted from an
         // in-memory OS may not have the right time.
@@ -208,8 +250,9 @@ impl bellows_rpc::Worker for WorkerService {
     }
 
     async fn send_logs(&self, request: Request<LogBatch>) -> Result<Response<LogReply>, Status> {
+        let worker = worker_id(&request.get_ref().worker_id)?;
+        self.authorize(&request, &worker).await?;
         let batch = request.into_inner();
-        let worker = worker_id(&batch.worker_id)?;
         if batch.lines.len() > MAX_LOG_BATCH {
             return Err(Status::invalid_argument(format!(
                 "at most {MAX_LOG_BATCH} lines per batch"
@@ -276,11 +319,11 @@ impl bellows_rpc::Worker for WorkerService {
 /// server stops.
 async fn drive(
     hub: Arc<WorkerHub>,
+    reg: Registration,
     worker: String,
     running: Option<ActionRef>,
     tx: mpsc::Sender<Result<Instruction, Status>>,
 ) {
-    let reg = hub.register(&worker);
     // What the worker is doing, as far as this stream knows: what it said
     // it was running, then what we sent it.
     let mut current: Option<ActionRef> = running;

@@ -9,6 +9,7 @@ pub mod dhcp_config;
 pub mod hardware;
 pub mod ipxe;
 pub mod template;
+pub mod token;
 pub mod workflow;
 
 pub use bmc::{BmcCmd, BootDeviceArgs, NetbootArgs, PowerArgs};
@@ -16,4 +17,5 @@ pub use dhcp_config::DhcpConfigArgs;
 pub use hardware::HardwareCmd;
 pub use ipxe::IpxeCmd;
 pub use template::TemplateCmd;
+pub use token::TokenCmd;
 pub use workflow::WorkflowCmd;

@@ -279,7 +279,11 @@ fn print_workflow(wf: &Workflow) {
 
 fn event_details(kind: &EventKind) -> String {
     match kind {
-        EventKind::Created { template_id } => format!("from template {template_id}"),
+        EventKind::Created {
+            template_id,
+            by: Some(by),
+        } => format!("from template {template_id} by {by}"),
+        EventKind::Created { template_id, .. } => format!("from template {template_id}"),
         EventKind::ActionStarted {
             task,
             action,

@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
 
-/// Default API address: loopback, because the management API has no
-/// authentication; bind it wider only on a trusted provisioning network.
+/// Default API address: loopback. Every call needs a token, but the API
+/// has no business on the provisioning network: machines use the boot
+/// listener only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:42113";
 
 /// Default HTTP boot listener (iPXE scripts, artifacts, metadata). An
@@ -152,4 +153,9 @@ pub struct ServerArgs {
     /// an assignment its worker has not started by then is pushed again.
     #[arg(long, env = "BELLOWS_WORKER_KEEPALIVE", value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub worker_keepalive: Option<u64>,
+    /// Turn off every credential: no API tokens, and any host may act as
+    /// any machine's worker. Only for a lab you fully trust; the server
+    /// warns at start [default: false].
+    #[arg(long, env = "BELLOWS_INSECURE", num_args = 0..=1, default_missing_value = "true")]
+    pub insecure: Option<bool>,
 }

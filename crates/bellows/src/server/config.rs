@@ -58,6 +58,8 @@ pub struct ServerConfig {
     pub action_grace: std::time::Duration,
     /// Keep-alive (and unstarted-assignment resend) interval of worker streams.
     pub worker_keepalive: std::time::Duration,
+    /// No tokens, no worker credentials (`--insecure`).
+    pub insecure: bool,
 }
 
 /// Boot services the operator asked for by name.
@@ -184,6 +186,7 @@ pub fn resolve(args: &ServerArgs) -> Result<ServerConfig, ConfigError> {
             Some(s) => s,
             None => 25,
         }),
+        insecure: pick!(insecure).unwrap_or(false),
     })
 }
 

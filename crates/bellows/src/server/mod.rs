@@ -9,13 +9,14 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use bellows_api::auth::{AuthSettings, Authenticator};
 use bellows_api::power::{POWER_POLL_INTERVAL, poll_power};
 use bellows_api::worker::{HubSettings, WorkerHub, WorkerService};
 use bellows_api::{AppState, BootInfo};
 use bellows_ipxe::InstallOs;
 use bellows_ipxe::http::{BootDirs, BootState};
 use bellows_metadata::MetadataState;
-use bellows_store::{SqliteStore, Store};
+use bellows_store::{AuthStore, SqliteStore, Store};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
@@ -24,6 +25,7 @@ use crate::error::CliError;
 use args::DhcpMode;
 
 mod args;
+pub mod bootstrap;
 pub mod config;
 mod netboot;
 mod ports;
@@ -41,7 +43,26 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
     init_logging(&cfg.log)?;
     let store = open_store(&cfg).await?;
     let dyn_store: Arc<dyn Store> = store.clone();
-    let ports = Arc::new(StorePorts::new(dyn_store.clone()));
+    let auth_store: Arc<dyn AuthStore> = store.clone();
+    let auth = Authenticator::new(
+        auth_store.clone(),
+        dyn_store.clone(),
+        AuthSettings {
+            insecure: cfg.insecure,
+            ..AuthSettings::default()
+        },
+    );
+    if cfg.insecure {
+        tracing::warn!(
+            "--insecure: NO AUTHENTICATION. Anyone who reaches the API may change everything, and any host on the provisioning network may act as any machine's worker and read its workflow's secrets"
+        );
+    } else {
+        bootstrap::first_admin_token(&auth, &cfg.data_dir).await?;
+    }
+    let ports = Arc::new(StorePorts::new(
+        dyn_store.clone(),
+        (!cfg.insecure).then(|| auth_store.clone()),
+    ));
 
     let api_listener = TcpListener::bind(cfg.listen)
         .await
@@ -87,8 +108,17 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
         },
     );
     tokio::spawn(hub.clone().follow_changes());
-    let os = netboot::install_os(&cfg, &published, api_port);
-    let http_apps = http_apps(&cfg, ports, &hub, os, ipxe_dir, http, metadata_only);
+    let os = netboot::install_os(&cfg, &published);
+    let worker_service = WorkerService::new(hub.clone(), auth.clone());
+    let http_apps = http_apps(
+        &cfg,
+        ports,
+        worker_service,
+        os,
+        ipxe_dir,
+        http,
+        metadata_only,
+    );
 
     let stop = StopSignal::install()?;
     {
@@ -188,6 +218,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
             dhcp_mode: dhcp_mode.into(),
         }),
         workers: hub.clone(),
+        auth,
     };
     let api_stopped = stop.wait();
     servers.spawn("API", async move {
@@ -240,7 +271,7 @@ async fn open_store(cfg: &ServerConfig) -> Result<Arc<SqliteStore>, CliError> {
 fn http_apps(
     cfg: &ServerConfig,
     ports: Arc<StorePorts>,
-    hub: &Arc<WorkerHub>,
+    workers: WorkerService,
     os: InstallOs,
     ipxe_dir: std::path::PathBuf,
     boot_listener: TcpListener,
@@ -263,7 +294,7 @@ fn http_apps(
         },
     )
     .merge(metadata.clone())
-    .merge(WorkerService::new(hub.clone()).router());
+    .merge(workers.router());
     let mut apps = vec![(boot_listener, boot)];
     apps.extend(metadata_only.into_iter().map(|l| (l, metadata.clone())));
     apps

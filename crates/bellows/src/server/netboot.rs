@@ -114,8 +114,9 @@ pub fn syslog_host(cfg: &ServerConfig, syslog: Option<&SyslogServer>) -> Option<
 
 /// The in-memory OS every installing machine boots: its files (local ones
 /// under `/osie/` on the HTTP boot listener) and the kernel command line
-/// that tells the worker where the server is.
-pub fn install_os(cfg: &ServerConfig, published: &Published, api_port: u16) -> InstallOs {
+/// that tells the worker where the server is: the boot listener
+/// (`published.http_base`), never the management API.
+pub fn install_os(cfg: &ServerConfig, published: &Published) -> InstallOs {
     let file_url = |name: &str| {
         if name.starts_with("http://") || name.starts_with("https://") {
             name.to_string()
@@ -129,12 +130,10 @@ pub fn install_os(cfg: &ServerConfig, published: &Published, api_port: u16) -> I
         cmdline: format!(
             "{} console=tty0 console=ttyS0,115200 {}",
             KernelArgs {
-                api: Some(format!(
-                    "http://{}",
-                    SocketAddr::new(cfg.public_ip, api_port)
-                )),
+                api: Some(published.http_base.clone()),
                 syslog: published.syslog.clone(),
                 worker_id: None,
+                token: None,
             }
             .to_cmdline(),
             cfg.kernel_args

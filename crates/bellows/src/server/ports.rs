@@ -7,21 +7,54 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use bellows_model::auth::{WORKER_TOKEN_PREFIX, WorkerCredential, token_digest};
 use bellows_model::{Hardware, LogEntry, MacAddr};
-use bellows_store::{HardwareIndex, Store, WorkflowFilter};
+use bellows_store::{AuthStore, HardwareIndex, Store, WorkflowFilter, now_ms};
 
 /// Answers the services' lookups from the store's in-memory index, and
 /// workflow and log questions from the store itself.
 pub struct StorePorts {
     store: Arc<dyn Store>,
     index: Arc<HardwareIndex>,
+    /// Where per-boot credentials are kept; `None` under `--insecure`.
+    credentials: Option<Arc<dyn AuthStore>>,
 }
 
 impl StorePorts {
-    /// An adapter over `store`.
-    pub fn new(store: Arc<dyn Store>) -> StorePorts {
+    /// An adapter over `store`, minting worker credentials into
+    /// `credentials` (none under `--insecure`).
+    pub fn new(store: Arc<dyn Store>, credentials: Option<Arc<dyn AuthStore>>) -> StorePorts {
         let index = store.index();
-        StorePorts { store, index }
+        StorePorts {
+            store,
+            index,
+            credentials,
+        }
+    }
+
+    /// The first active workflow whose worker is `mac` or `hw`'s id.
+    async fn active_workflow(
+        &self,
+        hw: &Hardware,
+        mac: MacAddr,
+    ) -> Result<Option<String>, bellows_ipxe::http::LookupError> {
+        // A task names its worker by MAC or by hardware id.
+        for worker in [mac.to_string(), hw.id.clone()] {
+            let filter = WorkflowFilter {
+                state: None,
+                worker: Some(worker),
+                active: true,
+            };
+            let found = self
+                .store
+                .list_workflows(&filter)
+                .await
+                .map_err(|e| bellows_ipxe::http::LookupError(e.to_string()))?;
+            if let Some(wf) = found.into_iter().next() {
+                return Ok(Some(wf.id));
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -52,23 +85,44 @@ impl bellows_ipxe::http::BootLookup for StorePorts {
         hw: &Hardware,
         mac: MacAddr,
     ) -> Result<bool, bellows_ipxe::http::LookupError> {
-        // A task names its worker by MAC or by hardware id.
-        for worker in [mac.to_string(), hw.id.clone()] {
-            let filter = WorkflowFilter {
-                state: None,
-                worker: Some(worker),
-                active: true,
-            };
-            let found = self
-                .store
-                .list_workflows(&filter)
-                .await
-                .map_err(|e| bellows_ipxe::http::LookupError(e.to_string()))?;
-            if !found.is_empty() {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        Ok(self.active_workflow(hw, mac).await?.is_some())
+    }
+
+    async fn mint_credential(
+        &self,
+        hw: &Hardware,
+        mac: MacAddr,
+    ) -> Result<Option<String>, bellows_ipxe::http::LookupError> {
+        let Some(credentials) = &self.credentials else {
+            return Ok(None);
+        };
+        let lookup = |e: String| bellows_ipxe::http::LookupError(e);
+        let Some(workflow_id) = self.active_workflow(hw, mac).await? else {
+            return Ok(None);
+        };
+        let token =
+            bellows_api::auth::new_token(WORKER_TOKEN_PREFIX).map_err(|e| lookup(e.to_string()))?;
+        let address = hw
+            .interface_by_mac(mac)
+            .and_then(|i| i.dhcp.as_ref())
+            .and_then(|d| d.ip.as_ref())
+            .map(|ip| ip.address.to_string());
+        let credential = WorkerCredential {
+            digest: token_digest(&token),
+            worker: mac.to_string(),
+            hardware_id: hw.id.clone(),
+            workflow_id,
+            address,
+            issued_at: now_ms(),
+        };
+        credentials
+            .put_worker_credential(&credential)
+            .await
+            .map_err(|e| lookup(e.to_string()))?;
+        tracing::info!(%mac, hardware = %hw.id, workflow = %credential.workflow_id,
+            bound_to = credential.address.as_deref().unwrap_or("-"),
+            "minted the worker's per-boot credential");
+        Ok(Some(token))
     }
 }
 

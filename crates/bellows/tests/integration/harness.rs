@@ -14,10 +14,28 @@ pub fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// Admin tokens of the servers this test process started, by base URL
+/// (API and boot listener), so `http()` and workers can authenticate.
+static TOKENS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// The admin token of the server at `url` (any URL under its API or boot
+/// listener), if this process started it with tokens on.
+pub fn token_for(url: &str) -> Option<String> {
+    TOKENS
+        .lock()
+        .ok()?
+        .iter()
+        .find(|(base, _)| !base.is_empty() && url.starts_with(base.as_str()))
+        .map(|(_, t)| t.clone())
+}
+
 /// A running server; killed (by PID) when dropped, even if a test fails.
 pub struct Server {
     pub child: Child,
     pub url: String,
+    /// The admin token the server wrote on its first start (None with
+    /// `--insecure`).
+    pub token: Option<String>,
     /// The HTTP boot service (metadata) base URL.
     pub http_url: String,
     /// The syslog receiver's address, when on.
@@ -148,10 +166,21 @@ impl Server {
                 http_url = Some(a);
             }
         }
+        let url = url.unwrap_or_default();
+        let http_url = http_url.unwrap_or_default();
+        let token = std::fs::read_to_string(data_dir.join("admin.token"))
+            .ok()
+            .map(|t| t.trim().to_string());
+        if let (Some(t), Ok(mut tokens)) = (&token, TOKENS.lock()) {
+            tokens.retain(|(base, _)| *base != url && *base != http_url);
+            tokens.push((url.clone(), t.clone()));
+            tokens.push((http_url.clone(), t.clone()));
+        }
         Server {
             child,
-            url: url.unwrap_or_default(),
-            http_url: http_url.unwrap_or_default(),
+            url,
+            token,
+            http_url,
             syslog,
             log: rx,
         }
@@ -252,6 +281,7 @@ impl Server {
         let mut child = cmd
             .args(args)
             .env("BELLOWS_URL", &self.url)
+            .envs(self.token.iter().map(|t| ("BELLOWS_TOKEN", t)))
             .stdin(if stdin.is_some() {
                 Stdio::piped()
             } else {
@@ -309,6 +339,9 @@ pub fn http(method: &str, url: &str, body: Option<&[u8]>) -> (u16, serde_json::V
     rt.block_on(async {
         let client = client_builder().build().expect("client");
         let mut req = client.request(method.parse().expect("method"), url);
+        if let Some(token) = token_for(url) {
+            req = req.bearer_auth(token);
+        }
         if let Some(b) = body {
             req = req
                 .header("content-type", "application/json")

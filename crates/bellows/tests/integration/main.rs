@@ -15,6 +15,7 @@ mod local_boot;
 mod metadata;
 mod netboot;
 mod osie;
+mod security;
 mod vm;
 mod worker_protocol;
 mod workers;

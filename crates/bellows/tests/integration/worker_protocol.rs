@@ -31,7 +31,33 @@ tasks:
       - {name: three, image: bellows/writefile}
 "#;
 
-fn aref(wf: &str, task: &str, action: &str, attempt: u32) -> Option<ActionRef> {
+/// A gRPC client of our own making (not the Bellows worker), sending
+/// `token` as its bearer credential when given.
+pub async fn connect(
+    url: &str,
+    token: Option<&str>,
+) -> WorkerClient<
+    tonic::service::interceptor::InterceptedService<
+        tonic::transport::Channel,
+        impl tonic::service::Interceptor + use<>,
+    >,
+> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let header: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> =
+        token.map(|t| format!("Bearer {t}").parse().expect("header"));
+    WorkerClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
+        if let Some(h) = &header {
+            req.metadata_mut().insert("authorization", h.clone());
+        }
+        Ok(req)
+    })
+}
+
+pub fn aref(wf: &str, task: &str, action: &str, attempt: u32) -> Option<ActionRef> {
     Some(ActionRef {
         workflow_id: wf.into(),
         task: task.into(),
@@ -40,7 +66,7 @@ fn aref(wf: &str, task: &str, action: &str, attempt: u32) -> Option<ActionRef> {
     })
 }
 
-fn report(worker: &str, r: Option<ActionRef>, state: ActionState) -> ActionReport {
+pub fn report(worker: &str, r: Option<ActionRef>, state: ActionState) -> ActionReport {
     ActionReport {
         worker_id: worker.into(),
         r#ref: r,
@@ -72,7 +98,7 @@ fn hostile_and_malformed_worker_messages_are_refused_and_change_nothing() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let mut c = WorkerClient::connect(s.http_url.clone()).await.unwrap();
+        let mut c = connect(&s.http_url, s.token.as_deref()).await;
         refused(
             c.report_action(report(
                 W1,
@@ -222,7 +248,7 @@ fn a_subscribed_worker_is_pushed_its_action_and_repeats_are_harmless() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let mut c = WorkerClient::connect(s.http_url.clone()).await.unwrap();
+        let mut c = connect(&s.http_url, s.token.as_deref()).await;
         // Uppercase and dashes: the same MAC as the template's.
         let mut stream = c
             .subscribe(SubscribeRequest {
@@ -340,7 +366,7 @@ fn an_assignment_the_worker_never_starts_is_pushed_again() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let mut c = WorkerClient::connect(s.http_url.clone()).await.unwrap();
+        let mut c = connect(&s.http_url, s.token.as_deref()).await;
         let mut stream = c
             .subscribe(SubscribeRequest {
                 worker_id: W1.into(),

@@ -45,6 +45,10 @@ impl Worker {
             .arg(work_dir.join("work"))
             .args(extra)
             .env("BELLOWS_LOG", "info,bellows_worker=debug")
+            .env(
+                "BELLOWS_WORKER_TOKEN",
+                crate::harness::token_for(server_http).unwrap_or_default(),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(file)

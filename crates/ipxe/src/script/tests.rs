@@ -74,7 +74,7 @@ fn choice_follows_overrides_permissions_and_work() {
 
 #[test]
 fn install_script_boots_the_in_memory_os_with_retries() {
-    let s = render(&ScriptChoice::Install, mac(), &os(), &LocalBoot::Exit);
+    let s = render(&ScriptChoice::Install, mac(), &os(), &LocalBoot::Exit, None);
     assert!(s.starts_with("#!ipxe\n"));
     assert_core_only(&s);
     let kernel_lines: Vec<&str> = s.lines().filter(|l| l.starts_with("kernel ")).collect();
@@ -96,12 +96,12 @@ fn install_script_boots_the_in_memory_os_with_retries() {
 #[test]
 fn local_boot_variants() {
     let why = ScriptChoice::LocalBoot("no pending workflow");
-    let exit = render(&why, mac(), &os(), &LocalBoot::Exit);
+    let exit = render(&why, mac(), &os(), &LocalBoot::Exit, None);
     assert_eq!(
         exit,
         "#!ipxe\necho Bellows: 02:00:00:00:00:01: no pending workflow; booting the local disk\nexit 1\n"
     );
-    let san = render(&why, mac(), &os(), &LocalBoot::Sanboot);
+    let san = render(&why, mac(), &os(), &LocalBoot::Sanboot, None);
     assert!(san.contains("sanboot --no-describe --drive 0x80 || exit 1\n"));
     assert!(san.contains("iseq ${platform} efi && exit 1 ||\n"));
     assert_core_only(&san);
@@ -110,6 +110,7 @@ fn local_boot_variants() {
         mac(),
         &os(),
         &"chain:tftp://10.0.0.1/refind.ipxe".parse().unwrap(),
+        None,
     );
     assert!(chained.contains("chain --autofree tftp://10.0.0.1/refind.ipxe || exit 1\n"));
     // Every way out is a failure, so UEFI firmware tries its next option.
@@ -133,6 +134,7 @@ fn overrides_are_served_safely() {
         mac(),
         &os(),
         &LocalBoot::Exit,
+        None,
     );
     assert_eq!(inline, "#!ipxe\nshell\n", "verbatim");
     let bare = render(
@@ -140,6 +142,7 @@ fn overrides_are_served_safely() {
         mac(),
         &os(),
         &LocalBoot::Exit,
+        None,
     );
     assert_eq!(bare, "#!ipxe\necho hi\n");
     let chain = render(
@@ -147,6 +150,7 @@ fn overrides_are_served_safely() {
         mac(),
         &os(),
         &LocalBoot::Exit,
+        None,
     );
     assert!(chain.contains("chain --autofree http://x/menu.ipxe || goto failed"));
     assert_core_only(&chain);
@@ -155,6 +159,7 @@ fn overrides_are_served_safely() {
         mac(),
         &os(),
         &LocalBoot::Exit,
+        None,
     );
     assert!(!evil.contains("shell"), "{evil}");
 }
@@ -168,6 +173,7 @@ fn refind_local_boot_chains_refind_on_uefi_and_the_first_disk_on_bios() {
         mac(),
         &os(),
         &local,
+        None,
     );
     assert_core_only(&s);
     assert_eq!(
@@ -180,4 +186,31 @@ fn refind_local_boot_chains_refind_on_uefi_and_the_first_disk_on_bios() {
          imgfetch --name refind.conf /refind/refind.conf || exit 1\n\
          chain --name refind.efi /refind/${buildarch}/refind.efi || exit 1\n"
     );
+}
+
+#[test]
+fn the_credential_rides_on_the_kernel_line_only_for_an_install() {
+    let token = "bellows_boot_0123abcd";
+    let s = render(
+        &ScriptChoice::Install,
+        mac(),
+        &os(),
+        &LocalBoot::Exit,
+        Some(token),
+    );
+    let kernel = s
+        .lines()
+        .find(|l| l.starts_with("kernel "))
+        .expect("kernel line");
+    let args = KernelArgs::parse(kernel);
+    assert_eq!(args.token.as_deref(), Some(token));
+    assert_eq!(args.worker_id.as_deref(), Some("02:00:00:00:00:01"));
+    let local = render(
+        &ScriptChoice::LocalBoot("no pending workflow"),
+        mac(),
+        &os(),
+        &LocalBoot::Exit,
+        Some(token),
+    );
+    assert!(!local.contains(token));
 }

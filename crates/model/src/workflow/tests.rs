@@ -228,6 +228,7 @@ fn every_illegal_transition_is_refused() {
             Transition::TimedOut { at: 9 },
             Transition::Cancelled {
                 reason: None,
+                by: None,
                 at: 9,
             },
         ] {
@@ -410,6 +411,7 @@ fn expiry_and_cancel_and_progress() {
     let cancelled = w
         .apply(&Transition::Cancelled {
             reason: Some("wrong disk".into()),
+            by: None,
             at: 3_000,
         })
         .unwrap()
@@ -428,6 +430,7 @@ fn event_names_are_the_wire_tags() {
     let kinds = [
         EventKind::Created {
             template_id: "t".into(),
+            by: None,
         },
         EventKind::ActionStarted {
             task: "t".into(),

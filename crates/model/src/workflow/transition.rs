@@ -61,6 +61,7 @@ impl Workflow {
             started_at: None,
             stopped_at: None,
             boot_options: BootOptions::default(),
+            created_by: None,
         }
     }
 
@@ -76,6 +77,7 @@ impl Workflow {
             at: self.created_at,
             kind: EventKind::Created {
                 template_id: self.template_id.clone(),
+                by: self.created_by.clone(),
             },
         }
     }
@@ -269,13 +271,17 @@ impl Workflow {
                 next.finish(State::Timeout, Some(why), *at, &mut events);
                 next.updated_at = *at;
             }
-            Transition::Cancelled { reason, at } => {
+            Transition::Cancelled { reason, by, at } => {
                 next.stop_running_actions(State::Cancelled, "workflow cancelled", *at);
+                let who = by
+                    .as_deref()
+                    .map(|b| format!(" by {}", clip(b, 64)))
+                    .unwrap_or_default();
                 let why = match reason {
                     Some(r) if !r.trim().is_empty() => {
-                        format!("cancelled: {}", clip(r.trim(), MAX_MESSAGE))
+                        format!("cancelled{who}: {}", clip(r.trim(), MAX_MESSAGE))
                     }
-                    _ => "cancelled".to_string(),
+                    _ => format!("cancelled{who}"),
                 };
                 next.finish(State::Cancelled, Some(why), *at, &mut events);
                 next.updated_at = *at;

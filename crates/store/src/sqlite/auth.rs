@@ -1,0 +1,263 @@
+//! [`AuthStore`] on SQLite.
+
+use async_trait::async_trait;
+use bellows_model::auth::{AuditEntry, Role, TokenRecord, WorkerCredential};
+use sqlx::Row;
+
+use super::SqliteStore;
+use crate::auth::{AUDIT_KEEP, AuthStore};
+use crate::{Result, StoreError};
+
+fn token_row(row: &sqlx::sqlite::SqliteRow) -> Result<TokenRecord> {
+    let name: String = row.try_get("name")?;
+    let role: String = row.try_get("role")?;
+    let role = role.parse::<Role>().map_err(|e| StoreError::Corrupt {
+        kind: "api token",
+        id: name.clone(),
+        source: serde::de::Error::custom(e),
+    })?;
+    Ok(TokenRecord {
+        name,
+        role,
+        created_at: row.try_get("created_at")?,
+        created_by: row.try_get("created_by")?,
+    })
+}
+
+#[async_trait]
+impl AuthStore for SqliteStore {
+    async fn create_api_token(&self, record: &TokenRecord, digest: &str) -> Result<()> {
+        let (_guard, mut tx) = self.begin().await?;
+        let taken: Option<i64> = sqlx::query_scalar("SELECT 1 FROM api_token WHERE name = $1")
+            .bind(&record.name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if taken.is_some() {
+            return Err(StoreError::Conflict {
+                field: Some("name".into()),
+                message: format!("a token named {:?} exists already", record.name),
+            });
+        }
+        sqlx::query(
+            "INSERT INTO api_token (name, digest, role, created_by, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&record.name)
+        .bind(digest)
+        .bind(record.role.as_str())
+        .bind(&record.created_by)
+        .bind(record.created_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn api_token_by_digest(&self, digest: &str) -> Result<Option<TokenRecord>> {
+        let row = sqlx::query(
+            "SELECT name, role, created_by, created_at FROM api_token WHERE digest = $1",
+        )
+        .bind(digest)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(token_row).transpose()
+    }
+
+    async fn list_api_tokens(&self) -> Result<Vec<TokenRecord>> {
+        let rows =
+            sqlx::query("SELECT name, role, created_by, created_at FROM api_token ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(token_row).collect()
+    }
+
+    async fn revoke_api_token(&self, name: &str) -> Result<()> {
+        self.delete_one("DELETE FROM api_token WHERE name = $1", "token", name)
+            .await
+    }
+
+    async fn count_api_tokens(&self, role: Role) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_token WHERE role = $1")
+            .bind(role.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn put_worker_credential(&self, c: &WorkerCredential) -> Result<()> {
+        let (_guard, mut tx) = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO worker_credential \
+             (worker, digest, hardware_id, workflow_id, address, issued_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (worker) DO UPDATE SET digest = excluded.digest, \
+             hardware_id = excluded.hardware_id, workflow_id = excluded.workflow_id, \
+             address = excluded.address, issued_at = excluded.issued_at",
+        )
+        .bind(&c.worker)
+        .bind(&c.digest)
+        .bind(&c.hardware_id)
+        .bind(&c.workflow_id)
+        .bind(&c.address)
+        .bind(c.issued_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn worker_credential(&self, digest: &str) -> Result<Option<WorkerCredential>> {
+        let row = sqlx::query(
+            "SELECT worker, digest, hardware_id, workflow_id, address, issued_at \
+             FROM worker_credential WHERE digest = $1",
+        )
+        .bind(digest)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(WorkerCredential {
+            worker: row.try_get("worker")?,
+            digest: row.try_get("digest")?,
+            hardware_id: row.try_get("hardware_id")?,
+            workflow_id: row.try_get("workflow_id")?,
+            address: row.try_get("address")?,
+            issued_at: row.try_get("issued_at")?,
+        }))
+    }
+
+    async fn append_audit(&self, e: &AuditEntry) -> Result<()> {
+        let (_guard, mut tx) = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO audit (at, actor, method, path, status) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(e.at)
+        .bind(&e.actor)
+        .bind(&e.method)
+        .bind(&e.path)
+        .bind(i64::from(e.status))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM audit WHERE seq <= (SELECT MAX(seq) FROM audit) - $1")
+            .bind(AUDIT_KEEP)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn audit(&self, limit: u32) -> Result<Vec<AuditEntry>> {
+        let rows = sqlx::query(
+            "SELECT at, actor, method, path, status FROM \
+             (SELECT * FROM audit ORDER BY seq DESC LIMIT $1) ORDER BY seq",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let status: i64 = row.try_get("status")?;
+                Ok(AuditEntry {
+                    at: row.try_get("at")?,
+                    actor: row.try_get("actor")?,
+                    method: row.try_get("method")?,
+                    path: row.try_get("path")?,
+                    status: u16::try_from(status).unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bellows_model::auth::{Role, TokenRecord, WorkerCredential, token_digest};
+
+    use super::*;
+
+    fn token(name: &str, role: Role) -> TokenRecord {
+        TokenRecord {
+            name: name.into(),
+            role,
+            created_at: 1,
+            created_by: "test".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn tokens_are_found_by_digest_only_and_names_are_unique() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).await.expect("open");
+        store
+            .create_api_token(&token("ops", Role::Operator), &token_digest("secret-1"))
+            .await
+            .expect("create");
+        let again = store
+            .create_api_token(&token("ops", Role::Admin), &token_digest("secret-2"))
+            .await;
+        assert!(
+            matches!(again, Err(StoreError::Conflict { .. })),
+            "{again:?}"
+        );
+        let found = store
+            .api_token_by_digest(&token_digest("secret-1"))
+            .await
+            .expect("lookup");
+        assert_eq!(found.map(|t| t.role), Some(Role::Operator));
+        assert!(
+            store
+                .api_token_by_digest(&token_digest("secret-2"))
+                .await
+                .expect("lookup")
+                .is_none()
+        );
+        assert_eq!(store.count_api_tokens(Role::Operator).await.expect("n"), 1);
+        store.revoke_api_token("ops").await.expect("revoke");
+        assert!(
+            store
+                .api_token_by_digest(&token_digest("secret-1"))
+                .await
+                .expect("lookup")
+                .is_none()
+        );
+        assert!(matches!(
+            store.revoke_api_token("ops").await,
+            Err(StoreError::NotFound { .. })
+        ));
+        // The token itself is nowhere in the database file.
+        store.close().await;
+        let bytes = std::fs::read(dir.path().join(super::super::DB_FILE)).expect("db");
+        assert!(!bytes.windows(8).any(|w| w == b"secret-1"));
+    }
+
+    #[tokio::test]
+    async fn a_new_boot_replaces_the_last_credential() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).await.expect("open");
+        let hw: bellows_model::Hardware = serde_json::from_value(serde_json::json!({
+            "id": "m1",
+            "network": {"interfaces": [{"dhcp": {"mac": "52:54:00:00:00:01"}}]}
+        }))
+        .expect("hw");
+        crate::Store::push_hardware(&store, hw).await.expect("push");
+        let cred = |digest: &str| WorkerCredential {
+            digest: digest.into(),
+            worker: "52:54:00:00:00:01".into(),
+            hardware_id: "m1".into(),
+            workflow_id: "wf".into(),
+            address: Some("10.0.0.5".into()),
+            issued_at: 1,
+        };
+        store.put_worker_credential(&cred("d1")).await.expect("put");
+        store.put_worker_credential(&cred("d2")).await.expect("put");
+        assert!(store.worker_credential("d1").await.expect("get").is_none());
+        assert_eq!(
+            store.worker_credential("d2").await.expect("get"),
+            Some(cred("d2"))
+        );
+        // Deleting the machine deletes its credential.
+        crate::Store::delete_hardware(&store, "m1")
+            .await
+            .expect("delete");
+        assert!(store.worker_credential("d2").await.expect("get").is_none());
+    }
+}
