@@ -1,12 +1,16 @@
 //! `/api/v1/hardware/{id}/bmc`: how to reach a machine's BMC. The password
-//! is write-only: accepted on PUT, never returned, never logged.
+//! is write-only: accepted on PUT, never returned, never logged. A PUT
+//! without one keeps the stored password only while the address, port,
+//! protocol, user name and TLS setting stay the same; changing any of them
+//! needs the password again, so that a re-pointed BMC record cannot carry
+//! the stored password to another host.
 
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use bellows_model::api::{BmcRecord, BmcView, List, SetBmc};
-use bellows_store::BmcSecret;
+use bellows_store::{BmcSecret, StoreError};
 
 use crate::hardware::resolve;
 use crate::{ApiError, AppState, body};
@@ -35,20 +39,6 @@ pub(crate) async fn put(
     if req.username.trim().is_empty() {
         return Err(ApiError::invalid("username", "username: must not be empty"));
     }
-    let existing = state.store.bmc_with_secret(&hw.id).await?;
-    let secret = match (req.password, existing) {
-        (Some(p), _) if !p.is_empty() => BmcSecret(p),
-        (Some(_), _) => {
-            return Err(ApiError::invalid("password", "password: must not be empty"));
-        }
-        (None, Some((_, old))) => old,
-        (None, None) => {
-            return Err(ApiError::invalid(
-                "password",
-                "password: required when the BMC is first set",
-            ));
-        }
-    };
     let previous = state.store.bmc(&hw.id).await?;
     let record = BmcRecord {
         hardware_id: hw.id.clone(),
@@ -61,7 +51,23 @@ pub(crate) async fn put(
         power_checked_at: previous.as_ref().and_then(|p| p.power_checked_at),
         power_error: None,
     };
-    state.store.put_bmc(&record, &secret).await?;
+    match req.password {
+        Some(p) if !p.is_empty() => state.store.put_bmc(&record, &BmcSecret(p)).await?,
+        Some(_) => {
+            return Err(ApiError::invalid("password", "password: must not be empty"));
+        }
+        // Keeping the stored password: the store refuses (and changes
+        // nothing) if the record would send it anywhere else.
+        None => match state.store.update_bmc(&record).await {
+            Err(StoreError::NotFound { .. }) => {
+                return Err(ApiError::invalid(
+                    "password",
+                    "password: required when the BMC is first set",
+                ));
+            }
+            other => other?,
+        },
+    }
     tracing::info!(hardware = %hw.id, address = %record.address, protocol = %record.protocol, "BMC set");
     Ok(Json(BmcView::from(record)))
 }

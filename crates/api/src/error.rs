@@ -14,7 +14,8 @@ pub struct ApiError {
     /// HTTP status.
     pub status: StatusCode,
     /// Machine-readable code: `bad_request`, `invalid`, `not_found`,
-    /// `conflict`, `too_large`, `method_not_allowed`, `internal`.
+    /// `conflict`, `too_large`, `method_not_allowed`, `internal`,
+    /// `password_required`, `secret_unreadable`, and the BMC codes.
     pub code: &'static str,
     /// Human-readable cause, naming the fix where there is one.
     pub message: String,
@@ -91,6 +92,21 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Transition(t) => {
                 Self::new(StatusCode::CONFLICT, "conflict", t.to_string(), None)
+            }
+            e @ StoreError::PasswordRequired { .. } => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "password_required",
+                e.to_string(),
+                Some("password".into()),
+            ),
+            e @ StoreError::Secret { .. } => {
+                tracing::error!(error = %e, "BMC password unusable");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "secret_unreadable",
+                    e.to_string(),
+                    None,
+                )
             }
             other => {
                 tracing::error!(error = %other, "store failure");

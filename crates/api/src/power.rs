@@ -256,9 +256,18 @@ pub async fn poll_power(
             }
         };
         for record in records {
-            let Ok(Some((record, secret))) = store.bmc_with_secret(&record.hardware_id).await
-            else {
-                continue;
+            let (record, secret) = match store.bmc_with_secret(&record.hardware_id).await {
+                Ok(Some(found)) => found,
+                Ok(None) => continue,
+                // An unusable password (wrong key, altered row) is shown
+                // in `bmc list`; nothing is sent to the BMC.
+                Err(e) => {
+                    tracing::warn!(hardware = %record.hardware_id, error = %e, "power poll");
+                    let _ = store
+                        .set_power_state(&record.hardware_id, None, Some(&e.to_string()), now_ms())
+                        .await;
+                    continue;
+                }
             };
             let bmc = connect(&record, &secret).await;
             let _ = read_power(

@@ -97,9 +97,16 @@ fn build(format: Format, args: BuildArgs) -> Result<ExitCode, CliError> {
         Some(p) => p,
         None => worker_binary()?,
     };
-    let output = args
-        .output_dir
-        .unwrap_or_else(|| args.data_dir.join("osie"));
+    let output = match args.output_dir {
+        Some(dir) => dir,
+        None => {
+            // The server's data directory: created private, as the server
+            // would (it holds the database and the secret key).
+            bellows_store::files::private_dir(&args.data_dir)
+                .map_err(|e| CliError::Server(format!("data directory: {e}")))?;
+            args.data_dir.join("osie")
+        }
+    };
     let mut opts = bellows_osie::BuildOptions::debian(bellows.clone(), output);
     opts.kernel = args.kernel;
     opts.modules_dir = args.modules;

@@ -137,14 +137,18 @@ mod tests {
     #[tokio::test]
     async fn is_current_as_soon_as_a_write_returns() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let store = SqliteStore::open(dir.path(), crate::SecretKey::from_bytes(&[1; 32]))
+            .await
+            .unwrap();
         store
             .push_hardware(hw("a", "02:00:00:00:00:01", "10.0.0.1"))
             .await
             .unwrap();
         drop(store);
         // Loaded at open.
-        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let store = SqliteStore::open(dir.path(), crate::SecretKey::from_bytes(&[1; 32]))
+            .await
+            .unwrap();
         let index = store.index();
         let mac1: MacAddr = "02:00:00:00:00:01".parse().unwrap();
         assert_eq!(index.by_mac(mac1).unwrap().id, "a");

@@ -9,6 +9,10 @@
 //! their packet path: they read the store's in-memory [`HardwareIndex`],
 //! which every hardware write updates before it returns. Other subscribers
 //! follow the [`Change`] notifications each committed write publishes.
+//!
+//! BMC passwords are sealed at rest under a [`SecretKey`] the store is
+//! opened with (see `secrets`); the data directory and database files are
+//! private to the server's user (see [`files`]).
 
 use std::net::IpAddr;
 
@@ -19,13 +23,16 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 pub mod auth;
+pub mod files;
 mod index;
+mod secrets;
 mod sqlite;
 
 pub use auth::AuthStore;
 pub use bellows_model::time::now_ms;
 pub use index::HardwareIndex;
-pub use sqlite::SqliteStore;
+pub use secrets::{KEY_LEN, SecretError, SecretKey, SecretKeyError};
+pub use sqlite::{DB_FILE, SqliteStore};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +72,50 @@ pub enum StoreError {
     /// Schema migration failed at open.
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored BMC password cannot be opened (or a new one sealed).
+    #[error("the BMC password of hardware {hardware_id:?} cannot be used: {reason}")]
+    Secret {
+        /// The machine whose BMC it is.
+        hardware_id: String,
+        /// Why.
+        reason: SecretError,
+    },
+    /// The store was opened with another key than the one its BMC
+    /// passwords were sealed with: refused at open, before any is needed.
+    #[error(
+        "the secret key (fingerprint {given}) is not the one the stored BMC passwords \
+         were sealed with (fingerprint {expected}; BMCs of hardware {})",
+        .hardware_ids.join(", ")
+    )]
+    WrongKey {
+        /// Fingerprint recorded with the sealed passwords.
+        expected: String,
+        /// Fingerprint of the key given.
+        given: String,
+        /// Machines whose BMC passwords are sealed.
+        hardware_ids: Vec<String>,
+    },
+    /// Keeping the stored password would send it somewhere, or as someone,
+    /// it was not given for.
+    #[error(
+        "password: give the BMC password again to change its {}; the stored one \
+         is only ever sent to the BMC it was given for",
+        .fields.join(", ")
+    )]
+    PasswordRequired {
+        /// The machine whose BMC it is.
+        hardware_id: String,
+        /// The endpoint fields that would change.
+        fields: Vec<&'static str>,
+    },
+    /// A file or directory could not be created or made private.
+    #[error("cannot make {} private to this user: {source}", .path.display())]
+    Permissions {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// The system's error.
+        source: std::io::Error,
+    },
 }
 
 /// Convenience alias.
@@ -239,6 +290,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Creates or replaces a machine's BMC record and password.
     async fn put_bmc(&self, record: &BmcRecord, secret: &BmcSecret) -> Result<()>;
+    /// Replaces a machine's BMC record, keeping its stored password: only
+    /// when the address, port, protocol, user name and TLS setting stay
+    /// the same (else `PasswordRequired`, and nothing changes), so a
+    /// password is never sent where it was not given for. `NotFound` when
+    /// the machine has no BMC.
+    async fn update_bmc(&self, record: &BmcRecord) -> Result<()>;
     /// A machine's BMC record (without the password).
     async fn bmc(&self, hardware_id: &str) -> Result<Option<BmcRecord>>;
     /// A machine's BMC record with its password, for the BMC client only.

@@ -16,14 +16,21 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 use tokio::sync::{Mutex, broadcast};
 
+use crate::secrets::SecretKey;
 use crate::{
     ACTION_LOG_KEEP, ActionLogLine, ActionLogQuery, ActionLogRecord, BmcRecord, BmcSecret, Change,
     ChangeKind, ChangeOp, EventRecord, HardwareIndex, InventoryRecord, LogEntry, LogRecord,
-    MACHINE_LOG_KEEP, Pushed, Result, Store, StoreError, TemplateRecord, WorkflowFilter, now_ms,
+    MACHINE_LOG_KEEP, Pushed, Result, Store, StoreError, TemplateRecord, WorkflowFilter, files,
+    now_ms,
 };
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "bellows.db";
+
+/// `bmc.secret_format` of a password stored before sealing existed.
+const SECRET_CLEAR: i64 = 0;
+/// `bmc.secret_format` of a password sealed by `SecretKey::seal` (`v1:`).
+const SECRET_SEALED_V1: i64 = 1;
 
 /// SQLite-backed [`Store`].
 pub struct SqliteStore {
@@ -33,13 +40,22 @@ pub struct SqliteStore {
     write: Mutex<()>,
     changes: broadcast::Sender<Change>,
     index: Arc<HardwareIndex>,
+    /// Seals and opens BMC passwords.
+    key: SecretKey,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) `data_dir/bellows.db` and migrates it.
-    pub async fn open(data_dir: &Path) -> Result<SqliteStore> {
+    /// The directory is made 0700 and the database files 0600. BMC
+    /// passwords are sealed with `key`: a key other than the one they were
+    /// sealed with is refused (`WrongKey`), and passwords stored in clear
+    /// text by an older Bellows are sealed now.
+    pub async fn open(data_dir: &Path, key: SecretKey) -> Result<SqliteStore> {
+        files::private_dir(data_dir)?;
+        let db = data_dir.join(DB_FILE);
+        files::private_file(&db)?;
         let options = SqliteConnectOptions::new()
-            .filename(data_dir.join(DB_FILE))
+            .filename(&db)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             // FULL: a write acknowledged to a client survives power loss,
@@ -58,9 +74,102 @@ impl SqliteStore {
             write: Mutex::new(()),
             changes,
             index: Arc::new(HardwareIndex::new(Vec::new())),
+            key,
         };
+        store.check_key().await?;
+        store.seal_clear_secrets().await?;
+        for suffix in ["-wal", "-shm"] {
+            let mut name = db.clone().into_os_string();
+            name.push(suffix);
+            files::tighten_if_present(Path::new(&name))?;
+        }
         store.index = Arc::new(HardwareIndex::new(store.list_hardware().await?));
         Ok(store)
+    }
+
+    /// Refuses a key whose fingerprint is not the one recorded with the
+    /// sealed passwords; records it when there are none to protect.
+    async fn check_key(&self) -> Result<()> {
+        let (_guard, mut tx) = self.begin().await?;
+        let recorded: Option<String> =
+            sqlx::query_scalar("SELECT fingerprint FROM secret_key WHERE id = 1")
+                .fetch_optional(&mut *tx)
+                .await?;
+        let given = self.key.fingerprint();
+        if recorded.as_deref() == Some(given) {
+            return Ok(());
+        }
+        let sealed: Vec<String> = sqlx::query_scalar(
+            "SELECT hardware_id FROM bmc WHERE secret_format = $1 ORDER BY hardware_id",
+        )
+        .bind(SECRET_SEALED_V1)
+        .fetch_all(&mut *tx)
+        .await?;
+        if let Some(expected) = recorded.filter(|_| !sealed.is_empty()) {
+            return Err(StoreError::WrongKey {
+                expected,
+                given: given.to_string(),
+                hardware_ids: sealed,
+            });
+        }
+        sqlx::query(
+            "INSERT INTO secret_key (id, fingerprint) VALUES (1, $1) \
+             ON CONFLICT (id) DO UPDATE SET fingerprint = excluded.fingerprint",
+        )
+        .bind(given)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        tracing::info!(
+            fingerprint = given,
+            "BMC passwords are sealed with this secret key"
+        );
+        Ok(())
+    }
+
+    /// Seals the passwords an older Bellows stored in clear text, then
+    /// rewrites the file (VACUUM) and empties the WAL so that the clear
+    /// text is not left behind in free pages.
+    async fn seal_clear_secrets(&self) -> Result<()> {
+        let (guard, mut tx) = self.begin().await?;
+        let rows =
+            sqlx::query("SELECT hardware_id, body, secret FROM bmc WHERE secret_format = $1")
+                .bind(SECRET_CLEAR)
+                .fetch_all(&mut *tx)
+                .await?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        for row in &rows {
+            let id: String = row.try_get("hardware_id")?;
+            let body: String = row.try_get("body")?;
+            let clear: String = row.try_get("secret")?;
+            let record: BmcRecord = decode("bmc", &id, &body)?;
+            let sealed =
+                self.key
+                    .seal(&id, &record, &clear)
+                    .map_err(|reason| StoreError::Secret {
+                        hardware_id: id.clone(),
+                        reason,
+                    })?;
+            sqlx::query("UPDATE bmc SET secret = $1, secret_format = $2 WHERE hardware_id = $3")
+                .bind(sealed)
+                .bind(SECRET_SEALED_V1)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        drop(guard);
+        sqlx::query("VACUUM").execute(&self.pool).await?;
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.pool)
+            .await?;
+        tracing::info!(
+            count = rows.len(),
+            "sealed BMC passwords that were stored in clear text"
+        );
+        Ok(())
     }
 
     /// Closes the pool, checkpointing the WAL.
@@ -894,14 +1003,23 @@ impl Store for SqliteStore {
                 id: record.hardware_id.clone(),
             });
         }
+        let sealed = self
+            .key
+            .seal(&record.hardware_id, record, &secret.0)
+            .map_err(|reason| StoreError::Secret {
+                hardware_id: record.hardware_id.clone(),
+                reason,
+            })?;
         sqlx::query(
-            "INSERT INTO bmc (hardware_id, body, secret, updated_at) VALUES ($1, $2, $3, $4) \
+            "INSERT INTO bmc (hardware_id, body, secret, secret_format, updated_at) \
+             VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (hardware_id) DO UPDATE SET body = excluded.body, secret = excluded.secret, \
-             updated_at = excluded.updated_at",
+             secret_format = excluded.secret_format, updated_at = excluded.updated_at",
         )
         .bind(&record.hardware_id)
         .bind(encode(record))
-        .bind(&secret.0)
+        .bind(sealed)
+        .bind(SECRET_SEALED_V1)
         .bind(now_ms())
         .execute(&mut *tx)
         .await?;
@@ -909,22 +1027,73 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn update_bmc(&self, record: &BmcRecord) -> Result<()> {
+        let (_guard, mut tx) = self.begin().await?;
+        let body: Option<String> =
+            sqlx::query_scalar("SELECT body FROM bmc WHERE hardware_id = $1")
+                .bind(&record.hardware_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(body) = body else {
+            return Err(StoreError::NotFound {
+                kind: "bmc",
+                id: record.hardware_id.clone(),
+            });
+        };
+        let stored: BmcRecord = decode("bmc", &record.hardware_id, &body)?;
+        let fields = stored.endpoint_changes(record);
+        if !fields.is_empty() {
+            return Err(StoreError::PasswordRequired {
+                hardware_id: record.hardware_id.clone(),
+                fields,
+            });
+        }
+        sqlx::query("UPDATE bmc SET body = $1, updated_at = $2 WHERE hardware_id = $3")
+            .bind(encode(record))
+            .bind(now_ms())
+            .bind(&record.hardware_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn bmc(&self, hardware_id: &str) -> Result<Option<BmcRecord>> {
-        Ok(self.bmc_with_secret(hardware_id).await?.map(|(r, _)| r))
+        // The record alone: showing a BMC never needs (or fails on) its key.
+        let body: Option<String> =
+            sqlx::query_scalar("SELECT body FROM bmc WHERE hardware_id = $1")
+                .bind(hardware_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        body.map(|body| decode("bmc", hardware_id, &body))
+            .transpose()
     }
 
     async fn bmc_with_secret(&self, hardware_id: &str) -> Result<Option<(BmcRecord, BmcSecret)>> {
-        let row = sqlx::query("SELECT body, secret FROM bmc WHERE hardware_id = $1")
+        let row = sqlx::query("SELECT body, secret, secret_format FROM bmc WHERE hardware_id = $1")
             .bind(hardware_id)
             .fetch_optional(&self.pool)
             .await?;
         let Some(row) = row else { return Ok(None) };
         let body: String = row.try_get("body")?;
-        let secret: String = row.try_get("secret")?;
-        Ok(Some((
-            decode("bmc", hardware_id, &body)?,
-            BmcSecret(secret),
-        )))
+        let stored: String = row.try_get("secret")?;
+        let format: i64 = row.try_get("secret_format")?;
+        let record: BmcRecord = decode("bmc", hardware_id, &body)?;
+        let unusable = |reason| StoreError::Secret {
+            hardware_id: hardware_id.to_string(),
+            reason,
+        };
+        let password = match format {
+            SECRET_SEALED_V1 => self
+                .key
+                .open(hardware_id, &record, &stored)
+                .map_err(unusable)?,
+            // Written by an older Bellows after this one opened the
+            // database; sealed at the next open.
+            SECRET_CLEAR => stored,
+            _ => return Err(unusable(crate::SecretError::Format)),
+        };
+        Ok(Some((record, BmcSecret(password))))
     }
 
     async fn list_bmcs(&self) -> Result<Vec<BmcRecord>> {
@@ -984,6 +1153,8 @@ impl Store for SqliteStore {
     }
 }
 
+#[cfg(test)]
+mod at_rest_tests;
 mod auth;
 #[cfg(test)]
 mod tests;

@@ -20,7 +20,10 @@ use crate::output::table;
 pub enum BmcCmd {
     /// Set a machine's BMC. The password is read from stdin
     /// (--password-stdin) or the BELLOWS_BMC_PASSWORD environment variable,
-    /// never from the command line, where other users could see it.
+    /// never from the command line, where other users could see it. It is
+    /// needed the first time and whenever the address, port, protocol,
+    /// user or --insecure-tls changes; without one, the stored password is
+    /// kept only for the same BMC.
     Set {
         /// Hardware id or MAC.
         machine: String,

@@ -63,8 +63,15 @@ pub enum DhcpMode {
 #[serde(deny_unknown_fields, default)]
 pub struct ServerArgs {
     /// Directory holding the embedded database [default: ./bellows-data].
+    /// Made private to the server's user (0700; database files 0600).
     #[arg(long, env = "BELLOWS_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// File holding the key BMC passwords are encrypted with, created
+    /// (mode 0600) on first start; refused if group or others can read it.
+    /// Keep it, or a copy, outside the data directory's backups
+    /// [default: DATA_DIR/secret.key].
+    #[arg(long, env = "BELLOWS_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
     /// Address for the API (REST, and the worker gRPC service) [default:
     /// 127.0.0.1:42113].
     /// Use port 0 to pick a free port; the chosen one is logged.

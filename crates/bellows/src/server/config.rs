@@ -13,6 +13,8 @@ use super::args::{DEFAULT_HTTP_LISTEN, DEFAULT_LISTEN, DhcpMode, Listen, ServerA
 pub struct ServerConfig {
     /// Where the database lives.
     pub data_dir: PathBuf,
+    /// The key BMC passwords are sealed with.
+    pub secret_key_file: PathBuf,
     /// API address.
     pub listen: SocketAddr,
     /// HTTP boot service address.
@@ -100,6 +102,9 @@ pub enum ConfigError {
     },
 }
 
+/// File name of the secret key inside the data directory, by default.
+pub const DEFAULT_SECRET_KEY_FILE: &str = "secret.key";
+
 /// Where Debian's `ipxe` package puts the binaries.
 pub const DEBIAN_IPXE_DIR: &str = "/usr/lib/ipxe";
 
@@ -153,6 +158,8 @@ pub fn resolve(args: &ServerArgs) -> Result<ServerConfig, ConfigError> {
     };
     Ok(ServerConfig {
         osie_dir: pick!(osie_dir).unwrap_or_else(|| data_dir.join("osie")),
+        secret_key_file: pick!(secret_key_file)
+            .unwrap_or_else(|| data_dir.join(DEFAULT_SECRET_KEY_FILE)),
         interface: interface.clone(),
         data_dir,
         listen: pick!(listen).unwrap_or_else(|| default_addr(DEFAULT_LISTEN)),
@@ -246,6 +253,10 @@ mod tests {
         assert_eq!(cfg.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(cfg.dhcp_mode, DhcpMode::Reservation);
         assert_eq!(cfg.osie_dir, PathBuf::from("bellows-data/osie"));
+        assert_eq!(
+            cfg.secret_key_file,
+            PathBuf::from("bellows-data/secret.key")
+        );
         assert_eq!(cfg.explicit, Explicit::default());
 
         let dir = tempfile::tempdir().unwrap();
@@ -261,6 +272,10 @@ mod tests {
         };
         let cfg = resolve(&args).unwrap();
         assert_eq!(cfg.data_dir, PathBuf::from("/srv/bellows"));
+        assert_eq!(
+            cfg.secret_key_file,
+            PathBuf::from("/srv/bellows/secret.key")
+        );
         assert_eq!(cfg.listen.to_string(), "0.0.0.0:9000");
         assert_eq!(cfg.dhcp_mode, DhcpMode::Proxy);
         assert_eq!(cfg.tftp_listen, Listen::Off);
@@ -278,6 +293,16 @@ mod tests {
             "{e}"
         );
         args.trusted_proxies = None;
+
+        std::fs::write(
+            &path,
+            "data_dir = \"/srv/b\"\nsecret_key_file = \"/etc/bellows/key\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            resolve(&args).unwrap().secret_key_file,
+            PathBuf::from("/etc/bellows/key")
+        );
 
         std::fs::write(&path, "data-dir = \"x\"\n").unwrap();
         let e = resolve(&args).unwrap_err().to_string();

@@ -16,7 +16,7 @@ use bellows_api::{AppState, BootInfo};
 use bellows_ipxe::InstallOs;
 use bellows_ipxe::http::{BootDirs, BootState};
 use bellows_metadata::MetadataState;
-use bellows_store::{AuthStore, SqliteStore, Store};
+use bellows_store::{AuthStore, DB_FILE, SecretKey, SqliteStore, Store, StoreError};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
@@ -247,20 +247,50 @@ fn init_logging(filter: &str) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Opens (creating if needed) the embedded store in the data directory.
+/// Opens (creating if needed) the embedded store in the data directory,
+/// with the secret key its BMC passwords are sealed with.
 async fn open_store(cfg: &ServerConfig) -> Result<Arc<SqliteStore>, CliError> {
-    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
-        CliError::Server(format!(
-            "cannot create data directory {}: {e}",
-            cfg.data_dir.display()
-        ))
-    })?;
-    let store = SqliteStore::open(&cfg.data_dir).await.map_err(|e| {
-        CliError::Server(format!(
-            "cannot open the store in {}: {e}",
-            cfg.data_dir.display()
-        ))
-    })?;
+    // Private before anything (the key file by default) is written in it.
+    bellows_store::files::private_dir(&cfg.data_dir)
+        .map_err(|e| CliError::Server(format!("data directory: {e}")))?;
+    let key_file = &cfg.secret_key_file;
+    let (key, created) =
+        SecretKey::load_or_create(key_file).map_err(|e| CliError::Server(e.to_string()))?;
+    if created {
+        tracing::warn!(
+            file = %key_file.display(),
+            fingerprint = key.fingerprint(),
+            "created a new secret key for BMC passwords: back it up apart from the \
+             database; without it the stored BMC passwords cannot be read"
+        );
+    }
+    let store = match SqliteStore::open(&cfg.data_dir, key).await {
+        Ok(store) => store,
+        Err(e @ StoreError::WrongKey { .. }) => {
+            // A key made just now for a database sealed with another one
+            // is of no use to anyone: do not leave it to be picked up.
+            let made = if created && std::fs::remove_file(key_file).is_ok() {
+                " (it did not exist; the one just created was removed again)"
+            } else {
+                ""
+            };
+            return Err(CliError::Server(format!(
+                "cannot open the store in {dir}: {e}. Give the key file they were sealed \
+                 with (--secret-key-file; this start used {key}{made}). If that key is \
+                 lost, so are the passwords: `sqlite3 {db} 'DELETE FROM bmc'` forgets \
+                 every BMC, then set them again with `bellows bmc set`.",
+                dir = cfg.data_dir.display(),
+                key = key_file.display(),
+                db = cfg.data_dir.join(DB_FILE).display(),
+            )));
+        }
+        Err(e) => {
+            return Err(CliError::Server(format!(
+                "cannot open the store in {}: {e}",
+                cfg.data_dir.display()
+            )));
+        }
+    };
     Ok(Arc::new(store))
 }
 

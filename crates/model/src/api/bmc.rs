@@ -38,6 +38,32 @@ pub struct BmcRecord {
     pub power_error: Option<String>,
 }
 
+impl BmcRecord {
+    /// The fields that say where, how and as whom the password is sent
+    /// (address, port, protocol, username, TLS verification) and differ
+    /// between `self` and `other`. A stored password may only be kept when
+    /// this is empty: otherwise it would go to a host it was not given for.
+    pub fn endpoint_changes(&self, other: &BmcRecord) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        if self.address != other.address {
+            changed.push("address");
+        }
+        if self.port != other.port {
+            changed.push("port");
+        }
+        if self.protocol != other.protocol {
+            changed.push("protocol");
+        }
+        if self.username != other.username {
+            changed.push("username");
+        }
+        if self.insecure_tls != other.insecure_tls {
+            changed.push("insecure_tls");
+        }
+        changed
+    }
+}
+
 /// A BMC as the API shows it: the record plus the fact that a password is
 /// stored (the password itself is never sent back).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,5 +132,38 @@ mod tests {
         );
         let back: BmcView = serde_json::from_str(&text).unwrap();
         assert_eq!(back.record, record);
+    }
+
+    /// Power readings are not part of the endpoint; every way of reaching
+    /// another BMC, or the same one as someone else, is.
+    #[test]
+    fn endpoint_changes_name_each_field_that_redirects_the_password() {
+        let record = BmcRecord {
+            hardware_id: "m0".into(),
+            address: "10.0.0.10".into(),
+            port: None,
+            protocol: "ipmi".into(),
+            username: "admin".into(),
+            insecure_tls: false,
+            power_state: None,
+            power_checked_at: None,
+            power_error: None,
+        };
+        let mut same = record.clone();
+        same.power_state = Some("on".into());
+        same.power_error = Some("timeout".into());
+        assert!(record.endpoint_changes(&same).is_empty());
+        let other = BmcRecord {
+            address: "10.6.6.6".into(),
+            port: Some(8443),
+            protocol: "redfish".into(),
+            username: "root".into(),
+            insecure_tls: true,
+            ..record.clone()
+        };
+        assert_eq!(
+            record.endpoint_changes(&other),
+            ["address", "port", "protocol", "username", "insecure_tls"]
+        );
     }
 }

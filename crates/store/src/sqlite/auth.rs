@@ -186,7 +186,9 @@ mod tests {
     #[tokio::test]
     async fn tokens_are_found_by_digest_only_and_names_are_unique() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = SqliteStore::open(dir.path()).await.expect("open");
+        let store = SqliteStore::open(dir.path(), crate::SecretKey::from_bytes(&[1; 32]))
+            .await
+            .expect("open");
         store
             .create_api_token(&token("ops", Role::Operator), &token_digest("secret-1"))
             .await
@@ -232,7 +234,9 @@ mod tests {
     #[tokio::test]
     async fn a_new_boot_replaces_the_last_credential() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = SqliteStore::open(dir.path()).await.expect("open");
+        let store = SqliteStore::open(dir.path(), crate::SecretKey::from_bytes(&[1; 32]))
+            .await
+            .expect("open");
         let hw: bellows_model::Hardware = serde_json::from_value(serde_json::json!({
             "id": "m1",
             "network": {"interfaces": [{"dhcp": {"mac": "52:54:00:00:00:01"}}]}

@@ -14,7 +14,9 @@ fn hw(id: &str, mac: &str, ip: &str) -> Hardware {
 
 async fn store() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStore::open(dir.path()).await.unwrap();
+    let s = SqliteStore::open(dir.path(), SecretKey::from_bytes(&[1; 32]))
+        .await
+        .unwrap();
     (dir, s)
 }
 
@@ -267,7 +269,9 @@ async fn writes_publish_changes_after_commit() {
 async fn data_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let s = SqliteStore::open(dir.path()).await.unwrap();
+        let s = SqliteStore::open(dir.path(), SecretKey::from_bytes(&[1; 32]))
+            .await
+            .unwrap();
         s.push_hardware(hw("m1", "aa:bb:cc:00:00:01", "10.0.0.1"))
             .await
             .unwrap();
@@ -277,7 +281,9 @@ async fn data_survives_reopen() {
             .unwrap();
         // Dropped without close(): like a crash, minus the kill.
     }
-    let s = SqliteStore::open(dir.path()).await.unwrap();
+    let s = SqliteStore::open(dir.path(), SecretKey::from_bytes(&[1; 32]))
+        .await
+        .unwrap();
     assert!(s.hardware("m1").await.unwrap().is_some());
     assert!(s.template("hello").await.unwrap().is_some());
     assert_eq!(s.workflow_events("wf1").await.unwrap().len(), 1);
