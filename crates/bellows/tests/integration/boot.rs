@@ -8,12 +8,20 @@ use crate::harness::{Server, http, ok};
 const MAC: &str = "02:00:00:00:b0:01";
 
 fn get_text(url: &str) -> (u16, Vec<u8>) {
+    get_text_from(url, None)
+}
+
+/// A GET from a chosen local address (the machine's reserved 127.0.0.2).
+fn get_text_from(url: &str, source: Option<std::net::IpAddr>) -> (u16, Vec<u8>) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let client = crate::harness::client_builder().build().unwrap();
+        let client = crate::harness::client_builder()
+            .local_address(source)
+            .build()
+            .unwrap();
         let resp = client.get(url).send().await.expect("request");
         (resp.status().as_u16(), resp.bytes().await.unwrap().to_vec())
     })
@@ -55,10 +63,19 @@ fn setup() -> (tempfile::TempDir, Server) {
 #[test]
 fn auto_ipxe_follows_the_machine_and_its_workflows() {
     let (_dir, s) = setup();
+    // The machine asks from its reserved address, 127.0.0.2.
     let script = |path: &str| {
-        let (st, body) = get_text(&format!("{}{path}", s.http_url));
+        let machine = Some("127.0.0.2".parse().unwrap());
+        let (st, body) = get_text_from(&format!("{}{path}", s.http_url), machine);
         (st, String::from_utf8(body).unwrap())
     };
+    // Anyone else is refused, with the reason.
+    let (st, body) = get_text(&format!("{}/ipxe/{MAC}/auto.ipxe", s.http_url));
+    assert_eq!(st, 403);
+    assert!(
+        String::from_utf8_lossy(&body).contains("reserved address"),
+        "{body:?}"
+    );
     // No workflow: local boot.
     let (st, body) = script(&format!("/ipxe/{MAC}/auto.ipxe"));
     assert_eq!(st, 200);
