@@ -99,7 +99,14 @@ async fn curl(server: SocketAddr, source: &str, path: &str) -> (u16, String) {
     bellows_testkit::packages::ensure_programs(&["curl"], &["curl"]);
     let url = format!("http://{server}{path}");
     let run = tokio::process::Command::new("curl")
-        .args(["-sS", "--path-as-is", "--max-time", "10", "--interface", source])
+        .args([
+            "-sS",
+            "--path-as-is",
+            "--max-time",
+            "10",
+            "--interface",
+            source,
+        ])
         .args(["--write-out", "\n%{http_code}", &url])
         .kill_on_drop(true)
         .output();
@@ -151,7 +158,12 @@ async fn a_machines_script_goes_only_to_its_reserved_address() {
 
     // A machine with no reserved address (proxy DHCP, the site's DHCP) is
     // served wherever it asks from: there is nothing to check against.
-    let (status, body) = curl(server, "127.0.0.1", &format!("/ipxe/{UNRESERVED_MAC}/auto.ipxe")).await;
+    let (status, body) = curl(
+        server,
+        "127.0.0.1",
+        &format!("/ipxe/{UNRESERVED_MAC}/auto.ipxe"),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert!(body.starts_with("#!ipxe"), "{body}");
 }
@@ -161,7 +173,12 @@ async fn a_machines_script_goes_only_to_its_reserved_address() {
 async fn the_operator_can_serve_scripts_to_any_address() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = serve(&empty_dirs(dir.path()), true).await;
-    let (status, body) = curl(server, "127.0.0.1", &format!("/ipxe/{RESERVED_MAC}/auto.ipxe")).await;
+    let (status, body) = curl(
+        server,
+        "127.0.0.1",
+        &format!("/ipxe/{RESERVED_MAC}/auto.ipxe"),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains(SECRET), "{body}");
 }
@@ -211,8 +228,14 @@ async fn symlinks_out_of_a_served_folder_are_not_followed() {
     let server = serve(&dirs, false).await;
     let get = |path: &'static str| curl(server, "127.0.0.1", path);
 
-    assert_eq!(get("/ipxe/undionly.kpxe").await, (200, "fake undionly".into()));
-    assert_eq!(get("/ipxe/undionly.kkpxe").await, (200, "fake undionly".into()));
+    assert_eq!(
+        get("/ipxe/undionly.kpxe").await,
+        (200, "fake undionly".into())
+    );
+    assert_eq!(
+        get("/ipxe/undionly.kkpxe").await,
+        (200, "fake undionly".into())
+    );
     assert_eq!(
         get("/ipxe/02:00:00:00:c0:09/undionly.kkpxe").await,
         (200, "fake undionly".into())
@@ -221,7 +244,10 @@ async fn symlinks_out_of_a_served_folder_are_not_followed() {
     assert_eq!((status, kernel.len()), (200, 10_000));
     assert_eq!(get("/osie/kernel").await.0, 200);
     assert_eq!(get("/osie/sub/initramfs").await, (200, "initramfs".into()));
-    assert_eq!(get("/osie/images/initramfs").await, (200, "initramfs".into()));
+    assert_eq!(
+        get("/osie/images/initramfs").await,
+        (200, "initramfs".into())
+    );
 
     for path in [
         "/ipxe/passwd.efi",

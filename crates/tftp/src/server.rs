@@ -9,8 +9,8 @@
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bellows_udp::unmapped;
@@ -311,9 +311,7 @@ impl TftpServer {
         let mut acceptor = Acceptor {
             shared: Arc::new(shared),
             slots: Arc::new(Semaphore::new(config.max_transfers)),
-            clients: Arc::new(Mutex::new(PerClient::new(
-                config.max_transfers_per_client,
-            ))),
+            clients: Arc::new(Mutex::new(PerClient::new(config.max_transfers_per_client))),
             stop: stop_rx,
             tasks: JoinSet::new(),
         };

@@ -631,7 +631,10 @@ mod tests {
             now = deadline;
             t.handle_timeout(now);
         }
-        assert!(matches!(t.outcome(), Some(TransferOutcome::TimedOut { .. })));
+        assert!(matches!(
+            t.outcome(),
+            Some(TransferOutcome::TimedOut { .. })
+        ));
         now - t0
     }
 

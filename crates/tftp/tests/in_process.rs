@@ -512,7 +512,9 @@ async fn one_address_holding_transfers_cannot_starve_another() {
 
     // Another machine, at another address, still gets a whole file.
     let mut good = Raw {
-        socket: UdpSocket::bind("127.0.0.2:0").await.expect("bind 127.0.0.2"),
+        socket: UdpSocket::bind("127.0.0.2:0")
+            .await
+            .expect("bind 127.0.0.2"),
         buffer: vec![0; 70_000],
     };
     let data = good
@@ -559,7 +561,10 @@ async fn a_silent_client_loses_its_slot_within_the_stall_limit() {
         .recv_within(Duration::from_secs(4))
         .await
         .expect("a timeout notice");
-    assert!(matches!(got, Got::Error(ErrorCode::NotDefined, _)), "{got:?}");
+    assert!(
+        matches!(got, Got::Error(ErrorCode::NotDefined, _)),
+        "{got:?}"
+    );
     let held = started.elapsed();
     assert!(
         held >= Duration::from_millis(1400) && held < Duration::from_millis(2500),
