@@ -153,9 +153,11 @@ declare -A port=([bellows]=6969 [dnsmasq]=69 [tftpd-hpa]=6970 [atftpd]=6971)
 declare -A cg spid
 for s in "${servers[@]}"; do cg_new "$s"; cg[$s]=$cg_path; done
 
+# Phase 1's clients all come from 127.0.0.1: lift the per-address limit.
 spawn "${cg[bellows]}" "$ns_srv" target/release/bellows server --insecure --data-dir "$work/data" \
   --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --syslog-listen off --dhcp-mode off \
-  --tftp-listen 0.0.0.0:${port[bellows]} --ipxe-dir "$files" 2>"$work/bellows.log"
+  --tftp-listen 0.0.0.0:${port[bellows]} --tftp-transfers-per-client 1024 \
+  --ipxe-dir "$files" 2>"$work/bellows.log"
 spid[bellows]=$!
 # dnsmasq: TFTP only (DNS off), always port 69; default limit is 50 transfers.
 spawn "${cg[dnsmasq]}" "$ns_srv" dnsmasq --keep-in-foreground --conf-file=/dev/null \

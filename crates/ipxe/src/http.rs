@@ -1,7 +1,13 @@
 //! HTTP boot routes: `auto.ipxe` per machine, the iPXE binaries, and the
 //! in-memory OS files.
+//!
+//! Two rules keep a host on the network to its own business: a machine's
+//! script goes only to an address reserved for that machine (when it has
+//! one; see [`BootState::script_from_any_address`]), and files are served
+//! only from inside their folder, a symlink that leads out of it being
+//! refused like a missing file (as TFTP does).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -13,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bellows_model::{Hardware, MacAddr, boot};
 use tower::ServiceExt;
-use tower_http::services::{ServeDir, ServeFile};
+use tower_http::services::ServeFile;
 
 use crate::script::{InstallOs, LocalBoot, ScriptChoice, choose, render};
 
@@ -26,7 +32,7 @@ pub trait BootLookup: Send + Sync {
     fn by_mac(&self, mac: MacAddr) -> Option<Arc<Hardware>>;
     /// The machine with an interface reserved `ip` (IPv4-mapped IPv6
     /// addresses count as their IPv4 address).
-    fn by_ip(&self, ip: std::net::IpAddr) -> Option<Arc<Hardware>>;
+    fn by_ip(&self, ip: IpAddr) -> Option<Arc<Hardware>>;
     /// Whether a PENDING or RUNNING workflow names this MAC or machine as
     /// its worker: a RUNNING one counts because a machine that rebooted
     /// mid-way must get back to its worker.
@@ -56,6 +62,11 @@ pub struct BootState {
     pub os: Arc<InstallOs>,
     /// What a machine with nothing to do boots.
     pub local_boot: Arc<LocalBoot>,
+    /// Serve `/ipxe/<mac>/auto.ipxe` to any address, not only to the
+    /// machine's reserved ones: for relayed or NATed networks, where a
+    /// machine's requests arrive from another address. Weakens the script's
+    /// protection to "whoever knows the MAC".
+    pub script_from_any_address: bool,
 }
 
 /// Where files come from.
@@ -106,6 +117,7 @@ pub fn router(state: BootState, files: &BootDirs) -> Router {
         boot: state,
         ipxe_dir: Arc::new(files.ipxe_dir.clone()),
     };
+    let osie_dir = files.osie_dir.clone().map(Arc::new);
     let mut router = Router::new()
         .route(
             &format!("{}/{{first}}/{{second}}", boot::IPXE_PATH),
@@ -114,8 +126,12 @@ pub fn router(state: BootState, files: &BootDirs) -> Router {
         .route(&format!("{}/{{name}}", boot::IPXE_PATH), get(ipxe_one))
         .route(boot::SCRIPT_BY_SOURCE_PATH, get(by_source))
         .with_state(with_files);
-    if let Some(dir) = &files.osie_dir {
-        router = router.nest_service(boot::OSIE_PATH, ServeDir::new(dir));
+    if let Some(dir) = osie_dir {
+        router = router.merge(
+            Router::new()
+                .route(&format!("{}/{{*path}}", boot::OSIE_PATH), get(osie_file))
+                .with_state(dir),
+        );
     }
     if let Some(dir) = &files.refind_dir {
         let dir = Arc::new(dir.clone());
@@ -138,14 +154,11 @@ pub fn router(state: BootState, files: &BootDirs) -> Router {
 /// The operator's `refind.conf` if the rEFInd directory has one, else
 /// seed 004's settings.
 async fn refind_conf(State(dir): State<Arc<PathBuf>>, req: Request) -> Response {
-    let own = dir.join("refind.conf");
-    if tokio::fs::metadata(&own).await.is_ok_and(|m| m.is_file()) {
-        return match ServeFile::new(own).oneshot(req).await {
-            Ok(resp) => resp.into_response(),
-            Err(never) => match never {},
-        };
+    match inside(&dir, std::path::Path::new("refind.conf")).await {
+        Inside::File(own) => serve_file(own, req).await,
+        Inside::Outside => not_found(),
+        Inside::Missing => text(StatusCode::OK, DEFAULT_REFIND_CONF.to_string()),
     }
-    text(StatusCode::OK, DEFAULT_REFIND_CONF.to_string())
 }
 
 /// rEFInd for the architecture iPXE reports as `${buildarch}`.
@@ -173,10 +186,11 @@ struct WithFiles {
 async fn ipxe_two(
     State(s): State<WithFiles>,
     Path((first, second)): Path<(String, String)>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,
 ) -> Response {
     if second == boot::SCRIPT_NAME {
-        return by_mac(&s.boot, &first).await;
+        return by_mac(&s.boot, &first, peer.ip()).await;
     }
     if first.parse::<MacAddr>().is_err() {
         return text(StatusCode::NOT_FOUND, "not found\n".into());
@@ -205,12 +219,99 @@ async fn binary(dir: &std::path::Path, name: &str, req: Request) -> Response {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
     if !plain {
-        return text(StatusCode::NOT_FOUND, "not found\n".into());
+        return not_found();
     }
-    match ServeFile::new(dir.join(name)).oneshot(req).await {
+    match inside(dir, std::path::Path::new(name)).await {
+        Inside::File(path) => serve_file(path, req).await,
+        Inside::Outside | Inside::Missing => not_found(),
+    }
+}
+
+/// `/osie/<path>`: a file of the in-memory OS folder, subfolders allowed.
+async fn osie_file(
+    State(dir): State<Arc<PathBuf>>,
+    Path(path): Path<String>,
+    req: Request,
+) -> Response {
+    // The path arrives percent-decoded: only plain names, no `..`, no
+    // absolute or empty components, no dot files.
+    let relative = std::path::Path::new(&path);
+    let plain = !path.is_empty()
+        && !path.contains('\\')
+        && relative.components().all(|c| match c {
+            std::path::Component::Normal(name) => {
+                name.to_str().is_some_and(|n| !n.starts_with('.'))
+            }
+            _ => false,
+        });
+    if !plain {
+        return not_found();
+    }
+    match inside(&dir, relative).await {
+        Inside::File(file) => serve_file(file, req).await,
+        Inside::Outside | Inside::Missing => not_found(),
+    }
+}
+
+/// Where a request path leads inside a served folder.
+#[derive(Debug, PartialEq, Eq)]
+enum Inside {
+    /// A regular file inside the folder, by its resolved path.
+    File(PathBuf),
+    /// A symlink (of the file or of a folder on the way) leads out of the
+    /// folder: refused, and logged, since someone put it there.
+    Outside,
+    /// Nothing there, not a regular file, or unreadable.
+    Missing,
+}
+
+/// Resolves `relative` under `root`, following symlinks, and says whether
+/// the file it reaches lies inside `root` (itself resolved, so a served
+/// folder reached through a link still works). Runs on the blocking pool.
+async fn inside(root: &std::path::Path, relative: &std::path::Path) -> Inside {
+    let root = root.to_path_buf();
+    let target = root.join(relative);
+    let resolved = tokio::task::spawn_blocking(move || {
+        let root = std::fs::canonicalize(&root).ok()?;
+        let file = std::fs::canonicalize(&target).ok()?;
+        let is_file = std::fs::metadata(&file).is_ok_and(|m| m.is_file());
+        Some((root, file, is_file))
+    })
+    .await;
+    match resolved {
+        Ok(Some((root, file, is_file))) if file.starts_with(&root) => {
+            if is_file {
+                Inside::File(file)
+            } else {
+                Inside::Missing
+            }
+        }
+        Ok(Some((root, file, _))) => {
+            tracing::warn!(
+                folder = %root.display(),
+                target = %file.display(),
+                "refused to serve a symlink that leads out of the served folder"
+            );
+            Inside::Outside
+        }
+        Ok(None) => Inside::Missing,
+        Err(e) => {
+            tracing::error!(error = %e, "path resolution task failed");
+            Inside::Missing
+        }
+    }
+}
+
+/// Serves a resolved file (ranges, HEAD and conditional requests included).
+async fn serve_file(path: PathBuf, req: Request) -> Response {
+    match ServeFile::new(path).oneshot(req).await {
         Ok(resp) => resp.into_response(),
         Err(never) => match never {},
     }
+}
+
+fn not_found() -> Response {
+    text(StatusCode::NOT_FOUND, "not found\n".into())
 }
 
 fn text(status: StatusCode, body: String) -> Response {
@@ -225,11 +326,48 @@ fn text(status: StatusCode, body: String) -> Response {
         .into_response()
 }
 
-async fn by_mac(state: &BootState, mac: &str) -> Response {
+/// The addresses reserved for a machine, on any of its interfaces.
+fn reserved_addresses(hw: &Hardware) -> impl Iterator<Item = IpAddr> + '_ {
+    hw.network
+        .interfaces
+        .iter()
+        .filter_map(|i| i.dhcp.as_ref()?.ip.as_ref())
+        .map(|ip| unmapped(ip.address))
+}
+
+/// An IPv4-mapped IPv6 address as the IPv4 address it is.
+fn unmapped(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Whether `peer` may read `hw`'s script: a machine with reserved
+/// addresses only from one of them (a MAC is a claim anyone can make; the
+/// script may carry the record's own `contents`), one without (proxy DHCP,
+/// the site's DHCP) from anywhere, as may anyone when the operator says so.
+pub fn script_allowed(hw: &Hardware, peer: IpAddr, from_any_address: bool) -> bool {
+    let peer = unmapped(peer);
+    let mut reserved = reserved_addresses(hw).peekable();
+    from_any_address || reserved.peek().is_none() || reserved.any(|ip| ip == peer)
+}
+
+async fn by_mac(state: &BootState, mac: &str, peer: IpAddr) -> Response {
     let Ok(mac) = mac.parse::<MacAddr>() else {
         return text(StatusCode::NOT_FOUND, "not found\n".into());
     };
     match state.machines.by_mac(mac) {
+        Some(hw) if !script_allowed(&hw, peer, state.script_from_any_address) => {
+            tracing::warn!(
+                %mac, hardware = %hw.id, %peer,
+                "auto.ipxe refused: asked from an address not reserved for the machine"
+            );
+            text(
+                StatusCode::FORBIDDEN,
+                "this script is served only to the machine's reserved address\n".into(),
+            )
+        }
         Some(hw) => script(state, &hw, mac).await,
         None => {
             tracing::info!(%mac, "auto.ipxe for an unknown MAC");
@@ -253,10 +391,7 @@ async fn script_by_source(state: &BootState, peer: SocketAddr) -> Response {
         tracing::info!(%ip, "auto.ipxe from an unknown address");
         return text(StatusCode::NOT_FOUND, "not found\n".into());
     };
-    let ip = match ip {
-        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
-        v4 => v4,
-    };
+    let ip = unmapped(ip);
     let mac = hw
         .network
         .interfaces

@@ -126,7 +126,7 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 // users.
 pub use bellows_model::api::{
     ActionLogLine, ActionLogRecord, BmcRecord, EventRecord, InventoryRecord, LogEntry, LogRecord,
-    TemplateRecord,
+    TemplateRecord, UNKNOWN_SENDER_PREFIX,
 };
 
 /// A BMC password. Its Debug output is redacted so it cannot reach a log.
@@ -141,6 +141,35 @@ impl std::fmt::Debug for BmcSecret {
 
 /// Log lines kept per machine; older ones are dropped as new ones arrive.
 pub const MACHINE_LOG_KEEP: i64 = 10_000;
+
+/// Log lines kept for all senders that are not a known machine together
+/// (those filed as [`UNKNOWN_SENDER_PREFIX`]`<address>`): anyone can send
+/// syslog from any number of addresses, so they share one bucket.
+pub const UNKNOWN_SENDERS_LOG_KEEP: i64 = 10_000;
+
+/// Log lines kept in all, whoever sent them; the oldest go first.
+pub const TOTAL_LOG_KEEP: i64 = 1_000_000;
+
+/// How many syslog lines the store keeps ([`Default`]: the constants above).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogLimits {
+    /// Per known machine.
+    pub per_machine: i64,
+    /// For every unknown sender together.
+    pub unknown_senders: i64,
+    /// In all.
+    pub total: i64,
+}
+
+impl Default for LogLimits {
+    fn default() -> Self {
+        Self {
+            per_machine: MACHINE_LOG_KEEP,
+            unknown_senders: UNKNOWN_SENDERS_LOG_KEEP,
+            total: TOTAL_LOG_KEEP,
+        }
+    }
+}
 
 /// Action output lines kept per workflow; older ones are dropped first.
 pub const ACTION_LOG_KEEP: i64 = 50_000;
@@ -283,7 +312,9 @@ pub trait Store: Send + Sync + 'static {
     async fn inventory(&self, hardware_id: &str) -> Result<Option<InventoryRecord>>;
 
     /// Stores log lines (one transaction), keeping the newest
-    /// [`MACHINE_LOG_KEEP`] per machine.
+    /// [`MACHINE_LOG_KEEP`] per machine, [`UNKNOWN_SENDERS_LOG_KEEP`] for
+    /// all unknown senders together and [`TOTAL_LOG_KEEP`] in all (or the
+    /// store's [`LogLimits`]).
     async fn append_logs(&self, entries: &[LogEntry]) -> Result<()>;
     /// The newest `limit` lines of a machine, oldest first.
     async fn machine_logs(&self, machine: &str, limit: u32) -> Result<Vec<LogRecord>>;

@@ -19,9 +19,9 @@ use tokio::sync::{Mutex, broadcast};
 use crate::secrets::SecretKey;
 use crate::{
     ACTION_LOG_KEEP, ActionLogLine, ActionLogQuery, ActionLogRecord, BmcRecord, BmcSecret, Change,
-    ChangeKind, ChangeOp, EventRecord, HardwareIndex, InventoryRecord, LogEntry, LogRecord,
-    MACHINE_LOG_KEEP, Pushed, Result, Store, StoreError, TemplateRecord, WorkflowFilter, files,
-    now_ms,
+    ChangeKind, ChangeOp, EventRecord, HardwareIndex, InventoryRecord, LogEntry, LogLimits,
+    LogRecord, Pushed, Result, Store, StoreError, TemplateRecord, UNKNOWN_SENDER_PREFIX,
+    WorkflowFilter, files, now_ms,
 };
 
 /// File name of the database inside the data directory.
@@ -42,6 +42,7 @@ pub struct SqliteStore {
     index: Arc<HardwareIndex>,
     /// Seals and opens BMC passwords.
     key: SecretKey,
+    log_limits: LogLimits,
 }
 
 impl SqliteStore {
@@ -75,6 +76,7 @@ impl SqliteStore {
             changes,
             index: Arc::new(HardwareIndex::new(Vec::new())),
             key,
+            log_limits: LogLimits::default(),
         };
         store.check_key().await?;
         store.seal_clear_secrets().await?;
@@ -172,6 +174,13 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Keeps syslog lines within `limits` from the next write on (the
+    /// defaults otherwise).
+    pub fn with_log_limits(mut self, limits: LogLimits) -> SqliteStore {
+        self.log_limits = limits;
+        self
+    }
+
     /// Closes the pool, checkpointing the WAL.
     pub async fn close(&self) {
         self.pool.close().await;
@@ -206,6 +215,11 @@ impl SqliteStore {
         Ok((guard, tx))
     }
 }
+
+/// The `machine` values of unknown senders, as a half-open string range
+/// (`ip:` ≤ machine < `ip;`, `;` following `:`).
+const UNKNOWN_SENDERS_FROM: &str = UNKNOWN_SENDER_PREFIX;
+const UNKNOWN_SENDERS_TO: &str = "ip;";
 
 fn decode<T: serde::de::DeserializeOwned>(kind: &'static str, id: &str, body: &str) -> Result<T> {
     serde_json::from_str(body).map_err(|source| StoreError::Corrupt {
@@ -944,8 +958,10 @@ impl Store for SqliteStore {
         if entries.is_empty() {
             return Ok(());
         }
+        let limits = self.log_limits;
         let (_guard, mut tx) = self.begin().await?;
         let mut machines: Vec<&str> = Vec::new();
+        let mut unknown = false;
         for e in entries {
             sqlx::query("INSERT INTO machine_log (machine, at, body) VALUES ($1, $2, $3)")
                 .bind(&e.machine)
@@ -953,7 +969,9 @@ impl Store for SqliteStore {
                 .bind(encode(e))
                 .execute(&mut *tx)
                 .await?;
-            if !machines.contains(&e.machine.as_str()) {
+            if e.machine.starts_with(UNKNOWN_SENDER_PREFIX) {
+                unknown = true;
+            } else if !machines.contains(&e.machine.as_str()) {
                 machines.push(&e.machine);
             }
         }
@@ -963,7 +981,39 @@ impl Store for SqliteStore {
                  (SELECT seq FROM machine_log WHERE machine = $1 ORDER BY seq DESC LIMIT 1 OFFSET $2)",
             )
             .bind(machine)
-            .bind(MACHINE_LOG_KEEP)
+            .bind(limits.per_machine)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if unknown {
+            // Every `ip:` sender in one bucket: a range of the (machine,
+            // seq) index, so only that bucket's rows are read.
+            sqlx::query(
+                "DELETE FROM machine_log WHERE machine >= $1 AND machine < $2 AND seq <= \
+                 (SELECT seq FROM machine_log WHERE machine >= $1 AND machine < $2 \
+                  ORDER BY seq DESC LIMIT 1 OFFSET $3)",
+            )
+            .bind(UNKNOWN_SENDERS_FROM)
+            .bind(UNKNOWN_SENDERS_TO)
+            .bind(limits.unknown_senders)
+            .execute(&mut *tx)
+            .await?;
+        }
+        // The global budget. Rows number at most the span of sequence
+        // numbers, read in O(log n); only past the budget is the table
+        // walked to find the oldest line to keep.
+        let (lowest, highest): (Option<i64>, Option<i64>) =
+            sqlx::query_as("SELECT min(seq), max(seq) FROM machine_log")
+                .fetch_one(&mut *tx)
+                .await?;
+        if let (Some(lowest), Some(highest)) = (lowest, highest)
+            && highest - lowest >= limits.total
+        {
+            sqlx::query(
+                "DELETE FROM machine_log WHERE seq <= \
+                 (SELECT seq FROM machine_log ORDER BY seq DESC LIMIT 1 OFFSET $1)",
+            )
+            .bind(limits.total)
             .execute(&mut *tx)
             .await?;
         }

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bellows_model::LogEntry;
+use bellows_model::api::UNKNOWN_SENDER_PREFIX;
 use bellows_model::time::now_ms;
 use tokio::net::UdpSocket;
 
@@ -116,7 +117,7 @@ impl SyslogServer {
         let machine = self
             .sink
             .machine_at(peer.ip())
-            .unwrap_or_else(|| format!("ip:{}", peer.ip()));
+            .unwrap_or_else(|| format!("{UNKNOWN_SENDER_PREFIX}{}", peer.ip()));
         Some(LogEntry {
             machine,
             at: now_ms(),

@@ -47,6 +47,7 @@ pub use files::{
 pub use options::{Negotiated, TransferLimits, negotiate};
 pub use packet::{DecodeError, ErrorCode, Packet};
 pub use server::{
-    StatsHandle, TftpConfig, TftpError, TftpServer, TftpStats, TransferHook, TransferRecord, serve,
+    DEFAULT_MAX_TRANSFERS_PER_CLIENT, StatsHandle, TftpConfig, TftpError, TftpServer, TftpStats,
+    TransferHook, TransferRecord, serve,
 };
 pub use transfer::{ReadTransfer, TransferOutcome, Transmit};

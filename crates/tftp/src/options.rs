@@ -12,6 +12,14 @@ pub const DEFAULT_MAX_BLOCK_SIZE: u16 = 1468;
 /// Largest window granted by default: enough to fill a LAN, small enough that
 /// one lost packet does not cost a large resend.
 pub const DEFAULT_MAX_WINDOW_SIZE: u16 = 64;
+/// Largest `timeout` option accepted by default. A LAN client needs a
+/// second or two; RFC 2349 allows up to 255, which would let one silent
+/// client hold a transfer slot for many minutes.
+pub const DEFAULT_MAX_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a transfer may go without progress by default before it is
+/// given up, whatever its timeout and retries: bounds how long a client
+/// that never acknowledges holds a slot.
+pub const DEFAULT_MAX_STALL: Duration = Duration::from_secs(20);
 
 /// What the operator allows a transfer to use, and how it retransmits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +35,14 @@ pub struct TransferLimits {
     pub max_retransmit_interval: Duration,
     /// Retransmissions of one window (or OACK) before the transfer is given up.
     pub max_retries: u32,
+    /// A `timeout` option above this is not acknowledged (RFC 2349 lets
+    /// the server decline it, not change it): the transfer then runs with
+    /// `default_timeout`.
+    pub max_timeout: Duration,
+    /// Time without progress (since the request, or the last ACK that
+    /// moved the transfer on) after which it is given up, even with
+    /// retries left.
+    pub max_stall: Duration,
 }
 
 impl Default for TransferLimits {
@@ -37,6 +53,8 @@ impl Default for TransferLimits {
             default_timeout: Duration::from_secs(1),
             max_retransmit_interval: Duration::from_secs(8),
             max_retries: 5,
+            max_timeout: DEFAULT_MAX_TIMEOUT,
+            max_stall: DEFAULT_MAX_STALL,
         }
     }
 }
@@ -112,7 +130,13 @@ pub fn negotiate(
                 negotiated.block_size = size;
                 size.to_string()
             }
-            "timeout" if (1..=255).contains(&requested) => {
+            // Above the operator's maximum the option is left out of the
+            // OACK and the default applies: the server may decline an
+            // option but must not answer a different timeout.
+            "timeout"
+                if (1..=255).contains(&requested)
+                    && Duration::from_secs(requested) <= limits.max_timeout =>
+            {
                 negotiated.timeout = Duration::from_secs(requested);
                 requested.to_string()
             }
@@ -239,6 +263,23 @@ mod tests {
         let n = negotiate(&opts(&[("windowsize", "65535")]), Some(5), &limits);
         assert_eq!(n.window_size, 16);
         assert_eq!(accepted(&n), [("windowsize", "16")]);
+    }
+
+    #[test]
+    fn a_timeout_above_the_maximum_is_declined_not_changed() {
+        let limits = TransferLimits::default();
+        let n = negotiate(
+            &opts(&[("timeout", "255"), ("blksize", "1024")]),
+            Some(5),
+            &limits,
+        );
+        assert_eq!(n.timeout, limits.default_timeout);
+        assert_eq!(accepted(&n), [("blksize", "1024")]);
+        let n = negotiate(&opts(&[("timeout", "6")]), Some(5), &limits);
+        assert!(!n.needs_option_ack());
+        let n = negotiate(&opts(&[("timeout", "5")]), Some(5), &limits);
+        assert_eq!(n.timeout, Duration::from_secs(5));
+        assert_eq!(accepted(&n), [("timeout", "5")]);
     }
 
     #[test]

@@ -3,9 +3,13 @@
 //! socket (and is fuzzable with the packet decoder).
 //!
 //! Two checkpoints: [`admit`] on the listening socket (is this a read
-//! request, is there a free transfer slot) and [`check_request`] on the
+//! request, is there a free transfer slot, for the server and for this
+//! client, counted by [`PerClient`]) and [`check_request`] on the
 //! transfer's own socket (mode, path). What opening the file says is turned
 //! into a refusal by [`refusal_for_open`].
+
+use std::collections::HashMap;
+use std::net::IpAddr;
 
 use crate::files::{OpenError, RequestPath, sanitize_request_path};
 use crate::packet::{ErrorCode, Packet, Request};
@@ -33,28 +37,50 @@ pub enum Admission<'a> {
         filename: &'a str,
         /// Why.
         refusal: Refusal,
-        /// Refused only because every transfer slot is taken.
-        busy: bool,
+        /// Refused only for want of a slot, and which.
+        busy: Option<Busy>,
     },
     /// Not a request (or not decodable): drop it silently, as the RFC
     /// says a server must not answer stray packets on its well-known port.
     Ignore(String),
 }
 
+/// Which slot a request found taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Busy {
+    /// Every transfer slot of the server is taken.
+    Server,
+    /// The client's address already runs as many transfers as one client
+    /// may: one host must not hold the slots every other machine needs.
+    Client,
+}
+
 /// Decides what to do with a datagram on the listening socket, given
-/// whether a transfer slot is free. A read-only server refuses writes; a
-/// full server refuses with "busy" so clients retry rather than time out.
-pub fn admit(datagram: &[u8], slot_free: bool) -> Admission<'_> {
+/// which slot, if any, is taken (`None`: a transfer may start). A read-only
+/// server refuses writes; a full server, or a client at its own limit, is
+/// refused with "busy" so clients retry rather than time out.
+pub fn admit(datagram: &[u8], busy: Option<Busy>) -> Admission<'_> {
     match Packet::decode(datagram) {
-        Ok(Packet::ReadRequest(request)) if slot_free => Admission::Serve(request),
-        Ok(Packet::ReadRequest(request)) => Admission::Refuse {
-            filename: request.filename,
-            refusal: Refusal {
-                code: ErrorCode::NotDefined,
-                client_message: "Server busy, try again later",
-                reason: "server busy".into(),
+        Ok(Packet::ReadRequest(request)) => match busy {
+            None => Admission::Serve(request),
+            Some(Busy::Server) => Admission::Refuse {
+                filename: request.filename,
+                refusal: Refusal {
+                    code: ErrorCode::NotDefined,
+                    client_message: "Server busy, try again later",
+                    reason: "server busy".into(),
+                },
+                busy,
             },
-            busy: true,
+            Some(Busy::Client) => Admission::Refuse {
+                filename: request.filename,
+                refusal: Refusal {
+                    code: ErrorCode::NotDefined,
+                    client_message: "Too many transfers from your address, try again later",
+                    reason: "too many transfers from this address".into(),
+                },
+                busy,
+            },
         },
         Ok(Packet::WriteRequest(request)) => Admission::Refuse {
             filename: request.filename,
@@ -63,10 +89,59 @@ pub fn admit(datagram: &[u8], slot_free: bool) -> Admission<'_> {
                 client_message: "Read-only server",
                 reason: "write request to a read-only server".into(),
             },
-            busy: false,
+            busy: None,
         },
         Ok(other) => Admission::Ignore(format!("non-request packet on the TFTP port: {other:?}")),
         Err(e) => Admission::Ignore(format!("malformed datagram on the TFTP port: {e}")),
+    }
+}
+
+/// Transfers running per client address, against the per-client limit.
+/// Holds an entry only for addresses with a transfer running, so it never
+/// has more entries than the server has transfer slots.
+#[derive(Debug)]
+pub struct PerClient {
+    limit: usize,
+    running: HashMap<IpAddr, usize>,
+}
+
+impl PerClient {
+    /// Counts against `limit` transfers per address.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            running: HashMap::new(),
+        }
+    }
+
+    /// Counts one more transfer for `client`, unless it is at its limit.
+    pub fn try_start(&mut self, client: IpAddr) -> bool {
+        let running = self.running.entry(client).or_insert(0);
+        if *running >= self.limit {
+            return false;
+        }
+        *running += 1;
+        true
+    }
+
+    /// Counts one of `client`'s transfers as ended.
+    pub fn end(&mut self, client: IpAddr) {
+        if let Some(running) = self.running.get_mut(&client) {
+            *running = running.saturating_sub(1);
+            if *running == 0 {
+                self.running.remove(&client);
+            }
+        }
+    }
+
+    /// Transfers `client` runs now.
+    pub fn running(&self, client: IpAddr) -> usize {
+        self.running.get(&client).copied().unwrap_or(0)
+    }
+
+    /// Addresses with at least one transfer running.
+    pub fn clients(&self) -> usize {
+        self.running.len()
     }
 }
 
@@ -139,21 +214,49 @@ mod tests {
     fn a_read_request_is_served_while_a_slot_is_free_and_refused_as_busy_otherwise() {
         let packet = rrq("undionly.kpxe", "octet");
         assert!(
-            matches!(admit(&packet, true), Admission::Serve(r) if r.filename == "undionly.kpxe")
+            matches!(admit(&packet, None), Admission::Serve(r) if r.filename == "undionly.kpxe")
         );
-        match admit(&packet, false) {
+        match admit(&packet, Some(Busy::Server)) {
             Admission::Refuse {
                 filename,
                 refusal,
                 busy,
             } => {
-                assert!(busy);
+                assert_eq!(busy, Some(Busy::Server));
                 assert_eq!(filename, "undionly.kpxe");
                 assert_eq!(refusal.code, ErrorCode::NotDefined);
                 assert_eq!(refusal.reason, "server busy");
             }
             other => panic!("{other:?}"),
         }
+        match admit(&packet, Some(Busy::Client)) {
+            Admission::Refuse { refusal, busy, .. } => {
+                assert_eq!(busy, Some(Busy::Client));
+                assert_eq!(refusal.code, ErrorCode::NotDefined);
+                assert!(refusal.client_message.contains("your address"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_address_counts_against_its_own_limit() {
+        let a: IpAddr = "10.0.0.5".parse().unwrap();
+        let b: IpAddr = "10.0.0.6".parse().unwrap();
+        let mut clients = PerClient::new(2);
+        assert!(clients.try_start(a));
+        assert!(clients.try_start(a));
+        assert!(!clients.try_start(a), "a third transfer for one address");
+        assert!(clients.try_start(b), "another address is not affected");
+        assert_eq!((clients.running(a), clients.running(b)), (2, 1));
+        clients.end(a);
+        assert!(clients.try_start(a));
+        for _ in 0..5 {
+            clients.end(a);
+            clients.end(b);
+        }
+        assert_eq!(clients.clients(), 0, "ended clients leave no entry");
+        assert_eq!(clients.running(a), 0);
     }
 
     #[test]
@@ -161,7 +264,7 @@ mod tests {
         let mut wrq = rrq("evil", "octet");
         wrq[1] = 2;
         assert!(matches!(
-            admit(&wrq, true),
+            admit(&wrq, None),
             Admission::Refuse {
                 refusal: Refusal {
                     code: ErrorCode::AccessViolation,
@@ -170,9 +273,9 @@ mod tests {
                 ..
             }
         ));
-        assert!(matches!(admit(&[0, 4, 0, 1], true), Admission::Ignore(_)));
-        assert!(matches!(admit(b"\xff", true), Admission::Ignore(_)));
-        assert!(matches!(admit(b"", true), Admission::Ignore(_)));
+        assert!(matches!(admit(&[0, 4, 0, 1], None), Admission::Ignore(_)));
+        assert!(matches!(admit(b"\xff", None), Admission::Ignore(_)));
+        assert!(matches!(admit(b"", None), Admission::Ignore(_)));
     }
 
     #[test]

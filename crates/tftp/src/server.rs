@@ -9,8 +9,8 @@
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bellows_udp::unmapped;
@@ -26,13 +26,17 @@ use crate::packet::{
     DATA_HEADER_LEN, ErrorCode, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, TftpOption, data_header,
     error_packet,
 };
-use crate::policy::{self, Admission, Refusal};
+use crate::policy::{self, Admission, Busy, PerClient, Refusal};
 use crate::transfer::{ReadTransfer, TransferOutcome, Transmit};
 
 mod task;
 
 /// The standard TFTP port.
 pub const DEFAULT_PORT: u16 = 69;
+/// Transfers one address may run at once by default: a machine fetches one
+/// file at a time (two during a UEFI size probe), so 8 leaves room for a
+/// few machines behind one relay without letting one host fill the server.
+pub const DEFAULT_MAX_TRANSFERS_PER_CLIENT: usize = 8;
 
 /// Largest datagram read on the listening socket (any UDP payload fits).
 const REQUEST_BUFFER: usize = 65536;
@@ -54,6 +58,10 @@ pub struct TftpConfig {
     pub listen: SocketAddr,
     /// Transfers running at once; requests beyond get ERROR 0 "server busy".
     pub max_transfers: usize,
+    /// Transfers one client address may run at once; requests beyond get
+    /// ERROR 0 naming the reason. A booting machine needs one or two, and
+    /// one host must not hold every slot.
+    pub max_transfers_per_client: usize,
     /// Option limits and retransmission policy.
     pub limits: TransferLimits,
     /// On shutdown, how long in-flight transfers may run before being aborted.
@@ -65,6 +73,7 @@ impl Default for TftpConfig {
         Self {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_PORT),
             max_transfers: 1024,
+            max_transfers_per_client: DEFAULT_MAX_TRANSFERS_PER_CLIENT,
             limits: TransferLimits::default(),
             shutdown_grace: Duration::from_secs(5),
         }
@@ -123,6 +132,7 @@ struct Counters {
     declined: AtomicU64,
     failed: AtomicU64,
     busy: AtomicU64,
+    client_busy: AtomicU64,
     malformed: AtomicU64,
     data_bytes_sent: AtomicU64,
     active: AtomicU64,
@@ -146,6 +156,9 @@ pub struct TftpStats {
     pub failed: u64,
     /// Of `failed`, those refused because `max_transfers` were running.
     pub busy: u64,
+    /// Of `failed`, those refused because their address already ran
+    /// `max_transfers_per_client`.
+    pub client_busy: u64,
     /// Datagrams on the listening socket that were not a valid request.
     pub malformed: u64,
     /// DATA payload bytes sent, retransmissions included.
@@ -170,6 +183,7 @@ impl StatsHandle {
             declined: get(&c.declined),
             failed: get(&c.failed),
             busy: get(&c.busy),
+            client_busy: get(&c.client_busy),
             malformed: get(&c.malformed),
             data_bytes_sent: get(&c.data_bytes_sent),
             active: get(&c.active),
@@ -212,6 +226,16 @@ fn validate(config: &TftpConfig) -> Result<(), TftpError> {
     if config.max_transfers == 0 {
         return Err(TftpError::InvalidConfig(
             "max_transfers must be at least 1".into(),
+        ));
+    }
+    if config.max_transfers_per_client == 0 {
+        return Err(TftpError::InvalidConfig(
+            "max_transfers_per_client must be at least 1".into(),
+        ));
+    }
+    if limits.max_stall.is_zero() {
+        return Err(TftpError::InvalidConfig(
+            "max_stall must be more than zero".into(),
         ));
     }
     if limits.default_timeout.is_zero() {
@@ -287,6 +311,7 @@ impl TftpServer {
         let mut acceptor = Acceptor {
             shared: Arc::new(shared),
             slots: Arc::new(Semaphore::new(config.max_transfers)),
+            clients: Arc::new(Mutex::new(PerClient::new(config.max_transfers_per_client))),
             stop: stop_rx,
             tasks: JoinSet::new(),
         };
@@ -409,6 +434,8 @@ struct Acceptor {
     shared: Arc<Shared>,
     /// One permit per transfer that may run.
     slots: Arc<Semaphore>,
+    /// Transfers running per client address.
+    clients: Arc<Mutex<PerClient>>,
     /// Becomes true when running transfers must abort.
     stop: watch::Receiver<bool>,
     tasks: JoinSet<()>,
@@ -425,8 +452,19 @@ impl Acceptor {
     ) {
         let shared = &self.shared;
         let counters = &shared.counters;
+        let client = unmapped(peer.ip());
+        // Both slots are taken before the datagram is even decoded and
+        // given back (by drop) unless a transfer starts.
         let permit = Arc::clone(&self.slots).try_acquire_owned().ok();
-        let request = match policy::admit(datagram, permit.is_some()) {
+        let client_slot = permit
+            .as_ref()
+            .and_then(|_| ClientSlot::take(&self.clients, client));
+        let busy = match (&permit, &client_slot) {
+            (None, _) => Some(Busy::Server),
+            (Some(_), None) => Some(Busy::Client),
+            (Some(_), Some(_)) => None,
+        };
+        let request = match policy::admit(datagram, busy) {
             Admission::Serve(request) => request,
             Admission::Refuse {
                 filename,
@@ -434,11 +472,18 @@ impl Acceptor {
                 busy,
             } => {
                 bump(&counters.requests, 1);
-                if busy {
-                    bump(&counters.busy, 1);
-                    warn!(%peer, file = %filename.escape_debug(), "TFTP server busy: refusing request");
-                } else {
-                    info!(%peer, file = %filename.escape_debug(), reason = %refusal.reason, "refused TFTP request");
+                match busy {
+                    Some(Busy::Server) => {
+                        bump(&counters.busy, 1);
+                        warn!(%peer, file = %filename.escape_debug(), "TFTP server busy: refusing request");
+                    }
+                    Some(Busy::Client) => {
+                        bump(&counters.client_busy, 1);
+                        warn!(%peer, file = %filename.escape_debug(), "TFTP client at its transfer limit: refusing request");
+                    }
+                    None => {
+                        info!(%peer, file = %filename.escape_debug(), reason = %refusal.reason, "refused TFTP request");
+                    }
                 }
                 reply(socket, peer, refusal.code, refusal.client_message);
                 finish(
@@ -454,7 +499,7 @@ impl Acceptor {
             }
         };
         bump(&counters.requests, 1);
-        let Some(permit) = permit else {
+        let (Some(permit), Some(client_slot)) = (permit, client_slot) else {
             return;
         };
         let owned = OwnedRequest {
@@ -474,11 +519,45 @@ impl Acceptor {
             transfer_peer,
             local_ip,
             self.stop.clone(),
-            permit,
+            (permit, client_slot),
         );
         self.tasks.spawn(task);
     }
 }
+
+/// One of a client's transfers, counted in [`PerClient`] until dropped
+/// (when the transfer's task ends, however it ends).
+struct ClientSlot {
+    clients: Arc<Mutex<PerClient>>,
+    client: IpAddr,
+}
+
+impl ClientSlot {
+    /// Counts a transfer for `client`, unless it is at its limit.
+    fn take(clients: &Arc<Mutex<PerClient>>, client: IpAddr) -> Option<Self> {
+        let started = clients
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .try_start(client);
+        started.then(|| Self {
+            clients: Arc::clone(clients),
+            client,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.clients
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .end(self.client);
+    }
+}
+
+/// The slots a running transfer holds: one of the server's, one of its
+/// client's.
+type Slots = (OwnedSemaphorePermit, ClientSlot);
 
 /// The record of a request refused on the listening socket.
 fn refused_record(
@@ -562,6 +641,22 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("max_transfers")
+        );
+        config.max_transfers = 4;
+        config.max_transfers_per_client = 0;
+        assert!(
+            validate(&config)
+                .unwrap_err()
+                .to_string()
+                .contains("max_transfers_per_client")
+        );
+        config.max_transfers_per_client = 1;
+        config.limits.max_stall = Duration::ZERO;
+        assert!(
+            validate(&config)
+                .unwrap_err()
+                .to_string()
+                .contains("max_stall")
         );
     }
 

@@ -118,6 +118,10 @@ pub struct ReadTransfer {
     max_interval: Duration,
     max_retries: u32,
     retries: u32,
+    /// When the transfer gives up without progress, whatever retries are
+    /// left (`None`: never, the limit being beyond the clock's range).
+    stall_deadline: Option<Instant>,
+    max_stall: Duration,
     deadline: Option<Instant>,
     outcome: Option<TransferOutcome>,
 }
@@ -162,6 +166,8 @@ impl ReadTransfer {
             max_interval: limits.max_retransmit_interval.max(initial_interval),
             max_retries: limits.max_retries,
             retries: 0,
+            stall_deadline: now.checked_add(limits.max_stall),
+            max_stall: limits.max_stall,
             deadline: None,
             outcome: None,
         };
@@ -256,7 +262,8 @@ impl ReadTransfer {
             Some(deadline) if now >= deadline && !self.is_finished() => {}
             _ => return Vec::new(),
         }
-        if self.retries >= self.max_retries {
+        let stalled = self.stall_deadline.is_some_and(|limit| now >= limit);
+        if self.retries >= self.max_retries || stalled {
             let retries = self.retries;
             self.finish(TransferOutcome::TimedOut { retries });
             return vec![Transmit::Packet {
@@ -311,14 +318,25 @@ impl ReadTransfer {
         self.send_window(now)
     }
 
-    /// Resets the backoff after the client made progress.
-    fn progress(&mut self, _now: Instant) {
+    /// Resets the backoff and the stall limit after the client made progress.
+    fn progress(&mut self, now: Instant) {
         self.retries = 0;
         self.interval = self.initial_interval;
+        self.stall_deadline = now.checked_add(self.max_stall);
+    }
+
+    /// Arms the timer for the next retransmission, never past the stall
+    /// limit, so a silent client is given up on time.
+    fn arm(&mut self, now: Instant) {
+        let next = now.checked_add(self.interval).unwrap_or(now);
+        self.deadline = Some(match self.stall_deadline {
+            Some(limit) => next.min(limit),
+            None => next,
+        });
     }
 
     fn send_option_ack(&mut self, now: Instant) -> Vec<Transmit> {
-        self.deadline = Some(now + self.interval);
+        self.arm(now);
         match &self.option_ack {
             Some(bytes) => vec![Transmit::Packet {
                 to: self.peer,
@@ -345,7 +363,7 @@ impl ReadTransfer {
             })
             .collect();
         self.sent_upto = self.sent_upto.max(last);
-        self.deadline = Some(now + self.interval);
+        self.arm(now);
         transmits
     }
 
@@ -598,6 +616,74 @@ mod tests {
         assert_eq!(t.outcome(), Some(&TransferOutcome::TimedOut { retries: 3 }));
         assert_eq!(t.deadline(), None);
         assert!(t.handle_timeout(now + Duration::from_secs(60)).is_empty());
+    }
+
+    /// How long a client that never answers holds the transfer, on the
+    /// simulated clock, with whatever options it asked for.
+    fn hold_time_of_a_silent_client(options: &[(&str, &str)], limits: &TransferLimits) -> Duration {
+        let t0 = Instant::now();
+        let (mut t, _) = start_with(1 << 20, options, limits, t0);
+        let mut now = t0;
+        for _ in 0..1000 {
+            let Some(deadline) = t.deadline() else {
+                break;
+            };
+            now = deadline;
+            t.handle_timeout(now);
+        }
+        assert!(matches!(
+            t.outcome(),
+            Some(TransferOutcome::TimedOut { .. })
+        ));
+        now - t0
+    }
+
+    #[test]
+    fn a_silent_client_holds_its_slot_well_under_a_minute() {
+        let limits = TransferLimits::default();
+        // The worst the options allow: the largest accepted timeout.
+        for options in [
+            &[][..],
+            &[("timeout", "5")][..],
+            &[("timeout", "255")][..],
+            &[("timeout", "5"), ("tsize", "0")][..],
+        ] {
+            let held = hold_time_of_a_silent_client(options, &limits);
+            assert!(held <= limits.max_stall, "{options:?} held {held:?}");
+        }
+        assert!(limits.max_stall <= Duration::from_secs(30));
+        // Even with retries to spare, the stall limit ends it.
+        let generous = TransferLimits {
+            max_retries: 1000,
+            max_stall: Duration::from_secs(12),
+            ..TransferLimits::default()
+        };
+        assert_eq!(
+            hold_time_of_a_silent_client(&[], &generous),
+            Duration::from_secs(12)
+        );
+    }
+
+    #[test]
+    fn progress_moves_the_stall_limit() {
+        let limits = TransferLimits {
+            max_stall: Duration::from_secs(3),
+            ..TransferLimits::default()
+        };
+        let t0 = Instant::now();
+        let (mut t, _) = start_with(4096, &[], &limits, t0);
+        // 1 s, then 2 s: the second retransmission would be due at 3 s,
+        // which is the stall limit.
+        assert_eq!(blocks(&t.handle_timeout(t0 + Duration::from_secs(1))), [1]);
+        assert_eq!(t.deadline(), Some(t0 + Duration::from_secs(3)));
+        let t1 = t0 + Duration::from_millis(2500);
+        assert_eq!(blocks(&t.handle_datagram(peer(), &ack(1), t1)), [2]);
+        assert_eq!(t.deadline(), Some(t1 + Duration::from_secs(1)));
+        assert_eq!(blocks(&t.handle_timeout(t1 + Duration::from_secs(1))), [2]);
+        let limit = t1 + Duration::from_secs(3);
+        assert_eq!(t.deadline(), Some(limit));
+        t.handle_timeout(limit);
+        assert_eq!(t.outcome(), Some(&TransferOutcome::TimedOut { retries: 1 }));
     }
 
     #[test]

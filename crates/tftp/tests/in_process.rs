@@ -455,6 +455,133 @@ async fn requests_beyond_max_transfers_are_told_the_server_is_busy() {
     fx.stop().await;
 }
 
+/// The attack of issue 12: one address opens many transfers with
+/// `timeout=255` and never acknowledges, to hold every slot. It gets at
+/// most its own share, with the long timeout declined, and another address
+/// is served a whole file meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_holding_transfers_cannot_starve_another() {
+    let config = TftpConfig {
+        max_transfers: 12,
+        ..TftpConfig::default()
+    };
+    let per_client = config.max_transfers_per_client;
+    assert_eq!(per_client, bellows_tftp::DEFAULT_MAX_TRANSFERS_PER_CLIENT);
+    let fx = Fixture::start(config).await;
+    let attempts = 20;
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for _ in 0..attempts {
+        let mut attacker = Raw::new().await;
+        attacker
+            .rrq(
+                fx.addr,
+                "file-1048576.bin",
+                "octet",
+                &[("timeout", "255"), ("blksize", "1024")],
+            )
+            .await;
+        match attacker.recv().await {
+            (from, Got::Oack(options)) => {
+                assert_ne!(from, fx.addr, "a transfer answers from its own port");
+                // RFC 2349: the server may not change the timeout, so an
+                // oversized one is left out and the default applies.
+                assert_eq!(options, [("blksize".to_string(), "1024".to_string())]);
+                held.push(attacker);
+            }
+            (from, Got::Error(code, message)) => {
+                assert_eq!(from, fx.addr);
+                assert_eq!(code, ErrorCode::NotDefined);
+                assert_eq!(
+                    message,
+                    "Too many transfers from your address, try again later"
+                );
+                refused += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(held.len(), per_client);
+    assert_eq!(refused, attempts - per_client);
+    let stats = fx.stats.snapshot();
+    assert_eq!(
+        (stats.active, stats.client_busy, stats.busy),
+        (per_client as u64, refused as u64, 0),
+        "{stats:?}"
+    );
+
+    // Another machine, at another address, still gets a whole file.
+    let mut good = Raw {
+        socket: UdpSocket::bind("127.0.0.2:0")
+            .await
+            .expect("bind 127.0.0.2"),
+        buffer: vec![0; 70_000],
+    };
+    let data = good
+        .download(fx.addr, "file-2936.bin", &[("blksize", "512")])
+        .await;
+    assert_eq!(&data, &fx.files["file-2936.bin"]);
+    let served = fx.wait_for_records(refused + 1).await;
+    assert!(
+        served
+            .iter()
+            .any(|r| r.peer.ip().to_string() == "127.0.0.2" && r.outcome.is_completed()),
+        "{served:?}"
+    );
+    // Still one slot per held transfer, none leaked by the refusals.
+    assert_eq!(fx.stats.snapshot().active, per_client as u64);
+    fx.stop().await;
+}
+
+/// A held transfer is given up by the stall limit, whatever the client asked
+/// for, and its slot is then free for the same address again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_loses_its_slot_within_the_stall_limit() {
+    let config = TftpConfig {
+        max_transfers_per_client: 1,
+        limits: TransferLimits {
+            max_stall: Duration::from_millis(1500),
+            ..TransferLimits::default()
+        },
+        ..TftpConfig::default()
+    };
+    let fx = Fixture::start(config).await;
+    let mut silent = Raw::new().await;
+    let started = Instant::now();
+    silent
+        .rrq(fx.addr, "file-1048576.bin", "octet", &[("timeout", "5")])
+        .await;
+    assert!(matches!(silent.recv().await.1, Got::Oack(_)));
+    let mut second = Raw::new().await;
+    second.rrq(fx.addr, "file-1.bin", "octet", &[]).await;
+    assert!(matches!(second.recv().await.1, Got::Error(..)));
+    // The OACK is not resent (its 5 s timeout is past the stall limit):
+    // the next thing the silent client hears is that it was given up.
+    let (_, got) = silent
+        .recv_within(Duration::from_secs(4))
+        .await
+        .expect("a timeout notice");
+    assert!(
+        matches!(got, Got::Error(ErrorCode::NotDefined, _)),
+        "{got:?}"
+    );
+    let held = started.elapsed();
+    assert!(
+        held >= Duration::from_millis(1400) && held < Duration::from_millis(2500),
+        "{held:?}"
+    );
+    let records = fx.wait_for_records(2).await;
+    assert!(
+        records
+            .iter()
+            .any(|r| matches!(r.outcome, TransferOutcome::TimedOut { retries: 0 })),
+        "{records:?}"
+    );
+    let data = second.download(fx.addr, "file-1.bin", &[]).await;
+    assert_eq!(&data, &fx.files["file-1.bin"]);
+    fx.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_waits_for_transfers_then_aborts_them() {
     let config = TftpConfig {
@@ -464,7 +591,7 @@ async fn shutdown_waits_for_transfers_then_aborts_them() {
     let fx = Fixture::start(config).await;
     let mut client = Raw::new().await;
     client
-        .rrq(fx.addr, "file-1048576.bin", "octet", &[("timeout", "30")])
+        .rrq(fx.addr, "file-1048576.bin", "octet", &[("timeout", "5")])
         .await;
     let (port, got) = client.recv().await;
     assert!(matches!(got, Got::Oack(_)));

@@ -134,7 +134,7 @@ proptest! {
         let n = negotiate(&options, Some(size), &limits);
         prop_assert!(n.block_size >= 8 && (n.block_size <= max_block || n.block_size == 512));
         prop_assert!(n.window_size >= 1 && n.window_size <= max_window.max(1));
-        prop_assert!(n.timeout >= Duration::from_secs(1) && n.timeout <= Duration::from_secs(255));
+        prop_assert!(n.timeout >= Duration::from_secs(1) && n.timeout <= limits.max_timeout);
         prop_assert!(n.accepted.len() <= 4);
     }
 
@@ -188,6 +188,8 @@ fn simulate(
     let peer: SocketAddr = "127.0.0.1:9999".parse().expect("addr");
     let limits = TransferLimits {
         max_retries: 60,
+        // Heavy loss can stall a transfer for minutes of simulated time.
+        max_stall: Duration::from_secs(365 * 24 * 3600),
         ..TransferLimits::default()
     };
     let options: Vec<TftpOption<'_>> = options

@@ -116,6 +116,11 @@ pub struct ServerArgs {
     /// Syslog receiver address, or `off` [default: 0.0.0.0:514].
     #[arg(long, env = "BELLOWS_SYSLOG_LISTEN")]
     pub syslog_listen: Option<Listen>,
+    /// TFTP transfers one client address may run at once; more are
+    /// refused with an error naming the reason [default: 8]. Raise it when
+    /// many machines reach TFTP through one relay or NAT address.
+    #[arg(long, env = "BELLOWS_TFTP_TRANSFERS_PER_CLIENT", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub tftp_transfers_per_client: Option<u32>,
     /// Directory of iPXE binaries served over TFTP and HTTP /ipxe/
     /// [default: /usr/lib/ipxe, Debian's ipxe package].
     #[arg(long, env = "BELLOWS_IPXE_DIR")]
@@ -143,6 +148,12 @@ pub struct ServerArgs {
     /// [default: /usr/share/refind/refind, Debian's refind package].
     #[arg(long, env = "BELLOWS_REFIND_DIR")]
     pub refind_dir: Option<PathBuf>,
+    /// Serve a machine's /ipxe/<mac>/auto.ipxe to any address, not only
+    /// to the addresses reserved for it [default: false]. For relayed or
+    /// NATed networks where a machine's requests arrive from another
+    /// address; anyone who knows a MAC can then read that machine's script.
+    #[arg(long, env = "BELLOWS_ALLOW_SCRIPT_FROM_ANY_ADDRESS", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_script_from_any_address: Option<bool>,
     /// TOML file with any of these settings (same names, `_` for `-`).
     #[arg(long, env = "BELLOWS_CONFIG")]
     #[serde(skip)]

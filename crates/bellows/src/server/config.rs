@@ -37,6 +37,8 @@ pub struct ServerConfig {
     pub tftp_listen: Listen,
     /// Syslog address or off.
     pub syslog_listen: Listen,
+    /// TFTP transfers one client address may run at once.
+    pub tftp_transfers_per_client: usize,
     /// Which services the operator configured explicitly (a failure to
     /// bind them is fatal; a default that cannot bind is only a warning).
     pub explicit: Explicit,
@@ -54,6 +56,8 @@ pub struct ServerConfig {
     pub local_boot: LocalBoot,
     /// rEFInd binaries and optional refind.conf.
     pub refind_dir: PathBuf,
+    /// Serve per-machine scripts to any address, not only reserved ones.
+    pub allow_script_from_any_address: bool,
     /// Log filter.
     pub log: String,
     /// Grace past an action's timeout before the server expires it.
@@ -175,6 +179,15 @@ pub fn resolve(args: &ServerArgs) -> Result<ServerConfig, ConfigError> {
         dhcp_listen: pick!(dhcp_listen).unwrap_or_else(|| default_addr("0.0.0.0:67")),
         tftp_listen: pick!(tftp_listen).unwrap_or(Listen::At(default_addr("0.0.0.0:69"))),
         syslog_listen: pick!(syslog_listen).unwrap_or(Listen::At(default_addr("0.0.0.0:514"))),
+        tftp_transfers_per_client: match pick!(tftp_transfers_per_client) {
+            Some(n @ 1..=1024) => n as usize,
+            Some(_) => {
+                return Err(ConfigError::Value(
+                    "tftp_transfers_per_client: must be 1 to 1024".into(),
+                ));
+            }
+            None => bellows_tftp::DEFAULT_MAX_TRANSFERS_PER_CLIENT,
+        },
         explicit,
         ipxe_dir: pick!(ipxe_dir).unwrap_or_else(|| PathBuf::from(DEBIAN_IPXE_DIR)),
         osie_kernel: pick!(osie_kernel).unwrap_or_else(|| "vmlinuz".into()),
@@ -182,6 +195,7 @@ pub fn resolve(args: &ServerArgs) -> Result<ServerConfig, ConfigError> {
         kernel_args: pick!(kernel_args).unwrap_or_default(),
         local_boot,
         refind_dir: pick!(refind_dir).unwrap_or_else(|| PathBuf::from(DEBIAN_REFIND_DIR)),
+        allow_script_from_any_address: pick!(allow_script_from_any_address).unwrap_or(false),
         log: pick!(log).unwrap_or_else(|| "info".to_string()),
         action_grace: std::time::Duration::from_secs(pick!(action_grace).unwrap_or(60)),
         worker_keepalive: std::time::Duration::from_secs(match pick!(worker_keepalive) {
@@ -315,5 +329,21 @@ mod tests {
         assert!(e.contains("worker_keepalive"), "{e}");
         std::fs::write(&path, "worker_keepalive = 5\n").unwrap();
         assert_eq!(resolve(&args).unwrap().worker_keepalive.as_secs(), 5);
+
+        // The boot-network bounds: defaults, then the file.
+        let cfg = resolve(&args).unwrap();
+        assert_eq!(cfg.tftp_transfers_per_client, 8);
+        assert!(!cfg.allow_script_from_any_address);
+        std::fs::write(
+            &path,
+            "tftp_transfers_per_client = 50\nallow_script_from_any_address = true\n",
+        )
+        .unwrap();
+        let cfg = resolve(&args).unwrap();
+        assert_eq!(cfg.tftp_transfers_per_client, 50);
+        assert!(cfg.allow_script_from_any_address);
+        std::fs::write(&path, "tftp_transfers_per_client = 0\n").unwrap();
+        let e = resolve(&args).unwrap_err().to_string();
+        assert!(e.contains("tftp_transfers_per_client"), "{e}");
     }
 }

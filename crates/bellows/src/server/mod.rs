@@ -316,6 +316,7 @@ fn http_apps(
             machines: ports,
             os: Arc::new(os),
             local_boot: Arc::new(cfg.local_boot.clone()),
+            script_from_any_address: cfg.allow_script_from_any_address,
         },
         &BootDirs {
             ipxe_dir,

@@ -68,6 +68,7 @@ pub async fn start_tftp(
         Ok(source) => {
             let config = TftpConfig {
                 listen,
+                max_transfers_per_client: cfg.tftp_transfers_per_client,
                 ..TftpConfig::default()
             };
             TftpServer::bind(config, Arc::new(source))

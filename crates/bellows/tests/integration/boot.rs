@@ -8,18 +8,31 @@ use crate::harness::{Server, http, ok};
 const MAC: &str = "02:00:00:00:b0:01";
 
 fn get_text(url: &str) -> (u16, Vec<u8>) {
+    get_text_from(url, None)
+}
+
+/// A GET from a chosen local address (the machine's reserved 127.0.0.2).
+fn get_text_from(url: &str, source: Option<std::net::IpAddr>) -> (u16, Vec<u8>) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let client = crate::harness::client_builder().build().unwrap();
+        let client = crate::harness::client_builder()
+            .local_address(source)
+            .build()
+            .unwrap();
         let resp = client.get(url).send().await.expect("request");
         (resp.status().as_u16(), resp.bytes().await.unwrap().to_vec())
     })
 }
 
 fn setup() -> (tempfile::TempDir, Server) {
+    setup_with(&[])
+}
+
+/// [`setup`] with more server flags.
+fn setup_with(extra: &[&str]) -> (tempfile::TempDir, Server) {
     let dir = tempfile::tempdir().unwrap();
     let ipxe = dir.path().join("ipxe");
     let osie = dir.path().join("osie");
@@ -28,19 +41,18 @@ fn setup() -> (tempfile::TempDir, Server) {
     std::fs::write(ipxe.join("undionly.kpxe"), b"fake undionly").unwrap();
     std::fs::write(osie.join("vmlinuz"), vec![7u8; 100_000]).unwrap();
     std::fs::write(dir.path().join("secret"), b"outside").unwrap();
-    let s = Server::start_with(
-        &dir.path().join("data"),
-        &[
-            "--ipxe-dir",
-            ipxe.to_str().unwrap(),
-            "--osie-dir",
-            osie.to_str().unwrap(),
-            "--public-ip",
-            "127.0.0.1",
-            "--kernel-args",
-            "extra=1",
-        ],
-    );
+    let mut args = vec![
+        "--ipxe-dir",
+        ipxe.to_str().unwrap(),
+        "--osie-dir",
+        osie.to_str().unwrap(),
+        "--public-ip",
+        "127.0.0.1",
+        "--kernel-args",
+        "extra=1",
+    ];
+    args.extend_from_slice(extra);
+    let s = Server::start_with(&dir.path().join("data"), &args);
     let hw = json!({"id": "b1", "network": {"interfaces": [{"dhcp": {"mac": MAC, "ip": {"address": "127.0.0.2"}},
                      "netboot": {"allow_pxe": true, "allow_workflow": true}}]}});
     let (st, _) = http(
@@ -55,10 +67,19 @@ fn setup() -> (tempfile::TempDir, Server) {
 #[test]
 fn auto_ipxe_follows_the_machine_and_its_workflows() {
     let (_dir, s) = setup();
+    // The machine asks from its reserved address, 127.0.0.2.
     let script = |path: &str| {
-        let (st, body) = get_text(&format!("{}{path}", s.http_url));
+        let machine = Some("127.0.0.2".parse().unwrap());
+        let (st, body) = get_text_from(&format!("{}{path}", s.http_url), machine);
         (st, String::from_utf8(body).unwrap())
     };
+    // Anyone else is refused, with the reason.
+    let (st, body) = get_text(&format!("{}/ipxe/{MAC}/auto.ipxe", s.http_url));
+    assert_eq!(st, 403);
+    assert!(
+        String::from_utf8_lossy(&body).contains("reserved address"),
+        "{body:?}"
+    );
     // No workflow: local boot.
     let (st, body) = script(&format!("/ipxe/{MAC}/auto.ipxe"));
     assert_eq!(st, 200);
@@ -217,6 +238,88 @@ fn syslog_lines_are_filed_under_the_machine() {
     assert_eq!(st, 200);
     assert_eq!(v["items"].as_array().unwrap().len(), 1);
     assert_eq!(v["items"][0]["machine"], "b1");
+}
+
+/// The attack of issue 12: syslog from many addresses Bellows does not know,
+/// each under the per-machine cap, grew the database without bound. All
+/// unknown senders now share one bucket of 10,000 lines (counted in the
+/// database with sqlite3), and a known machine's lines are all kept.
+#[test]
+fn a_syslog_flood_from_many_addresses_stays_within_the_budget() {
+    use std::time::{Duration, Instant};
+    let sqlite3 = bellows_testkit::packages::ensure_installed("sqlite3", "sqlite3");
+    // Its own port: the other syslog test may hold 514.
+    let (dir, s) = setup_with(&["--syslog-listen", "127.0.0.1:0"]);
+    let addr = s.syslog.expect("syslog on");
+    let machine = std::net::UdpSocket::bind("127.0.0.2:0").unwrap();
+    let count = |filter: &str| -> i64 {
+        let db = dir.path().join("data/bellows.db");
+        let out = std::process::Command::new(&sqlite3)
+            .arg("-readonly")
+            .arg(&db)
+            .arg(format!("SELECT count(*) FROM machine_log WHERE {filter}"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    };
+    let wait_for = |filter: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while count(filter) == 0 {
+            assert!(Instant::now() < deadline, "no line where {filter}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // The machine's first line is stored before the flood starts.
+    machine
+        .send_to(b"<14>worker: before the flood", addr)
+        .unwrap();
+    wait_for("machine = 'b1' AND body LIKE '%before the flood%'");
+
+    let (senders, lines_each) = (250u32, 50u32);
+    let started = Instant::now();
+    for n in 0..senders {
+        let source = format!("127.0.{}.{}", 1 + n / 200, 10 + n % 200);
+        let sock = std::net::UdpSocket::bind(format!("{source}:0")).unwrap();
+        for i in 0..lines_each {
+            let line = format!("<13>flood: junk {n} {i} {}", "x".repeat(100));
+            sock.send_to(line.as_bytes(), addr).unwrap();
+        }
+        machine
+            .send_to(format!("<14>worker: progress {n}").as_bytes(), addr)
+            .unwrap();
+        // Paced so the receiver's socket buffer does not overflow: the
+        // flood must reach the store to test it.
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    machine.send_to(b"<14>worker: flood over", addr).unwrap();
+    wait_for("machine = 'b1' AND body LIKE '%flood over%'");
+    let unknown = count("machine LIKE 'ip:%'");
+    let distinct = count("machine LIKE 'ip:127.0.2.%'");
+    eprintln!(
+        "{} lines from {senders} addresses in {:?}: {unknown} kept",
+        senders * lines_each,
+        started.elapsed()
+    );
+    assert!(
+        unknown <= 10_000,
+        "{unknown} lines kept from unknown senders"
+    );
+    assert!(distinct > 0, "the newest senders' lines are kept");
+    // The machine's lines outlive the flood: its first one is still there,
+    // and (UDP may drop a few under load) most of the others.
+    let kept = count("machine = 'b1'");
+    eprintln!("{kept} of the machine's {} lines kept", senders + 2);
+    assert_eq!(
+        count("machine = 'b1' AND body LIKE '%before the flood%'"),
+        1
+    );
+    assert!(kept > i64::from(senders) / 2, "{kept}");
+    let out = ok(&s.cli(&["hardware", "logs", MAC, "--limit", "300"]));
+    assert!(
+        out.contains("before the flood") && out.contains("flood over"),
+        "{out}"
+    );
 }
 
 /// The router advertisement that ends iPXE's IPv6 wait, as ndisc6's

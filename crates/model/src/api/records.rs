@@ -32,6 +32,10 @@ pub struct EventRecord {
     pub event: Event,
 }
 
+/// How a log line from an address no machine holds is filed:
+/// `ip:<address>`. The store keeps all of these in one shared bucket.
+pub const UNKNOWN_SENDER_PREFIX: &str = "ip:";
+
 /// One log line a machine sent, before it is stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogEntry {

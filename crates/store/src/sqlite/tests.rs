@@ -339,6 +339,89 @@ async fn machine_logs_keep_the_newest_per_machine() {
     assert!(s.machine_logs("nobody", 10).await.unwrap().is_empty());
 }
 
+fn log_line(machine: &str, i: i64) -> LogEntry {
+    LogEntry {
+        machine: machine.into(),
+        at: i,
+        source: "10.0.0.1".into(),
+        facility: 1,
+        severity: 6,
+        hostname: String::new(),
+        app: "app".into(),
+        message: format!("{machine} line {i}"),
+    }
+}
+
+async fn log_rows(s: &SqliteStore) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM machine_log")
+        .fetch_one(&s.pool)
+        .await
+        .unwrap()
+}
+
+/// The attack of issue 12: syslog from many invented addresses, each
+/// under its own per-machine cap, grew the database without bound. All
+/// unknown senders now share one bucket; a known machine keeps its own.
+#[tokio::test]
+async fn unknown_senders_share_one_bucket_and_known_machines_keep_theirs() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(dir.path())
+        .await
+        .unwrap()
+        .with_log_limits(LogLimits {
+            per_machine: 100,
+            unknown_senders: 50,
+            total: 10_000,
+        });
+    for round in 0..10 {
+        let mut batch: Vec<LogEntry> = (0..40)
+            .map(|sender| log_line(&format!("ip:10.9.{round}.{sender}"), round))
+            .collect();
+        batch.push(log_line("m1", round));
+        s.append_logs(&batch).await.unwrap();
+    }
+    // 400 lines from 400 addresses: 50 kept, the newest.
+    assert_eq!(log_rows(&s).await, 50 + 10);
+    assert_eq!(s.machine_logs("m1", u32::MAX).await.unwrap().len(), 10);
+    assert!(s.machine_logs("ip:10.9.0.1", 10).await.unwrap().is_empty());
+    let newest = s.machine_logs("ip:10.9.9.39", 10).await.unwrap();
+    assert_eq!(newest.len(), 1, "the latest senders' lines are kept");
+    // Known machines still have their own cap, not the bucket's.
+    let many: Vec<LogEntry> = (0..150).map(|i| log_line("m2", i)).collect();
+    s.append_logs(&many).await.unwrap();
+    assert_eq!(s.machine_logs("m2", u32::MAX).await.unwrap().len(), 100);
+    assert_eq!(s.machine_logs("m1", u32::MAX).await.unwrap().len(), 10);
+}
+
+#[tokio::test]
+async fn the_total_budget_drops_the_oldest_lines_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(dir.path())
+        .await
+        .unwrap()
+        .with_log_limits(LogLimits {
+            per_machine: 100,
+            unknown_senders: 100,
+            total: 250,
+        });
+    for machine in ["m1", "m2", "m3", "m4", "m5"] {
+        let batch: Vec<LogEntry> = (0..80).map(|i| log_line(machine, i)).collect();
+        s.append_logs(&batch).await.unwrap();
+    }
+    assert_eq!(log_rows(&s).await, 250);
+    assert!(s.machine_logs("m1", 10).await.unwrap().is_empty());
+    assert_eq!(s.machine_logs("m2", 100).await.unwrap().len(), 10);
+    assert_eq!(s.machine_logs("m5", 100).await.unwrap().len(), 80);
+    assert_eq!(
+        LogLimits::default(),
+        LogLimits {
+            per_machine: MACHINE_LOG_KEEP,
+            unknown_senders: crate::UNKNOWN_SENDERS_LOG_KEEP,
+            total: crate::TOTAL_LOG_KEEP,
+        }
+    );
+}
+
 #[tokio::test]
 async fn bmc_records_keep_the_password_apart() {
     use crate::{BmcRecord, BmcSecret};

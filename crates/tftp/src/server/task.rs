@@ -26,7 +26,7 @@ pub(super) async fn run_transfer(
     peer: SocketAddr,
     local_ip: IpAddr,
     stop: watch::Receiver<bool>,
-    _permit: OwnedSemaphorePermit,
+    _slots: Slots,
 ) {
     let _active = ActiveGuard::new(&shared.counters);
     let started = Instant::now();
