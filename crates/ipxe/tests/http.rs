@@ -29,6 +29,14 @@ impl BootLookup for Machines {
             .cloned()
     }
 
+    async fn mint_credential(
+        &self,
+        _: &Hardware,
+        _: MacAddr,
+    ) -> Result<Option<String>, LookupError> {
+        Ok(None)
+    }
+
     fn by_ip(&self, ip: IpAddr) -> Option<Arc<Hardware>> {
         self.0
             .iter()

@@ -151,7 +151,9 @@ pub struct ServerArgs {
     /// Serve a machine's /ipxe/<mac>/auto.ipxe to any address, not only
     /// to the addresses reserved for it [default: false]. For relayed or
     /// NATed networks where a machine's requests arrive from another
-    /// address; anyone who knows a MAC can then read that machine's script.
+    /// address; anyone who knows a MAC can then read that machine's script
+    /// (and its per-boot worker credential, which then works from any
+    /// address too).
     #[arg(long, env = "BELLOWS_ALLOW_SCRIPT_FROM_ANY_ADDRESS", num_args = 0..=1, default_missing_value = "true")]
     pub allow_script_from_any_address: Option<bool>,
     /// TOML file with any of these settings (same names, `_` for `-`).

@@ -49,7 +49,9 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
         dyn_store.clone(),
         AuthSettings {
             insecure: cfg.insecure,
-            ..AuthSettings::default()
+            // Relayed or NATed networks: the address a machine's calls come
+            // from is not its reservation, for scripts or for workers.
+            bind_to_address: !cfg.allow_script_from_any_address,
         },
     );
     if cfg.insecure {

@@ -365,7 +365,7 @@ async fn log_rows(s: &SqliteStore) -> i64 {
 #[tokio::test]
 async fn unknown_senders_share_one_bucket_and_known_machines_keep_theirs() {
     let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStore::open(dir.path())
+    let s = SqliteStore::open(dir.path(), SecretKey::from_bytes(&[1; 32]))
         .await
         .unwrap()
         .with_log_limits(LogLimits {
@@ -396,7 +396,7 @@ async fn unknown_senders_share_one_bucket_and_known_machines_keep_theirs() {
 #[tokio::test]
 async fn the_total_budget_drops_the_oldest_lines_first() {
     let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStore::open(dir.path())
+    let s = SqliteStore::open(dir.path(), SecretKey::from_bytes(&[1; 32]))
         .await
         .unwrap()
         .with_log_limits(LogLimits {
