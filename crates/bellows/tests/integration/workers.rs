@@ -879,6 +879,7 @@ tasks:
     let watch = Command::new(BIN)
         .args(["workflow", "watch", &id])
         .env("BELLOWS_URL", &s.url)
+        .envs(s.token.iter().map(|t| ("BELLOWS_TOKEN", t)))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
