@@ -3,6 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+use bellows_api::HttpLimits;
 use bellows_ipxe::LocalBoot;
 use bellows_metadata::Cidr;
 
@@ -58,6 +59,11 @@ pub struct ServerConfig {
     pub action_grace: std::time::Duration,
     /// Keep-alive (and unstarted-assignment resend) interval of worker streams.
     pub worker_keepalive: std::time::Duration,
+    /// Limits of the boot and metadata HTTP listeners.
+    pub http_limits: HttpLimits,
+    /// Limits of the API listener (its own connection limits, the same
+    /// timeouts as the boot listener).
+    pub api_limits: HttpLimits,
 }
 
 /// Boot services the operator asked for by name.
@@ -143,6 +149,30 @@ pub fn resolve(args: &ServerArgs) -> Result<ServerConfig, ConfigError> {
             .map_err(|e| ConfigError::Value(format!("local_boot: {e}")))?,
         None => LocalBoot::Exit,
     };
+    let secs = std::time::Duration::from_secs;
+    let mut http_limits = HttpLimits::BOOT;
+    if let Some(s) = pick!(http_header_timeout) {
+        http_limits.header_read_timeout = secs(s);
+    }
+    if let Some(s) = pick!(http_body_timeout) {
+        http_limits.body_read_timeout = secs(s);
+    }
+    let api_limits = HttpLimits {
+        header_read_timeout: http_limits.header_read_timeout,
+        body_read_timeout: http_limits.body_read_timeout,
+        ..HttpLimits::API
+    };
+    if let Some(n) = pick!(http_max_connections) {
+        http_limits.max_connections = n;
+    }
+    if let Some(n) = pick!(http_max_connections_per_ip) {
+        http_limits.max_connections_per_ip = n;
+    }
+    if http_limits.header_read_timeout.is_zero() || http_limits.body_read_timeout.is_zero() {
+        return Err(ConfigError::Value(
+            "http_header_timeout, http_body_timeout: must be at least 1 second".into(),
+        ));
+    }
     let explicit = Explicit {
         dhcp: pick!(dhcp_mode).is_some() || pick!(dhcp_listen).is_some(),
         tftp: pick!(tftp_listen).is_some(),
@@ -184,6 +214,8 @@ pub fn resolve(args: &ServerArgs) -> Result<ServerConfig, ConfigError> {
             Some(s) => s,
             None => 25,
         }),
+        http_limits,
+        api_limits,
     })
 }
 

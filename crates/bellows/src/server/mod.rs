@@ -159,23 +159,16 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
     }
     for (listener, app) in http_apps {
         let stopped = stop.wait();
+        let limits = cfg.http_limits;
         let name = match listener.local_addr() {
             Ok(addr) => format!("HTTP service on {addr}"),
             Err(_) => "HTTP service".to_string(),
         };
         let failed = format!("{name} failed");
         servers.spawn(name, async move {
-            // NODELAY: see bellows_api::serve.
-            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(stopped)
-            .await
-            .map_err(|e| format!("{failed}: {e}"))
+            bellows_api::serve_http(listener, app, limits, stopped)
+                .await
+                .map_err(|e| format!("{failed}: {e}"))
         });
     }
     let state = AppState {
@@ -190,8 +183,9 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
         workers: hub.clone(),
     };
     let api_stopped = stop.wait();
+    let api_limits = cfg.api_limits;
     servers.spawn("API", async move {
-        bellows_api::serve(api_listener, state, api_stopped)
+        bellows_api::serve_with(api_listener, state, api_limits, api_stopped)
             .await
             .map_err(|e| format!("API server failed: {e}"))
     });
