@@ -192,6 +192,19 @@ async fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
     }
 }
 
+/// Whether the server has closed `s` (EOF or reset), without waiting.
+fn closed_now(s: &TcpStream) -> bool {
+    let mut buf = [0u8; 256];
+    loop {
+        match s.try_read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
 /// A boot-listener stand-in: the same `serve_http`, a route that says who
 /// is asking (as metadata does).
 fn boot_app() -> Router {
@@ -205,7 +218,7 @@ fn boot_app() -> Router {
 async fn slowloris_is_closed_and_good_clients_are_still_served() {
     raise_nofile();
     let limits = HttpLimits {
-        header_read_timeout: Duration::from_secs(3),
+        header_read_timeout: Duration::from_secs(4),
         ..TEST_LIMITS
     };
     let (state, _dir) = state().await;
@@ -246,12 +259,8 @@ async fn slowloris_is_closed_and_good_clients_are_still_served() {
     }
     let connected = Instant::now();
     // Over the limits: closed at once. Count the ones still open.
-    let mut open = Vec::new();
-    for mut s in held {
-        if !closed_within(&mut s, Duration::from_millis(5)).await {
-            open.push(s);
-        }
-    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut open: Vec<TcpStream> = held.into_iter().filter(|s| !closed_now(s)).collect();
     eprintln!(
         "{} attack connections open {:?} after connecting",
         open.len(),
@@ -306,10 +315,10 @@ async fn slowloris_is_closed_and_good_clients_are_still_served() {
     assert!(text.ends_with(&me.to_string()), "{text} is not {me}");
     let waited = connected.elapsed();
     eprintln!("the boot listener answered the good client {waited:?} after the attack");
-    assert!(waited < Duration::from_secs(6), "{waited:?}");
+    assert!(waited < Duration::from_secs(7), "{waited:?}");
 
     // Every slow connection was closed by the header timeout, though its
-    // bytes kept trickling in (6 s of trickle, a 3 s timeout).
+    // bytes kept trickling in (6 s of trickle, a 4 s timeout).
     let closed = trickle.await.unwrap();
     assert!(closed >= 264, "only {closed} slow connections closed");
 
@@ -399,7 +408,12 @@ async fn http2_streams_outlive_the_http1_timeouts() {
         );
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(serve_http(listener, app, TEST_LIMITS, std::future::pending()));
+    tokio::spawn(serve_http(
+        listener,
+        app,
+        TEST_LIMITS,
+        std::future::pending(),
+    ));
 
     let tcp = TcpStream::connect(addr).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
@@ -431,7 +445,9 @@ async fn http2_streams_outlive_the_http1_timeouts() {
     });
     let req = Request::post(format!("http://{addr}/grpc-like"))
         .header("content-type", "application/grpc")
-        .body(Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        .body(Body::from_stream(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ))
         .unwrap();
     let resp = sender.send_request(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);

@@ -320,4 +320,33 @@ mod tests {
         std::fs::write(&path, "worker_keepalive = 5\n").unwrap();
         assert_eq!(resolve(&args).unwrap().worker_keepalive.as_secs(), 5);
     }
+
+    #[test]
+    fn http_limits_default_and_override() {
+        let cfg = resolve(&ServerArgs::default()).unwrap();
+        assert_eq!(cfg.http_limits, HttpLimits::BOOT);
+        assert_eq!(cfg.api_limits, HttpLimits::API);
+        assert_eq!(cfg.http_limits.header_read_timeout.as_secs(), 10);
+        assert_eq!(cfg.http_limits.max_connections, 512);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.toml");
+        std::fs::write(
+            &path,
+            "http_header_timeout = 3\nhttp_body_timeout = 4\nhttp_max_connections = 2048\nhttp_max_connections_per_ip = 0\n",
+        )
+        .unwrap();
+        let args = ServerArgs {
+            config: Some(path),
+            ..Default::default()
+        };
+        let cfg = resolve(&args).unwrap();
+        assert_eq!(cfg.http_limits.header_read_timeout.as_secs(), 3);
+        assert_eq!(cfg.http_limits.body_read_timeout.as_secs(), 4);
+        assert_eq!(cfg.http_limits.max_connections, 2048);
+        assert_eq!(cfg.http_limits.max_connections_per_ip, 0);
+        // The API keeps its own connection limits, with the same timeouts.
+        assert_eq!(cfg.api_limits.header_read_timeout.as_secs(), 3);
+        assert_eq!(cfg.api_limits.max_connections, 128);
+    }
 }
