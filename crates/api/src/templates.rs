@@ -23,10 +23,10 @@ fn check_name(name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Validates a template source: Go template syntax, the render budget as
-/// far as it can be judged without a machine (a template bomb), then the
-/// YAML with placeholders unchecked (they are checked when a workflow
-/// renders it).
+/// Validates a template source: Go template syntax, the YAML with
+/// placeholders unchecked (they are checked when a workflow renders it),
+/// then the render budget as far as it can be judged without a machine (a
+/// template bomb).
 fn check_data(data: &str) -> Result<(), ApiError> {
     let prefix = |e: bellows_model::ValidationError| {
         let field = if e.field.is_empty() || e.field == "template" {
@@ -37,8 +37,8 @@ fn check_data(data: &str) -> Result<(), ApiError> {
         ApiError::invalid(field, e.to_string())
     };
     check_syntax(data).map_err(prefix)?;
-    check_budget(data).map_err(prefix)?;
     Template::parse(data, Strictness::Source).map_err(prefix)?;
+    check_budget(data).map_err(prefix)?;
     Ok(())
 }
 
