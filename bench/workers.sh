@@ -141,7 +141,8 @@ for t in $targets; do
     [ -n "$bellows_log" ] && log_args=(--log "$bellows_log")
     rm -rf "$work/data"
     env ${preload:+LD_PRELOAD=$preload} "$bin" server --insecure --data-dir "$work/data" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
-      --syslog-listen off --tftp-listen off --dhcp-mode off ${log_args[@]+"${log_args[@]}"} 2>"$work/$t.log" &
+      --syslog-listen off --tftp-listen off --dhcp-mode off \
+      --http-max-connections 0 --http-max-connections-per-ip 0 ${log_args[@]+"${log_args[@]}"} 2>"$work/$t.log" &
     pid=$!
     pids+=("$pid")
     for _ in $(seq 1 100); do

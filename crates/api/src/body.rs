@@ -6,9 +6,14 @@ use serde::de::DeserializeOwned;
 
 use crate::{ApiError, MAX_BODY_BYTES};
 
-/// Reads the whole body, refusing more than [`MAX_BODY_BYTES`] with a 413.
+/// Reads the whole body, refusing more than [`MAX_BODY_BYTES`] with a 413,
+/// and one that does not arrive in time (the deadline `serve_http` put on
+/// it) with a 408.
 pub async fn read(body: Body) -> Result<axum::body::Bytes, ApiError> {
-    to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
+    to_bytes(body, MAX_BODY_BYTES).await.map_err(|e| {
+        if let Some(t) = crate::serve::timed_out(&e) {
+            return ApiError::new(StatusCode::REQUEST_TIMEOUT, "timeout", t.to_string(), None);
+        }
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",

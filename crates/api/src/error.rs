@@ -14,7 +14,7 @@ pub struct ApiError {
     /// HTTP status.
     pub status: StatusCode,
     /// Machine-readable code: `bad_request`, `invalid`, `not_found`,
-    /// `conflict`, `too_large`, `method_not_allowed`, `internal`,
+    /// `conflict`, `too_large`, `timeout`, `method_not_allowed`, `internal`,
     /// `password_required`, `secret_unreadable`, and the BMC codes.
     pub code: &'static str,
     /// Human-readable cause, naming the fix where there is one.

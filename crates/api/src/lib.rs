@@ -20,12 +20,14 @@ mod body;
 mod error;
 mod hardware;
 pub mod power;
+mod serve;
 mod templates;
 mod tokens;
 pub mod worker;
 mod workflows;
 
 pub use error::ApiError;
+pub use serve::{BodyTimedOut, HttpLimits, serve_http};
 
 /// The OpenAPI document, served at `/api/v1/openapi.json`; a test checks
 /// the router and this document describe the same operations.
@@ -168,23 +170,28 @@ pub fn router(state: AppState) -> Router {
         .merge(worker::WorkerService::new(state.workers.clone(), state.auth.clone()).router())
 }
 
-/// Serves the API on `listener` until `shutdown` resolves, then finishes
-/// in-flight requests.
+/// Serves the API on `listener` with the API's [`HttpLimits`] until
+/// `shutdown` resolves, then finishes in-flight requests.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    // Workers get their next action pushed right after their report is
-    // answered; without NODELAY, Nagle holds that push ~40 ms waiting for a
-    // delayed ACK (measured in bench/workers.sh).
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_with(listener, state, HttpLimits::API, shutdown).await
+}
+
+/// [`serve`] with other limits (the server's flags, tests' short timeouts).
+pub async fn serve_with(
+    listener: TcpListener,
+    state: AppState,
+    limits: HttpLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    // TCP_NODELAY is set on every connection by `serve_http`: workers get
+    // their next action pushed right after their report is answered;
+    // without it, Nagle holds that push ~40 ms waiting for a delayed ACK
+    // (measured in bench/workers.sh).
+    serve_http(listener, router(state), limits, shutdown).await
 }
 
 /// axum's own extractor rejections (a malformed query string, a path that

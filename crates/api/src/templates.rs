@@ -5,7 +5,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use bellows_model::api::{List, NewTemplate, TemplateRecord, TemplateUpdate};
-use bellows_model::render::check_syntax;
+use bellows_model::render::{check_budget, check_syntax};
 use bellows_model::template::{MAX_NAME_LEN, Strictness, Template};
 
 use crate::{ApiError, AppState, body};
@@ -23,8 +23,10 @@ fn check_name(name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Validates a template source: Go template syntax, then the YAML with
-/// placeholders unchecked (they are checked when a workflow renders it).
+/// Validates a template source: Go template syntax, the YAML with
+/// placeholders unchecked (they are checked when a workflow renders it),
+/// then the render budget as far as it can be judged without a machine (a
+/// template bomb).
 fn check_data(data: &str) -> Result<(), ApiError> {
     let prefix = |e: bellows_model::ValidationError| {
         let field = if e.field.is_empty() || e.field == "template" {
@@ -36,6 +38,7 @@ fn check_data(data: &str) -> Result<(), ApiError> {
     };
     check_syntax(data).map_err(prefix)?;
     Template::parse(data, Strictness::Source).map_err(prefix)?;
+    check_budget(data).map_err(prefix)?;
     Ok(())
 }
 

@@ -18,6 +18,8 @@ use serde_json::Value;
 use crate::error::ValidationError;
 use crate::hardware::{Hardware, Interface};
 use crate::template::{Strictness, Template};
+use budget::{BoundedText, Meter, OwnFuncs, meter_list};
+pub use budget::{BudgetExceeded, RenderBudget};
 
 /// What a template sees when it is rendered.
 #[derive(Debug, Clone, Default)]
@@ -30,7 +32,30 @@ pub struct RenderContext {
 
 /// Checks template syntax without data: unbalanced `{{`, unknown functions.
 pub fn check_syntax(source: &str) -> Result<(), ValidationError> {
-    go_template(source).map(|_| ())
+    go_template(
+        source,
+        &Meter::new(RenderBudget::default()),
+        MissingKey::Error,
+    )
+    .map(|_| ())
+}
+
+/// Renders a template once with no hardware (missing keys are empty) and
+/// refuses it if that alone runs past the render budget: a template bomb
+/// whose fan-out does not depend on the data is refused when it is
+/// created, not when the first workflow uses it. Any other failure is left
+/// for the workflow's render to report, with its real data.
+pub fn check_budget(source: &str) -> Result<(), ValidationError> {
+    let meter = Meter::new(RenderBudget::default());
+    let tmpl = go_template(source, &meter, MissingKey::ZeroValue)?;
+    let _ = execute(&tmpl, &meter, &context_value(&RenderContext::default()));
+    match meter.exceeded() {
+        Some(why) => Err(ValidationError::new(
+            "template",
+            format!("{why}, even with no hardware; the template is refused"),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Renders a template source for one workflow and parses the result strictly.
@@ -51,14 +76,47 @@ pub fn render(source: &str, ctx: &RenderContext) -> Result<(String, Template), V
     Ok((text, template))
 }
 
-/// Renders a template source to text, without parsing the result.
+/// Renders a template source to text, without parsing the result, within
+/// the default [`RenderBudget`].
 pub fn render_text(source: &str, ctx: &RenderContext) -> Result<String, ValidationError> {
-    let tmpl = go_template(source)?;
+    render_text_within(source, ctx, RenderBudget::default())
+}
+
+/// Renders a template source to text within `budget`: rendering stops as
+/// soon as it passes one of the limits, with an error naming it.
+pub fn render_text_within(
+    source: &str,
+    ctx: &RenderContext,
+    budget: RenderBudget,
+) -> Result<String, ValidationError> {
+    let meter = Meter::new(budget);
+    let tmpl = go_template(source, &meter, MissingKey::Error)?;
     let data = context_value(ctx);
-    tmpl.execute_to_string(&data).map_err(|e| match e {
-        TemplateError::MissingKey { key } => missing_key(&key, ctx),
-        other => ValidationError::new("template", format!("rendering failed: {other}")),
+    execute(&tmpl, &meter, &data).map_err(|e| match (meter.exceeded(), e) {
+        (Some(why), _) => ValidationError::new("template", format!("rendering stopped: {why}")),
+        (None, TemplateError::MissingKey { key }) => missing_key(&key, ctx),
+        (None, TemplateError::RangeIterLimit) => ValidationError::new(
+            "template",
+            format!(
+                "rendering stopped: {}",
+                BudgetExceeded::Steps(meter.budget().max_steps)
+            ),
+        ),
+        (None, other) => ValidationError::new("template", format!("rendering failed: {other}")),
     })
+}
+
+/// Runs the metered template into bounded text. The root template runs
+/// under its own name, where [`go_template`] put its metered copy.
+fn execute(tmpl: &GoTemplate, meter: &Meter, data: &GoValue) -> Result<String, TemplateError> {
+    let mut out = BoundedText::new(meter);
+    if tmpl.lookup(TEMPLATE_NAME).is_some() {
+        tmpl.execute_template_fmt(&mut out, TEMPLATE_NAME, data)?;
+    } else {
+        // An empty or whitespace-only body: nothing to meter.
+        tmpl.execute_fmt(&mut out, data)?;
+    }
+    Ok(out.text)
 }
 
 fn missing_key(key: &str, ctx: &RenderContext) -> ValidationError {
@@ -166,47 +224,80 @@ fn action_len(s: &str) -> Option<usize> {
     None
 }
 
-fn go_template(source: &str) -> Result<GoTemplate, ValidationError> {
+const TEMPLATE_NAME: &str = "workflow-template";
+
+/// Parses a template with Tinkerbell's functions, every function metered by
+/// `meter`, and a metering node at the head of every list of nodes.
+fn go_template(
+    source: &str,
+    meter: &Arc<Meter>,
+    missing: MissingKey,
+) -> Result<GoTemplate, ValidationError> {
     check_blocks(source)?;
-    GoTemplate::new("workflow-template")
-        .missing_key(MissingKey::Error)
-        .func("contains", |args| {
-            let (s, sub) = two_strings("contains", args)?;
-            Ok(GoValue::Bool(s.contains(sub.as_str())))
-        })
-        .func("hasPrefix", |args| {
-            let (s, prefix) = two_strings("hasPrefix", args)?;
-            Ok(GoValue::Bool(s.starts_with(prefix.as_str())))
-        })
-        .func("hasSuffix", |args| {
-            let (s, suffix) = two_strings("hasSuffix", args)?;
-            Ok(GoValue::Bool(s.ends_with(suffix.as_str())))
-        })
-        .func("formatPartition", |args| {
-            let [dev, part] = args else {
-                return Err(TemplateError::Exec(format!(
-                    "formatPartition: wrong number of args: got {} want 2",
-                    args.len()
-                )));
-            };
-            let GoValue::String(dev) = dev else {
-                return Err(TemplateError::Exec(
-                    "formatPartition: first argument must be a device path string".into(),
-                ));
-            };
-            let part = match part {
-                GoValue::Int(n) => *n,
-                GoValue::Uint(n) => i64::try_from(*n).unwrap_or(i64::MAX),
-                _ => {
-                    return Err(TemplateError::Exec(
-                        "formatPartition: second argument must be an integer".into(),
-                    ));
-                }
-            };
-            Ok(GoValue::String(format_partition(dev, part).into()))
-        })
+    let own: OwnFuncs = vec![
+        (
+            "contains",
+            Arc::new(|args: &[GoValue]| {
+                let (s, sub) = two_strings("contains", args)?;
+                Ok(GoValue::Bool(s.contains(sub.as_str())))
+            }),
+        ),
+        (
+            "hasPrefix",
+            Arc::new(|args: &[GoValue]| {
+                let (s, prefix) = two_strings("hasPrefix", args)?;
+                Ok(GoValue::Bool(s.starts_with(prefix.as_str())))
+            }),
+        ),
+        (
+            "hasSuffix",
+            Arc::new(|args: &[GoValue]| {
+                let (s, suffix) = two_strings("hasSuffix", args)?;
+                Ok(GoValue::Bool(s.ends_with(suffix.as_str())))
+            }),
+        ),
+        ("formatPartition", Arc::new(format_partition_func)),
+    ];
+    let base = GoTemplate::new(TEMPLATE_NAME)
+        .missing_key(missing)
+        .max_range_iters(meter.budget().max_steps);
+    let mut tmpl = meter
+        .install(base, own)
         .parse(source)
-        .map_err(|e| ValidationError::new("template", format!("template syntax: {e}")))
+        .map_err(|e| ValidationError::new("template", format!("template syntax: {e}")))?;
+    let names: Vec<String> = tmpl.templates().into_iter().map(str::to_string).collect();
+    for name in names {
+        if let Some(body) = tmpl.lookup(&name) {
+            let mut body = body.clone();
+            meter_list(&mut body);
+            tmpl = tmpl.add_parse_tree(&name, body);
+        }
+    }
+    Ok(tmpl)
+}
+
+fn format_partition_func(args: &[GoValue]) -> Result<GoValue, TemplateError> {
+    let [dev, part] = args else {
+        return Err(TemplateError::Exec(format!(
+            "formatPartition: wrong number of args: got {} want 2",
+            args.len()
+        )));
+    };
+    let GoValue::String(dev) = dev else {
+        return Err(TemplateError::Exec(
+            "formatPartition: first argument must be a device path string".into(),
+        ));
+    };
+    let part = match part {
+        GoValue::Int(n) => *n,
+        GoValue::Uint(n) => i64::try_from(*n).unwrap_or(i64::MAX),
+        _ => {
+            return Err(TemplateError::Exec(
+                "formatPartition: second argument must be an integer".into(),
+            ));
+        }
+    };
+    Ok(GoValue::String(format_partition(dev, part).into()))
 }
 
 fn two_strings(name: &str, args: &[GoValue]) -> Result<(String, String), TemplateError> {
@@ -489,5 +580,6 @@ fn json_value(v: &Value) -> GoValue {
     }
 }
 
+mod budget;
 #[cfg(test)]
 mod tests;

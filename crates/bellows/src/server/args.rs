@@ -178,4 +178,22 @@ pub struct ServerArgs {
     /// warns at start [default: false].
     #[arg(long, env = "BELLOWS_INSECURE", num_args = 0..=1, default_missing_value = "true")]
     pub insecure: Option<bool>,
+    /// Seconds an HTTP client has to send a request's headers, on every
+    /// listener; an idle HTTP/1 keep-alive connection is closed after the
+    /// same time [default: 10]. HTTP/2 (the worker's gRPC) is pinged instead.
+    #[arg(long, env = "BELLOWS_HTTP_HEADER_TIMEOUT", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub http_header_timeout: Option<u64>,
+    /// Seconds an HTTP client has to send a whole request body, on every
+    /// listener (gRPC streams excepted) [default: 30].
+    #[arg(long, env = "BELLOWS_HTTP_BODY_TIMEOUT", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub http_body_timeout: Option<u64>,
+    /// Open connections the boot HTTP listener (and each metadata listener)
+    /// takes; more are closed at once. Each worker holds one while its
+    /// workflow runs [default: 16384; 0 for no limit].
+    #[arg(long, env = "BELLOWS_HTTP_MAX_CONNECTIONS")]
+    pub http_max_connections: Option<usize>,
+    /// Open connections one peer address may hold on the boot listener
+    /// [default: 64; 0 for no limit].
+    #[arg(long, env = "BELLOWS_HTTP_MAX_CONNECTIONS_PER_IP")]
+    pub http_max_connections_per_ip: Option<usize>,
 }

@@ -3,6 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+use bellows_api::HttpLimits;
 use bellows_ipxe::LocalBoot;
 use bellows_metadata::Cidr;
 
@@ -66,6 +67,11 @@ pub struct ServerConfig {
     pub worker_keepalive: std::time::Duration,
     /// No tokens, no worker credentials (`--insecure`).
     pub insecure: bool,
+    /// Limits of the boot and metadata HTTP listeners.
+    pub http_limits: HttpLimits,
+    /// Limits of the API listener (its own connection limits, the same
+    /// timeouts as the boot listener).
+    pub api_limits: HttpLimits,
 }
 
 /// Boot services the operator asked for by name.
@@ -154,6 +160,30 @@ pub fn resolve(args: &ServerArgs) -> Result<ServerConfig, ConfigError> {
             .map_err(|e| ConfigError::Value(format!("local_boot: {e}")))?,
         None => LocalBoot::Exit,
     };
+    let secs = std::time::Duration::from_secs;
+    let mut http_limits = HttpLimits::BOOT;
+    if let Some(s) = pick!(http_header_timeout) {
+        http_limits.header_read_timeout = secs(s);
+    }
+    if let Some(s) = pick!(http_body_timeout) {
+        http_limits.body_read_timeout = secs(s);
+    }
+    let api_limits = HttpLimits {
+        header_read_timeout: http_limits.header_read_timeout,
+        body_read_timeout: http_limits.body_read_timeout,
+        ..HttpLimits::API
+    };
+    if let Some(n) = pick!(http_max_connections) {
+        http_limits.max_connections = n;
+    }
+    if let Some(n) = pick!(http_max_connections_per_ip) {
+        http_limits.max_connections_per_ip = n;
+    }
+    if http_limits.header_read_timeout.is_zero() || http_limits.body_read_timeout.is_zero() {
+        return Err(ConfigError::Value(
+            "http_header_timeout, http_body_timeout: must be at least 1 second".into(),
+        ));
+    }
     let explicit = Explicit {
         dhcp: pick!(dhcp_mode).is_some() || pick!(dhcp_listen).is_some(),
         tftp: pick!(tftp_listen).is_some(),
@@ -208,6 +238,8 @@ pub fn resolve(args: &ServerArgs) -> Result<ServerConfig, ConfigError> {
             None => 25,
         }),
         insecure: pick!(insecure).unwrap_or(false),
+        http_limits,
+        api_limits,
     })
 }
 
@@ -345,5 +377,34 @@ mod tests {
         std::fs::write(&path, "tftp_transfers_per_client = 0\n").unwrap();
         let e = resolve(&args).unwrap_err().to_string();
         assert!(e.contains("tftp_transfers_per_client"), "{e}");
+    }
+
+    #[test]
+    fn http_limits_default_and_override() {
+        let cfg = resolve(&ServerArgs::default()).unwrap();
+        assert_eq!(cfg.http_limits, HttpLimits::BOOT);
+        assert_eq!(cfg.api_limits, HttpLimits::API);
+        assert_eq!(cfg.http_limits.header_read_timeout.as_secs(), 10);
+        assert_eq!(cfg.http_limits.max_connections, 16_384);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.toml");
+        std::fs::write(
+            &path,
+            "http_header_timeout = 3\nhttp_body_timeout = 4\nhttp_max_connections = 2048\nhttp_max_connections_per_ip = 0\n",
+        )
+        .unwrap();
+        let args = ServerArgs {
+            config: Some(path),
+            ..Default::default()
+        };
+        let cfg = resolve(&args).unwrap();
+        assert_eq!(cfg.http_limits.header_read_timeout.as_secs(), 3);
+        assert_eq!(cfg.http_limits.body_read_timeout.as_secs(), 4);
+        assert_eq!(cfg.http_limits.max_connections, 2048);
+        assert_eq!(cfg.http_limits.max_connections_per_ip, 0);
+        // The API keeps its own connection limits, with the same timeouts.
+        assert_eq!(cfg.api_limits.header_read_timeout.as_secs(), 3);
+        assert_eq!(cfg.api_limits.max_connections, 128);
     }
 }

@@ -41,6 +41,7 @@ use services::{SHUTDOWN_DRAIN, Services};
 pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
     let cfg = config::resolve(&args).map_err(|e| CliError::Usage(e.to_string()))?;
     init_logging(&cfg.log)?;
+    raise_open_file_limit();
     let store = open_store(&cfg).await?;
     let dyn_store: Arc<dyn Store> = store.clone();
     let auth_store: Arc<dyn AuthStore> = store.clone();
@@ -191,23 +192,16 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
     }
     for (listener, app) in http_apps {
         let stopped = stop.wait();
+        let limits = cfg.http_limits;
         let name = match listener.local_addr() {
             Ok(addr) => format!("HTTP service on {addr}"),
             Err(_) => "HTTP service".to_string(),
         };
         let failed = format!("{name} failed");
         servers.spawn(name, async move {
-            // NODELAY: see bellows_api::serve.
-            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(stopped)
-            .await
-            .map_err(|e| format!("{failed}: {e}"))
+            bellows_api::serve_http(listener, app, limits, stopped)
+                .await
+                .map_err(|e| format!("{failed}: {e}"))
         });
     }
     let state = AppState {
@@ -223,8 +217,9 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
         auth,
     };
     let api_stopped = stop.wait();
+    let api_limits = cfg.api_limits;
     servers.spawn("API", async move {
-        bellows_api::serve(api_listener, state, api_stopped)
+        bellows_api::serve_with(api_listener, state, api_limits, api_stopped)
             .await
             .map_err(|e| format!("API server failed: {e}"))
     });
@@ -234,6 +229,22 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
     store.close().await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Raises the soft open-file limit to the hard one: each worker holds a
+/// connection, and the boot listener takes up to 16,384 (the common soft
+/// default of 1,024 would turn machines away long before that).
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!("cannot raise the open-file limit from {soft} to {hard}: {e}");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot read the open-file limit: {e}"),
+    }
 }
 
 /// Logs go to stderr, filtered by `--log` (`RUST_LOG` syntax), coloured

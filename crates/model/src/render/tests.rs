@@ -150,3 +150,139 @@ fn format_partition_rules() {
     assert_eq!(format_partition("/dev/sda", 1), "/dev/sda1");
     assert_eq!(format_partition("/dev/mmcblk0", 1), "/dev/mmcblk0");
 }
+
+/// The bomb of issue 12: ten nested defines, each calling the one below it
+/// ten times (10¹⁰ calls of the innermost), in about 2 KB.
+fn template_bomb(innermost: &str) -> String {
+    let mut s = format!("{{{{define \"a0\"}}}}{innermost}{{{{end}}}}\n");
+    for level in 1..10 {
+        s += &format!("{{{{define \"a{level}\"}}}}");
+        for _ in 0..10 {
+            s += &format!("{{{{template \"a{}\"}}}}", level - 1);
+        }
+        s += "{{end}}\n";
+    }
+    s + "version: \"0.1\"\nname: bomb\nglobal_timeout: 60\ntasks:\n  - name: t\n    worker: \"{{template \"a9\"}}\"\n    actions:\n      - name: a\n        image: busybox\n        timeout: 60\n"
+}
+
+/// The process's peak resident memory (`VmHWM`), in kB. nextest runs each
+/// test in its own process, so this is the test's own peak.
+fn peak_rss_kb() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Renders `source` and checks it is refused for `budget_word` within a
+/// few seconds and without the process's peak memory growing 100 MB.
+fn assert_refused_quickly(source: &str, ctx: &RenderContext, budget_word: &str) -> String {
+    let before = peak_rss_kb();
+    let started = std::time::Instant::now();
+    let e = render_text(source, ctx).unwrap_err();
+    let took = started.elapsed();
+    let grew_mb = (peak_rss_kb() - before) / 1024;
+    assert_eq!(e.field, "template", "{e}");
+    assert!(e.message.contains(budget_word), "{e}");
+    assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
+    assert!(grew_mb < 100, "peak memory grew {grew_mb} MB");
+    eprintln!("refused in {took:?}, peak memory +{grew_mb} MB: {e}");
+    e.message
+}
+
+#[test]
+fn template_bomb_is_refused_within_the_work_budget() {
+    let bomb = template_bomb("");
+    assert!(bomb.len() < 2100, "the bomb is {} bytes", bomb.len());
+    let msg = assert_refused_quickly(&bomb, &golden_context(), "work budget");
+    assert!(msg.contains("1000000 steps"), "{msg}");
+}
+
+#[test]
+fn template_bomb_with_output_is_refused_within_the_output_budget() {
+    let bomb = template_bomb("x");
+    let msg = assert_refused_quickly(&bomb, &golden_context(), "output budget");
+    assert!(
+        msg.contains(&crate::template::MAX_TEMPLATE_BYTES.to_string()),
+        "{msg}"
+    );
+}
+
+#[test]
+fn doubling_a_variable_is_refused_before_it_allocates() {
+    let loop_ = "{{$x := \"0123456789abcdef\"}}{{range 60}}{{$x = printf \"%s%s\" $x $x}}{{end}}ok";
+    assert_refused_quickly(loop_, &golden_context(), "over the budget of 1048576 bytes");
+    let print = "{{$x := \"0123456789abcdef\"}}{{range 60}}{{$x = print $x $x}}{{end}}ok";
+    assert_refused_quickly(print, &golden_context(), "print would make");
+    // 256 KiB of `<` is within the limit; as `&lt;` it would not be.
+    let escape = "{{$x := \"<<<<<<<<\"}}{{range 15}}{{$x = print $x $x}}{{end}}{{html $x}}";
+    assert_refused_quickly(escape, &golden_context(), "html would make");
+    // Doubling through recursion instead of a loop: 2^k, k up to the depth limit.
+    let recursive =
+        "{{define \"d\"}}{{template \"d\" (print . .)}}{{end}}{{template \"d\" \"ab\"}}";
+    assert_refused_quickly(recursive, &golden_context(), "print would make");
+    let width = "{{range 100000}}{{printf \"%65535d\" 1}}{{end}}";
+    assert_refused_quickly(width, &golden_context(), "output budget");
+}
+
+#[test]
+fn copying_a_big_value_over_and_over_is_bounded_by_the_text_budget() {
+    // 256 KiB made once, then compared 1,000 times: 512 MB of comparing.
+    let source = "{{$x := printf \"%65535s%65535s%65535s%65535s\" \"\" \"\" \"\" \"\"}}{{range 1000}}{{if eq $x $x}}{{end}}{{end}}ok";
+    assert_refused_quickly(source, &golden_context(), "work budget of 67108864 bytes");
+}
+
+#[test]
+fn the_budget_is_checked_at_create_when_the_data_does_not_matter() {
+    let e = check_budget(&template_bomb("")).unwrap_err();
+    assert!(e.message.contains("work budget"), "{e}");
+    assert!(e.message.contains("even with no hardware"), "{e}");
+    assert!(check_budget(&template_bomb("x")).is_err());
+    // A bomb behind a key the empty data lacks is left to the workflow.
+    let guarded = format!("{{{{if .device_9}}}}{}{{{{end}}}}", template_bomb(""));
+    assert!(check_budget(&guarded).is_ok());
+    let mut ctx = golden_context();
+    ctx.hardware_map.insert("device_9".into(), "yes".into());
+    assert_refused_quickly(&guarded, &ctx, "work budget");
+    // Every golden case with valid syntax passes, those that fail with
+    // real data included.
+    for case in std::fs::read_dir(golden_dir()).unwrap() {
+        let path = case.unwrap().path();
+        let valid =
+            |p: &std::path::Path| check_syntax(&std::fs::read_to_string(p).unwrap()).is_ok();
+        if path.extension().is_some_and(|x| x == "tmpl") && valid(&path) {
+            let source = std::fs::read_to_string(&path).unwrap();
+            check_budget(&source).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
+    }
+}
+
+#[test]
+fn a_big_legitimate_template_renders_as_before() {
+    // 2,000 actions through a define, ranges and printf: about 200 KB out,
+    // under the output budget, and exactly what unmetered gotmpl makes.
+    let source = "{{define \"action\"}}      - name: \"a{{.}}\"\n        image: busybox\n        timeout: 60\n        environment:\n          N: \"{{printf \"%05d\" .}}\"\n{{end}}version: \"0.1\"\nname: big\nglobal_timeout: 60\ntasks:\n  - name: t\n    worker: \"{{.device_1}}\"\n    actions:\n{{range $i := 2000}}{{template \"action\" $i}}{{end}}";
+    let ours = render_text(source, &golden_context()).unwrap();
+    let plain = gotmpl::Template::new("workflow-template")
+        .parse(source)
+        .unwrap()
+        .execute_to_string(&context_value(&golden_context()))
+        .unwrap();
+    assert_eq!(ours, plain);
+    assert!(ours.len() > 150_000, "{}", ours.len());
+    // And a budget just below what it needs refuses it, naming the limit.
+    let tight = RenderBudget {
+        max_output: ours.len() - 1,
+        ..RenderBudget::default()
+    };
+    let e = render_text_within(source, &golden_context(), tight).unwrap_err();
+    assert!(e.message.contains("output budget"), "{e}");
+    let few_steps = RenderBudget {
+        max_steps: 1000,
+        ..RenderBudget::default()
+    };
+    let e = render_text_within(source, &golden_context(), few_steps).unwrap_err();
+    assert!(e.message.contains("1000 steps"), "{e}");
+}
