@@ -294,3 +294,56 @@ pub fn normalize_worker_id(id: &str) -> String {
         Err(_) => id.trim().to_ascii_lowercase(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn hub() -> (Arc<WorkerHub>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = bellows_store::SqliteStore::open(
+            dir.path(),
+            bellows_store::SecretKey::from_bytes(&[1; 32]),
+        )
+        .await
+        .expect("open");
+        (WorkerHub::new(Arc::new(store), HubSettings::default()), dir)
+    }
+
+    /// A flood of invented ids stops at the cap, and costs nothing once the
+    /// streams are gone.
+    #[tokio::test]
+    async fn worker_streams_are_capped() {
+        let (hub, _dir) = hub().await;
+        let mut held = Vec::new();
+        for i in 0..MAX_WORKERS {
+            held.push(
+                hub.register(&format!("w{i}"), false)
+                    .expect("under the cap"),
+            );
+        }
+        assert_eq!(
+            hub.register("one-more", false).err(),
+            Some(RegisterError::Full)
+        );
+        // A worker already connected may still reconnect at the cap.
+        assert!(hub.register("w0", false).is_ok());
+        drop(held);
+        assert_eq!(hub.connected(), 0);
+        assert!(hub.register("one-more", false).is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_operator_cannot_displace_a_machines_own_stream() {
+        let (hub, _dir) = hub().await;
+        let own = hub.register("m", true).expect("machine");
+        assert_eq!(
+            hub.register("m", false).err(),
+            Some(RegisterError::HeldByMachine("m".into()))
+        );
+        assert!(hub.is_current(&own));
+        // The machine itself (its worker reconnecting) may.
+        let again = hub.register("m", true).expect("machine again");
+        assert!(!hub.is_current(&own) && hub.is_current(&again));
+    }
+}
