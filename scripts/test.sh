@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check CI runs: formatting, clippy, all tests (unit, API, CLI,
 # durability, store), the Go golden comparison, and schemathesis against
-# a live server's OpenAPI document. Installs what it needs.
+# a live server's OpenAPI document, and the fuzz targets for a bounded
+# time each. Installs what it needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -40,4 +41,6 @@ echo "== golden: Go's text/template renders the committed outputs"
 scripts/golden.sh
 echo "== schemathesis: the live API conforms to its OpenAPI document"
 scripts/api-conformance.sh
+echo "== fuzz: every target for a bounded time (FUZZ_SECONDS, default 30)"
+scripts/fuzz.sh
 echo "== all checks passed"

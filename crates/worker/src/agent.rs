@@ -220,6 +220,19 @@ impl Agent {
                         tracing::info!("server closed the stream; reconnecting");
                         backoff = Duration::from_millis(250);
                     }
+                    Err(status) if matches!(
+                        status.code(),
+                        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+                    ) => {
+                        // Not a network fault: say so, the operator must act
+                        // (a new boot, a token, the address binding).
+                        tracing::warn!(
+                            "server {} refused this worker's credential: {}; retrying in {:?}",
+                            agent.config.server,
+                            status.message(),
+                            backoff
+                        );
+                    }
                     Err(status) => {
                         tracing::warn!(
                             "server {} unreachable ({}: {}); retrying in {:?}",

@@ -236,6 +236,12 @@ impl Boot {
         if let Some(k) = setup.kernel_args {
             args.extend(["--kernel-args", k]);
         }
+        if setup.vlan.is_some() {
+            // The worker calls from its VLAN address, not the reserved one
+            // it booted by: a routed network, so credentials cannot be
+            // bound to the reservation (see SECURITY.md).
+            args.push("--allow-script-from-any-address");
+        }
         if setup.disk {
             // Served by Bellows beside the in-memory OS, at /osie/.
             rootfs_tarball(&data.join("osie/rootfs.tar.gz"));
