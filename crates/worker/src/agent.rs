@@ -222,7 +222,7 @@ impl Agent {
                     }
                     Err(status) if matches!(
                         status.code(),
-                        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+                        Code::Unauthenticated | Code::PermissionDenied
                     ) => {
                         // Not a network fault: say so, the operator must act
                         // (a new boot, a token, the address binding).
