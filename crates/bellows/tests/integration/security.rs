@@ -11,7 +11,7 @@ use serde_json::Value;
 use tonic::Code;
 
 use crate::harness::{Server, client_builder, http, ok};
-use crate::worker_protocol::{aref, report};
+use crate::worker_protocol::{aref, connect_from, report};
 
 /// One HTTP call with exactly the credential given (none, or `token`):
 /// (status, `WWW-Authenticate`, JSON body).
@@ -245,20 +245,7 @@ async fn rogue(
         impl tonic::service::Interceptor + use<>,
     >,
 > {
-    let channel = tonic::transport::Endpoint::from_shared(s.http_url.clone())
-        .expect("url")
-        .local_address(Some(from.parse().expect("ip")))
-        .connect()
-        .await
-        .expect("connect");
-    let header: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> =
-        token.map(|t| format!("Bearer {t}").parse().expect("header"));
-    WorkerClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
-        if let Some(h) = &header {
-            req.metadata_mut().insert("authorization", h.clone());
-        }
-        Ok(req)
-    })
+    connect_from(&s.http_url, Some(from.parse().expect("ip")), token).await
 }
 
 fn refused<T: std::fmt::Debug>(r: Result<T, tonic::Status>, code: Code) {

@@ -42,8 +42,24 @@ pub async fn connect(
         impl tonic::service::Interceptor + use<>,
     >,
 > {
+    connect_from(url, None, token).await
+}
+
+/// [`connect`] from local address `from` (a loopback alias), as a host
+/// at another address would.
+pub async fn connect_from(
+    url: &str,
+    from: Option<std::net::IpAddr>,
+    token: Option<&str>,
+) -> WorkerClient<
+    tonic::service::interceptor::InterceptedService<
+        tonic::transport::Channel,
+        impl tonic::service::Interceptor + use<>,
+    >,
+> {
     let channel = tonic::transport::Endpoint::from_shared(url.to_string())
         .expect("url")
+        .local_address(from)
         .connect()
         .await
         .expect("connect");
