@@ -6,7 +6,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use bellows_model::api::List;
-use bellows_model::auth::{AuditEntry, CreatedToken, NewToken, Role, TokenRecord};
+use bellows_model::auth::{AuditEntry, CreatedToken, NewToken, TokenRecord};
 use serde::Deserialize;
 
 use crate::auth::Operator;
@@ -43,22 +43,7 @@ pub(crate) async fn revoke(
     Extension(operator): Extension<Operator>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let tokens = state.auth.tokens();
-    let target = tokens
-        .list_api_tokens()
-        .await?
-        .into_iter()
-        .find(|t| t.name == name)
-        .ok_or_else(|| ApiError::not_found("token", &name))?;
-    if target.role == Role::Admin && tokens.count_api_tokens(Role::Admin).await? <= 1 {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            format!("{name:?} is the last admin token; create another admin token first"),
-            None,
-        ));
-    }
-    tokens.revoke_api_token(&name).await?;
+    state.auth.tokens().revoke_api_token(&name).await?;
     tracing::info!(name = %name, by = %operator.name, "token revoked");
     Ok(StatusCode::NO_CONTENT)
 }

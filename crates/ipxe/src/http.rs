@@ -33,18 +33,23 @@ pub trait BootLookup: Send + Sync {
     /// The machine with an interface reserved `ip` (IPv4-mapped IPv6
     /// addresses count as their IPv4 address).
     fn by_ip(&self, ip: IpAddr) -> Option<Arc<Hardware>>;
-    /// Whether a PENDING or RUNNING workflow names this MAC or machine as
-    /// its worker: a RUNNING one counts because a machine that rebooted
-    /// mid-way must get back to its worker.
-    async fn workflow_waiting(&self, hw: &Hardware, mac: MacAddr) -> Result<bool, LookupError>;
+    /// The id of a PENDING or RUNNING workflow that names this MAC or
+    /// machine as its worker, if any: a RUNNING one counts because a
+    /// machine that rebooted mid-way must get back to its worker.
+    async fn waiting_workflow(
+        &self,
+        hw: &Hardware,
+        mac: MacAddr,
+    ) -> Result<Option<String>, LookupError>;
     /// A new per-boot credential for the worker `mac` on `hw`, which is
-    /// about to boot the in-memory OS: `None` when the server runs without
-    /// credentials (`--insecure`). Minting replaces the machine's previous
-    /// credential.
+    /// about to boot the in-memory OS to run `workflow_id`: `None` when the
+    /// server runs without credentials (`--insecure`). Minting replaces the
+    /// machine's previous credential.
     async fn mint_credential(
         &self,
         hw: &Hardware,
         mac: MacAddr,
+        workflow_id: &str,
     ) -> Result<Option<String>, LookupError>;
 }
 
@@ -406,7 +411,7 @@ async fn script_by_source(state: &BootState, peer: SocketAddr) -> Response {
 }
 
 async fn script(state: &BootState, hw: &Hardware, mac: MacAddr) -> Response {
-    let waiting = match state.machines.workflow_waiting(hw, mac).await {
+    let waiting = match state.machines.waiting_workflow(hw, mac).await {
         Ok(w) => w,
         Err(e) => {
             tracing::error!(error = %e, %mac, "cannot read workflows for auto.ipxe");
@@ -416,18 +421,20 @@ async fn script(state: &BootState, hw: &Hardware, mac: MacAddr) -> Response {
             );
         }
     };
-    let choice = choose(hw, mac, waiting);
-    let credential = match choice {
-        ScriptChoice::Install => match state.machines.mint_credential(hw, mac).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, %mac, "cannot mint the worker's credential");
-                return text(
+    let choice = choose(hw, mac, waiting.is_some());
+    let credential = match (&choice, &waiting) {
+        (ScriptChoice::Install, Some(workflow)) => {
+            match state.machines.mint_credential(hw, mac, workflow).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e, %mac, "cannot mint the worker's credential");
+                    return text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "#!ipxe\necho Bellows: server error; retrying in 10 s\nsleep 10\nchain --autofree ${filename} || exit 1\n".into(),
                 );
+                }
             }
-        },
+        }
         _ => None,
     };
     tracing::info!(%mac, hardware = %hw.id, ?choice, "serving auto.ipxe");

@@ -33,6 +33,7 @@ impl BootLookup for Machines {
         &self,
         _: &Hardware,
         _: MacAddr,
+        _: &str,
     ) -> Result<Option<String>, LookupError> {
         Ok(None)
     }
@@ -51,8 +52,12 @@ impl BootLookup for Machines {
             .cloned()
     }
 
-    async fn workflow_waiting(&self, _: &Hardware, _: MacAddr) -> Result<bool, LookupError> {
-        Ok(false)
+    async fn waiting_workflow(
+        &self,
+        _: &Hardware,
+        _: MacAddr,
+    ) -> Result<Option<String>, LookupError> {
+        Ok(None)
     }
 }
 

@@ -20,7 +20,10 @@ pub trait AuthStore: Send + Sync + 'static {
     async fn api_token_by_digest(&self, digest: &str) -> Result<Option<TokenRecord>>;
     /// Every token, by name.
     async fn list_api_tokens(&self) -> Result<Vec<TokenRecord>>;
-    /// Removes a token by name; `NotFound` when there is none.
+    /// Removes a token by name; `NotFound` when there is none, `Conflict`
+    /// when it is the last admin token (the server would have no one left
+    /// to make new ones). Checked and done in one transaction, so two
+    /// admins revoking each other cannot both succeed.
     async fn revoke_api_token(&self, name: &str) -> Result<()>;
     /// How many tokens have `role` (a server refuses to revoke the last admin).
     async fn count_api_tokens(&self, role: Role) -> Result<u64>;

@@ -31,31 +31,6 @@ impl StorePorts {
             credentials,
         }
     }
-
-    /// The first active workflow whose worker is `mac` or `hw`'s id.
-    async fn active_workflow(
-        &self,
-        hw: &Hardware,
-        mac: MacAddr,
-    ) -> Result<Option<String>, bellows_ipxe::http::LookupError> {
-        // A task names its worker by MAC or by hardware id.
-        for worker in [mac.to_string(), hw.id.clone()] {
-            let filter = WorkflowFilter {
-                state: None,
-                worker: Some(worker),
-                active: true,
-            };
-            let found = self
-                .store
-                .list_workflows(&filter)
-                .await
-                .map_err(|e| bellows_ipxe::http::LookupError(e.to_string()))?;
-            if let Some(wf) = found.into_iter().next() {
-                return Ok(Some(wf.id));
-            }
-        }
-        Ok(None)
-    }
 }
 
 impl bellows_dhcp::Lookup for StorePorts {
@@ -80,26 +55,40 @@ impl bellows_ipxe::http::BootLookup for StorePorts {
         self.index.by_ip(ip)
     }
 
-    async fn workflow_waiting(
+    async fn waiting_workflow(
         &self,
         hw: &Hardware,
         mac: MacAddr,
-    ) -> Result<bool, bellows_ipxe::http::LookupError> {
-        Ok(self.active_workflow(hw, mac).await?.is_some())
+    ) -> Result<Option<String>, bellows_ipxe::http::LookupError> {
+        // A task names its worker by MAC or by hardware id.
+        for worker in [mac.to_string(), hw.id.clone()] {
+            let filter = WorkflowFilter {
+                state: None,
+                worker: Some(worker),
+                active: true,
+            };
+            let found = self
+                .store
+                .list_workflows(&filter)
+                .await
+                .map_err(|e| bellows_ipxe::http::LookupError(e.to_string()))?;
+            if let Some(wf) = found.into_iter().next() {
+                return Ok(Some(wf.id));
+            }
+        }
+        Ok(None)
     }
 
     async fn mint_credential(
         &self,
         hw: &Hardware,
         mac: MacAddr,
+        workflow_id: &str,
     ) -> Result<Option<String>, bellows_ipxe::http::LookupError> {
         let Some(credentials) = &self.credentials else {
             return Ok(None);
         };
         let lookup = |e: String| bellows_ipxe::http::LookupError(e);
-        let Some(workflow_id) = self.active_workflow(hw, mac).await? else {
-            return Ok(None);
-        };
         let token =
             bellows_api::auth::new_token(WORKER_TOKEN_PREFIX).map_err(|e| lookup(e.to_string()))?;
         let address = hw
@@ -111,7 +100,7 @@ impl bellows_ipxe::http::BootLookup for StorePorts {
             digest: token_digest(&token),
             worker: mac.to_string(),
             hardware_id: hw.id.clone(),
-            workflow_id,
+            workflow_id: workflow_id.to_string(),
             address,
             issued_at: now_ms(),
         };

@@ -72,8 +72,37 @@ impl AuthStore for SqliteStore {
     }
 
     async fn revoke_api_token(&self, name: &str) -> Result<()> {
-        self.delete_one("DELETE FROM api_token WHERE name = $1", "token", name)
-            .await
+        let (_guard, mut tx) = self.begin().await?;
+        let role: Option<String> = sqlx::query_scalar("SELECT role FROM api_token WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(role) = role else {
+            return Err(StoreError::NotFound {
+                kind: "token",
+                id: name.to_string(),
+            });
+        };
+        if role == Role::Admin.as_str() {
+            let admins: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_token WHERE role = $1")
+                .bind(Role::Admin.as_str())
+                .fetch_one(&mut *tx)
+                .await?;
+            if admins <= 1 {
+                return Err(StoreError::Conflict {
+                    field: None,
+                    message: format!(
+                        "{name:?} is the last admin token; create another admin token first"
+                    ),
+                });
+            }
+        }
+        sqlx::query("DELETE FROM api_token WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn count_api_tokens(&self, role: Role) -> Result<u64> {
@@ -224,6 +253,24 @@ mod tests {
         assert!(matches!(
             store.revoke_api_token("ops").await,
             Err(StoreError::NotFound { .. })
+        ));
+        // The last admin stays; with a second one, either may go.
+        store
+            .create_api_token(&token("root", Role::Admin), &token_digest("secret-3"))
+            .await
+            .expect("create");
+        assert!(matches!(
+            store.revoke_api_token("root").await,
+            Err(StoreError::Conflict { .. })
+        ));
+        store
+            .create_api_token(&token("root2", Role::Admin), &token_digest("secret-4"))
+            .await
+            .expect("create");
+        store.revoke_api_token("root").await.expect("revoke");
+        assert!(matches!(
+            store.revoke_api_token("root2").await,
+            Err(StoreError::Conflict { .. })
         ));
         // The token itself is nowhere in the database file.
         store.close().await;
