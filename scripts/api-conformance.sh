@@ -19,13 +19,16 @@ trap cleanup EXIT
 pid=$!
 url=""
 for _ in $(seq 1 100); do
-  url=$(grep -o 'bellows API listening on http://[0-9.:]*' "$work/server.log" | head -1 | sed 's/.*listening on //') || true
+  url=$(grep -o -E 'bellows API listening on https?://[0-9.:]*' "$work/server.log" | head -1 | sed 's/.*listening on //') || true
   [ -n "$url" ] && break
   kill -0 "$pid" 2>/dev/null || { cat "$work/server.log" >&2; exit 1; }
   sleep 0.1
 done
 [ -n "$url" ] || { echo "api-conformance: server did not start" >&2; cat "$work/server.log" >&2; exit 1; }
 export BELLOWS_URL="$url"
+# Over TLS, trusting the CA the server made in its data directory (the CLI
+# and schemathesis both read BELLOWS_CA).
+export BELLOWS_CA="$work/data/tls/ca.crt"
 # Authenticated as the admin the first start created; schemathesis sends it.
 BELLOWS_TOKEN=$(cat "$work/data/admin.token")
 export BELLOWS_TOKEN

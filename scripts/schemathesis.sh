@@ -5,8 +5,9 @@
 # body valid against its schema.
 #
 #   BELLOWS_TOKEN admin token sent with every request
-#   BELLOWS_URL   server to test (default http://127.0.0.1:42113); only this
+#   BELLOWS_URL   server to test (default https://127.0.0.1:42113); only this
 #                 server is contacted
+#   BELLOWS_CA    CA certificate (PEM) to verify an https:// server with
 #   BELLOWS_VENV  virtualenv holding schemathesis (default /tmp/bellows-venv);
 #                 created and filled on first use
 #   ST_MAX_EXAMPLES  test cases per operation and phase (default 30)
@@ -19,7 +20,7 @@
 set -euo pipefail
 
 SCHEMATHESIS_VERSION=4.32.5
-url="${BELLOWS_URL:-http://127.0.0.1:42113}"
+url="${BELLOWS_URL:-https://127.0.0.1:42113}"
 url="${url%/}"
 venv="${BELLOWS_VENV:-/tmp/bellows-venv}"
 max_examples="${ST_MAX_EXAMPLES:-30}"
@@ -54,6 +55,9 @@ args=(
 # token (BELLOWS_TOKEN, e.g. the data directory's admin.token).
 if [ -n "${BELLOWS_TOKEN:-}" ]; then
   args+=(--header "Authorization: Bearer $BELLOWS_TOKEN")
+fi
+if [ -n "${BELLOWS_CA:-}" ]; then
+  args+=(--tls-verify "$(realpath "$BELLOWS_CA")")
 fi
 if [ -n "${ST_SEED:-}" ]; then
   args+=(--seed "$ST_SEED")

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds Bellows and runs the server on its embedded store, with no
-# configuration: data in ./bellows-data, API on http://127.0.0.1:42113.
+# configuration: data in ./bellows-data, API on https://127.0.0.1:42113
+# (TLS with the server's own CA in ./bellows-data/tls/, which the CLI on
+# this machine trusts by itself).
 # Extra arguments go to `bellows server` (see `bellows server --help`).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -27,7 +27,7 @@ pub mod worker;
 mod workflows;
 
 pub use error::ApiError;
-pub use serve::{BodyTimedOut, HttpLimits, serve_http};
+pub use serve::{BodyTimedOut, HttpLimits, ListenerTls, serve_http};
 
 /// The OpenAPI document, served at `/api/v1/openapi.json`; a test checks
 /// the router and this document describe the same operations.
@@ -177,21 +177,23 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_with(listener, state, HttpLimits::API, shutdown).await
+    serve_with(listener, state, HttpLimits::API, None, shutdown).await
 }
 
-/// [`serve`] with other limits (the server's flags, tests' short timeouts).
+/// [`serve`] with other limits (the server's flags, tests' short timeouts),
+/// over TLS when `tls` is given.
 pub async fn serve_with(
     listener: TcpListener,
     state: AppState,
     limits: HttpLimits,
+    tls: Option<ListenerTls>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     // TCP_NODELAY is set on every connection by `serve_http`: workers get
     // their next action pushed right after their report is answered;
     // without it, Nagle holds that push ~40 ms waiting for a delayed ACK
     // (measured in bench/workers.sh).
-    serve_http(listener, router(state), limits, shutdown).await
+    serve_http(listener, router(state), limits, tls, shutdown).await
 }
 
 /// axum's own extractor rejections (a malformed query string, a path that

@@ -16,7 +16,13 @@
 //!   peer address at most [`HttpLimits::max_connections_per_ip`]; a
 //!   connection over either is accepted and closed at once;
 //! - a request body must arrive within [`HttpLimits::body_read_timeout`]
-//!   (gRPC streams excepted); the API answers 408.
+//!   (gRPC streams excepted); the API answers 408;
+//! - with [`ListenerTls`], connections are TLS (rustls on ring), the
+//!   handshake bounded by the header timeout. The boot listener also keeps
+//!   plain HTTP on the same port, told apart by the first byte, because
+//!   iPXE and installed systems' metadata clients speak plain HTTP; gRPC
+//!   over plain HTTP is then refused, so a worker's credential never
+//!   crosses the network in the clear.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -81,19 +87,40 @@ impl HttpLimits {
     };
 }
 
+/// TLS on one listener.
+#[derive(Clone)]
+pub struct ListenerTls {
+    /// The certificate chain and key the listener presents (ALPN `h2` and
+    /// `http/1.1`).
+    pub config: Arc<rustls::ServerConfig>,
+    /// Also answer plain HTTP on the same port (the boot listener), gRPC
+    /// excepted.
+    pub plain_http_too: bool,
+}
+
+impl std::fmt::Debug for ListenerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerTls")
+            .field("plain_http_too", &self.plain_http_too)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Why a request body was cut short; the API answers it with 408.
 #[derive(Debug, thiserror::Error)]
 #[error("the request body did not arrive within {0:?}")]
 pub struct BodyTimedOut(pub Duration);
 
-/// Serves `app` on `listener` within `limits` until `shutdown` resolves,
-/// then stops accepting and lets in-flight requests finish (HTTP/2
-/// connections get a GOAWAY and finish their streams). Handlers see the
-/// peer as `ConnectInfo<SocketAddr>`; sockets get TCP_NODELAY.
+/// Serves `app` on `listener` within `limits`, over TLS when `tls` is
+/// given, until `shutdown` resolves, then stops accepting and lets
+/// in-flight requests finish (HTTP/2 connections get a GOAWAY and finish
+/// their streams). Handlers see the peer as `ConnectInfo<SocketAddr>`;
+/// sockets get TCP_NODELAY.
 pub async fn serve_http(
     listener: TcpListener,
     app: Router,
     limits: HttpLimits,
+    tls: Option<ListenerTls>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let mut builder = Builder::new(TokioExecutor::new());
@@ -106,7 +133,16 @@ pub async fn serve_http(
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(limits.h2_keepalive))
         .keep_alive_timeout(limits.h2_keepalive);
-    let builder = Arc::new(builder);
+    let builders = Arc::new(Builders {
+        h1: builder.clone().http1_only(),
+        h2: builder.clone().http2_only(),
+        auto: builder,
+    });
+    let acceptor = tls
+        .as_ref()
+        .map(|t| tokio_rustls::TlsAcceptor::from(t.config.clone()));
+    let plain_http = tls.as_ref().is_none_or(|t| t.plain_http_too);
+    let grpc_needs_tls = tls.is_some();
     let graceful = GracefulShutdown::new();
     let total =
         (limits.max_connections > 0).then(|| Arc::new(Semaphore::new(limits.max_connections)));
@@ -142,25 +178,71 @@ pub async fn serve_http(
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        let builder = builder.clone();
+        let builders = builders.clone();
+        let acceptor = acceptor.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _held = (permit, slot);
-            if !first_bytes(&stream, limits.header_read_timeout).await {
+            let Some(kind) = sniff(&stream, limits.header_read_timeout).await else {
                 return;
-            }
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let mut req = req.map(Body::new);
-                if !is_grpc(&req) {
-                    req = req.map(|b| with_deadline(b, limits.body_read_timeout));
+            };
+            let service = move |tls: bool| {
+                hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let mut req = req.map(Body::new);
+                    let grpc = is_grpc(&req);
+                    if !grpc {
+                        req = req.map(|b| with_deadline(b, limits.body_read_timeout));
+                    }
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    let app = app.clone();
+                    async move {
+                        if grpc && grpc_needs_tls && !tls {
+                            return Ok(grpc_needs_tls_answer());
+                        }
+                        app.oneshot(req).await
+                    }
+                })
+            };
+            let served = match (kind, &acceptor) {
+                (Sniffed::Tls, Some(acceptor)) => {
+                    let handshake = acceptor.accept(stream);
+                    let stream =
+                        match tokio::time::timeout(limits.header_read_timeout, handshake).await {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, "TLS handshake failed: {e}");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                    // ALPN, not sniffing, tells the version inside TLS:
+                    // hyper's own sniffing would wait for ever.
+                    let builder = if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        &builders.h2
+                    } else {
+                        &builders.h1
+                    };
+                    let conn = builder
+                        .serve_connection(TokioIo::new(stream), service(true))
+                        .into_owned();
+                    watcher.watch(conn).await
                 }
-                req.extensions_mut().insert(ConnectInfo(peer));
-                app.clone().oneshot(req)
-            });
-            let conn = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned();
-            if let Err(e) = watcher.watch(conn).await {
+                (_, Some(_)) if !plain_http => {
+                    refuse_plain_http(stream, limits.header_read_timeout).await;
+                    return;
+                }
+                _ => {
+                    let conn = builders
+                        .auto
+                        .serve_connection(TokioIo::new(stream), service(false))
+                        .into_owned();
+                    watcher.watch(conn).await
+                }
+            };
+            if let Err(e) = served {
                 tracing::debug!(%peer, "connection ended: {e}");
             }
         });
@@ -170,25 +252,73 @@ pub async fn serve_http(
     Ok(())
 }
 
-/// Waits, at most `timeout`, until the client has sent enough to tell
-/// HTTP/1 from HTTP/2. hyper's own sniffing waits for ever, and its header
-/// timeout only starts after it. Returns false to drop the connection.
-async fn first_bytes(stream: &TcpStream, timeout: Duration) -> bool {
+/// The connection builders: HTTP/1 or HTTP/2 told apart by the preface
+/// (plain), or by ALPN (TLS).
+struct Builders {
+    auto: Builder<TokioExecutor>,
+    h1: Builder<TokioExecutor>,
+    h2: Builder<TokioExecutor>,
+}
+
+/// What a client's first bytes say it speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sniffed {
+    /// A TLS record (a ClientHello starts with content type 22).
+    Tls,
+    /// HTTP/1 or HTTP/2 in the clear.
+    Plain,
+}
+
+/// Waits, at most `timeout`, until the client has sent enough to tell TLS
+/// from HTTP/1 from HTTP/2. hyper's own sniffing waits for ever, and its
+/// header timeout only starts after it. None drops the connection.
+async fn sniff(stream: &TcpStream, timeout: Duration) -> Option<Sniffed> {
     const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    const TLS_HANDSHAKE: u8 = 0x16;
     let sniff = async {
         let mut buf = [0u8; PREFACE.len()];
         loop {
             match stream.peek(&mut buf).await {
-                Ok(0) | Err(_) => return false,
+                Ok(0) | Err(_) => return None,
+                Ok(_) if buf[0] == TLS_HANDSHAKE => return Some(Sniffed::Tls),
                 // Enough to decide: the whole preface, or bytes that are not it.
-                Ok(n) if n == PREFACE.len() || buf[..n] != PREFACE[..n] => return true,
+                Ok(n) if n == PREFACE.len() || buf[..n] != PREFACE[..n] => {
+                    return Some(Sniffed::Plain);
+                }
                 // A partial HTTP/2 preface: peek would return the same bytes
                 // at once, so wait a little before looking again.
                 Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         }
     };
-    tokio::time::timeout(timeout, sniff).await.unwrap_or(false)
+    tokio::time::timeout(timeout, sniff).await.ok().flatten()
+}
+
+/// Tells a plain-HTTP client of a TLS-only listener (the API) what to do,
+/// instead of a handshake error it cannot read.
+async fn refuse_plain_http(mut stream: TcpStream, timeout: Duration) {
+    use tokio::io::AsyncWriteExt;
+    const ANSWER: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 62\r\n\r\nThis Bellows listener speaks HTTPS only: use an https:// URL.\n";
+    let _ = tokio::time::timeout(timeout, async {
+        let _ = stream.write_all(ANSWER).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+/// The answer to a gRPC call over plain HTTP on a listener with TLS: the
+/// worker's credential must not cross the network in the clear, so its
+/// calls are refused before any handler sees them.
+fn grpc_needs_tls_answer() -> axum::response::Response {
+    axum::response::Response::builder()
+        .header(header::CONTENT_TYPE, "application/grpc")
+        .header("grpc-status", "16")
+        .header(
+            "grpc-message",
+            "the worker service needs TLS: connect with https:// and pin the CA (bellows.ca= on the kernel command line)",
+        )
+        .body(Body::empty())
+        .unwrap_or_default()
 }
 
 /// Connections per peer address.

@@ -246,10 +246,16 @@ async fn slowloris_is_closed_and_good_clients_are_still_served() {
     };
     let api_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api = api_listener.local_addr().unwrap();
-    let api_task = tokio::spawn(serve_with(api_listener, state, limits, stopped()));
+    let api_task = tokio::spawn(serve_with(api_listener, state, limits, None, stopped()));
     let boot_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let boot = boot_listener.local_addr().unwrap();
-    let boot_task = tokio::spawn(serve_http(boot_listener, boot_app(), limits, stopped()));
+    let boot_task = tokio::spawn(serve_http(
+        boot_listener,
+        boot_app(),
+        limits,
+        None,
+        stopped(),
+    ));
 
     // 1,100 half-sent requests from one address against each listener, and
     // more from 20 other addresses (40 each) to fill the listener limit.
@@ -355,6 +361,7 @@ async fn idle_keep_alive_is_closed_and_a_slow_body_gets_408() {
         listener,
         state,
         TEST_LIMITS,
+        None,
         std::future::pending(),
     ));
 
@@ -427,6 +434,7 @@ async fn http2_streams_outlive_the_http1_timeouts() {
         listener,
         app,
         TEST_LIMITS,
+        None,
         std::future::pending(),
     ));
 

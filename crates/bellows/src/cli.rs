@@ -23,9 +23,16 @@ pub struct Cli {
         long,
         global = true,
         env = "BELLOWS_URL",
-        default_value = "http://127.0.0.1:42113"
+        default_value = "https://127.0.0.1:42113"
     )]
     pub url: String,
+    /// PEM file of the CA that signed the server's certificate (a server's
+    /// own CA is DATA_DIR/tls/ca.crt). Without it, a CLI talking to a
+    /// server on this machine (loopback URL) trusts that file in
+    /// BELLOWS_DATA_DIR (default ./bellows-data); others use the system's
+    /// trust store.
+    #[arg(long, global = true, env = "BELLOWS_CA")]
+    pub ca: Option<std::path::PathBuf>,
     /// API token for client commands. Without one, a CLI talking to a
     /// server on this machine (loopback URL) reads the server's
     /// admin.token from BELLOWS_DATA_DIR (default ./bellows-data).

@@ -1,6 +1,7 @@
 //! A small typed client for the management API, used by the CLI.
 
 use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
 
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
@@ -16,11 +17,10 @@ pub struct Client {
     token: Option<String>,
 }
 
-/// The admin token a server on this machine wrote, for a CLI talking to
-/// it over loopback: `$BELLOWS_DATA_DIR/admin.token`, else
-/// `./bellows-data/admin.token`. Never read for another host, whose server
-/// must not receive this one's token.
-pub fn local_admin_token(base: &str) -> Option<String> {
+/// The data directory of a server on this machine, when `base` is a
+/// loopback URL: `$BELLOWS_DATA_DIR`, else `./bellows-data`. None for
+/// another host, whose server must not receive this one's token.
+fn local_data_dir(base: &str) -> Option<PathBuf> {
     let host = base
         .split_once("://")
         .map_or(base, |(_, rest)| rest)
@@ -38,21 +38,71 @@ pub fn local_admin_token(base: &str) -> Option<String> {
     if !local {
         return None;
     }
-    let dir = std::env::var_os("BELLOWS_DATA_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from("bellows-data"));
+    Some(
+        std::env::var_os("BELLOWS_DATA_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("bellows-data")),
+    )
+}
+
+/// The admin token a server on this machine wrote, for a CLI talking to
+/// it over loopback (see [`local_data_dir`]).
+pub fn local_admin_token(base: &str) -> Option<String> {
+    let dir = local_data_dir(base)?;
     let token =
         std::fs::read_to_string(dir.join(crate::server::bootstrap::ADMIN_TOKEN_FILE)).ok()?;
     Some(token.trim().to_string()).filter(|t| !t.is_empty())
 }
 
+/// The CA certificates the CLI trusts for `base`: `--ca`, else the own CA
+/// of a server on this machine; None for the system's trust store.
+fn trusted_ca(
+    base: &str,
+    ca: Option<&Path>,
+) -> Result<Option<Vec<reqwest::Certificate>>, CliError> {
+    let (path, given) = match ca {
+        Some(path) => (path.to_path_buf(), true),
+        None => match local_data_dir(base) {
+            Some(dir) => (
+                dir.join(crate::server::tls::TLS_DIR)
+                    .join(crate::server::tls::CA_CERT_FILE),
+                false,
+            ),
+            None => return Ok(None),
+        },
+    };
+    let pem = match std::fs::read(&path) {
+        Ok(pem) => pem,
+        Err(_) if !given => return Ok(None),
+        Err(e) => {
+            return Err(CliError::Usage(format!("--ca {}: {e}", path.display())));
+        }
+    };
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| CliError::Usage(format!("{}: not PEM certificates: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(CliError::Usage(format!(
+            "{}: holds no CERTIFICATE block",
+            path.display()
+        )));
+    }
+    Ok(Some(certs))
+}
+
 impl Client {
-    /// A client for `base` (e.g. `http://127.0.0.1:42113`) sending `token`
-    /// as its bearer credential.
-    pub fn new(base: &str, token: Option<String>) -> Result<Client, CliError> {
-        let http = reqwest::Client::builder()
+    /// A client for `base` (e.g. `https://127.0.0.1:42113`) sending `token`
+    /// as its bearer credential, trusting the CA in `ca` (see
+    /// [`trusted_ca`]).
+    pub fn new(base: &str, token: Option<String>, ca: Option<&Path>) -> Result<Client, CliError> {
+        let mut builder = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(60))
-            .connect_timeout(std::time::Duration::from_secs(5))
+            .connect_timeout(std::time::Duration::from_secs(5));
+        if base.starts_with("https://")
+            && let Some(certs) = trusted_ca(base, ca)?
+        {
+            builder = builder.tls_certs_only(certs);
+        }
+        let http = builder
             .build()
             .map_err(|e| CliError::Usage(format!("cannot build HTTP client: {e}")))?;
         Ok(Client {
@@ -117,9 +167,10 @@ impl Client {
         }
         let resp = req.send().await.map_err(|e| {
             CliError::Connect(format!(
-                "cannot reach Bellows at {}: {} (is `bellows server` running? set --url or BELLOWS_URL)",
+                "cannot reach Bellows at {}: {}{}",
                 self.base,
-                root_cause(&e)
+                root_cause(&e),
+                connect_hint(&self.base, &root_cause(&e))
             ))
         })?;
         let status = resp.status();
@@ -195,6 +246,25 @@ impl<T: DeserializeOwned> Answer<T> {
             path: self.path,
             error: e.to_string(),
         })
+    }
+}
+
+/// What to try when the server cannot be reached.
+fn connect_hint(base: &str, cause: &str) -> &'static str {
+    let tls = [
+        "certificate",
+        "Certificate",
+        "UnknownIssuer",
+        "tls",
+        "TLS",
+        "handshake",
+    ];
+    if base.starts_with("https://") && tls.iter().any(|w| cause.contains(w)) {
+        " (the server's certificate is not trusted: give --ca FILE or BELLOWS_CA, the server's DATA_DIR/tls/ca.crt; a server started with --insecure speaks http://)"
+    } else if base.starts_with("http://") && cause.contains("connection closed") {
+        " (a server with TLS on speaks https://)"
+    } else {
+        " (is `bellows server` running? set --url or BELLOWS_URL)"
     }
 }
 

@@ -36,12 +36,13 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         .token
         .clone()
         .or_else(|| client::local_admin_token(&cli.url));
-    let client = || Client::new(&cli.url, token.clone());
+    let client = || Client::new(&cli.url, token.clone(), cli.ca.as_deref());
     match cli.command {
         Command::Server(args) => return server::run(*args).await,
         Command::Worker(mut args) => {
             // `bellows --token T worker` and BELLOWS_TOKEN work too.
             args.worker_token = args.worker_token.or(cli.token);
+            args.server_ca = args.server_ca.or(cli.ca);
             return worker::run(*args).await;
         }
         Command::Image(cmd) => return image::run(format, cmd),

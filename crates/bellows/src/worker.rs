@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bellows_worker::agent::{self, Agent, AgentConfig, Exit, Only, PowerMode};
 use bellows_worker::docker::{DockerOptions, DockerRuntime, PullPolicy, RegistryCredentials};
+use bellows_worker::tls::ServerTrust;
 use bellows_worker::{BuiltinOptions, BuiltinRuntime, Runtime};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -41,7 +42,7 @@ pub async fn run(args: WorkerArgs) -> Result<ExitCode, CliError> {
     let booted_with = bellows_model::boot::KernelArgs::parse(&cmdline);
     let server = args.server.clone().or(booted_with.api).ok_or_else(|| {
         CliError::Usage(
-            "no server: give --server http://HOST:PORT (or BELLOWS_SERVER, or bellows.api= on the kernel command line)"
+            "no server: give --server https://HOST:PORT (or BELLOWS_SERVER, or bellows.api= on the kernel command line)"
                 .into(),
         )
     })?;
@@ -65,6 +66,7 @@ pub async fn run(args: WorkerArgs) -> Result<ExitCode, CliError> {
         max_backoff: Duration::from_secs(args.max_backoff.max(1)),
         send_facts: true,
         token: args.worker_token.clone().or(booted_with.token),
+        trust: server_trust(&args, booted_with.ca.as_deref())?,
     };
     let agent = Agent::new(config, runtimes).map_err(|e| CliError::Usage(e.to_string()))?;
     tracing::info!(server = %server, worker = %worker_id, "worker starting");
@@ -90,6 +92,23 @@ pub async fn run(args: WorkerArgs) -> Result<ExitCode, CliError> {
         Exit::PowerOff => ExitCode::from(EXIT_POWEROFF),
         Exit::Kexec => ExitCode::from(EXIT_KEXEC),
     })
+}
+
+/// How the server is checked over `https://`: `--ca-fingerprint`, else
+/// `--server-ca`, else the pin on the kernel command line, else the system's
+/// trust store.
+fn server_trust(args: &WorkerArgs, booted_with: Option<&str>) -> Result<ServerTrust, CliError> {
+    let usage = |e: bellows_worker::tls::TlsError| CliError::Usage(e.to_string());
+    if let Some(fp) = &args.ca_fingerprint {
+        return ServerTrust::pinned(fp).map_err(usage);
+    }
+    if let Some(file) = &args.server_ca {
+        return ServerTrust::ca_file(file).map_err(usage);
+    }
+    match booted_with {
+        Some(fp) => ServerTrust::pinned(fp).map_err(usage),
+        None => Ok(ServerTrust::System),
+    }
 }
 
 /// Built-in actions take `bellows/*` images; a reachable Docker engine
@@ -167,8 +186,8 @@ fn first_mac() -> Option<String> {
 /// `bellows worker` settings.
 #[derive(Args, Debug)]
 pub struct WorkerArgs {
-    /// Server URL, e.g. http://10.0.0.1:8080 [default: bellows.api= on the
-    /// kernel command line].
+    /// Server URL: the boot listener, e.g. https://10.0.0.1:8080 [default:
+    /// bellows.api= on the kernel command line].
     #[arg(long, env = "BELLOWS_SERVER")]
     pub server: Option<String>,
     /// Worker id [default: bellows.worker_id= on the kernel command line,
@@ -180,6 +199,16 @@ pub struct WorkerArgs {
     /// the machine's per-boot credential].
     #[arg(long, env = "BELLOWS_WORKER_TOKEN", hide_env_values = true)]
     pub worker_token: Option<String>,
+    /// PEM file of the CA that signed the server's certificate, for an
+    /// https:// server (`DATA_DIR/tls/ca.crt` of a server with its own CA).
+    #[arg(long, env = "BELLOWS_SERVER_CA")]
+    pub server_ca: Option<PathBuf>,
+    /// Pin the server's CA by the hex SHA-256 of its certificate (the
+    /// `ca_fingerprint` the server logs) [default: --server-ca if given,
+    /// else bellows.ca= on the kernel command line, else the system's trust
+    /// store].
+    #[arg(long, env = "BELLOWS_CA_FINGERPRINT", conflicts_with = "server_ca")]
+    pub ca_fingerprint: Option<String>,
     /// Directory for per-workflow data shared between actions (/worker).
     #[arg(
         long,

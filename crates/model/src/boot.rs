@@ -74,6 +74,9 @@ pub struct KernelArgs {
     /// `bellows.token=`: the per-boot credential the worker presents on
     /// every call (see SECURITY.md, "Worker identity").
     pub token: Option<String>,
+    /// `bellows.ca=`: hex SHA-256 of the CA certificate the worker pins
+    /// when `api` is `https://` (see SECURITY.md, "Transport").
+    pub ca: Option<String>,
 }
 
 /// The command-line words, in the order they are written.
@@ -81,6 +84,7 @@ const API: &str = "bellows.api=";
 const SYSLOG: &str = "bellows.syslog=";
 const WORKER_ID: &str = "bellows.worker_id=";
 const TOKEN: &str = "bellows.token=";
+const CA: &str = "bellows.ca=";
 
 impl KernelArgs {
     /// The words to put on a kernel command line, space-separated (empty
@@ -93,6 +97,7 @@ impl KernelArgs {
             (SYSLOG, &self.syslog),
             (WORKER_ID, &self.worker_id),
             (TOKEN, &self.token),
+            (CA, &self.ca),
         ] {
             let Some(value) = value.as_deref() else {
                 continue;
@@ -122,6 +127,8 @@ impl KernelArgs {
                 args.worker_id = Some(v.to_string());
             } else if let Some(v) = word.strip_prefix(TOKEN) {
                 args.token = Some(v.to_string());
+            } else if let Some(v) = word.strip_prefix(CA) {
+                args.ca = Some(v.to_string());
             }
         }
         args
@@ -159,6 +166,7 @@ mod tests {
             syslog: Some("10.0.0.1".into()),
             worker_id: Some("52:54:00:00:00:01".into()),
             token: Some("bellows_boot_00ff".into()),
+            ca: Some("ab".repeat(32)),
         };
         let cmdline = format!(
             "BOOT_IMAGE=x initrd=initramfs {} console=ttyS0 quiet",

@@ -29,6 +29,8 @@ use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::tls::{Dialer, ServerTrust};
+
 use crate::runtime::{
     ActionSpec, AfterSuccess, LogSink, OutputLine, RunContext, RunOutcome, RunResult, Runtime,
     now_ms,
@@ -81,6 +83,9 @@ pub struct AgentConfig {
     /// per-boot credential (`bellows.token=`), or an operator token for a
     /// worker on an ordinary host.
     pub token: Option<String>,
+    /// How an `https://` server is checked: the pinned CA of
+    /// `bellows.ca=` on the in-memory OS.
+    pub trust: ServerTrust,
 }
 
 /// The client every call goes through: it adds the bearer credential.
@@ -122,7 +127,7 @@ pub enum AgentError {
 pub struct Agent {
     config: AgentConfig,
     runtimes: Vec<Arc<dyn Runtime>>,
-    endpoint: Endpoint,
+    dialer: Dialer,
     bearer: Bearer,
 }
 
@@ -169,6 +174,10 @@ impl Agent {
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(20))
             .keep_alive_while_idle(true);
+        let dialer = Dialer::new(endpoint, &config.trust).map_err(|e| AgentError::BadServer {
+            url: config.server.clone(),
+            message: e.to_string(),
+        })?;
         let bearer = match config.token.as_deref().map(str::trim) {
             None | Some("") => Bearer(None),
             Some(token) => Bearer(Some(
@@ -180,7 +189,7 @@ impl Agent {
         Ok(Agent {
             config,
             runtimes,
-            endpoint,
+            dialer,
             bearer,
         })
     }
@@ -199,7 +208,7 @@ impl Agent {
             if let Some(exit) = *exit_rx.borrow() {
                 return exit;
             }
-            let channel = agent.endpoint.connect_lazy();
+            let channel = agent.dialer.lazy();
             let session = agent
                 .clone()
                 .session(channel, current.clone(), exit_tx.clone());

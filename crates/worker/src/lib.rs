@@ -10,6 +10,7 @@ pub mod builtin;
 pub mod docker;
 pub mod facts;
 pub mod runtime;
+pub mod tls;
 
 pub use builtin::{BuiltinOptions, BuiltinRuntime};
 pub use runtime::{ActionSpec, LogSink, RunContext, RunOutcome, RunResult, Runtime};

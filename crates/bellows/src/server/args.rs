@@ -178,6 +178,20 @@ pub struct ServerArgs {
     /// warns at start [default: false].
     #[arg(long, env = "BELLOWS_INSECURE", num_args = 0..=1, default_missing_value = "true")]
     pub insecure: Option<bool>,
+    /// PEM certificate chain for the API and the worker's gRPC, leaf first;
+    /// machines pin the last certificate in the file, so end it with your
+    /// CA [default: a certificate from the server's own CA, made on first
+    /// start in DATA_DIR/tls/].
+    #[arg(long, env = "BELLOWS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "BELLOWS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Another DNS name or address the server's own certificate names (the
+    /// public address, loopback, the host name and every interface address
+    /// are always in it); repeat or separate with commas.
+    #[arg(long, env = "BELLOWS_TLS_NAME", value_delimiter = ',')]
+    pub tls_name: Option<Vec<String>>,
     /// Seconds an HTTP client has to send a request's headers, on every
     /// listener; an idle HTTP/1 keep-alive connection is closed after the
     /// same time [default: 10]. HTTP/2 (the worker's gRPC) is pinged instead.

@@ -65,13 +65,34 @@ pub struct ServerConfig {
     pub action_grace: std::time::Duration,
     /// Keep-alive (and unstarted-assignment resend) interval of worker streams.
     pub worker_keepalive: std::time::Duration,
-    /// No tokens, no worker credentials (`--insecure`).
+    /// No tokens, no worker credentials, no TLS (`--insecure`).
     pub insecure: bool,
+    /// Where the TLS certificate comes from (unused with `insecure`).
+    pub tls: TlsSource,
     /// Limits of the boot and metadata HTTP listeners.
     pub http_limits: HttpLimits,
     /// Limits of the API listener (its own connection limits, the same
     /// timeouts as the boot listener).
     pub api_limits: HttpLimits,
+}
+
+/// The certificate the API and the worker's gRPC present.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSource {
+    /// The server's own CA in `DATA_DIR/tls/`, made on first start, signs
+    /// a certificate for these extra names (and the addresses it finds)
+    /// at every start.
+    OwnCa {
+        /// `--tls-name` values.
+        extra_names: Vec<String>,
+    },
+    /// The operator's chain and key (`--tls-cert`, `--tls-key`).
+    Given {
+        /// PEM chain, leaf first.
+        cert: PathBuf,
+        /// PEM private key.
+        key: PathBuf,
+    },
 }
 
 /// Boot services the operator asked for by name.
@@ -238,6 +259,22 @@ pub fn resolve(args: &ServerArgs) -> Result<ServerConfig, ConfigError> {
             None => 25,
         }),
         insecure: pick!(insecure).unwrap_or(false),
+        tls: match (pick!(tls_cert), pick!(tls_key)) {
+            (Some(cert), Some(key)) => TlsSource::Given { cert, key },
+            (None, None) => TlsSource::OwnCa {
+                extra_names: pick!(tls_name)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|n| n.trim().to_string())
+                    .filter(|n| !n.is_empty())
+                    .collect(),
+            },
+            _ => {
+                return Err(ConfigError::Value(
+                    "tls_cert, tls_key: give both or neither".into(),
+                ));
+            }
+        },
         http_limits,
         api_limits,
     })

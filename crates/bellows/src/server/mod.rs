@@ -12,7 +12,7 @@ use std::sync::Arc;
 use bellows_api::auth::{AuthSettings, Authenticator};
 use bellows_api::power::{POWER_POLL_INTERVAL, poll_power};
 use bellows_api::worker::{HubSettings, WorkerHub, WorkerService};
-use bellows_api::{AppState, BootInfo};
+use bellows_api::{AppState, BootInfo, ListenerTls};
 use bellows_ipxe::InstallOs;
 use bellows_ipxe::http::{BootDirs, BootState};
 use bellows_metadata::MetadataState;
@@ -30,6 +30,7 @@ pub mod config;
 mod netboot;
 mod ports;
 mod services;
+pub mod tls;
 
 pub use args::ServerArgs;
 use config::ServerConfig;
@@ -57,11 +58,17 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
     );
     if cfg.insecure {
         tracing::warn!(
-            "--insecure: NO AUTHENTICATION. Anyone who reaches the API may change everything, and any host on the provisioning network may act as any machine's worker and read its workflow's secrets"
+            "--insecure: NO AUTHENTICATION AND NO TLS. Anyone who reaches the API may change everything, and any host on the provisioning network may act as any machine's worker and read its workflow's secrets, and anyone on the path reads every token and secret in the clear"
         );
     } else {
         bootstrap::first_admin_token(&auth, &cfg.data_dir).await?;
     }
+    let tls = if cfg.insecure {
+        None
+    } else {
+        Some(load_tls(&cfg)?)
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let ports = Arc::new(StorePorts::new(
         dyn_store.clone(),
         (!cfg.insecure).then(|| auth_store.clone()),
@@ -73,7 +80,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
     let api_port = local_port(&api_listener)?;
     tracing::info!(
         data_dir = %cfg.data_dir.display(),
-        "bellows API listening on http://{}",
+        "bellows API listening on {scheme}://{}",
         SocketAddr::new(cfg.listen.ip(), api_port)
     );
     // The HTTP boot service and any metadata-only listeners answer from the
@@ -88,8 +95,11 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
     let syslog = netboot::start_syslog(&cfg, ports.clone()).await?;
     let ipxe_dir = netboot::prepare_ipxe_dir(&cfg);
     let tftp = netboot::start_tftp(&cfg, &ipxe_dir).await?;
+    let boot_addr = SocketAddr::new(cfg.public_ip, http_port);
     let published = Published {
-        http_base: format!("http://{}", SocketAddr::new(cfg.public_ip, http_port)),
+        http_base: format!("http://{boot_addr}"),
+        worker_url: format!("{scheme}://{boot_addr}"),
+        ca_pin: tls.as_ref().map(|t| t.pin.clone()),
         tftp: tftp.as_ref().map(|t| t.local_addr()),
         syslog: netboot::syslog_host(&cfg, syslog.as_ref()),
     };
@@ -113,6 +123,10 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
     tokio::spawn(hub.clone().follow_changes());
     let os = netboot::install_os(&cfg, &published);
     let worker_service = WorkerService::new(hub.clone(), auth.clone());
+    let boot_tls = tls.as_ref().map(|t| ListenerTls {
+        config: t.config.clone(),
+        plain_http_too: true,
+    });
     let http_apps = http_apps(
         &cfg,
         ports,
@@ -190,7 +204,10 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
             Ok(())
         });
     }
-    for (listener, app) in http_apps {
+    for (index, (listener, app)) in http_apps.into_iter().enumerate() {
+        // The first is the boot listener: TLS for the worker's gRPC, plain
+        // HTTP for iPXE and metadata. Metadata-only listeners stay plain.
+        let listener_tls = if index == 0 { boot_tls.clone() } else { None };
         let stopped = stop.wait();
         let limits = cfg.http_limits;
         let name = match listener.local_addr() {
@@ -199,7 +216,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
         };
         let failed = format!("{name} failed");
         servers.spawn(name, async move {
-            bellows_api::serve_http(listener, app, limits, stopped)
+            bellows_api::serve_http(listener, app, limits, listener_tls, stopped)
                 .await
                 .map_err(|e| format!("{failed}: {e}"))
         });
@@ -218,8 +235,12 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
     };
     let api_stopped = stop.wait();
     let api_limits = cfg.api_limits;
+    let api_tls = tls.as_ref().map(|t| ListenerTls {
+        config: t.config.clone(),
+        plain_http_too: false,
+    });
     servers.spawn("API", async move {
-        bellows_api::serve_with(api_listener, state, api_limits, api_stopped)
+        bellows_api::serve_with(api_listener, state, api_limits, api_tls, api_stopped)
             .await
             .map_err(|e| format!("API server failed: {e}"))
     });
@@ -229,6 +250,31 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
     store.close().await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The server's certificate, logged so an operator knows what machines pin
+/// and which CA file a CLI elsewhere needs.
+fn load_tls(cfg: &ServerConfig) -> Result<tls::ServerTls, CliError> {
+    let loaded = tls::load(cfg).map_err(|e| CliError::Server(format!("TLS: {e}")))?;
+    match &loaded.ca_file {
+        Some(ca) => {
+            if loaded.created {
+                tracing::info!(file = %ca.display(), "created the server's own TLS CA");
+            }
+            tracing::info!(
+                ca = %ca.display(),
+                ca_fingerprint = %loaded.pin,
+                names = %loaded.names.join(","),
+                "TLS on: the API and the worker service speak HTTPS; a CLI on another host needs --ca {}",
+                ca.display()
+            );
+        }
+        None => tracing::info!(
+            ca_fingerprint = %loaded.pin,
+            "TLS on with the given certificate; machines pin the last certificate of its chain"
+        ),
+    }
+    Ok(loaded)
 }
 
 /// Raises the soft open-file limit to the hard one: each worker holds a

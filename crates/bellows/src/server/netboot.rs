@@ -22,6 +22,11 @@ use crate::error::CliError;
 pub struct Published {
     /// `http://public-ip:port` of the HTTP boot listener.
     pub http_base: String,
+    /// The worker service's base URL: the boot listener, `https://` when
+    /// TLS is on (`bellows.api=`).
+    pub worker_url: String,
+    /// Hex SHA-256 of the CA workers pin (`bellows.ca=`), when TLS is on.
+    pub ca_pin: Option<String>,
     /// The TFTP server's bound address, when TFTP is on.
     pub tftp: Option<SocketAddr>,
     /// `host` or `host:port` of the syslog receiver, when it is on.
@@ -131,10 +136,11 @@ pub fn install_os(cfg: &ServerConfig, published: &Published) -> InstallOs {
         cmdline: format!(
             "{} console=tty0 console=ttyS0,115200 {}",
             KernelArgs {
-                api: Some(published.http_base.clone()),
+                api: Some(published.worker_url.clone()),
                 syslog: published.syslog.clone(),
                 worker_id: None,
                 token: None,
+                ca: published.ca_pin.clone(),
             }
             .to_cmdline(),
             cfg.kernel_args

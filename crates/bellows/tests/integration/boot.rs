@@ -118,8 +118,30 @@ fn auto_ipxe_follows_the_machine_and_its_workflows() {
         "{body}"
     );
     assert!(body.contains(&format!("bellows.worker_id={MAC}")), "{body}");
+    // The worker service over TLS, and the CA it pins: the fingerprint
+    // openssl computes of the server's CA certificate.
+    let worker_url = http_base.replacen("http://", "https://", 1);
     assert!(
-        body.contains("bellows.api=http://127.0.0.1:") && body.contains("extra=1"),
+        body.contains(&format!("bellows.api={worker_url} ")) && body.contains("extra=1"),
+        "{body}"
+    );
+    let ca = s.ca.as_ref().expect("TLS on by default");
+    let out = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(ca)
+        .output()
+        .expect("run openssl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let fingerprint = text
+        .trim()
+        .rsplit('=')
+        .next()
+        .unwrap_or_default()
+        .replace(':', "")
+        .to_lowercase();
+    assert_eq!(fingerprint.len(), 64, "openssl said {text:?}");
+    assert!(
+        body.contains(&format!("bellows.ca={fingerprint}")),
         "{body}"
     );
     assert!(

@@ -14,19 +14,65 @@ pub fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Admin tokens of the servers this test process started, by base URL
-/// (API and boot listener), so `http()` and workers can authenticate.
-static TOKENS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+/// What a client needs to talk to a server this test process started.
+#[derive(Clone)]
+struct Known {
+    /// Base URLs: the API and the boot listener (both schemes of the latter).
+    bases: Vec<String>,
+    token: Option<String>,
+    /// The server's own CA certificate (PEM file), when TLS is on.
+    ca: Option<PathBuf>,
+}
+
+/// The servers this test process started, so `http()`, the CLI and workers
+/// can authenticate and trust them.
+static SERVERS: std::sync::Mutex<Vec<Known>> = std::sync::Mutex::new(Vec::new());
+
+fn known(url: &str) -> Option<Known> {
+    SERVERS
+        .lock()
+        .ok()?
+        .iter()
+        .rev()
+        .find(|k| {
+            k.bases
+                .iter()
+                .any(|b| !b.is_empty() && url.starts_with(b.as_str()))
+        })
+        .cloned()
+}
 
 /// The admin token of the server at `url` (any URL under its API or boot
 /// listener), if this process started it with tokens on.
 pub fn token_for(url: &str) -> Option<String> {
-    TOKENS
+    known(url)?.token
+}
+
+/// The CA certificate file of the server at `url`, when its TLS is on.
+pub fn ca_for(url: &str) -> Option<PathBuf> {
+    known(url)?.ca
+}
+
+/// The worker service URL for a boot listener URL: `https://` when the
+/// server has TLS on.
+pub fn worker_url(boot_url: &str) -> String {
+    match (ca_for(boot_url), boot_url.strip_prefix("http://")) {
+        (Some(_), Some(rest)) => format!("https://{rest}"),
+        _ => boot_url.to_string(),
+    }
+}
+
+/// Every CA certificate of the servers started so far, for HTTP clients.
+fn known_cas() -> Vec<reqwest::Certificate> {
+    let files: Vec<PathBuf> = SERVERS
         .lock()
-        .ok()?
+        .map(|s| s.iter().filter_map(|k| k.ca.clone()).collect())
+        .unwrap_or_default();
+    files
         .iter()
-        .find(|(base, _)| !base.is_empty() && url.starts_with(base.as_str()))
-        .map(|(_, t)| t.clone())
+        .filter_map(|f| std::fs::read(f).ok())
+        .filter_map(|pem| reqwest::Certificate::from_pem(&pem).ok())
+        .collect()
 }
 
 /// A running server; killed (by PID) when dropped, even if a test fails.
@@ -36,6 +82,8 @@ pub struct Server {
     /// The admin token the server wrote on its first start (None with
     /// `--insecure`).
     pub token: Option<String>,
+    /// The server's own CA certificate (None with `--insecure`).
+    pub ca: Option<PathBuf>,
     /// The HTTP boot service (metadata) base URL.
     pub http_url: String,
     /// The syslog receiver's address, when on.
@@ -148,8 +196,9 @@ impl Server {
                     panic!("server did not report its addresses within 30 s");
                 }
             };
+            // The URL after `marker` (which ends in "on "), scheme included.
             let addr = |marker: &str| {
-                let i = line.find(marker)? + marker.len() - "http://".len();
+                let i = line.find(marker)? + marker.len();
                 let rest = &line[i..];
                 Some(rest.split_whitespace().next().unwrap_or(rest).to_string())
             };
@@ -159,10 +208,9 @@ impl Server {
                 let rest = &line[i + "syslog receiver listening on udp://".len()..];
                 syslog = rest.split_whitespace().next().and_then(|a| a.parse().ok());
             }
-            if let Some(a) = addr("bellows API listening on http://") {
+            if let Some(a) = addr("bellows API listening on ") {
                 url = Some(a);
-            } else if let Some(a) = addr("HTTP boot service (iPXE, metadata) listening on http://")
-            {
+            } else if let Some(a) = addr("HTTP boot service (iPXE, metadata) listening on ") {
                 http_url = Some(a);
             }
         }
@@ -171,15 +219,21 @@ impl Server {
         let token = std::fs::read_to_string(data_dir.join("admin.token"))
             .ok()
             .map(|t| t.trim().to_string());
-        if let (Some(t), Ok(mut tokens)) = (&token, TOKENS.lock()) {
-            tokens.retain(|(base, _)| *base != url && *base != http_url);
-            tokens.push((url.clone(), t.clone()));
-            tokens.push((http_url.clone(), t.clone()));
+        let ca = Some(data_dir.join("tls/ca.crt"))
+            .filter(|f| url.starts_with("https://") && f.is_file());
+        if let Ok(mut servers) = SERVERS.lock() {
+            let https_boot = http_url.replacen("http://", "https://", 1);
+            servers.push(Known {
+                bases: vec![url.clone(), http_url.clone(), https_boot],
+                token: token.clone(),
+                ca: ca.clone(),
+            });
         }
         Server {
             child,
             url,
             token,
+            ca,
             http_url,
             syslog,
             log: rx,
@@ -282,6 +336,7 @@ impl Server {
             .args(args)
             .env("BELLOWS_URL", &self.url)
             .envs(self.token.iter().map(|t| ("BELLOWS_TOKEN", t)))
+            .envs(self.ca.iter().map(|c| ("BELLOWS_CA", c)))
             .stdin(if stdin.is_some() {
                 Stdio::piped()
             } else {
@@ -327,7 +382,11 @@ pub fn ok(out: &Output) -> String {
 /// must be installed before any client is built, as the binary does.
 pub fn client_builder() -> reqwest::ClientBuilder {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder();
+    for ca in known_cas() {
+        builder = builder.add_root_certificate(ca);
+    }
+    builder
 }
 
 /// A blocking HTTP call with a JSON (or raw) body: (status, parsed body).

@@ -16,6 +16,7 @@ mod metadata;
 mod netboot;
 mod osie;
 mod security;
+mod transport;
 mod vm;
 mod worker_protocol;
 mod workers;

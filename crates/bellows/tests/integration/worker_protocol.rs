@@ -57,12 +57,19 @@ pub async fn connect_from(
         impl tonic::service::Interceptor + use<>,
     >,
 > {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
-        .expect("url")
-        .local_address(from)
-        .connect()
-        .await
-        .expect("connect");
+    // Over TLS when the server has it on, trusting its CA as a worker
+    // given `--server-ca` would.
+    let url = crate::harness::worker_url(url);
+    let trust = match crate::harness::ca_for(&url) {
+        Some(ca) => bellows_worker::tls::ServerTrust::ca_file(&ca).expect("CA file"),
+        None => bellows_worker::tls::ServerTrust::System,
+    };
+    let endpoint = tonic::transport::Endpoint::from_shared(url).expect("url");
+    let mut dialer = bellows_worker::tls::Dialer::new(endpoint, &trust).expect("dialer");
+    if let Some(ip) = from {
+        dialer = dialer.from_address(ip);
+    }
+    let channel = dialer.connect().await.expect("connect");
     let header: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> =
         token.map(|t| format!("Bearer {t}").parse().expect("header"));
     WorkerClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {

@@ -30,11 +30,13 @@ impl Worker {
             .append(true)
             .open(&log)
             .expect("worker log");
+        let server = crate::harness::worker_url(server_http);
+        let ca = crate::harness::ca_for(server_http);
         let child = Command::new(BIN)
             .args([
                 "worker",
                 "--server",
-                server_http,
+                server.as_str(),
                 "--id",
                 id,
                 "--reboot",
@@ -49,6 +51,7 @@ impl Worker {
                 "BELLOWS_WORKER_TOKEN",
                 crate::harness::token_for(server_http).unwrap_or_default(),
             )
+            .envs(ca.iter().map(|c| ("BELLOWS_SERVER_CA", c)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(file)

@@ -1,0 +1,229 @@
+//! TLS on the API and the worker service (issue 12, item 3), checked by
+//! programs we did not write where one can speak: curl verifies the API's
+//! certificate against the server's own CA and refuses it without; openssl
+//! computes the CA fingerprint machines pin. An on-path host that answers
+//! in the server's place, with a certificate of its own CA, gets no
+//! worker's credential: the worker's pin refuses the handshake.
+
+use std::process::Command;
+
+use bellows_rpc::v1::SubscribeRequest;
+use bellows_worker::tls::{Dialer, ServerTrust};
+use tonic::Code;
+
+use crate::harness::{Server, ok};
+
+/// curl's exit status and output for `args`.
+fn curl(args: &[&str]) -> (i32, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "-m", "10"])
+        .args(args)
+        .output()
+        .expect("run curl");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// The hex SHA-256 of a PEM certificate, as openssl computes it.
+fn openssl_fingerprint(pem: &std::path::Path) -> String {
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(pem)
+        .output()
+        .expect("run openssl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let hex = text
+        .trim()
+        .rsplit('=')
+        .next()
+        .unwrap_or_default()
+        .replace(':', "")
+        .to_lowercase();
+    assert_eq!(hex.len(), 64, "openssl said {text:?}");
+    hex
+}
+
+#[test]
+fn the_api_speaks_tls_that_curl_verifies_with_the_servers_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    assert!(s.url.starts_with("https://127.0.0.1:"), "{}", s.url);
+    let ca = s.ca.clone().expect("the server made its CA");
+    let ca_arg = ca.to_str().expect("path");
+
+    // Verified against the data directory's CA, by name (localhost) and
+    // by address.
+    let port = s.url.rsplit(':').next().expect("port");
+    let (code, body) = curl(&["--cacert", ca_arg, &format!("{}/healthz", s.url)]);
+    assert_eq!(code, 0, "{body}");
+    let (code, body) = curl(&[
+        "--cacert",
+        ca_arg,
+        &format!("https://localhost:{port}/healthz"),
+    ]);
+    assert_eq!(code, 0, "{body}");
+    // Without the CA, curl refuses the certificate (60: peer certificate
+    // cannot be authenticated).
+    let (code, body) = curl(&[&format!("{}/healthz", s.url)]);
+    assert_eq!(code, 60, "{body}");
+    // Plain HTTP on the API gets a readable refusal, not a hang.
+    let (code, body) = curl(&[&format!("http://127.0.0.1:{port}/healthz")]);
+    assert_eq!(code, 0, "{body}");
+    assert!(body.contains("HTTPS only"), "{body}");
+
+    // A token over TLS works with curl too; with the wrong CA it is
+    // never sent.
+    let token = s.token.clone().expect("token");
+    let (code, body) = curl(&[
+        "-f",
+        "--cacert",
+        ca_arg,
+        "-H",
+        &format!("Authorization: Bearer {token}"),
+        &format!("{}/api/v1/hardware", s.url),
+    ]);
+    assert_eq!(code, 0, "{body}");
+
+    // The CLI on this machine trusts the data directory's CA by itself
+    // (no --ca), and a CA of another server is refused with advice.
+    let out = Command::new(crate::harness::BIN)
+        .args(["hardware", "list"])
+        .env("BELLOWS_URL", &s.url)
+        .env("BELLOWS_DATA_DIR", dir.path())
+        .env_remove("BELLOWS_TOKEN")
+        .env_remove("BELLOWS_CA")
+        .output()
+        .expect("run cli");
+    ok(&out);
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = Server::start(other_dir.path());
+    let out = Command::new(crate::harness::BIN)
+        .args(["hardware", "list"])
+        .env("BELLOWS_URL", &s.url)
+        .env("BELLOWS_TOKEN", &token)
+        .env("BELLOWS_CA", other.ca.as_ref().expect("ca"))
+        .output()
+        .expect("run cli");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--ca"), "{err}");
+}
+
+#[test]
+fn the_ca_survives_a_restart_and_its_key_stays_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    let ca = s.ca.clone().expect("ca");
+    let before = openssl_fingerprint(&ca);
+    drop(s);
+    // Machines that booted before the restart pin the same CA, so their
+    // workers reconnect to the restarted server.
+    let s = Server::start(dir.path());
+    assert_eq!(openssl_fingerprint(&ca), before, "the CA was remade");
+    let worker_url = s.http_url.replacen("http://", "https://", 1);
+    let endpoint = tonic::transport::Endpoint::from_shared(worker_url).expect("url");
+    let dialer =
+        Dialer::new(endpoint, &ServerTrust::pinned(&before).expect("pin")).expect("dialer");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let token = s.token.clone().expect("token");
+    rt.block_on(subscribe(dialer, &token))
+        .expect("the old pin still verifies the restarted server");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("tls/ca.key"))
+        .expect("ca.key")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "ca.key mode {mode:o}");
+}
+
+/// A subscription over `dialer`: the server's answer, or why the
+/// connection failed.
+async fn subscribe(dialer: Dialer, token: &str) -> Result<(), String> {
+    let channel = dialer.connect().await.map_err(|e| {
+        let mut msg = e.to_string();
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
+        while let Some(c) = cur {
+            msg.push_str(&format!(": {c}"));
+            cur = c.source();
+        }
+        msg
+    })?;
+    let header: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
+        format!("Bearer {token}").parse().expect("header");
+    let mut client =
+        bellows_rpc::WorkerClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
+            req.metadata_mut().insert("authorization", header.clone());
+            Ok(req)
+        });
+    client
+        .subscribe(SubscribeRequest {
+            worker_id: "52:54:00:aa:bb:01".into(),
+            ..Default::default()
+        })
+        .await
+        .map(drop)
+        .map_err(|status| format!("{:?}: {}", status.code(), status.message()))
+}
+
+#[test]
+fn a_worker_pins_its_servers_ca_and_plain_grpc_is_refused() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    // Another server, with its own CA, plays the on-path impostor.
+    let impostor_dir = tempfile::tempdir().unwrap();
+    let impostor = Server::start(impostor_dir.path());
+    let token = s.token.clone().expect("token");
+    let pin = openssl_fingerprint(s.ca.as_ref().expect("ca"));
+    let worker_url = s.http_url.replacen("http://", "https://", 1);
+    let impostor_url = impostor.http_url.replacen("http://", "https://", 1);
+    let dial = |url: &str, trust: &ServerTrust| {
+        let endpoint = tonic::transport::Endpoint::from_shared(url.to_string()).expect("url");
+        Dialer::new(endpoint, trust).expect("dialer")
+    };
+    let pinned = ServerTrust::pinned(&pin).expect("pin");
+    rt.block_on(async {
+        // The real server, pinned: the call reaches the worker service.
+        subscribe(dial(&worker_url, &pinned), &token)
+            .await
+            .expect("the pinned server answers");
+
+        // The impostor's certificate chains to another CA: the handshake
+        // fails before any credential is sent, naming the pin.
+        let err = subscribe(dial(&impostor_url, &pinned), &token)
+            .await
+            .expect_err("the impostor is refused");
+        assert!(err.contains("pinned CA"), "{err}");
+
+        // The system trust store does not know the server's own CA either.
+        let err = subscribe(dial(&worker_url, &ServerTrust::System), &token)
+            .await
+            .expect_err("an unknown CA is refused");
+        assert!(
+            err.to_lowercase().contains("certificate") || err.contains("issuer"),
+            "{err}"
+        );
+
+        // gRPC over plain HTTP on the boot listener (where iPXE and
+        // metadata stay plain) is refused before any handler sees it, so a
+        // misconfigured worker learns why and sends nothing more.
+        let plain = dial(&s.http_url, &ServerTrust::System);
+        let err = subscribe(plain, &token).await.expect_err("plain gRPC");
+        assert!(
+            err.starts_with(&format!("{:?}", Code::Unauthenticated)) && err.contains("TLS"),
+            "{err}"
+        );
+    });
+}
