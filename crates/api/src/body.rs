@@ -28,7 +28,7 @@ pub async fn read(body: Body) -> Result<axum::body::Bytes, ApiError> {
 pub async fn json<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
     let bytes = read(body).await?;
     let de = &mut serde_json::Deserializer::from_slice(&bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let value: T = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if inner.is_data() && path != "." {
@@ -41,5 +41,9 @@ pub async fn json<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
         } else {
             ApiError::bad_request(format!("request body is not valid JSON: {inner}"))
         }
-    })
+    })?;
+    // Anything after the JSON value (`{…}}`) is an error, not ignored.
+    de.end()
+        .map_err(|e| ApiError::bad_request(format!("request body is not valid JSON: {e}")))?;
+    Ok(value)
 }

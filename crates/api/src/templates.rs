@@ -5,8 +5,8 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use bellows_model::api::{List, NewTemplate, TemplateRecord, TemplateUpdate};
-use bellows_model::render::{check_budget, check_syntax};
-use bellows_model::template::{MAX_NAME_LEN, Strictness, Template};
+use bellows_model::render::check_source;
+use bellows_model::template::MAX_NAME_LEN;
 
 use crate::{ApiError, AppState, body};
 
@@ -23,10 +23,9 @@ fn check_name(name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Validates a template source: Go template syntax, the YAML with
-/// placeholders unchecked (they are checked when a workflow renders it),
-/// then the render budget as far as it can be judged without a machine (a
-/// template bomb).
+/// Validates a template source as far as it can be without a machine
+/// (`render::check_source`: syntax, the render budget, the YAML once
+/// rendered); the rest is checked when a workflow renders it.
 fn check_data(data: &str) -> Result<(), ApiError> {
     let prefix = |e: bellows_model::ValidationError| {
         let field = if e.field.is_empty() || e.field == "template" {
@@ -36,10 +35,7 @@ fn check_data(data: &str) -> Result<(), ApiError> {
         };
         ApiError::invalid(field, e.to_string())
     };
-    check_syntax(data).map_err(prefix)?;
-    Template::parse(data, Strictness::Source).map_err(prefix)?;
-    check_budget(data).map_err(prefix)?;
-    Ok(())
+    check_source(data).map_err(prefix)
 }
 
 pub(crate) async fn resolve(state: &AppState, id: &str) -> Result<TemplateRecord, ApiError> {

@@ -40,14 +40,13 @@ pub(crate) async fn create(
             Some("template".into()),
         )
     })?;
-    if req.hardware_map.is_empty() {
-        return Err(ApiError::invalid(
-            "hardware_map",
-            "hardware_map: give at least one worker, e.g. {\"device_1\": \"<mac>\"}",
-        ));
-    }
-    // Every worker must be a machine Bellows knows; MACs are stored in
-    // canonical form so the worker's report (by MAC) matches the task.
+    // An empty map is fine for a template whose workers are literal ids
+    // (Tinkerbell takes it); one that uses a key fails to render, naming it.
+    // A value that names a machine (MAC, IP or id) must be one Bellows
+    // knows; MACs are stored in canonical form so the worker's report (by
+    // MAC) matches the task. Any other text is a worker id passed through
+    // as Tinkerbell does (tink's e2e `device_2: pnj`): a worker started
+    // with that id by an operator runs its task.
     let mut map = BTreeMap::new();
     let mut machines = BTreeMap::new();
     for (key, value) in &req.hardware_map {
@@ -63,20 +62,34 @@ pub(crate) async fn create(
                 ),
             ));
         }
-        let Some(hw) = lookup(&state, value.trim()).await? else {
+        let value = value.trim();
+        if value.is_empty() || value.chars().any(char::is_control) {
             return Err(ApiError::invalid(
                 field,
-                format!(
-                    "hardware_map.{key}: no hardware has MAC, IP or id {value:?}; push it first with `bellows hardware push`"
-                ),
+                format!("hardware_map.{key}: empty worker id; give a machine's MAC, IP or id"),
             ));
-        };
-        let worker = match value.trim().parse::<MacAddr>() {
+        }
+        let looks_like_machine =
+            value.parse::<MacAddr>().is_ok() || value.parse::<IpAddr>().is_ok();
+        let worker = match value.parse::<MacAddr>() {
             Ok(mac) => mac.to_string(),
-            Err(_) => value.trim().to_string(),
+            Err(_) => value.to_string(),
         };
+        match lookup(&state, value).await? {
+            Some(hw) => {
+                machines.insert(key.clone(), hw);
+            }
+            None if looks_like_machine => {
+                return Err(ApiError::invalid(
+                    field,
+                    format!(
+                        "hardware_map.{key}: no hardware has MAC, IP or id {value:?}; push it first with `bellows hardware push`"
+                    ),
+                ));
+            }
+            None => {}
+        }
         map.insert(key.clone(), worker);
-        machines.insert(key.clone(), hw);
     }
     let hardware =
         match &req.hardware {

@@ -1,8 +1,10 @@
 //! Rendering a template for a workflow, with Go `text/template` semantics.
 //!
 //! Tinkerbell renders templates with Go's `text/template`, option
-//! `missingkey=error`, and the functions `contains`, `hasPrefix`, `hasSuffix`
-//! (Go's `strings` package: haystack first) and `formatPartition`. The data is
+//! `missingkey=error`, its own functions (`formatPartition`, `contains`,
+//! `hasPrefix`, `hasSuffix`) and, since v0.11, Sprig's text functions;
+//! `render/sprig.rs` has them all, and the rule that lets both argument
+//! orders of `contains`/`hasPrefix`/`hasSuffix` work. The data is
 //! the workflow's hardware map at the top level (`{{.device_1}}`) plus
 //! `.Hardware` with Go field names (`.Hardware.Disks`,
 //! `.Hardware.Metadata.Instance.Hostname`). Bellows does the same through
@@ -19,6 +21,8 @@ use crate::error::ValidationError;
 use crate::hardware::{Hardware, Interface};
 use crate::template::{Strictness, Template};
 use budget::{BoundedText, Meter, OwnFuncs, meter_list};
+
+mod sprig;
 pub use budget::{BudgetExceeded, RenderBudget};
 
 /// What a template sees when it is rendered.
@@ -55,6 +59,55 @@ pub fn check_budget(source: &str) -> Result<(), ValidationError> {
             format!("{why}, even with no hardware; the template is refused"),
         )),
         None => Ok(()),
+    }
+}
+
+/// Everything that can be checked of a template source before a workflow
+/// gives it data, without refusing what Tinkerbell accepts (it renders
+/// first and parses after, since v0.9): Go template syntax and the render
+/// budget, then the YAML of the template rendered with no data (missing
+/// keys print `<no value>`, which is not checked), so that a template that
+/// is YAML only once rendered (`DEST_DISK: {{ index .Hardware.Disks 0 }}`,
+/// `{{- if }}` lines) is accepted and one that is not YAML even then (tab
+/// indentation) is refused with the line. When rendering needs real data
+/// (`index .Hardware.Disks 0` with no machine), the workflow's render
+/// checks the rest.
+pub fn check_source(source: &str) -> Result<(), ValidationError> {
+    let limit = crate::template::MAX_TEMPLATE_BYTES;
+    if source.len() > limit {
+        return Err(ValidationError::new(
+            "",
+            format!("template is {} bytes; the limit is {limit}", source.len()),
+        ));
+    }
+    check_syntax(source)?;
+    check_budget(source)?;
+    let meter = Meter::new(RenderBudget::default());
+    let tmpl = go_template(source, &meter, MissingKey::ZeroValue)?;
+    match execute(&tmpl, &meter, &context_value(&RenderContext::default())) {
+        Ok(text) => match Template::parse(&text, Strictness::Source) {
+            Ok(_) => Ok(()),
+            // Not YAML even rendered: the source's own error names the
+            // operator's line, when the source shows it too (tabs).
+            Err(e) if e.message.starts_with("not valid YAML") => {
+                match Template::parse(source, Strictness::Source) {
+                    Err(own) if own.message.starts_with("not valid YAML") => Err(own),
+                    _ => Err(ValidationError::new(
+                        e.field.clone(),
+                        format!(
+                            "{} (lines of the template as rendered with no hardware)",
+                            e.message
+                        ),
+                    )),
+                }
+            }
+            Err(e) => Err(e),
+        },
+        // Rendering needs a machine's data (`index .Hardware.Disks 0` with
+        // none): even a source that happens to be YAML (`{{ … }}` reads as
+        // a flow mapping) says nothing yet; the workflow's render checks
+        // it, naming the line.
+        Err(_) => Ok(()),
     }
 }
 
@@ -234,30 +287,7 @@ fn go_template(
     missing: MissingKey,
 ) -> Result<GoTemplate, ValidationError> {
     check_blocks(source)?;
-    let own: OwnFuncs = vec![
-        (
-            "contains",
-            Arc::new(|args: &[GoValue]| {
-                let (s, sub) = two_strings("contains", args)?;
-                Ok(GoValue::Bool(s.contains(sub.as_str())))
-            }),
-        ),
-        (
-            "hasPrefix",
-            Arc::new(|args: &[GoValue]| {
-                let (s, prefix) = two_strings("hasPrefix", args)?;
-                Ok(GoValue::Bool(s.starts_with(prefix.as_str())))
-            }),
-        ),
-        (
-            "hasSuffix",
-            Arc::new(|args: &[GoValue]| {
-                let (s, suffix) = two_strings("hasSuffix", args)?;
-                Ok(GoValue::Bool(s.ends_with(suffix.as_str())))
-            }),
-        ),
-        ("formatPartition", Arc::new(format_partition_func)),
-    ];
+    let own: OwnFuncs = sprig::functions();
     let base = GoTemplate::new(TEMPLATE_NAME)
         .missing_key(missing)
         .max_range_iters(meter.budget().max_steps);
@@ -274,43 +304,6 @@ fn go_template(
         }
     }
     Ok(tmpl)
-}
-
-fn format_partition_func(args: &[GoValue]) -> Result<GoValue, TemplateError> {
-    let [dev, part] = args else {
-        return Err(TemplateError::Exec(format!(
-            "formatPartition: wrong number of args: got {} want 2",
-            args.len()
-        )));
-    };
-    let GoValue::String(dev) = dev else {
-        return Err(TemplateError::Exec(
-            "formatPartition: first argument must be a device path string".into(),
-        ));
-    };
-    let part = match part {
-        GoValue::Int(n) => *n,
-        GoValue::Uint(n) => i64::try_from(*n).unwrap_or(i64::MAX),
-        _ => {
-            return Err(TemplateError::Exec(
-                "formatPartition: second argument must be an integer".into(),
-            ));
-        }
-    };
-    Ok(GoValue::String(format_partition(dev, part).into()))
-}
-
-fn two_strings(name: &str, args: &[GoValue]) -> Result<(String, String), TemplateError> {
-    match args {
-        [GoValue::String(a), GoValue::String(b)] => Ok((a.to_string(), b.to_string())),
-        [_, _] => Err(TemplateError::Exec(format!(
-            "{name}: both arguments must be strings"
-        ))),
-        _ => Err(TemplateError::Exec(format!(
-            "{name}: wrong number of args: got {} want 2",
-            args.len()
-        ))),
-    }
 }
 
 /// Tinkerbell's partition naming: NVMe devices take a `p` before the number,

@@ -10,7 +10,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::Value;
 
 use crate::error::{ValidationError, index, join};
 
@@ -120,76 +119,124 @@ fn default_version() -> String {
     "0.1".to_string()
 }
 
-/// YAML writes `version: 0.1` as a float; accept it as the string users meant.
-fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    match Value::deserialize(d)? {
-        Value::String(s) => Ok(s),
-        Value::Number(n) => Ok(n.to_string()),
-        other => Err(serde::de::Error::custom(format!(
-            "expected a string, found {}",
-            kind(&other)
-        ))),
+/// A scalar as the text it was written with. Read from YAML, a plain
+/// scalar is asked for as a string, so `0600` stays `0600`, `ON` stays
+/// `ON` and `0.10` stays `0.10`, as Tinkerbell's Go YAML decoding into
+/// strings keeps them (issue 13). From JSON (a rendered workflow already
+/// stored, an API body), numbers and booleans are written back as JSON
+/// prints them.
+struct ScalarText;
+
+impl<'de> serde::de::Visitor<'de> for ScalarText {
+    type Value = String;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<String, E> {
+        Ok(v)
+    }
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<String, E> {
+        Ok(String::new())
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<String, E> {
+        Ok(String::new())
     }
 }
 
-/// Environment values in YAML are often bare numbers or booleans
-/// (`DEST_DISK_SIZE: 20`); containers only take strings.
+/// One scalar, as [`ScalarText`] reads it.
+struct Text(String);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Text, D::Error> {
+        d.deserialize_string(ScalarText).map(Text)
+    }
+}
+
+/// `version: 0.1` is a plain scalar: keep the text users wrote.
+fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    d.deserialize_string(ScalarText)
+}
+
+/// Environment values are the scalar's text as written (`MODE: 0600`,
+/// `POWER: ON`); an empty value is the empty string; containers only take
+/// strings, so a list or mapping is an error.
 fn string_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
-    let map = Option::<BTreeMap<String, Value>>::deserialize(d)?.unwrap_or_default();
-    map.into_iter()
-        .map(|(k, v)| match v {
-            Value::String(s) => Ok((k, s)),
-            Value::Number(n) => Ok((k, n.to_string())),
-            Value::Bool(b) => Ok((k, b.to_string())),
-            Value::Null => Ok((k, String::new())),
-            other => Err(serde::de::Error::custom(format!(
-                "{k}: environment values must be strings, found {}",
-                kind(&other)
-            ))),
-        })
-        .collect()
+    let map = Option::<BTreeMap<String, Option<Text>>>::deserialize(d)?.unwrap_or_default();
+    Ok(map
+        .into_iter()
+        .map(|(k, v)| (k, v.map(|t| t.0).unwrap_or_default()))
+        .collect())
 }
 
 /// `command: "echo hi"` is a common slip; accept it as a one-element list
-/// the way a container runtime would treat a single argument.
+/// the way a container runtime would treat a single argument. Items are
+/// the scalars' text as written.
 fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    match Option::<Value>::deserialize(d)?.unwrap_or(Value::Null) {
-        Value::Null => Ok(Vec::new()),
-        Value::String(s) => Ok(vec![s]),
-        Value::Array(items) => items
-            .into_iter()
-            .map(|v| match v {
-                Value::String(s) => Ok(s),
-                Value::Number(n) => Ok(n.to_string()),
-                Value::Bool(b) => Ok(b.to_string()),
-                other => Err(serde::de::Error::custom(format!(
-                    "list items must be strings, found {}",
-                    kind(&other)
-                ))),
-            })
-            .collect(),
-        other => Err(serde::de::Error::custom(format!(
-            "expected a list of strings, found {}",
-            kind(&other)
-        ))),
+    struct ListOrOne;
+    impl<'de> serde::de::Visitor<'de> for ListOrOne {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list of strings, or one string")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Vec<String>, E> {
+            Ok(vec![v.to_string()])
+        }
+        fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Vec<String>, E> {
+            Ok(vec![v.to_string()])
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Vec<String>, E> {
+            Ok(vec![v.to_string()])
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Vec<String>, E> {
+            Ok(vec![v.to_string()])
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Vec<String>, E> {
+            Ok(vec![v.to_string()])
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Vec<String>, E> {
+            Ok(Vec::new())
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Vec<String>, E> {
+            Ok(Vec::new())
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Vec<String>, D::Error> {
+            d.deserialize_any(self)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Vec<String>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(Text(item)) = seq.next_element()? {
+                out.push(item);
+            }
+            Ok(out)
+        }
     }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "a mapping",
-    }
+    d.deserialize_any(ListOrOne)
 }
 
 /// How strictly values are checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strictness {
-    /// Template source: values still holding `{{ … }}` are not checked.
+    /// Template source: values still holding `{{ … }}`, or `<no value>`
+    /// where a key was missing, are not checked.
     Source,
     /// Rendered workflow: every value is final and must be valid.
     Rendered,
@@ -207,18 +254,32 @@ impl Template {
                 ),
             ));
         }
-        let value: Value = serde_saphyr::from_str(yaml)
+        // Well-formed YAML first, so a syntax error is reported as one
+        // (with its line) rather than as the field it happened to hit.
+        serde_saphyr::from_str::<serde::de::IgnoredAny>(yaml)
             .map_err(|e| ValidationError::new("", format!("not valid YAML: {e}")))?;
-        if !value.is_object() {
-            return Err(ValidationError::new(
-                "",
-                "a template must be a YAML mapping with version, name, global_timeout and tasks",
-            ));
-        }
-        let template: Template = serde_path_to_error::deserialize(value).map_err(|e| {
-            let path = e.path().to_string();
-            let path = if path == "." { String::new() } else { path };
-            ValidationError::new(path, e.inner().to_string())
+        // Typed straight from the YAML, not through a JSON value, so that
+        // every string field keeps the scalar's text as written.
+        let mut field = String::new();
+        let template: Template = serde_saphyr::with_deserializer_from_str(yaml, |de| {
+            serde_path_to_error::deserialize(de).map_err(|e| {
+                let path = e.path().to_string();
+                if path != "." && path != "?" {
+                    field = path;
+                }
+                e.into_inner()
+            })
+        })
+        .map_err(|e| {
+            let message = e.to_string();
+            let message = if field.is_empty() && !message.contains("missing field") {
+                format!(
+                    "a template must be a YAML mapping with version, name, global_timeout and tasks: {message}"
+                )
+            } else {
+                message
+            };
+            ValidationError::new(field.clone(), message)
         })?;
         template.validate(strictness)?;
         Ok(template)
@@ -226,7 +287,11 @@ impl Template {
 
     /// Semantic checks serde cannot express.
     pub fn validate(&self, strictness: Strictness) -> Result<(), ValidationError> {
-        let unresolved = |s: &str| strictness == Strictness::Source && s.contains("{{");
+        // Before rendering, `{{ … }}` is unresolved; rendered with no data
+        // (`render::check_source`), a missing key prints `<no value>`.
+        let unresolved = |s: &str| {
+            strictness == Strictness::Source && (s.contains("{{") || s.contains("<no value>"))
+        };
         if self.version != "0.1" && !unresolved(&self.version) {
             return Err(ValidationError::new(
                 "version",

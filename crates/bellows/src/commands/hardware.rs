@@ -10,7 +10,7 @@ use clap::Subcommand;
 use reqwest::Method;
 use serde_json::Value;
 
-use super::common::{read_input, show};
+use super::common::{hardware_documents, read_input, show};
 use crate::client::{Client, segment};
 use crate::error::CliError;
 use crate::output::Format;
@@ -22,7 +22,9 @@ pub enum HardwareCmd {
     /// Create or update hardware from a JSON file (flat Tinkerbell or
     /// resource shape). An existing id or MAC is updated in place.
     Push {
-        /// File to read; `-` for stdin.
+        /// File to read (`-` for stdin): JSON, or YAML with one or more
+        /// `---` documents, each a record or a Tinkerbell `Hardware`
+        /// resource; one push per record, in order.
         #[arg(short, long)]
         file: PathBuf,
     },
@@ -65,11 +67,12 @@ const HEADERS: &[&str] = &["ID", "MAC", "IP", "HOSTNAME"];
 pub async fn run(c: &Client, format: Format, cmd: HardwareCmd) -> Result<(), CliError> {
     match cmd {
         HardwareCmd::Push { file } => {
-            let bytes = read_input(&file)?;
-            let answer = c
-                .send_bytes::<Hardware>(Method::POST, "/api/v1/hardware", bytes)
-                .await?;
-            show(format, answer, |hw| println!("{}", hw.id))?;
+            for body in hardware_documents(&read_input(&file)?)? {
+                let answer = c
+                    .send_bytes::<Hardware>(Method::POST, "/api/v1/hardware", body)
+                    .await?;
+                show(format, answer, |hw| println!("{}", hw.id))?;
+            }
         }
         HardwareCmd::Get { id } => {
             let answer = c

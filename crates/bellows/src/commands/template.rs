@@ -7,7 +7,7 @@ use bellows_model::time::rfc3339;
 use clap::Subcommand;
 use reqwest::Method;
 
-use super::common::{read_text, show};
+use super::common::{read_text, show, template_resource};
 use crate::client::{Client, segment};
 use crate::error::CliError;
 use crate::output::Format;
@@ -18,10 +18,12 @@ use crate::output::table;
 pub enum TemplateCmd {
     /// Create a template from a YAML file; prints its id.
     Create {
-        /// Template name (unique).
+        /// Template name (unique) [default: metadata.name of a Template
+        /// resource].
         #[arg(short, long)]
-        name: String,
-        /// Template file; `-` for stdin.
+        name: Option<String>,
+        /// Template file (`-` for stdin): the template, or a whole
+        /// Tinkerbell `Template` resource (its `spec.data`).
         #[arg(short, long)]
         path: PathBuf,
     },
@@ -56,7 +58,13 @@ const HEADERS: &[&str] = &["ID", "NAME", "CREATED", "UPDATED"];
 pub async fn run(c: &Client, format: Format, cmd: TemplateCmd) -> Result<(), CliError> {
     match cmd {
         TemplateCmd::Create { name, path } => {
-            let data = read_text(&path)?;
+            let text = read_text(&path)?;
+            let (name, data) = match template_resource(&text) {
+                Some((resource_name, data)) => (name.or(resource_name), data),
+                None => (name, text),
+            };
+            let name = name
+                .ok_or_else(|| CliError::Usage("give the template a name with -n NAME".into()))?;
             let answer = c
                 .send::<TemplateRecord>(
                     Method::POST,

@@ -422,3 +422,16 @@ pub fn http(method: &str, url: &str, body: Option<&[u8]>) -> (u16, serde_json::V
         (status, value)
     })
 }
+
+/// Percent-encodes one URL path segment (ids are free text).
+pub fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~:".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

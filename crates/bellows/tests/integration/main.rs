@@ -7,6 +7,7 @@ mod boot;
 mod boot_options;
 mod byo_dhcp;
 mod cli;
+mod compat;
 mod durability;
 mod harness;
 mod libvirt_bmc;

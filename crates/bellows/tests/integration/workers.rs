@@ -883,6 +883,7 @@ tasks:
         .args(["workflow", "watch", &id])
         .env("BELLOWS_URL", &s.url)
         .envs(s.token.iter().map(|t| ("BELLOWS_TOKEN", t)))
+        .envs(s.ca.iter().map(|c| ("BELLOWS_CA", c)))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

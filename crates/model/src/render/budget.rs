@@ -262,6 +262,61 @@ fn growth_estimate(name: &str, args: &[GoValue], cap: u64) -> Option<u64> {
         "print" | "println" => Some(sizes().sum::<u64>() + args.len() as u64 + 1),
         // `&` → `&amp;`, `<` → `\u003C`, ` ` → `%20`: at most 6 bytes a byte.
         "html" | "js" | "urlquery" => Some(sizes().sum::<u64>().saturating_mul(6) + 16),
+        // Sprig's: a count or padding times the text.
+        "repeat" | "indent" | "nindent" => {
+            let n = match args.first() {
+                Some(GoValue::Int(n)) => u64::try_from(*n).unwrap_or(0),
+                Some(GoValue::Uint(n)) => *n,
+                Some(GoValue::Float(f)) if *f > 0.0 => *f as u64,
+                _ => 0,
+            };
+            let s = args.get(1).map_or(0, |a| display_len(a, cap));
+            let lines = match args.get(1) {
+                Some(GoValue::String(t)) => t.matches('\n').count() as u64 + 1,
+                _ => 1,
+            };
+            Some(if name == "repeat" {
+                n.saturating_mul(s)
+            } else {
+                s + 1 + n.min(4096).saturating_mul(lines)
+            })
+        }
+        // Each match of the old text (or pattern) may become the new text.
+        "replace" | "regexReplaceAll" => {
+            let s: Vec<u64> = sizes().collect();
+            let (text, with) = if name == "replace" {
+                (
+                    s.get(2).copied().unwrap_or(0),
+                    s.get(1).copied().unwrap_or(0),
+                )
+            } else {
+                (
+                    s.get(1).copied().unwrap_or(0),
+                    s.get(2).copied().unwrap_or(0),
+                )
+            };
+            Some(text.saturating_add((text + 1).saturating_mul(with)))
+        }
+        // Items and a separator between each; each list item's text.
+        "join" => {
+            let sep = args.first().map_or(0, |a| display_len(a, cap));
+            let items = match args.get(1) {
+                Some(GoValue::List(items)) => items
+                    .iter()
+                    .map(|i| display_len(i, cap).saturating_add(sep))
+                    .sum(),
+                Some(other) => display_len(other, cap),
+                None => 0,
+            };
+            Some(items)
+        }
+        "cat" | "quote" | "squote" | "toString" | "title" | "list" => {
+            Some(sizes().sum::<u64>().saturating_mul(2) + args.len() as u64 + 2)
+        }
+        // Case mapping can triple a character ('ß' → "SS" and wider).
+        "upper" | "lower" => Some(sizes().sum::<u64>().saturating_mul(3)),
+        "b64enc" => Some(sizes().sum::<u64>() / 3 * 4 + 4),
+        "splitList" => Some(sizes().sum::<u64>() + 1),
         "printf" => {
             let Some(GoValue::String(format)) = args.first() else {
                 return Some(0);

@@ -286,3 +286,61 @@ fn a_big_legitimate_template_renders_as_before() {
     let e = render_text_within(source, &golden_context(), few_steps).unwrap_err();
     assert!(e.message.contains("1000 steps"), "{e}");
 }
+
+fn render_one(source: &str) -> Result<String, ValidationError> {
+    render_text(source, &golden_context())
+}
+
+#[test]
+fn sprig_text_functions_render_as_sprig_does() {
+    let cases = [
+        ("{{ lower \"X86_64\" }}", "x86_64"),
+        ("{{ .device_1 | upper }}", "3C:EC:EF:4C:4F:54"),
+        ("{{ default \"/dev/sda\" \"\" }}", "/dev/sda"),
+        ("{{ default \"/dev/sda\" \"/dev/vdb\" }}", "/dev/vdb"),
+        ("{{ trim \"  a b  \" }}", "a b"),
+        ("{{ trimPrefix \"/dev/\" \"/dev/sda\" }}", "sda"),
+        ("{{ replace \"sd\" \"vd\" \"/dev/sda\" }}", "/dev/vda"),
+        ("{{ b64enc \"hello\" }}", "aGVsbG8="),
+        ("{{ b64dec \"aGVsbG8=\" }}", "hello"),
+        ("{{ ternary \"uefi\" \"bios\" true }}", "uefi"),
+        ("{{ toString 42 }}", "42"),
+        ("{{ list \"a\" \"b\" | join \",\" }}", "a,b"),
+        ("{{ if regexMatch \"^arm\" \"arm64\" }}arm{{ end }}", "arm"),
+        ("{{ indent 2 \"a\\nb\" }}", "  a\n  b"),
+        ("{{ repeat 3 \"ab\" }}", "ababab"),
+    ];
+    for (source, want) in cases {
+        assert_eq!(render_one(source).as_deref(), Ok(want), "{source}");
+    }
+}
+
+#[test]
+fn contains_and_prefix_tests_hold_in_either_argument_order() {
+    // tink <= v0.10 (Go's strings order) and Sprig's order, both true.
+    for source in [
+        "{{ if hasPrefix (index .Hardware.Disks 0) \"/dev/nvme\" }}y{{ end }}",
+        "{{ if hasPrefix \"/dev/nvme\" (index .Hardware.Disks 0) }}y{{ end }}",
+        "{{ if contains .device_1 \":ec:\" }}y{{ end }}",
+        "{{ if contains \":ec:\" .device_1 }}y{{ end }}",
+        "{{ if hasSuffix .device_2 \"01\" }}y{{ end }}",
+        "{{ if hasSuffix \"01\" .device_2 }}y{{ end }}",
+    ] {
+        assert_eq!(render_one(source).as_deref(), Ok("y"), "{source}");
+    }
+    // And false when neither holds.
+    assert_eq!(
+        render_one("{{ if hasPrefix \"/dev/sd\" (index .Hardware.Disks 0) }}y{{ end }}").as_deref(),
+        Ok("")
+    );
+}
+
+#[test]
+fn growing_sprig_functions_are_refused_before_they_allocate() {
+    let e = render_one("{{ repeat 1000000000 \"abcdefgh\" }}").expect_err("bomb");
+    assert!(e.message.contains("budget"), "{e}");
+    let e = render_one("{{ indent 4000 (repeat 100000 \"\\n\") }}").expect_err("bomb");
+    assert!(e.message.contains("budget"), "{e}");
+    let e = render_one("{{ regexMatch \"(\" \"x\" }}").expect_err("bad regex");
+    assert!(e.message.contains("regexMatch"), "{e}");
+}
