@@ -1,7 +1,9 @@
 //! The instance metadata service (Tinkerbell's "hegel"): a booted machine
 //! asks "who am I?" and gets its own answer, found by the address the
 //! request came from, in the formats cloud images already speak: EC2
-//! (`/latest/meta-data/…`), Equinix (`/metadata`) and cloud-init NoCloud
+//! (`/latest/meta-data/…`), hegel's EC2 (`/2009-04-04/meta-data/…`, where
+//! hegel and EC2 disagree: [`views::Ec2Dialect`]), Equinix (`/metadata`,
+//! with hegel's `metadata.instance.storage`) and cloud-init NoCloud
 //! (`ds=nocloud-net;s=http://server/`).
 //!
 //! An unknown caller gets a bare 404 and learns nothing; a machine never
@@ -24,7 +26,7 @@ pub mod views;
 
 pub use cidr::{Cidr, CidrParseError};
 
-use views::Ec2Answer;
+use views::{Ec2Answer, Ec2Dialect};
 
 /// The one question the metadata service asks: which machine holds this
 /// address. A port rather than the store, so this crate knows nothing of
@@ -130,10 +132,6 @@ fn text(body: impl Into<String>) -> ([(header::HeaderName, HeaderValue); 1], Str
     )
 }
 
-fn is_version(v: &str) -> bool {
-    v == "latest" || v == "2009-04-04"
-}
-
 fn answer(a: Ec2Answer) -> Response {
     match a {
         Ec2Answer::Listing(lines) => text(lines.join("\n")).into_response(),
@@ -142,18 +140,20 @@ fn answer(a: Ec2Answer) -> Response {
     }
 }
 
+/// `/latest` answers as EC2, `/2009-04-04` as hegel (see [`Ec2Dialect`]);
+/// any other version is not found.
 async fn ec2_root(caller: Caller, Path(version): Path<String>) -> Response {
-    if !is_version(&version) {
-        return not_found();
+    match Ec2Dialect::for_version(&version) {
+        Some(dialect) => answer(views::ec2_lookup(&caller.hw, caller.ip, dialect, "")),
+        None => not_found(),
     }
-    answer(views::ec2_lookup(&caller.hw, caller.ip, ""))
 }
 
 async fn ec2(caller: Caller, Path((version, path)): Path<(String, String)>) -> Response {
-    if !is_version(&version) {
-        return not_found();
+    match Ec2Dialect::for_version(&version) {
+        Some(dialect) => answer(views::ec2_lookup(&caller.hw, caller.ip, dialect, &path)),
+        None => not_found(),
     }
-    answer(views::ec2_lookup(&caller.hw, caller.ip, &path))
 }
 
 /// IMDSv2: hand out a session token. Bellows also answers without one

@@ -124,18 +124,12 @@ pub fn ec2_meta_data(hw: &Hardware, caller: IpAddr) -> Node {
         entries.push(leaf("hostname", h.clone()));
         entries.push(leaf("local-hostname", h));
     }
-    let ips = instance_ips(hw);
-    let local = ips
-        .iter()
-        .find(|ip| ip.family == 4 && !ip.public)
-        .map(|ip| ip.address.to_string())
-        .unwrap_or_else(|| caller.to_string());
-    entries.push(leaf("local-ipv4", local));
-    if let Some(ip) = ips.iter().find(|ip| ip.family == 4 && ip.public) {
-        entries.push(leaf("public-ipv4", ip.address));
-    }
-    if let Some(ip) = ips.iter().find(|ip| ip.family == 6 && ip.public) {
-        entries.push(leaf("public-ipv6", ip.address));
+    entries.push(leaf("local-ipv4", local_ipv4(hw, caller)));
+    for (key, family) in [("public-ipv4", 4), ("public-ipv6", 6)] {
+        let ip = first_public(hw, family);
+        if !ip.is_empty() {
+            entries.push(leaf(key, ip));
+        }
     }
     let keys = ssh_keys(hw);
     if !keys.is_empty() {
@@ -158,15 +152,9 @@ pub fn ec2_meta_data(hw: &Hardware, caller: IpAddr) -> Node {
             .collect();
         entries.push(dir("public-keys", children));
     }
-    if let Some(tags) = hw
-        .metadata
-        .pointer("/instance/tags")
-        .and_then(Value::as_array)
-    {
-        let tags: Vec<&str> = tags.iter().filter_map(Value::as_str).collect();
-        if !tags.is_empty() {
-            entries.push(leaf("tags", tags.join("\n")));
-        }
+    let tags = tags(hw);
+    if !tags.is_empty() {
+        entries.push(leaf("tags", tags));
     }
     if let Some(plan) = str_at(&hw.metadata, "/facility/plan_slug") {
         entries.push(leaf("plan", plan));
@@ -186,30 +174,142 @@ pub fn ec2_meta_data(hw: &Hardware, caller: IpAddr) -> Node {
     Node::Dir(entries)
 }
 
-/// Answers an EC2 path below a version (`""`, `meta-data/…`, `user-data`).
-pub fn ec2_lookup(hw: &Hardware, caller: IpAddr, path: &str) -> Ec2Answer {
-    let path = path.trim_start_matches('/');
-    if path.is_empty() {
-        let mut top = vec!["meta-data".to_string()];
-        if user_data(hw).is_some() {
-            top.push("user-data".to_string());
+/// Which EC2 front end a version prefix speaks. Amazon's EC2 and
+/// Tinkerbell's hegel disagree on a few answers, and each has clients that
+/// depend on its own: hegel only ever served `/2009-04-04`, which is also
+/// the version cloud-init settles on here (it finds none of its newer
+/// ones), while EC2 tools ask `/latest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ec2Dialect {
+    /// `/latest/…`, as EC2 answers: entries a record lacks are left out
+    /// (a listed entry always has a value), `public-keys/` is a directory of
+    /// `N=name` entries each holding `openssh-key`, and `user-data` is 404
+    /// when there is none.
+    Ec2,
+    /// `/2009-04-04/…`, as hegel answers: every entry hegel has is listed
+    /// (sorted, as hegel sorts them) and answers 200, empty when the record
+    /// has no value; `public-keys` is one value, the keys one per line;
+    /// `user-data` is always there.
+    Hegel,
+}
+
+impl Ec2Dialect {
+    /// The dialect of a version prefix; `None` for a version Bellows does
+    /// not serve.
+    pub fn for_version(version: &str) -> Option<Ec2Dialect> {
+        match version {
+            "latest" => Some(Ec2Dialect::Ec2),
+            "2009-04-04" => Some(Ec2Dialect::Hegel),
+            _ => None,
         }
-        return Ec2Answer::Listing(top);
     }
-    if path == "user-data" {
-        return match user_data(hw) {
-            Some(u) => Ec2Answer::Text(u.to_string()),
-            None => Ec2Answer::NotFound,
-        };
+}
+
+/// The local IPv4: the record's first private IPv4 address, else the
+/// address the machine asked from (its reserved DHCP address; EC2 always
+/// has a local-ipv4).
+fn local_ipv4(hw: &Hardware, caller: IpAddr) -> String {
+    instance_ips(hw)
+        .iter()
+        .find(|ip| ip.family == 4 && !ip.public)
+        .map(|ip| ip.address.to_string())
+        .unwrap_or_else(|| caller.to_string())
+}
+
+fn first_public(hw: &Hardware, family: i64) -> String {
+    instance_ips(hw)
+        .iter()
+        .find(|ip| ip.family == family && ip.public)
+        .map(|ip| ip.address.to_string())
+        .unwrap_or_default()
+}
+
+fn text_at(hw: &Hardware, ptr: &str) -> String {
+    str_at(&hw.metadata, ptr).unwrap_or_default().to_string()
+}
+
+/// `metadata.instance.tags`, one per line.
+fn tags(hw: &Hardware) -> String {
+    hw.metadata
+        .pointer("/instance/tags")
+        .and_then(Value::as_array)
+        .map(|tags| {
+            tags.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default()
+}
+
+/// The `meta-data/` tree hegel serves: all its entries, always, in its
+/// (sorted) order; a value the record lacks is empty. Values come from the
+/// same record fields hegel reads, with Bellows' fallbacks where hegel has
+/// none (see [`instance_id`], [`hostname`], `local-ipv4`).
+pub fn hegel_meta_data(hw: &Hardware, caller: IpAddr) -> Node {
+    let os = |k: &str| text_at(hw, &format!("/instance/operating_system/{k}"));
+    let host = hostname(hw).unwrap_or_default();
+    Node::Dir(vec![
+        leaf("facility", text_at(hw, "/facility/facility_code")),
+        leaf("hostname", host.clone()),
+        leaf("instance-id", instance_id(hw)),
+        // hegel has the entry but no source for it: always empty.
+        leaf("iqn", ""),
+        leaf("local-hostname", host),
+        leaf("local-ipv4", local_ipv4(hw, caller)),
+        dir(
+            "operating-system",
+            vec![
+                leaf("distro", os("distro")),
+                leaf("image_tag", os("image_tag")),
+                dir(
+                    "license_activation",
+                    vec![leaf("state", os("license_activation/state"))],
+                ),
+                leaf("slug", os("slug")),
+                leaf("version", os("version")),
+            ],
+        ),
+        leaf("plan", text_at(hw, "/facility/plan_slug")),
+        leaf("public-ipv4", first_public(hw, 4)),
+        leaf("public-ipv6", first_public(hw, 6)),
+        leaf("public-keys", ssh_keys(hw).join("\n")),
+        leaf("tags", tags(hw)),
+    ])
+}
+
+/// The whole tree below a version prefix: `meta-data` and `user-data`.
+pub fn ec2_tree(hw: &Hardware, caller: IpAddr, dialect: Ec2Dialect) -> Node {
+    match dialect {
+        Ec2Dialect::Ec2 => {
+            // EC2 lists its top-level entries without a trailing `/`.
+            let mut top = vec![(
+                "meta-data".to_string(),
+                "meta-data".to_string(),
+                ec2_meta_data(hw, caller),
+            )];
+            if let Some(u) = user_data(hw) {
+                top.push(leaf("user-data", u));
+            }
+            Node::Dir(top)
+        }
+        Ec2Dialect::Hegel => Node::Dir(vec![
+            dir_node("meta-data", hegel_meta_data(hw, caller)),
+            leaf("user-data", user_data(hw).unwrap_or_default()),
+        ]),
     }
-    let Some(rest) = path.strip_prefix("meta-data") else {
-        return Ec2Answer::NotFound;
-    };
-    if !(rest.is_empty() || rest.starts_with('/')) {
-        return Ec2Answer::NotFound;
-    }
-    let mut node = ec2_meta_data(hw, caller);
-    for segment in rest.split('/').filter(|s| !s.is_empty()) {
+}
+
+fn dir_node(key: &str, node: Node) -> (String, String, Node) {
+    (key.to_string(), format!("{key}/"), node)
+}
+
+/// Answers an EC2 path below a version (`""`, `meta-data/…`, `user-data`).
+/// Empty segments are ignored, so a path answers the same with or without
+/// a trailing `/`, as hegel does; a path below a value is not found.
+pub fn ec2_lookup(hw: &Hardware, caller: IpAddr, dialect: Ec2Dialect, path: &str) -> Ec2Answer {
+    let mut node = ec2_tree(hw, caller, dialect);
+    for segment in path.split('/').filter(|s| !s.is_empty()) {
         let Node::Dir(children) = node else {
             return Ec2Answer::NotFound;
         };
@@ -227,6 +327,9 @@ pub fn ec2_lookup(hw: &Hardware, caller: IpAddr, path: &str) -> Ec2Answer {
 }
 
 /// Equinix-style `/metadata`: the instance metadata as one JSON document.
+/// It also carries `metadata.instance.storage`, the one part of hegel's
+/// `/metadata` a Tinkerbell action reads (`rootio`): the record's
+/// `metadata.instance.storage` verbatim, else its disks.
 pub fn equinix(hw: &Hardware) -> Value {
     let instance = hw
         .metadata
@@ -252,12 +355,13 @@ pub fn equinix(hw: &Hardware) -> Value {
         doc.insert("operating_system".into(), os.clone());
     }
     doc.insert("ssh_keys".into(), json!(ssh_keys(hw)));
-    doc.insert(
-        "storage".into(),
-        instance.get("storage").cloned().unwrap_or_else(|| {
-            json!({"disks": hw.disk_devices().iter().map(|d| json!({"device": d})).collect::<Vec<_>>()})
-        }),
-    );
+    let storage = instance.get("storage").cloned().unwrap_or_else(|| {
+        json!({"disks": hw.disk_devices().iter().map(|d| json!({"device": d})).collect::<Vec<_>>()})
+    });
+    doc.insert("storage".into(), storage.clone());
+    // What hegel's `/metadata` serves, for Tinkerbell's `rootio` action,
+    // which reads `metadata.instance.storage` and nothing else there.
+    doc.insert("metadata".into(), json!({"instance": {"storage": storage}}));
     let addresses: Vec<Value> = instance_ips(hw).iter().map(|ip| ip.value.clone()).collect();
     let interfaces: Vec<Value> = hw
         .network

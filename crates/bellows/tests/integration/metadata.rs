@@ -111,13 +111,20 @@ fn each_caller_sees_only_its_own_record() {
     );
     assert_eq!(get_from("127.0.0.9", &url, &[]).0, 404);
 
-    // Other views of the same record.
+    // Other views of the same record: EC2's key directory under /latest,
+    // hegel's one-key-a-line value under /2009-04-04.
     let (_, keys) = get_from(
         "127.0.0.3",
-        &format!("{}/2009-04-04/meta-data/public-keys/", s.http_url),
+        &format!("{}/latest/meta-data/public-keys/", s.http_url),
         &[],
     );
     assert_eq!(keys, "0=bravo@lab");
+    let (_, keys) = get_from(
+        "127.0.0.3",
+        &format!("{}/2009-04-04/meta-data/public-keys", s.http_url),
+        &[],
+    );
+    assert_eq!(keys, "ssh-ed25519 BBBB bravo@lab");
     let (_, md) = get_from("127.0.0.2", &format!("{}/metadata", s.http_url), &[]);
     let md: Value = serde_json::from_str(&md).unwrap();
     assert_eq!(
