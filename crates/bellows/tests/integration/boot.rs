@@ -126,20 +126,7 @@ fn auto_ipxe_follows_the_machine_and_its_workflows() {
         "{body}"
     );
     let ca = s.ca.as_ref().expect("TLS on by default");
-    let out = std::process::Command::new("openssl")
-        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
-        .arg(ca)
-        .output()
-        .expect("run openssl");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let fingerprint = text
-        .trim()
-        .rsplit('=')
-        .next()
-        .unwrap_or_default()
-        .replace(':', "")
-        .to_lowercase();
-    assert_eq!(fingerprint.len(), 64, "openssl said {text:?}");
+    let fingerprint = crate::harness::openssl_fingerprint(ca);
     assert!(
         body.contains(&format!("bellows.ca={fingerprint}")),
         "{body}"

@@ -423,15 +423,25 @@ pub fn http(method: &str, url: &str, body: Option<&[u8]>) -> (u16, serde_json::V
     })
 }
 
-/// Percent-encodes one URL path segment (ids are free text).
-pub fn segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~:".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+/// Percent-encodes one URL path segment: the CLI's own encoder.
+pub use bellows::client::segment;
+
+/// The hex SHA-256 of a PEM certificate, as openssl (not our code)
+/// computes it: what `bellows.ca=` must carry.
+pub fn openssl_fingerprint(pem: &Path) -> String {
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(pem)
+        .output()
+        .expect("run openssl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let hex = text
+        .trim()
+        .rsplit('=')
+        .next()
+        .unwrap_or_default()
+        .replace(':', "")
+        .to_lowercase();
+    assert_eq!(hex.len(), 64, "openssl said {text:?}");
+    hex
 }

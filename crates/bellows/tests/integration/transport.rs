@@ -11,7 +11,7 @@ use bellows_rpc::v1::SubscribeRequest;
 use bellows_worker::tls::{Dialer, ServerTrust};
 use tonic::Code;
 
-use crate::harness::{Server, ok};
+use crate::harness::{Server, ok, openssl_fingerprint};
 
 /// curl's exit status and output for `args`.
 fn curl(args: &[&str]) -> (i32, String) {
@@ -28,25 +28,6 @@ fn curl(args: &[&str]) -> (i32, String) {
             String::from_utf8_lossy(&out.stderr)
         ),
     )
-}
-
-/// The hex SHA-256 of a PEM certificate, as openssl computes it.
-fn openssl_fingerprint(pem: &std::path::Path) -> String {
-    let out = Command::new("openssl")
-        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
-        .arg(pem)
-        .output()
-        .expect("run openssl");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let hex = text
-        .trim()
-        .rsplit('=')
-        .next()
-        .unwrap_or_default()
-        .replace(':', "")
-        .to_lowercase();
-    assert_eq!(hex.len(), 64, "openssl said {text:?}");
-    hex
 }
 
 #[test]
