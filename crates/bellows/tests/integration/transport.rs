@@ -208,3 +208,197 @@ fn a_worker_pins_its_servers_ca_and_plain_grpc_is_refused() {
         );
     });
 }
+
+/// Runs openssl with `args` in `dir`, asserting it succeeded.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn an_operators_certificate_from_openssl_is_served_and_its_ca_pinned() {
+    // The operator's own CA and a server certificate for 127.0.0.1, made
+    // by openssl: nothing of Bellows in them.
+    let pki = tempfile::tempdir().unwrap();
+    let p = pki.path();
+    openssl(
+        p,
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "ca.key",
+        ],
+    );
+    openssl(
+        p,
+        &[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            "ca.key",
+            "-subj",
+            "/CN=Site CA",
+            "-days",
+            "30",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+            "-out",
+            "ca.pem",
+        ],
+    );
+    openssl(
+        p,
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "server.key",
+        ],
+    );
+    openssl(
+        p,
+        &[
+            "req",
+            "-new",
+            "-key",
+            "server.key",
+            "-subj",
+            "/CN=bellows",
+            "-out",
+            "server.csr",
+        ],
+    );
+    std::fs::write(
+        p.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        p,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "30",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "server.pem",
+        ],
+    );
+    // Leaf first, then the CA machines pin.
+    let chain = [
+        std::fs::read_to_string(p.join("server.pem")).unwrap(),
+        std::fs::read_to_string(p.join("ca.pem")).unwrap(),
+    ]
+    .concat();
+    std::fs::write(p.join("chain.pem"), chain).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let chain_arg = p.join("chain.pem");
+    let key_arg = p.join("server.key");
+    let s = Server::start_with(
+        dir.path(),
+        &[
+            "--tls-cert",
+            chain_arg.to_str().unwrap(),
+            "--tls-key",
+            key_arg.to_str().unwrap(),
+        ],
+    );
+    assert!(s.url.starts_with("https://"), "{}", s.url);
+    assert!(
+        !dir.path().join("tls/ca.key").exists(),
+        "no own CA is made when the operator gives a certificate"
+    );
+    let ca_arg = p.join("ca.pem");
+    let (code, body) = curl(&[
+        "--cacert",
+        ca_arg.to_str().unwrap(),
+        &format!("{}/healthz", s.url),
+    ]);
+    assert_eq!(code, 0, "{body}");
+
+    // Machines pin the chain's last certificate: the site CA.
+    let pin = openssl_fingerprint(&ca_arg);
+    let token = s.token.clone().expect("token");
+    let worker_url = s.http_url.replacen("http://", "https://", 1);
+    let endpoint = tonic::transport::Endpoint::from_shared(worker_url).expect("url");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let pinned = Dialer::new(endpoint.clone(), &ServerTrust::pinned(&pin).expect("pin")).unwrap();
+    rt.block_on(subscribe(pinned, &token))
+        .expect("the site CA's pin verifies the operator's certificate");
+    let by_file = Dialer::new(endpoint, &ServerTrust::ca_file(&ca_arg).expect("ca file")).unwrap();
+    rt.block_on(subscribe(by_file, &token))
+        .expect("--server-ca verifies it too");
+
+    // A key that is not the certificate's is refused at start, naming TLS.
+    let other_key = p.join("other.key");
+    openssl(
+        p,
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "other.key",
+        ],
+    );
+    let out = Command::new(crate::harness::BIN)
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--tftp-listen",
+            "off",
+            "--syslog-listen",
+            "off",
+            "--dhcp-mode",
+            "off",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("second"))
+        .arg("--tls-cert")
+        .arg(&chain_arg)
+        .arg("--tls-key")
+        .arg(&other_key)
+        .output()
+        .expect("run server");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("TLS"), "{err}");
+}
