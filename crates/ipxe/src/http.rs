@@ -438,10 +438,19 @@ async fn script(state: &BootState, hw: &Hardware, mac: MacAddr) -> Response {
         _ => None,
     };
     tracing::info!(%mac, hardware = %hw.id, ?choice, "serving auto.ipxe");
+    if choice == ScriptChoice::Install
+        && let Some(Err(e)) = hw
+            .interface_by_mac(mac)
+            .and_then(|i| i.dhcp.as_ref())
+            .map(|d| d.vlan())
+    {
+        tracing::warn!(%mac, hardware = %hw.id, error = %e, "dhcp.vlan_id ignored: the in-memory OS boots untagged");
+    }
     text(
         StatusCode::OK,
         render(
             &choice,
+            hw,
             mac,
             &state.os,
             &state.local_boot,

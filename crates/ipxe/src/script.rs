@@ -57,8 +57,9 @@ pub struct InstallOs {
     pub kernel_url: String,
     /// Initrd URL.
     pub initrd_url: String,
-    /// Kernel command line, without `initrd=` (added here) and without the
-    /// per-machine worker id (added here).
+    /// Kernel command line, without `initrd=` and the machine's own words
+    /// (`KernelArgs::for_machine`: worker id, `hw_addr=`, `vlan_id=`,
+    /// `facility=`), which are added here.
     pub cmdline: String,
     /// Download attempts for each of kernel and initrd before giving up.
     pub attempts: u32,
@@ -119,11 +120,12 @@ fn image_name(url: &str) -> &str {
         .unwrap_or("initrd")
 }
 
-/// Writes the script for `choice`. `mac` is written into the kernel command
-/// line as the worker id, with the machine's per-boot `credential` when the
-/// server minted one.
+/// Writes the script for `choice`, for the machine `hw` booting by its NIC
+/// `mac`. Its record's words (`KernelArgs::for_machine`) go on the kernel
+/// command line, with the per-boot `credential` when the server minted one.
 pub fn render(
     choice: &ScriptChoice,
+    hw: &Hardware,
     mac: MacAddr,
     os: &InstallOs,
     local: &LocalBoot,
@@ -155,34 +157,43 @@ pub fn render(
             let _ = writeln!(s, "echo Bellows: {mac}: {why}; booting the local disk");
             local_boot(&mut s, local);
         }
-        ScriptChoice::Install => install(&mut s, mac, os, local, credential),
+        ScriptChoice::Install => install(&mut s, hw, mac, os, local, credential),
     }
     s
 }
 
 fn install(
     s: &mut String,
+    hw: &Hardware,
     mac: MacAddr,
     os: &InstallOs,
     local: &LocalBoot,
     credential: Option<&str>,
 ) {
     let initrd_name = image_name(&os.initrd_url);
-    let worker = KernelArgs {
-        worker_id: Some(mac.to_string()),
+    let machine = KernelArgs {
         token: credential.map(str::to_string),
-        ..KernelArgs::default()
+        ..KernelArgs::for_machine(hw, mac)
     };
     let cmdline = format!(
         "initrd={initrd_name} {} {}",
         os.cmdline.trim(),
-        worker.to_cmdline()
+        machine.to_cmdline()
     );
     let attempts = os.attempts.max(1);
     let _ = writeln!(
         s,
         "echo Bellows: {mac} has a workflow; booting the in-memory OS"
     );
+    // A VLAN the record names but no interface can carry: the machine boots
+    // untagged, and its console says why (without the value: iPXE would
+    // read `&&` or `${` in it).
+    let dhcp = hw.interface_by_mac(mac).and_then(|i| i.dhcp.as_ref());
+    if dhcp.is_some_and(|d| d.vlan().is_err()) {
+        s.push_str(
+            "echo Bellows: ignoring dhcp.vlan_id: not a VLAN id from 1 to 4094; booting untagged\n",
+        );
+    }
     // Unrolled retries: `kernel` replaces any image fetched by a failed try.
     for i in 1..=attempts {
         let _ = writeln!(

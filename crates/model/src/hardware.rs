@@ -109,13 +109,80 @@ pub struct Dhcp {
     /// Name of the NIC inside the booted OS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iface_name: Option<String>,
-    /// 802.1Q VLAN the NIC lives on, if tagged.
+    /// 802.1Q VLAN the NIC lives on, if tagged, as Tinkerbell writes it (a
+    /// string); [`Dhcp::vlan`] reads it. The in-memory OS tags its traffic
+    /// with it (`vlan_id=` on its kernel command line).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vlan_id: Option<String>,
     /// DHCP fields Bellows does not interpret.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
+
+impl Dhcp {
+    /// The VLAN this NIC's traffic must be tagged with. Empty and `0` mean
+    /// untagged (`0` is 802.1Q's "priority tag only", no VLAN). Anything
+    /// else that is not an id from 1 to 4094 is an error the caller shows:
+    /// Tinkerbell's pattern also admits 4095, 4096 and lists, which no
+    /// interface can be tagged with, so records holding them still load.
+    pub fn vlan(&self) -> Result<Option<VlanId>, VlanIdError> {
+        match self.vlan_id.as_deref().map(str::trim) {
+            None | Some("" | "0") => Ok(None),
+            Some(v) => v.parse().map(Some),
+        }
+    }
+}
+
+/// An 802.1Q VLAN id an interface can be tagged with: 1 to 4094 (0 carries
+/// no VLAN and 4095 is reserved), so a value of this type can always be
+/// given to `ip link add … type vlan id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct VlanId(u16);
+
+impl VlanId {
+    /// The lowest id that tags traffic.
+    pub const MIN: u16 = 1;
+    /// The highest id that tags traffic (4095 is reserved).
+    pub const MAX: u16 = 4094;
+
+    /// `id` as a VLAN id, if it is one from 1 to 4094.
+    pub fn new(id: u16) -> Result<VlanId, VlanIdError> {
+        if (Self::MIN..=Self::MAX).contains(&id) {
+            Ok(VlanId(id))
+        } else {
+            Err(VlanIdError(id.to_string()))
+        }
+    }
+
+    /// The id as a number.
+    pub fn get(self) -> u16 {
+        self.0
+    }
+}
+
+impl std::str::FromStr for VlanId {
+    type Err = VlanIdError;
+    /// Decimal digits only: no sign, no spaces, no lists.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() || s.len() > 4 || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(VlanIdError(s.to_string()));
+        }
+        s.parse::<u16>()
+            .map_err(|_| VlanIdError(s.to_string()))
+            .and_then(VlanId::new)
+    }
+}
+
+impl std::fmt::Display for VlanId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A value that is not a VLAN id an interface can be tagged with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a VLAN id (a whole number from 1 to 4094)")]
+pub struct VlanIdError(String);
 
 /// An address reservation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -318,6 +385,13 @@ impl Hardware {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The facility code (`metadata.facility.facility_code`), the site the
+    /// machine is in, as Tinkerbell's records carry it; the in-memory OS
+    /// gets it as `facility=`.
+    pub fn facility(&self) -> Option<&str> {
+        self.metadata.pointer("/facility/facility_code")?.as_str()
     }
 
     /// User data: explicit `user_data`, else `metadata.instance.userdata`.

@@ -283,4 +283,60 @@ mod tests {
             "eth0.100\nvlan4094\ny\ny\nn\nn\nn\nn\n2\n4\n8\n16\n30\n30\n30"
         );
     }
+
+    /// The init and the boot contract read the same VLAN and boot NIC from
+    /// the same command line: the words `KernelArgs` writes, the server-wide
+    /// `bellows.vlan=`, both, and values neither accepts.
+    #[test]
+    fn the_init_reads_vlan_and_nic_as_the_contract_does() {
+        use bellows_model::boot::KernelArgs;
+        use bellows_model::hardware::VlanId;
+        let written = KernelArgs {
+            hw_addr: Some("52:54:00:AB:00:01".parse().unwrap()),
+            vlan: Some(VlanId::new(16).unwrap()),
+            ..KernelArgs::default()
+        }
+        .to_cmdline();
+        let lines = [
+            written.as_str(),
+            "bellows.vlan=100",
+            "bellows.vlan=100 vlan_id=16",
+            "vlan_id=16 bellows.vlan=100",
+            "vlan_id= bellows.vlan=100",
+            "vlan_id=4095 bellows.vlan=100",
+            "vlan_id=16,17",
+            "vlan_id=0",
+            "vlan_id=x",
+            "bellows.worker_id=52:54:00:00:00:09 hw_addr=52:54:00:00:00:01",
+            "",
+        ];
+        for line in lines {
+            let Some((ok, out)) = sh(
+                BUSYBOX,
+                line,
+                "v=$(boot_vlan); id=${v#*=}; valid_vlan \"$id\" || id=''; echo \"$id|$(boot_mac)\"",
+            ) else {
+                return;
+            };
+            assert!(ok, "{line}: {out}");
+            let contract = KernelArgs::parse(line);
+            let vlan = contract.vlan.map(|v| v.to_string()).unwrap_or_default();
+            let mac = contract
+                .worker_id
+                .filter(|w| w.parse::<bellows_model::MacAddr>().is_ok())
+                .or(contract.hw_addr.map(|m| m.to_string()))
+                .unwrap_or_default();
+            assert_eq!(out, format!("{vlan}|{mac}"), "{line:?}");
+        }
+        let (_, out) = sh(BUSYBOX, "bellows.vlan=100 vlan_id=16", "boot_vlan").unwrap();
+        assert_eq!(out, "vlan_id=16", "the record's word wins");
+        // BOOTIF= is the firmware's word, read by the init alone, last.
+        let (_, out) = sh(
+            BUSYBOX,
+            "hw_addr=nonsense BOOTIF=01-aa-bb-cc-dd-ee-0f",
+            "boot_mac",
+        )
+        .unwrap();
+        assert_eq!(out, "aa:bb:cc:dd:ee:0f");
+    }
 }

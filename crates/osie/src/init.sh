@@ -8,10 +8,15 @@
 # runs `bellows worker`, restarting it if it ever exits. It never exits.
 #
 # Kernel command line read here (the worker reads bellows.api= and
-# bellows.worker_id= itself):
-#   bellows.worker_id=MAC        the boot NIC (also BOOTIF=01-aa-bb-cc-dd-ee-ff)
+# bellows.worker_id= itself; crates/model/src/boot.rs, KernelArgs, is the
+# contract and a test checks this script reads it the same way):
+#   bellows.worker_id=MAC        the boot NIC (else hw_addr=MAC, else
+#                                BOOTIF=01-aa-bb-cc-dd-ee-ff)
 #   bellows.syslog=HOST[:PORT]   remote syslog (port 514 by default)
-#   bellows.vlan=ID              tag the boot NIC's traffic with VLAN ID
+#   vlan_id=ID                   tag the boot NIC's traffic with VLAN ID (the
+#                                record's dhcp.vlan_id, as smee writes it)
+#   bellows.vlan=ID              the same, when there is no vlan_id= (a
+#                                server-wide default in --kernel-args)
 #   ip=CLIENT:SERVER:GW:NETMASK:HOSTNAME:DEVICE:AUTOCONF:DNS0:DNS1
 #                                static address (the kernel's nfsroot format)
 #   bellows.ip=ADDR/PREFIX bellows.gw=GW bellows.dns=IP[,IP]
@@ -83,14 +88,15 @@ is_mac() { echo "$1" | grep -qiE '^([0-9a-f]{2}:){5}[0-9a-f]{2}$'; }
 
 is_ipv4() { echo "$1" | grep -qE '^[0-9]{1,3}(\.[0-9]{1,3}){3}$'; }
 
-# boot_mac: the boot NIC's MAC (lower case) from bellows.worker_id= or
-# BOOTIF=01-aa-bb-cc-dd-ee-ff; empty if neither names one.
+# boot_mac: the boot NIC's MAC (lower case) from bellows.worker_id=,
+# hw_addr= or BOOTIF=01-aa-bb-cc-dd-ee-ff; empty if none names one.
 boot_mac() {
-  _id=$(cmdline_arg bellows.worker_id)
-  if is_mac "$_id"; then
-    lower "$_id"
-    return 0
-  fi
+  for _id in "$(cmdline_arg bellows.worker_id)" "$(cmdline_arg hw_addr)"; do
+    if is_mac "$_id"; then
+      lower "$_id"
+      return 0
+    fi
+  done
   _bootif=$(cmdline_arg BOOTIF)
   case "$_bootif" in
     01-*)
@@ -180,6 +186,19 @@ vlan_ifname() {
   _name="$1.$2"
   [ ${#_name} -le 15 ] || _name="vlan$2"
   echo "$_name"
+}
+
+# boot_vlan: the VLAN word to use, as "WORD=ID": vlan_id= (the machine's
+# record) when set, else bellows.vlan= (the server-wide default); empty if
+# neither. The ID is checked by the caller (valid_vlan).
+boot_vlan() {
+  _v=$(cmdline_arg vlan_id)
+  if [ -n "$_v" ]; then
+    echo "vlan_id=$_v"
+    return 0
+  fi
+  _v=$(cmdline_arg bellows.vlan)
+  [ -z "$_v" ] || echo "bellows.vlan=$_v"
 }
 
 valid_vlan() {
@@ -347,8 +366,9 @@ setup_network() {
   fi
   ip link set "$IFACE" up
   log "boot interface $IFACE ($(cat "/sys/class/net/$IFACE/address" 2>/dev/null), driver $(basename "$(readlink "/sys/class/net/$IFACE/device/driver" 2>/dev/null)" 2>/dev/null))"
-  _vlan=$(cmdline_arg bellows.vlan)
-  if [ -n "$_vlan" ]; then
+  _vword=$(boot_vlan)
+  _vlan=${_vword#*=}
+  if [ -n "$_vword" ]; then
     if valid_vlan "$_vlan"; then
       modprobe -q 8021q 2>/dev/null
       _vif=$(vlan_ifname "$IFACE" "$_vlan")
@@ -356,12 +376,12 @@ setup_network() {
       if [ -e "/sys/class/net/$_vif" ]; then
         IFACE=$_vif
         ip link set "$IFACE" up
-        log "VLAN $_vlan on $IFACE"
+        log "VLAN $_vlan on $IFACE (${_vword%%=*}=)"
       else
         log "cannot create VLAN $_vlan on $IFACE; going on untagged"
       fi
     else
-      log "ignoring bellows.vlan=$_vlan: not a VLAN id (1-4094)"
+      log "ignoring $_vword: not a VLAN id (1-4094); going on untagged"
     fi
   fi
   wait_carrier "$IFACE"

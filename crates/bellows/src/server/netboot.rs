@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bellows_ipxe::InstallOs;
-use bellows_model::boot::KernelArgs;
+use bellows_model::boot::{DEFAULT_CONSOLES, KernelArgs};
 use bellows_syslog::SyslogServer;
 use bellows_tftp::{DirectorySource, TftpConfig, TftpServer};
 
@@ -133,14 +133,17 @@ pub fn install_os(cfg: &ServerConfig, published: &Published) -> InstallOs {
     InstallOs {
         kernel_url: file_url(&cfg.osie_kernel),
         initrd_url: file_url(&cfg.osie_initrd),
+        // The operator's --kernel-args come last: a console= there becomes
+        // /dev/console, a bellows.vlan= is the default for records without
+        // a VLAN of their own.
         cmdline: format!(
-            "{} console=tty0 console=ttyS0,115200 {}",
+            "{} {}",
             KernelArgs {
                 api: Some(published.worker_url.clone()),
                 syslog: published.syslog.clone(),
-                worker_id: None,
-                token: None,
                 ca: published.ca_pin.clone(),
+                consoles: DEFAULT_CONSOLES.iter().map(|c| c.to_string()).collect(),
+                ..KernelArgs::default()
             }
             .to_cmdline(),
             cfg.kernel_args

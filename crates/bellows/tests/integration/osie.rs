@@ -150,6 +150,10 @@ struct Setup<'a> {
     /// Put the VM behind `vlan_relay.py`: (VLAN id, its subnet, the
     /// server's address in it).
     vlan: Option<(u16, &'a str, &'a str)>,
+    /// Extra fields of the machine's record: merged into its `dhcp` object
+    /// and, as `metadata`, at the top.
+    dhcp_extra: Option<Value>,
+    metadata: Option<Value>,
 }
 
 impl Boot {
@@ -248,10 +252,19 @@ impl Boot {
         }
         let s = Server::start_in_netns_with(&ns, "10.77.0.1", &data, &args);
         let template = setup.template.replace("@HTTP_BASE@", &s.http_url);
-        let hw = json!({"id": setup.name, "network": {"interfaces": [{
+        let mut hw = json!({"id": setup.name, "network": {"interfaces": [{
             "dhcp": {"mac": setup.mac, "hostname": setup.name, "lease_time": 600,
                      "ip": {"address": setup.ip, "netmask": "255.255.255.0", "gateway": "10.77.0.1"}},
             "netboot": {"allow_pxe": true, "allow_workflow": true}}]}});
+        if let (Some(Value::Object(extra)), Some(Value::Object(dhcp))) = (
+            setup.dhcp_extra.clone(),
+            hw.pointer_mut("/network/interfaces/0/dhcp"),
+        ) {
+            dhcp.extend(extra);
+        }
+        if let Some(metadata) = setup.metadata.clone() {
+            hw["metadata"] = metadata;
+        }
         ok(&s.cli_netns(
             &ns,
             &["hardware", "push", "-f", "-"],
@@ -429,6 +442,8 @@ fn the_in_memory_os_boots_and_its_worker_runs_a_workflow() {
         kernel_args: None,
         disk: true,
         vlan: None,
+        dhcp_extra: None,
+        metadata: None,
     });
     let connected = b.wait_connected(MAC);
     let success = b.wait_success();
@@ -526,7 +541,10 @@ fn the_in_memory_os_boots_and_its_worker_runs_a_workflow() {
 /// VLAN 100, the only way to the server: `vlan_relay.py` stands between
 /// the VM and the bridge as a switch port (untagged for iPXE's own DHCP
 /// boot, VLAN 100 tagged for the 10.78.0.0/24 subnet; frames from that
-/// subnet without the tag are dropped).
+/// subnet without the tag are dropped). The VLAN is the hardware record's
+/// `dhcp.vlan_id`, as Tinkerbell records carry it: the server's script
+/// writes `vlan_id=100` (and the record's facility) on the kernel line,
+/// where the init finds it; `--kernel-args` give only the address.
 #[test]
 fn the_in_memory_os_takes_a_static_address_on_a_vlan() {
     if !can_run() || !have_tools() {
@@ -558,16 +576,28 @@ tasks:
         ip: "10.77.0.81",
         name: "vlan-vm",
         template,
-        kernel_args: Some("bellows.vlan=100 ip=10.78.0.81::10.78.0.1:255.255.255.0:static-vm"),
+        kernel_args: Some("ip=10.78.0.81::10.78.0.1:255.255.255.0:static-vm"),
         disk: false,
         vlan: Some((100, "10.78.0.0/24", "10.78.0.1/24")),
+        dhcp_extra: Some(json!({"vlan_id": "100"})),
+        metadata: Some(json!({"facility": {"facility_code": "onprem"}})),
     });
     let connected = b.wait_connected(mac);
     let success = b.wait_success();
     let (off, console) = b.wait_poweroff();
     report_timings(connected, success, off, &console);
+    // The kernel's own account of its command line: the record's words.
+    let cmdline = console
+        .lines()
+        .find(|l| l.contains("Command line:"))
+        .unwrap_or_default();
+    let hw_addr = format!(" hw_addr={mac}");
+    for word in [" vlan_id=100", " facility=onprem", hw_addr.as_str()] {
+        assert!(cmdline.contains(word), "{word} missing: {cmdline}");
+    }
+    assert!(!cmdline.contains("bellows.vlan"), "{cmdline}");
     assert!(
-        console.contains("VLAN 100 on eth0.100"),
+        console.contains("VLAN 100 on eth0.100 (vlan_id=)"),
         "{}",
         b.console_tail()
     );

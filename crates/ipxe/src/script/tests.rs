@@ -8,6 +8,11 @@ fn hw(netboot: serde_json::Value) -> Hardware {
     .unwrap()
 }
 
+/// A machine whose record says nothing but its NIC.
+fn plain() -> Hardware {
+    hw(serde_json::json!({}))
+}
+
 fn mac() -> MacAddr {
     "02:00:00:00:00:01".parse().unwrap()
 }
@@ -74,7 +79,14 @@ fn choice_follows_overrides_permissions_and_work() {
 
 #[test]
 fn install_script_boots_the_in_memory_os_with_retries() {
-    let s = render(&ScriptChoice::Install, mac(), &os(), &LocalBoot::Exit, None);
+    let s = render(
+        &ScriptChoice::Install,
+        &plain(),
+        mac(),
+        &os(),
+        &LocalBoot::Exit,
+        None,
+    );
     assert!(s.starts_with("#!ipxe\n"));
     assert_core_only(&s);
     let kernel_lines: Vec<&str> = s.lines().filter(|l| l.starts_with("kernel ")).collect();
@@ -96,17 +108,18 @@ fn install_script_boots_the_in_memory_os_with_retries() {
 #[test]
 fn local_boot_variants() {
     let why = ScriptChoice::LocalBoot("no pending workflow");
-    let exit = render(&why, mac(), &os(), &LocalBoot::Exit, None);
+    let exit = render(&why, &plain(), mac(), &os(), &LocalBoot::Exit, None);
     assert_eq!(
         exit,
         "#!ipxe\necho Bellows: 02:00:00:00:00:01: no pending workflow; booting the local disk\nexit 1\n"
     );
-    let san = render(&why, mac(), &os(), &LocalBoot::Sanboot, None);
+    let san = render(&why, &plain(), mac(), &os(), &LocalBoot::Sanboot, None);
     assert!(san.contains("sanboot --no-describe --drive 0x80 || exit 1\n"));
     assert!(san.contains("iseq ${platform} efi && exit 1 ||\n"));
     assert_core_only(&san);
     let chained = render(
         &why,
+        &plain(),
         mac(),
         &os(),
         &"chain:tftp://10.0.0.1/refind.ipxe".parse().unwrap(),
@@ -131,6 +144,7 @@ fn local_boot_variants() {
 fn overrides_are_served_safely() {
     let inline = render(
         &ScriptChoice::Inline("#!ipxe\nshell\n".into()),
+        &plain(),
         mac(),
         &os(),
         &LocalBoot::Exit,
@@ -139,6 +153,7 @@ fn overrides_are_served_safely() {
     assert_eq!(inline, "#!ipxe\nshell\n", "verbatim");
     let bare = render(
         &ScriptChoice::Inline("echo hi".into()),
+        &plain(),
         mac(),
         &os(),
         &LocalBoot::Exit,
@@ -147,6 +162,7 @@ fn overrides_are_served_safely() {
     assert_eq!(bare, "#!ipxe\necho hi\n");
     let chain = render(
         &ScriptChoice::Chain("http://x/menu.ipxe".into()),
+        &plain(),
         mac(),
         &os(),
         &LocalBoot::Exit,
@@ -156,6 +172,7 @@ fn overrides_are_served_safely() {
     assert_core_only(&chain);
     let evil = render(
         &ScriptChoice::Chain("http://x/\nshell".into()),
+        &plain(),
         mac(),
         &os(),
         &LocalBoot::Exit,
@@ -170,6 +187,7 @@ fn refind_local_boot_chains_refind_on_uefi_and_the_first_disk_on_bios() {
     assert_eq!(local, LocalBoot::Refind);
     let s = render(
         &ScriptChoice::LocalBoot("no pending workflow"),
+        &plain(),
         mac(),
         &os(),
         &local,
@@ -193,6 +211,7 @@ fn the_credential_rides_on_the_kernel_line_only_for_an_install() {
     let token = "bellows_boot_0123abcd";
     let s = render(
         &ScriptChoice::Install,
+        &plain(),
         mac(),
         &os(),
         &LocalBoot::Exit,
@@ -207,10 +226,58 @@ fn the_credential_rides_on_the_kernel_line_only_for_an_install() {
     assert_eq!(args.worker_id.as_deref(), Some("02:00:00:00:00:01"));
     let local = render(
         &ScriptChoice::LocalBoot("no pending workflow"),
+        &plain(),
         mac(),
         &os(),
         &LocalBoot::Exit,
         Some(token),
     );
     assert!(!local.contains(token));
+}
+
+#[test]
+fn the_records_vlan_and_facility_reach_the_kernel_line() {
+    let record = |vlan: &str| {
+        Hardware::from_value(serde_json::json!({
+            "id": "m1",
+            "metadata": {"facility": {"facility_code": "onprem"}},
+            "network": {"interfaces": [{"dhcp": {"mac": "02:00:00:00:00:01", "vlan_id": vlan}}]}
+        }))
+        .unwrap()
+    };
+    let kernel_args = |s: &str| {
+        let line = s
+            .lines()
+            .find(|l| l.starts_with("kernel "))
+            .expect("kernel line");
+        KernelArgs::parse(line)
+    };
+    let s = render(
+        &ScriptChoice::Install,
+        &record("100"),
+        mac(),
+        &os(),
+        &LocalBoot::Exit,
+        None,
+    );
+    let args = kernel_args(&s);
+    assert_eq!(args.vlan.map(|v| v.get()), Some(100), "{s}");
+    assert_eq!(args.facility.as_deref(), Some("onprem"));
+    assert_eq!(args.hw_addr, Some(mac()));
+    assert!(s.contains(" vlan_id=100 "), "{s}");
+    assert!(!s.contains("ignoring"), "{s}");
+    // A VLAN no interface can carry: untagged, and the console says so
+    // without echoing what the record holds.
+    let s = render(
+        &ScriptChoice::Install,
+        &record("7 && shell"),
+        mac(),
+        &os(),
+        &LocalBoot::Exit,
+        None,
+    );
+    assert_eq!(kernel_args(&s).vlan, None);
+    assert!(s.contains("echo Bellows: ignoring dhcp.vlan_id"), "{s}");
+    assert!(!s.contains("shell"), "{s}");
+    assert_core_only(&s);
 }

@@ -134,6 +134,7 @@ fn resource_shape_maps_onto_the_same_model() {
     let dhcp = iface.dhcp.as_ref().unwrap();
     assert_eq!(dhcp.mac.to_string(), "3c:ec:ef:4c:4f:54");
     assert_eq!(dhcp.vlan_id.as_deref(), Some("10"));
+    assert_eq!(dhcp.vlan().unwrap().map(VlanId::get), Some(10));
     let netboot = iface.netboot.as_ref().unwrap();
     assert_eq!(netboot.allow_pxe, Some(true));
     assert_eq!(
@@ -235,4 +236,44 @@ fn malformed_documents_are_refused_with_a_reason() {
     assert_eq!(e.field, "network.interfaces[0].dhcp.hostname");
     let huge = format!("{{\"id\": \"{}\"}}", "x".repeat(MAX_HARDWARE_BYTES));
     assert!(err_of(&huge).message.contains("limit"));
+}
+
+#[test]
+fn vlan_ids_read_as_tinkerbell_writes_them() {
+    let dhcp = |v: Option<&str>| Dhcp {
+        mac: "52:54:00:00:00:01".parse().unwrap(),
+        ip: None,
+        hostname: None,
+        lease_time: None,
+        name_servers: None,
+        time_servers: None,
+        arch: None,
+        uefi: None,
+        iface_name: None,
+        vlan_id: v.map(str::to_string),
+        extra: Map::new(),
+    };
+    for (value, want) in [(None, None), (Some(""), None), (Some("0"), None)] {
+        assert_eq!(dhcp(value).vlan(), Ok(want), "{value:?}");
+    }
+    for (value, want) in [("1", 1), ("16", 16), (" 100 ", 100), ("4094", 4094)] {
+        assert_eq!(
+            dhcp(Some(value)).vlan().unwrap().map(VlanId::get),
+            Some(want)
+        );
+    }
+    // Tinkerbell's pattern admits these; no interface can be tagged so.
+    for value in ["4095", "4096", "16,17", "x", "-1", "+1", "99999"] {
+        let err = dhcp(Some(value)).vlan().unwrap_err();
+        assert!(err.to_string().contains("1 to 4094"), "{value}: {err}");
+    }
+    assert!(VlanId::new(0).is_err() && VlanId::new(4095).is_err());
+}
+
+#[test]
+fn the_facility_code_is_the_records_site() {
+    let hw = Hardware::from_json(SEED_HARDWARE.as_bytes()).unwrap();
+    assert_eq!(hw.facility(), Some("onprem"));
+    let bare = Hardware::from_value(serde_json::json!({"id": "x"})).unwrap();
+    assert_eq!(bare.facility(), None);
 }
