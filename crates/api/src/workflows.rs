@@ -221,9 +221,7 @@ pub(crate) async fn cancel(
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Json<Workflow>, ApiError> {
-    let bytes = axum::body::to_bytes(body, crate::MAX_BODY_BYTES)
-        .await
-        .map_err(|e| ApiError::bad_request(format!("cannot read body: {e}")))?;
+    let bytes = body::read(body).await?;
     let req: CancelWorkflow = if bytes.iter().all(u8::is_ascii_whitespace) {
         CancelWorkflow::default()
     } else {
