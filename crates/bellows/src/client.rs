@@ -166,11 +166,11 @@ impl Client {
                 .body(body);
         }
         let resp = req.send().await.map_err(|e| {
+            let cause = root_cause(&e);
             CliError::Connect(format!(
-                "cannot reach Bellows at {}: {}{}",
+                "cannot reach Bellows at {}: {cause}{}",
                 self.base,
-                root_cause(&e),
-                connect_hint(&self.base, &root_cause(&e))
+                connect_hint(&self.base, &cause)
             ))
         })?;
         let status = resp.status();

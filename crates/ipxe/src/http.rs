@@ -410,15 +410,20 @@ async fn script_by_source(state: &BootState, peer: SocketAddr) -> Response {
     }
 }
 
+/// The script for a store that cannot answer now: iPXE waits and asks again.
+fn retry_later() -> Response {
+    text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "#!ipxe\necho Bellows: server error; retrying in 10 s\nsleep 10\nchain --autofree ${filename} || exit 1\n".into(),
+    )
+}
+
 async fn script(state: &BootState, hw: &Hardware, mac: MacAddr) -> Response {
     let waiting = match state.machines.waiting_workflow(hw, mac).await {
         Ok(w) => w,
         Err(e) => {
             tracing::error!(error = %e, %mac, "cannot read workflows for auto.ipxe");
-            return text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "#!ipxe\necho Bellows: server error; retrying in 10 s\nsleep 10\nchain --autofree ${filename} || exit 1\n".into(),
-            );
+            return retry_later();
         }
     };
     let choice = choose(hw, mac, waiting.is_some());
@@ -428,10 +433,7 @@ async fn script(state: &BootState, hw: &Hardware, mac: MacAddr) -> Response {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(error = %e, %mac, "cannot mint the worker's credential");
-                    return text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "#!ipxe\necho Bellows: server error; retrying in 10 s\nsleep 10\nchain --autofree ${filename} || exit 1\n".into(),
-                );
+                    return retry_later();
                 }
             }
         }
@@ -439,10 +441,7 @@ async fn script(state: &BootState, hw: &Hardware, mac: MacAddr) -> Response {
     };
     tracing::info!(%mac, hardware = %hw.id, ?choice, "serving auto.ipxe");
     if choice == ScriptChoice::Install
-        && let Some(Err(e)) = hw
-            .interface_by_mac(mac)
-            .and_then(|i| i.dhcp.as_ref())
-            .map(|d| d.vlan())
+        && let Err(e) = hw.vlan_of(mac)
     {
         tracing::warn!(%mac, hardware = %hw.id, error = %e, "dhcp.vlan_id ignored: the in-memory OS boots untagged");
     }

@@ -188,8 +188,7 @@ fn install(
     // A VLAN the record names but no interface can carry: the machine boots
     // untagged, and its console says why (without the value: iPXE would
     // read `&&` or `${` in it).
-    let dhcp = hw.interface_by_mac(mac).and_then(|i| i.dhcp.as_ref());
-    if dhcp.is_some_and(|d| d.vlan().is_err()) {
+    if hw.vlan_of(mac).is_err() {
         s.push_str(
             "echo Bellows: ignoring dhcp.vlan_id: not a VLAN id from 1 to 4094; booting untagged\n",
         );

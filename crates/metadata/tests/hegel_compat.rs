@@ -117,10 +117,11 @@ fn machines(fixtures: &Path) -> Vec<Arc<Hardware>> {
         .collect()
 }
 
-/// Serves the metadata router on 127.0.0.1 until the test's runtime ends.
-async fn serve(machines: Vec<Arc<Hardware>>) -> SocketAddr {
+/// Serves the metadata router, answering from `machines`, on 127.0.0.1
+/// until the test's runtime ends.
+async fn serve(machines: Arc<dyn MachineByAddress>) -> SocketAddr {
     let state = MetadataState {
-        machines: Arc::new(Machines(machines)),
+        machines,
         trusted_proxies: Arc::new(Vec::new()),
     };
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
@@ -260,7 +261,7 @@ async fn hegel_ec2_and_metadata_cases() {
     let Some(fixtures) = hegel_fixtures() else {
         return;
     };
-    let server = serve(machines(&fixtures)).await;
+    let server = serve(Arc::new(Machines(machines(&fixtures)))).await;
     let cases = cases(&fixtures);
     let (mut passed, mut allowed, mut failed) = (0, 0, Vec::new());
     let mut differing: BTreeMap<(IpAddr, String), ()> = BTreeMap::new();
@@ -344,7 +345,7 @@ async fn metadata_carries_the_storage_rootio_reads() {
     )
     .expect("JSON");
     let source = hw.ips().next().expect("reserved address");
-    let server = serve(vec![Arc::new(hw)]).await;
+    let server = serve(Arc::new(Machines(vec![Arc::new(hw)]))).await;
     let (status, body) = get(server, source, "/metadata", &[]).await;
     assert_eq!(status, 200, "{body}");
     let doc: Value = serde_json::from_str(&body).expect("JSON answer");
@@ -373,7 +374,7 @@ async fn forwarded_for_from_an_untrusted_peer_is_ignored() {
     let Some(fixtures) = hegel_fixtures() else {
         return;
     };
-    let server = serve(machines(&fixtures)).await;
+    let server = serve(Arc::new(Machines(machines(&fixtures)))).await;
     let stranger: IpAddr = "127.0.0.14".parse().expect("address");
     let spoof = [("X-Forwarded-For", "127.0.0.11")];
     for path in [
@@ -416,16 +417,7 @@ async fn cloud_init_reads_the_hegel_dialect() {
         return;
     }
     let hw = Arc::new(load(&fixtures, "hegel/hegel-allfields.json"));
-    let state = MetadataState {
-        machines: Arc::new(Only(hw)),
-        trusted_proxies: Arc::new(Vec::new()),
-    };
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("address");
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = serve(Arc::new(Only(hw))).await;
     let client = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../tests/peers/cloud_init_client.py"

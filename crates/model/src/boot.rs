@@ -129,11 +129,10 @@ impl KernelArgs {
     /// id from 1 to 4094 is left out; [`crate::hardware::Dhcp::vlan`] says
     /// why, for the caller to show.
     pub fn for_machine(hw: &Hardware, mac: MacAddr) -> KernelArgs {
-        let dhcp = hw.interface_by_mac(mac).and_then(|i| i.dhcp.as_ref());
         KernelArgs {
             worker_id: Some(mac.to_string()),
             hw_addr: Some(mac),
-            vlan: dhcp.and_then(|d| d.vlan().ok().flatten()),
+            vlan: hw.vlan_of(mac).ok().flatten(),
             facility: hw.facility().filter(|f| writable(f)).map(str::to_string),
             ..KernelArgs::default()
         }

@@ -360,6 +360,15 @@ impl Hardware {
             .find(|i| i.dhcp.as_ref().is_some_and(|d| d.mac == mac))
     }
 
+    /// The VLAN of the interface with `mac` ([`Dhcp::vlan`]); untagged
+    /// when no interface has it.
+    pub fn vlan_of(&self, mac: MacAddr) -> Result<Option<VlanId>, VlanIdError> {
+        match self.interface_by_mac(mac).and_then(|i| i.dhcp.as_ref()) {
+            Some(dhcp) => dhcp.vlan(),
+            None => Ok(None),
+        }
+    }
+
     /// Hostname: the first interface's DHCP hostname, else the instance's.
     pub fn hostname(&self) -> Option<&str> {
         self.network

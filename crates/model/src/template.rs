@@ -3,7 +3,7 @@
 //! The YAML is Tinkerbell's (`version`, `name`, `global_timeout`, `tasks[]`
 //! with `actions[]`), so existing templates load unchanged. A template is
 //! stored as its source text, because it is a Go `text/template` that is only
-//! complete once rendered for a workflow ([`crate::render`]). This module
+//! complete once rendered for a workflow ([`mod@crate::render`]). This module
 //! parses and validates the YAML, before rendering (leniently: placeholders
 //! are not checked) and after (strictly).
 
@@ -122,9 +122,8 @@ fn default_version() -> String {
 /// A scalar as the text it was written with. Read from YAML, a plain
 /// scalar is asked for as a string, so `0600` stays `0600`, `ON` stays
 /// `ON` and `0.10` stays `0.10`, as Tinkerbell's Go YAML decoding into
-/// strings keeps them (issue 13). From JSON (a rendered workflow already
-/// stored, an API body), numbers and booleans are written back as JSON
-/// prints them.
+/// strings keeps them (issue 13). A deserializer that hands over typed
+/// numbers or booleans instead gets them back as their usual text.
 struct ScalarText;
 
 impl<'de> serde::de::Visitor<'de> for ScalarText {

@@ -6,11 +6,11 @@
 //! very certificate, and the server's certificate must chain to it and name
 //! the address the worker dialled. No system trust store is consulted then,
 //! so a certificate from any other CA, public or not, is refused. A worker
-//! on an ordinary host may instead be given the CA file (`--ca`) or use the
+//! on an ordinary host may instead be given the CA file (`--server-ca`) or use the
 //! system's trust store.
 //!
 //! tonic's own TLS is not built (it would bring its own rustls setup and no
-//! pinning); [`channel`] dials TCP and runs rustls on ring itself.
+//! pinning); [`Dialer`] dials TCP and runs rustls on ring itself.
 
 use std::future::Future;
 use std::path::Path;

@@ -133,7 +133,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
         worker_service,
         os,
         ipxe_dir,
-        http,
+        (http, boot_tls),
         metadata_only,
     );
 
@@ -204,10 +204,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
             Ok(())
         });
     }
-    for (index, (listener, app)) in http_apps.into_iter().enumerate() {
-        // The first is the boot listener: TLS for the worker's gRPC, plain
-        // HTTP for iPXE and metadata. Metadata-only listeners stay plain.
-        let listener_tls = if index == 0 { boot_tls.clone() } else { None };
+    for (listener, app, listener_tls) in http_apps {
         let stopped = stop.wait();
         let limits = cfg.http_limits;
         let name = match listener.local_addr() {
@@ -355,17 +352,19 @@ async fn open_store(cfg: &ServerConfig) -> Result<Arc<SqliteStore>, CliError> {
 
 /// The HTTP listeners and what each serves: the boot listener carries the
 /// iPXE routes, metadata and the worker service (booted machines reach the
-/// worker service here, as the API listener is often loopback-only); each
-/// metadata-only listener carries metadata alone.
+/// worker service here, as the API listener is often loopback-only), over
+/// `boot_tls` for the worker's gRPC and plain HTTP for iPXE and metadata;
+/// each metadata-only listener carries metadata alone, in plain HTTP (the
+/// clients of instance metadata speak nothing else).
 fn http_apps(
     cfg: &ServerConfig,
     ports: Arc<StorePorts>,
     workers: WorkerService,
     os: InstallOs,
     ipxe_dir: std::path::PathBuf,
-    boot_listener: TcpListener,
+    (boot_listener, boot_tls): (TcpListener, Option<ListenerTls>),
     metadata_only: Vec<TcpListener>,
-) -> Vec<(TcpListener, axum::Router)> {
+) -> Vec<(TcpListener, axum::Router, Option<ListenerTls>)> {
     let metadata = bellows_metadata::router(MetadataState {
         machines: ports.clone(),
         trusted_proxies: Arc::new(cfg.trusted_proxies.clone()),
@@ -385,8 +384,12 @@ fn http_apps(
     )
     .merge(metadata.clone())
     .merge(workers.router());
-    let mut apps = vec![(boot_listener, boot)];
-    apps.extend(metadata_only.into_iter().map(|l| (l, metadata.clone())));
+    let mut apps = vec![(boot_listener, boot, boot_tls)];
+    apps.extend(
+        metadata_only
+            .into_iter()
+            .map(|l| (l, metadata.clone(), None)),
+    );
     apps
 }
 

@@ -12,7 +12,7 @@ use bellows_testkit::ports::free_tcp_port;
 use bellows_testkit::process::{ChildGuard, run_checked, wait_for};
 use serde_json::json;
 
-use crate::harness::{BIN, Server, http, ok};
+use crate::harness::{Server, http, ok, server_refuses};
 
 const PASSWORD: &str = "s3cret-Pa55word-never-shown";
 
@@ -418,47 +418,6 @@ fn repointing_a_bmc_needs_the_password_again() {
 
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
-}
-
-/// Runs `bellows server` expecting it to refuse to start: its exit status
-/// and what it printed. Bounded: killed after 30 s.
-fn server_refuses(data_dir: &Path, extra: &[&str]) -> String {
-    let mut child = Command::new(BIN)
-        .args([
-            "server",
-            "--listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-        ])
-        .args([
-            "--tftp-listen",
-            "off",
-            "--syslog-listen",
-            "off",
-            "--dhcp-mode",
-            "off",
-        ])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the server started instead of refusing");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(!out.status.success());
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// Issue 12: BMC passwords were clear text in a 0644 database in a 0755

@@ -97,21 +97,13 @@ fn cli(s: &Server, args: &[&str]) -> Result<String, String> {
     }
 }
 
-/// Whether a refusal names where the problem is: a line, or a field path.
+/// Whether a refusal names where the problem is: a line, or a field path
+/// below the template (`data.tasks[0].name`) or in the hardware map.
 fn names_the_place(message: &str) -> bool {
     let line = message
         .match_indices("line ")
         .any(|(i, m)| message[i + m.len()..].starts_with(|c: char| c.is_ascii_digit()));
-    line || [
-        "tasks",
-        "version",
-        "name",
-        "hardware_map",
-        "template",
-        "data",
-    ]
-    .iter()
-    .any(|f| message.contains(f))
+    line || message.contains("data.") || message.contains("hardware_map")
 }
 
 /// Creates a workflow from template `name` with a map given as raw JSON

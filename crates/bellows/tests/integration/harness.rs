@@ -445,3 +445,44 @@ pub fn openssl_fingerprint(pem: &Path) -> String {
     assert_eq!(hex.len(), 64, "openssl said {text:?}");
     hex
 }
+
+/// Runs `bellows server` expecting it to refuse to start: its exit status
+/// and what it printed. Bounded: killed after 30 s.
+pub fn server_refuses(data_dir: &Path, extra: &[&str]) -> String {
+    let mut child = Command::new(BIN)
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--tftp-listen",
+            "off",
+            "--syslog-listen",
+            "off",
+            "--dhcp-mode",
+            "off",
+        ])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn bellows server");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server started instead of refusing");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("server output");
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}

@@ -138,13 +138,7 @@ async fn subscribe(dialer: Dialer, token: &str) -> Result<(), String> {
         }
         msg
     })?;
-    let header: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
-        format!("Bearer {token}").parse().expect("header");
-    let mut client =
-        bellows_rpc::WorkerClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
-            req.metadata_mut().insert("authorization", header.clone());
-            Ok(req)
-        });
+    let mut client = crate::worker_protocol::with_bearer(channel, Some(token));
     client
         .subscribe(SubscribeRequest {
             worker_id: "52:54:00:aa:bb:01".into(),
@@ -223,14 +217,10 @@ fn openssl(dir: &std::path::Path, args: &[&str]) {
     );
 }
 
-#[test]
-fn an_operators_certificate_from_openssl_is_served_and_its_ca_pinned() {
-    // The operator's own CA and a server certificate for 127.0.0.1, made
-    // by openssl: nothing of Bellows in them.
-    let pki = tempfile::tempdir().unwrap();
-    let p = pki.path();
+/// A new P-256 private key from openssl, in `dir/name`.
+fn ec_key(dir: &std::path::Path, name: &str) {
     openssl(
-        p,
+        dir,
         &[
             "ecparam",
             "-name",
@@ -238,9 +228,18 @@ fn an_operators_certificate_from_openssl_is_served_and_its_ca_pinned() {
             "-genkey",
             "-noout",
             "-out",
-            "ca.key",
+            name,
         ],
     );
+}
+
+#[test]
+fn an_operators_certificate_from_openssl_is_served_and_its_ca_pinned() {
+    // The operator's own CA and a server certificate for 127.0.0.1, made
+    // by openssl: nothing of Bellows in them.
+    let pki = tempfile::tempdir().unwrap();
+    let p = pki.path();
+    ec_key(p, "ca.key");
     openssl(
         p,
         &[
@@ -261,18 +260,7 @@ fn an_operators_certificate_from_openssl_is_served_and_its_ca_pinned() {
             "ca.pem",
         ],
     );
-    openssl(
-        p,
-        &[
-            "ecparam",
-            "-name",
-            "prime256v1",
-            "-genkey",
-            "-noout",
-            "-out",
-            "server.key",
-        ],
-    );
+    ec_key(p, "server.key");
     openssl(
         p,
         &[
@@ -362,43 +350,16 @@ fn an_operators_certificate_from_openssl_is_served_and_its_ca_pinned() {
 
     // A key that is not the certificate's is refused at start, naming TLS.
     let other_key = p.join("other.key");
-    openssl(
-        p,
+    ec_key(p, "other.key");
+    // Bounded: a server that started instead is killed and fails the test.
+    let err = crate::harness::server_refuses(
+        &dir.path().join("second"),
         &[
-            "ecparam",
-            "-name",
-            "prime256v1",
-            "-genkey",
-            "-noout",
-            "-out",
-            "other.key",
+            "--tls-cert",
+            chain_arg.to_str().unwrap(),
+            "--tls-key",
+            other_key.to_str().unwrap(),
         ],
     );
-    let out = Command::new(crate::harness::BIN)
-        .args([
-            "server",
-            "--listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-        ])
-        .args([
-            "--tftp-listen",
-            "off",
-            "--syslog-listen",
-            "off",
-            "--dhcp-mode",
-            "off",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path().join("second"))
-        .arg("--tls-cert")
-        .arg(&chain_arg)
-        .arg("--tls-key")
-        .arg(&other_key)
-        .output()
-        .expect("run server");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("TLS"), "{err}");
 }

@@ -69,7 +69,20 @@ pub async fn connect_from(
     if let Some(ip) = from {
         dialer = dialer.from_address(ip);
     }
-    let channel = dialer.connect().await.expect("connect");
+    with_bearer(dialer.connect().await.expect("connect"), token)
+}
+
+/// A worker client on `channel` sending `token` (when given) as its bearer
+/// credential on every call.
+pub fn with_bearer(
+    channel: tonic::transport::Channel,
+    token: Option<&str>,
+) -> WorkerClient<
+    tonic::service::interceptor::InterceptedService<
+        tonic::transport::Channel,
+        impl tonic::service::Interceptor + use<>,
+    >,
+> {
     let header: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> =
         token.map(|t| format!("Bearer {t}").parse().expect("header"));
     WorkerClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
