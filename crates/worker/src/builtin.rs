@@ -146,9 +146,17 @@ fn cancelled(message: impl Into<String>) -> RunResult {
     }
 }
 
-/// The HTTP client for image downloads: rustls on `ring`, verifying servers
-/// against the system's trust store (as `crates/bmc` does).
+/// The HTTP client for image downloads.
 fn http_client(options: &BuiltinOptions) -> Result<reqwest::Client, String> {
+    https_client(options.http_connect_timeout, options.http_read_timeout)
+}
+
+/// An HTTP client on rustls with `ring`, verifying servers against the
+/// system's trust store (as `crates/bmc` does): image downloads, registries.
+pub(crate) fn https_client(
+    connect_timeout: Duration,
+    read_timeout: Duration,
+) -> Result<reqwest::Client, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = rustls_platform_verifier::Verifier::new(provider.clone())
         .map_err(|e| format!("TLS set-up: {e}"))?;
@@ -160,8 +168,8 @@ fn http_client(options: &BuiltinOptions) -> Result<reqwest::Client, String> {
         .with_no_client_auth();
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
-        .connect_timeout(options.http_connect_timeout)
-        .read_timeout(options.http_read_timeout)
+        .connect_timeout(connect_timeout)
+        .read_timeout(read_timeout)
         .user_agent(concat!("bellows-worker/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| format!("HTTP client set-up: {}", error_chain(&e)))

@@ -26,13 +26,8 @@
 //!
 //! [`LogSink`]: crate::runtime::LogSink
 //!
-//! Why one file of ~870 lines: it is one runtime behind one trait (pull,
-//! create, attach, wait, stop, remove, each with the Engine API's error
-//! cases); issue 14's in-memory OS runtime will share its semantics and is
-//! the time to lift the common part out.
-
-mod lines;
-mod reference;
+//! What it shares with the in-memory OS's runtime ([`crate::oci`]) lives in
+//! [`crate::container`]: the `/worker` contract, pull policy, credentials.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -53,21 +48,17 @@ use bollard::query_parameters::{
 };
 use tokio_stream::StreamExt;
 
+pub use crate::container::{
+    PullPolicy, RegistryCredentials, TINKERBELL_WORK_DIR_TARGET, WORK_DIR_TARGET,
+};
+use crate::lines::LineBuffer;
+use crate::reference::{ImageRef, registry_key};
 use crate::runtime::{
     ActionSpec, AfterSuccess, LogSink, RunContext, RunOutcome, RunResult, Runtime, Stream,
 };
-use lines::LineBuffer;
-use reference::{ImageRef, registry_key};
 
 /// The engine's socket when neither the options nor `DOCKER_HOST` name one.
 pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
-
-/// Where the per-workflow directory appears in every action container.
-pub const WORK_DIR_TARGET: &str = "/worker";
-
-/// The same directory where tink-worker mounts it, for Tinkerbell actions
-/// that read or write `/workflow`.
-pub const TINKERBELL_WORK_DIR_TARGET: &str = "/workflow";
 
 /// Container label holding the workflow id, to find a workflow's containers.
 pub const LABEL_WORKFLOW: &str = "bellows.workflow";
@@ -88,37 +79,6 @@ const RESUME_TAIL_LINES: &str = "200";
 
 /// How long output may keep arriving after the container exited.
 const LOG_DRAIN: Duration = Duration::from_secs(3);
-
-/// When to pull an action's image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum PullPolicy {
-    /// Pull only when the engine does not have the image (under its own name
-    /// or the mirror's): fast, and works offline once images are loaded.
-    #[default]
-    IfNotPresent,
-    /// Pull before every run, to pick up a moved tag.
-    Always,
-    /// Never pull: the image must be loaded already (air-gapped machines).
-    Never,
-}
-
-/// A username and password for one registry.
-#[derive(Clone, PartialEq, Eq)]
-pub struct RegistryCredentials {
-    /// Registry user name.
-    pub username: String,
-    /// Registry password or token.
-    pub password: String,
-}
-
-impl fmt::Debug for RegistryCredentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RegistryCredentials")
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .finish()
-    }
-}
 
 /// How to reach the engine and where images come from.
 #[derive(Debug, Clone)]
@@ -470,14 +430,8 @@ impl DockerRuntime {
             .to_str()
             .ok_or_else(|| format!("work directory {} is not UTF-8", work_dir.display()))?
             .to_string();
-        let taken: Vec<&str> = spec
-            .volumes
-            .iter()
-            .filter_map(|v| v.split(':').nth(1))
-            .collect();
-        let mounts = [WORK_DIR_TARGET, TINKERBELL_WORK_DIR_TARGET]
+        let mounts = crate::container::work_dir_targets(spec)
             .into_iter()
-            .filter(|target| !taken.contains(target))
             .map(|target| Mount {
                 target: Some(target.to_string()),
                 source: Some(source.clone()),

@@ -7,8 +7,12 @@
 
 pub mod agent;
 pub mod builtin;
+pub mod container;
 pub mod docker;
 pub mod facts;
+mod lines;
+pub mod oci;
+mod reference;
 pub mod runtime;
 pub mod tls;
 

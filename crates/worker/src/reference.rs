@@ -6,6 +6,9 @@
 /// The registry host Docker Hub references resolve to.
 pub(crate) const DOCKER_HUB: &str = "docker.io";
 
+/// Where Docker Hub's registry API answers.
+const DOCKER_HUB_API: &str = "registry-1.docker.io";
+
 /// Host names that all mean Docker Hub.
 const DOCKER_HUB_ALIASES: &[&str] = &[
     "docker.io",
@@ -124,6 +127,31 @@ impl ImageRef {
             .unwrap_or_else(|| "latest".to_string())
     }
 
+    /// The repository path the registry's API names: Docker Hub's official
+    /// images live under `library/` ("alpine" is `library/alpine`).
+    pub(crate) fn repository(&self) -> String {
+        if self.is_docker_hub() && !self.path.contains('/') {
+            format!("library/{}", self.path)
+        } else {
+            self.path.clone()
+        }
+    }
+
+    /// Where the registry's API answers: Docker Hub's is
+    /// `registry-1.docker.io`, whatever name the reference used.
+    pub(crate) fn api_host(&self) -> String {
+        if self.is_docker_hub() {
+            DOCKER_HUB_API.to_string()
+        } else {
+            self.registry_host()
+        }
+    }
+
+    /// The digest the reference pins, if any.
+    pub(crate) fn digest(&self) -> Option<&str> {
+        self.digest.as_deref()
+    }
+
     /// The full reference with the default tag made explicit.
     pub(crate) fn full(&self) -> String {
         let mut out = self.name();
@@ -212,7 +240,11 @@ mod tests {
         assert!(r.is_docker_hub());
         assert_eq!(r.full(), "docker.io/library/busybox:1.36");
 
+        assert_eq!(r.repository(), "library/busybox");
+        assert_eq!(r.api_host(), "registry-1.docker.io");
+
         let r = parse("bellows-test/busybox:latest");
+        assert_eq!(r.repository(), "bellows-test/busybox");
         assert!(r.is_docker_hub());
         assert_eq!(r.full(), "bellows-test/busybox:latest");
     }
