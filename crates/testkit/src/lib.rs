@@ -14,5 +14,6 @@ pub mod netns;
 pub mod packages;
 pub mod ports;
 pub mod process;
+pub mod registry;
 
 pub use process::{ChildGuard, run_checked, wait_for, wait_until};

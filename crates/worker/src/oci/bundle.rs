@@ -60,6 +60,28 @@ pub const ALL_CAPABILITIES: &[&str] = &[
     "CAP_CHECKPOINT_RESTORE",
 ];
 
+/// The capabilities in `mask` (bit N is capability N, as
+/// `/proc/self/status` shows `CapBnd`): a privileged container gets every
+/// one the worker itself may hold, as Docker gives it the daemon's.
+pub fn capabilities_in(mask: u64) -> Vec<&'static str> {
+    ALL_CAPABILITIES
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| mask & (1u64 << bit) != 0)
+        .map(|(_, name)| *name)
+        .collect()
+}
+
+/// The `CapBnd` mask in a `/proc/PID/status` text; every capability when
+/// it cannot be read.
+pub fn bounding_mask(status: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(u64::MAX)
+}
+
 /// `PATH` when the image sets none (Docker's default).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -214,6 +236,8 @@ pub struct BundleInputs<'a> {
     pub ids: (u32, u32),
     /// Which of [`HOST_FILES`] exist on this machine.
     pub host_files: Vec<&'a str>,
+    /// The capabilities to give ([`capabilities_in`]).
+    pub capabilities: Vec<&'static str>,
 }
 
 /// The `config.json` for `spec`.
@@ -267,13 +291,12 @@ pub fn runtime_config(spec: &ActionSpec, inputs: &BundleInputs<'_>) -> Result<Va
             "env": env,
             "cwd": cwd,
             "capabilities": {
-                "bounding": ALL_CAPABILITIES,
-                "effective": ALL_CAPABILITIES,
-                "permitted": ALL_CAPABILITIES,
-                "inheritable": ALL_CAPABILITIES,
-                "ambient": ALL_CAPABILITIES,
+                "bounding": inputs.capabilities,
+                "effective": inputs.capabilities,
+                "permitted": inputs.capabilities,
+                "inheritable": inputs.capabilities,
+                "ambient": inputs.capabilities,
             },
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1048576, "soft": 1048576}],
             "noNewPrivileges": false
         },
         "root": {"path": rootfs, "readonly": false},
@@ -343,6 +366,16 @@ mod tests {
     }
 
     #[test]
+    fn capabilities_follow_the_bounding_set() {
+        let status = "Name:\tx\nCapBnd:\t000001ffffffffff\n";
+        assert_eq!(capabilities_in(bounding_mask(status)).len(), 41);
+        let status = "CapBnd:\t00000000a80425fb\n";
+        let caps = capabilities_in(bounding_mask(status));
+        assert!(caps.contains(&"CAP_CHOWN") && !caps.contains(&"CAP_SYS_ADMIN"));
+        assert_eq!(bounding_mask("garbage"), u64::MAX);
+    }
+
+    #[test]
     fn users_by_number_or_name() {
         let passwd = "root:x:0:0::/root:/bin/sh\nnobody:x:65534:65533::/:/bin/false\n";
         let group = "root:x:0:\nadm:x:4:\n";
@@ -368,6 +401,7 @@ mod tests {
             work_dir: Path::new("/var/lib/bellows-worker/wf1"),
             ids: (0, 0),
             host_files: vec!["/etc/resolv.conf"],
+            capabilities: capabilities_in(u64::MAX),
         };
         let c = runtime_config(&spec, &inputs).unwrap();
         let types: Vec<&str> = c["linux"]["namespaces"]

@@ -361,6 +361,9 @@ impl OciRuntime {
                 work_dir: &work_dir,
                 ids,
                 host_files,
+                capabilities: bundle::capabilities_in(bundle::bounding_mask(
+                    &std::fs::read_to_string("/proc/self/status").unwrap_or_default(),
+                )),
             },
         )?;
         let text = serde_json::to_vec_pretty(&config).map_err(|e| e.to_string())?;
@@ -449,8 +452,8 @@ impl OciRuntime {
         };
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
-        let out = tokio::spawn(pump(stdout, Stream::Stdout, ctx.logs.clone()));
-        let err = tokio::spawn(pump(stderr, Stream::Stderr, ctx.logs.clone()));
+        let mut out = tokio::spawn(pump(stdout, Stream::Stdout, ctx.logs.clone()));
+        let mut err = tokio::spawn(pump(stderr, Stream::Stderr, ctx.logs.clone()));
         let status = tokio::select! {
             biased;
             _ = ctx.cancel.cancelled() => None,
@@ -479,16 +482,22 @@ impl OciRuntime {
                 }
             }
         };
-        for task in [out, err] {
-            if tokio::time::timeout(LOG_DRAIN, task).await.is_err() {
-                ctx.logs
-                    .note("output still arriving after the container exited was not read");
-            }
+        let drained = tokio::time::timeout(LOG_DRAIN, async {
+            let _ = (&mut out).await;
+            let _ = (&mut err).await;
+        })
+        .await;
+        if drained.is_err() {
+            // A process left behind (`pid: host`) still holds the pipes.
+            out.abort();
+            err.abort();
+            ctx.logs
+                .note("output still arriving after the container exited was not read");
         }
         result
     }
 
-    /// SIGTERM, the grace period, then SIGKILL to every process in it.
+    /// SIGTERM, the grace period, then SIGKILL.
     async fn stop(&self, id: &str, child: &mut tokio::process::Child, logs: &LogSink) {
         let grace = self.options.stop_grace;
         logs.note(format!(
@@ -500,8 +509,8 @@ impl OciRuntime {
             return;
         }
         logs.note(format!("container {id} still running; killing it"));
-        self.housekeeping(&["kill", "--all", id, "KILL"], Some(logs))
-            .await;
+        // Killing the container's first process ends its PID namespace.
+        self.housekeeping(&["kill", id, "KILL"], Some(logs)).await;
         if tokio::time::timeout(HOUSEKEEPING, child.wait())
             .await
             .is_err()
