@@ -24,7 +24,7 @@ for arg in "$@"; do
   prev=$arg
 done
 if [ -z "$custom_osie" ] && [ ! -f "$data_dir/osie/initramfs" ]; then
-  apt_install linux-image-amd64 busybox-static
+  apt_install linux-image-amd64 busybox-static crun
   target/release/bellows image build --data-dir "$data_dir" ||
     echo "warning: no in-memory OS yet; machines cannot run workflows until \`bellows image build\` succeeds" >&2
 fi

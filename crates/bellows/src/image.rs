@@ -64,6 +64,18 @@ pub struct BuildArgs {
     /// Keep the bellows binary's symbols and debug sections (larger image).
     #[arg(long)]
     pub no_strip: bool,
+    /// The OCI runtime for container actions (Debian's crun); left out,
+    /// with a note, when the file is missing.
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/usr/bin/crun",
+        conflicts_with = "no_crun"
+    )]
+    pub crun: PathBuf,
+    /// Build without a container runtime: built-in actions only.
+    #[arg(long)]
+    pub no_crun: bool,
 }
 
 /// Dispatches `bellows image …`.
@@ -115,6 +127,7 @@ fn build(format: Format, args: BuildArgs) -> Result<ExitCode, CliError> {
     opts.firmware_dir = Some(args.firmware_dir);
     opts.gzip_level = args.gzip_level;
     opts.strip = !args.no_strip;
+    opts.crun = (!args.no_crun).then_some(args.crun);
     // Reproducible builds: the same inputs give the same bytes.
     opts.mtime = std::env::var("SOURCE_DATE_EPOCH")
         .ok()
@@ -130,6 +143,7 @@ fn build(format: Format, args: BuildArgs) -> Result<ExitCode, CliError> {
         "unavailable": r.unavailable, "firmware": r.firmware, "libraries": r.libraries,
         "applets": r.applets, "bellows": bellows, "bellows_bytes": r.bellows_bytes,
         "stripped": r.strip.is_ok(), "ca_certificates": r.ca_certificates,
+        "crun": r.crun.as_ref().map(|(path, bytes)| json!({"path": path, "bytes": bytes})),
         "seconds": r.elapsed.as_secs_f64(),
     });
     if structured(format, &v)? {
@@ -191,5 +205,18 @@ fn build(format: Format, args: BuildArgs) -> Result<ExitCode, CliError> {
             ""
         }
     );
+    match &r.crun {
+        Some((path, bytes)) => println!(
+            "  crun       {} from {}: container actions run on images the worker pulls",
+            mib(*bytes),
+            path.display()
+        ),
+        None if args.no_crun => {
+            println!("  crun       left out (--no-crun): built-in actions only")
+        }
+        None => println!(
+            "  crun       not found: built-in actions only (apt-get install crun, or give --crun)"
+        ),
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -7,8 +7,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bellows_model::boot::ContainerArgs;
 use bellows_worker::agent::{self, Agent, AgentConfig, Exit, Only, PowerMode};
 use bellows_worker::docker::{DockerOptions, DockerRuntime, PullPolicy, RegistryCredentials};
+use bellows_worker::oci::registry::RegistryOptions;
+use bellows_worker::oci::{OciOptions, OciRuntime};
 use bellows_worker::tls::ServerTrust;
 use bellows_worker::{BuiltinOptions, BuiltinRuntime, Runtime};
 use tokio::signal::unix::{SignalKind, signal};
@@ -52,7 +55,7 @@ pub async fn run(args: WorkerArgs) -> Result<ExitCode, CliError> {
             CliError::Usage("no worker id: give --id (no network interface has a MAC)".into())
         })?,
     };
-    let runtimes = runtimes(&args).await?;
+    let runtimes = runtimes(&args, &cmdline).await?;
     let power = match args.reboot {
         RebootArg::Syscall => PowerMode::Syscall,
         RebootArg::Command => PowerMode::Command(vec!["reboot".into()]),
@@ -111,16 +114,38 @@ fn server_trust(args: &WorkerArgs, booted_with: Option<&str>) -> Result<ServerTr
     }
 }
 
-/// Built-in actions take `bellows/*` images; a reachable Docker engine
-/// takes everything else; without one, built-ins also stand in for
-/// Tinkerbell's own action images of the same names.
-async fn runtimes(args: &WorkerArgs) -> Result<Vec<Arc<dyn Runtime>>, CliError> {
+/// Built-in actions take `bellows/*` images, and Tinkerbell's action
+/// images that have a built-in unless `--tinkerbell-actions container`;
+/// the container runtime (Docker when its engine answers, else crun on
+/// images the worker pulls itself) takes everything else; without one,
+/// built-ins also stand in for Tinkerbell's images.
+async fn runtimes(args: &WorkerArgs, cmdline: &str) -> Result<Vec<Arc<dyn Runtime>>, CliError> {
+    let booted = ContainerArgs::parse(cmdline);
     let builtin: Arc<dyn Runtime> = Arc::new(BuiltinRuntime::new(BuiltinOptions::default()));
-    let mut list: Vec<Arc<dyn Runtime>> = vec![Arc::new(Only::new(
-        builtin.clone(),
-        agent::is_bellows_image,
-    ))];
-    if !args.no_docker {
+    let tinkerbell = match &args.tinkerbell_actions {
+        Some(mode) => *mode,
+        None => match booted.tinkerbell_actions.as_deref() {
+            None | Some("builtin") => TinkerbellActions::Builtin,
+            Some("container") => TinkerbellActions::Container,
+            Some(other) => {
+                tracing::warn!(
+                    "bellows.tinkerbell_actions={other:?} is neither builtin nor container; using builtin"
+                );
+                TinkerbellActions::Builtin
+            }
+        },
+    };
+    let accept: fn(&str) -> bool = match tinkerbell {
+        TinkerbellActions::Builtin => agent::has_builtin,
+        TinkerbellActions::Container => agent::is_bellows_image,
+    };
+    let mut list: Vec<Arc<dyn Runtime>> = vec![Arc::new(Only::new(builtin.clone(), accept))];
+    let kind = if args.no_docker {
+        ContainerRuntimeArg::None
+    } else {
+        args.container_runtime
+    };
+    if kind != ContainerRuntimeArg::None {
         let mut credentials = BTreeMap::new();
         if let Some(spec) = &args.registry_user {
             let (host, user) = spec.split_once('=').ok_or_else(|| {
@@ -139,30 +164,70 @@ async fn runtimes(args: &WorkerArgs) -> Result<Vec<Arc<dyn Runtime>>, CliError> 
                 },
             );
         }
-        let options = DockerOptions {
-            host: args.docker_host.clone(),
-            registry_mirror: args.registry_mirror.clone(),
-            credentials,
-            pull_policy: match args.pull {
-                PullPolicyArg::IfNotPresent => PullPolicy::IfNotPresent,
-                PullPolicyArg::Always => PullPolicy::Always,
-                PullPolicyArg::Never => PullPolicy::Never,
-            },
-            ..DockerOptions::default()
+        let pull_policy = match args.pull {
+            PullPolicyArg::IfNotPresent => PullPolicy::IfNotPresent,
+            PullPolicyArg::Always => PullPolicy::Always,
+            PullPolicyArg::Never => PullPolicy::Never,
         };
-        match DockerRuntime::connect(options) {
-            Ok(docker) => match tokio::time::timeout(Duration::from_secs(5), docker.ping()).await {
-                Ok(Ok(version)) => {
-                    tracing::info!("Docker Engine {version} at {}", docker.socket());
-                    list.push(Arc::new(docker));
+        let mirror = args.registry_mirror.clone().or(booted.registry_mirror);
+        let mut found: Option<Arc<dyn Runtime>> = None;
+        if matches!(
+            kind,
+            ContainerRuntimeArg::Auto | ContainerRuntimeArg::Docker
+        ) {
+            let options = DockerOptions {
+                host: args.docker_host.clone(),
+                registry_mirror: mirror.clone(),
+                credentials: credentials.clone(),
+                pull_policy,
+                ..DockerOptions::default()
+            };
+            let failure = match DockerRuntime::connect(options) {
+                Ok(docker) => {
+                    match tokio::time::timeout(Duration::from_secs(5), docker.ping()).await {
+                        Ok(Ok(version)) => {
+                            tracing::info!("Docker Engine {version} at {}", docker.socket());
+                            found = Some(Arc::new(docker));
+                            None
+                        }
+                        Ok(Err(e)) => Some(e.to_string()),
+                        Err(_) => Some("the engine did not answer in 5 s".to_string()),
+                    }
                 }
-                Ok(Err(e)) => tracing::warn!("no container engine ({e}); built-in actions only"),
-                Err(_) => {
-                    tracing::warn!("container engine did not answer in 5 s; built-in actions only")
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(why) = failure {
+                if kind == ContainerRuntimeArg::Docker {
+                    return Err(CliError::Usage(format!(
+                        "--container-runtime docker: {why}"
+                    )));
                 }
-            },
-            Err(e) => tracing::warn!("no container engine ({e}); built-in actions only"),
+                tracing::info!("no Docker engine ({why}); trying crun");
+            }
         }
+        if found.is_none() {
+            let mut insecure = args.insecure_registry.clone();
+            insecure.extend(booted.insecure_registries);
+            let mut options = OciOptions::new(args.work_dir.join(".containers"));
+            options.crun = args.crun.clone();
+            options.registry = RegistryOptions {
+                credentials,
+                insecure,
+            };
+            options.mirror = mirror;
+            options.pull_policy = pull_policy;
+            match OciRuntime::new(options).await {
+                Ok(oci) => {
+                    tracing::info!("container actions run with {}", oci.version());
+                    found = Some(Arc::new(oci));
+                }
+                Err(e) if kind == ContainerRuntimeArg::Crun => {
+                    return Err(CliError::Usage(format!("--container-runtime crun: {e}")));
+                }
+                Err(e) => tracing::warn!("no container runtime ({e}); built-in actions only"),
+            }
+        }
+        list.extend(found);
     }
     list.push(builtin);
     Ok(list)
@@ -219,10 +284,34 @@ pub struct WorkerArgs {
     /// Docker Engine socket [default: DOCKER_HOST, else /var/run/docker.sock].
     #[arg(long, env = "DOCKER_HOST")]
     pub docker_host: Option<String>,
-    /// Run only built-in actions, even if a container engine is present.
+    /// Run only built-in actions, even if a container runtime is present
+    /// (the same as --container-runtime none).
     #[arg(long, env = "BELLOWS_NO_DOCKER")]
     pub no_docker: bool,
-    /// Pull-through mirror for Docker Hub images (host[:port][/prefix]).
+    /// What runs container actions: a Docker engine, crun on images the
+    /// worker pulls itself (the in-memory OS), or nothing (built-in actions
+    /// only); `auto` takes Docker if its engine answers, else crun if it
+    /// runs.
+    #[arg(long, value_enum, env = "BELLOWS_CONTAINER_RUNTIME", default_value_t = ContainerRuntimeArg::Auto)]
+    pub container_runtime: ContainerRuntimeArg,
+    /// The crun binary, for --container-runtime crun or auto.
+    #[arg(long, env = "BELLOWS_CRUN", default_value = "crun")]
+    pub crun: PathBuf,
+    /// A registry (HOST:PORT) reached over plain HTTP by the crun runtime,
+    /// e.g. a lab's docker-registry; repeatable [also
+    /// bellows.insecure_registry= on the kernel command line]. Loopback
+    /// registries always are.
+    #[arg(long, env = "BELLOWS_INSECURE_REGISTRIES", value_delimiter = ',')]
+    pub insecure_registry: Vec<String>,
+    /// Tinkerbell's action images that have a built-in (image2disk,
+    /// writefile, cexec, archive2disk, kexec, reboot under
+    /// quay.io/tinkerbell/actions/ and the like) run as the built-in, or as
+    /// the container they name [default: bellows.tinkerbell_actions= on the
+    /// kernel command line, else builtin].
+    #[arg(long, value_enum, env = "BELLOWS_TINKERBELL_ACTIONS")]
+    pub tinkerbell_actions: Option<TinkerbellActions>,
+    /// Pull-through mirror for Docker Hub images (host[:port][/prefix])
+    /// [default: bellows.registry_mirror= on the kernel command line].
     #[arg(long, env = "BELLOWS_REGISTRY_MIRROR")]
     pub registry_mirror: Option<String>,
     /// Registry credentials as HOST=USER; the password is read from the
@@ -244,6 +333,28 @@ pub struct WorkerArgs {
     /// Log filter.
     #[arg(long, env = "BELLOWS_LOG", default_value = "info")]
     pub log: String,
+}
+
+/// `--container-runtime` values.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContainerRuntimeArg {
+    /// Docker if its engine answers, else crun if it runs, else none.
+    Auto,
+    /// The Docker engine (fails to start without one).
+    Docker,
+    /// crun on images the worker pulls (fails to start without crun).
+    Crun,
+    /// Built-in actions only.
+    None,
+}
+
+/// `--tinkerbell-actions` values.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TinkerbellActions {
+    /// The built-in of the same name runs them.
+    Builtin,
+    /// The container runtime runs the image they name.
+    Container,
 }
 
 /// `--pull` values.

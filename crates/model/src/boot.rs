@@ -204,6 +204,48 @@ impl KernelArgs {
     }
 }
 
+/// Container settings an operator gives the in-memory OS's worker in the
+/// server's `--kernel-args` (read here, never written by the server: they
+/// are the site's, not the machine's). No credentials: the command line is
+/// served in the clear.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerArgs {
+    /// `bellows.insecure_registry=HOST:PORT[,HOST:PORT]` (repeatable; also
+    /// Hook's `insecure_registries=`): registries reached over plain HTTP.
+    pub insecure_registries: Vec<String>,
+    /// `bellows.registry_mirror=HOST[:PORT][/PREFIX]`: a Docker Hub mirror.
+    pub registry_mirror: Option<String>,
+    /// `bellows.tinkerbell_actions=container`: run Tinkerbell's action
+    /// images that have a built-in as containers (`builtin`, the default,
+    /// keeps the built-in).
+    pub tinkerbell_actions: Option<String>,
+}
+
+impl ContainerArgs {
+    /// Reads them from a whole kernel command line.
+    pub fn parse(cmdline: &str) -> ContainerArgs {
+        let mut args = ContainerArgs::default();
+        for word in cmdline.split_whitespace() {
+            if let Some(v) = word
+                .strip_prefix("bellows.insecure_registry=")
+                .or_else(|| word.strip_prefix("insecure_registries="))
+            {
+                args.insecure_registries.extend(
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|h| !h.is_empty())
+                        .map(str::to_string),
+                );
+            } else if let Some(v) = word.strip_prefix("bellows.registry_mirror=") {
+                args.registry_mirror = Some(v.to_string()).filter(|v| !v.is_empty());
+            } else if let Some(v) = word.strip_prefix("bellows.tinkerbell_actions=") {
+                args.tinkerbell_actions = Some(v.to_string());
+            }
+        }
+        args
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,6 +268,21 @@ mod tests {
             binary_url("http://10.0.0.1:8080", "snponly.efi"),
             "http://10.0.0.1:8080/ipxe/snponly.efi"
         );
+    }
+
+    #[test]
+    fn container_settings_from_the_command_line() {
+        let args = ContainerArgs::parse(
+            "quiet bellows.insecure_registry=10.0.0.1:5000,lab:5000 insecure_registries=x:1 \
+             bellows.registry_mirror=mirror:5000/hub bellows.tinkerbell_actions=container",
+        );
+        assert_eq!(
+            args.insecure_registries,
+            ["10.0.0.1:5000", "lab:5000", "x:1"]
+        );
+        assert_eq!(args.registry_mirror.as_deref(), Some("mirror:5000/hub"));
+        assert_eq!(args.tinkerbell_actions.as_deref(), Some("container"));
+        assert_eq!(ContainerArgs::parse("ro"), ContainerArgs::default());
     }
 
     #[test]

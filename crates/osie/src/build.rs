@@ -30,6 +30,10 @@ pub struct BuildOptions {
     pub busybox: PathBuf,
     /// The bellows binary to run as the worker.
     pub bellows: PathBuf,
+    /// The OCI runtime that runs container actions (Debian's `crun`),
+    /// copied with its libraries when the file exists; `None`, or a
+    /// missing file: the image runs built-in actions only.
+    pub crun: Option<PathBuf>,
     /// Directory that receives `vmlinuz` and `initramfs`.
     pub output: PathBuf,
     /// Modules on top of [`crate::DEFAULT_MODULES`]; each must exist.
@@ -58,6 +62,7 @@ impl BuildOptions {
             modules_dir: None,
             busybox: PathBuf::from("/bin/busybox"),
             bellows,
+            crun: Some(PathBuf::from("/usr/bin/crun")),
             output,
             extra_modules: Vec::new(),
             firmware_dir: Some(PathBuf::from("/lib/firmware")),
@@ -105,10 +110,13 @@ pub struct BuildReport {
     pub unavailable: Vec<String>,
     /// Firmware files copied.
     pub firmware: Vec<String>,
-    /// Loader and libraries copied for bellows (and busybox, if dynamic).
+    /// Loader and libraries copied for bellows, crun (and busybox, if
+    /// dynamic).
     pub libraries: Vec<String>,
     /// busybox applets linked.
     pub applets: usize,
+    /// The OCI runtime included (with its size), if any.
+    pub crun: Option<(PathBuf, u64)>,
     /// Size of the bellows binary in the image.
     pub bellows_bytes: u64,
     /// Whether debug sections were stripped, or why not.
@@ -275,6 +283,7 @@ pub fn assemble(
         firmware: Vec::new(),
         libraries: Vec::new(),
         applets: 0,
+        crun: None,
         bellows_bytes: 0,
         strip: Ok(()),
         ca_certificates: false,
@@ -370,8 +379,14 @@ pub fn assemble(
     report.strip = strip;
     report.bellows_bytes = bellows.len() as u64;
     tree.file("usr/bin/bellows", 0o755, bellows)?;
+    let crun = opts.crun.as_ref().filter(|p| p.is_file());
+    if let Some(path) = crun {
+        let bytes = read(path)?;
+        report.crun = Some((path.clone(), bytes.len() as u64));
+        tree.file("usr/bin/crun", 0o755, bytes)?;
+    }
     let mut placed: BTreeMap<PathBuf, String> = BTreeMap::new();
-    for program in [&opts.bellows, &opts.busybox] {
+    for program in [&opts.bellows, &opts.busybox].into_iter().chain(crun) {
         let info = elf::dynamic(&read(program)?).map_err(|source| LibraryError::Elf {
             path: program.to_path_buf(),
             source,

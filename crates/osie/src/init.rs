@@ -85,7 +85,7 @@ mod tests {
         assert!(text.contains("KERNEL_RELEASE='6.1.0-18-amd64'"));
         assert!(text.contains("EAGER_MODULES='crc32c_generic ext4'"));
         // The worker runs in built-in mode and is restarted forever.
-        assert!(text.contains("\"$WORKER\" worker --no-docker"));
+        assert!(text.contains("\"$WORKER\" worker --container-runtime auto"));
         assert!(text.contains(UDHCPC_SCRIPT_PATH));
     }
 

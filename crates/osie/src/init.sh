@@ -232,6 +232,9 @@ mount_basics() {
   mount -t proc -o nosuid,nodev,noexec proc /proc
   mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
   mount -t devtmpfs -o nosuid,mode=0755 devtmpfs /dev
+  # crun (container actions) wants the unified cgroup hierarchy.
+  mkdir -p /sys/fs/cgroup
+  mount -t cgroup2 -o nosuid,nodev,noexec cgroup2 /sys/fs/cgroup 2>/dev/null
   mkdir -p /dev/pts /dev/shm
   mount -t devpts -o nosuid,noexec,mode=620 devpts /dev/pts
   mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs /dev/shm
@@ -446,7 +449,7 @@ run_worker() {
     rm -f "$RUN/worker.status"
     # Its log to the console and, line by line, to syslog.
     {
-      "$WORKER" worker --no-docker 2>&1
+      "$WORKER" worker --container-runtime auto 2>&1
       echo $? >"$RUN/worker.status"
     } | tee "$CONSOLE" | logger -t bellows-worker
     _status=$(cat "$RUN/worker.status" 2>/dev/null)

@@ -859,6 +859,12 @@ impl Runtime for Only {
     }
 }
 
+/// True for images a built-in runs: `bellows/...`, and Tinkerbell's
+/// action images of a built-in's name ([`crate::builtin::builtin_for`]).
+pub fn has_builtin(image: &str) -> bool {
+    is_bellows_image(image) || crate::builtin::builtin_for(image).is_some()
+}
+
 /// True for images named `bellows/...`: always built-in.
 pub fn is_bellows_image(image: &str) -> bool {
     image.trim().to_ascii_lowercase().starts_with("bellows/")
