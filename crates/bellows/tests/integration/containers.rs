@@ -1,0 +1,295 @@
+//! Container actions in the in-memory OS, on a QEMU VM (TCG) with an empty
+//! disk: the workflow's first two actions are images in a real registry
+//! (Debian's `docker-registry` on the lab network, plain HTTP, the images
+//! built here from a static busybox and pushed over the registry's API);
+//! the in-memory OS's worker pulls them and runs them with crun. One
+//! writes the installed system's disk image (carried in its own layer) to
+//! the disk; the other mounts the result through the task's `/dev:/dev`
+//! volume and writes a hostname built from an environment value and a file
+//! the first left in `/worker`. Then `bellows/reboot`; the installed system
+//! calls back with that hostname. The test fails if either image action
+//! ran as a built-in. BIOS and UEFI.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use bellows_testkit::netns::{Lab, can_run};
+use bellows_testkit::registry::{TestImage, TestRegistry, busybox_rootfs, layer_of};
+use bellows_testkit::run_checked;
+
+use crate::harness::{BIN, Server, ok};
+use crate::vm::{Firmware, Order, VmSpec, file_tail};
+
+const SERVER_IP: &str = "10.81.0.1";
+const TIMEOUT: Duration = Duration::from_secs(600);
+
+const WRITER_APPLETS: &[&str] = &["sh", "zcat", "dd", "sync", "blockdev", "echo", "printf"];
+const TAGGER_APPLETS: &[&str] = &["sh", "mount", "umount", "mkdir", "printf", "cat", "echo"];
+
+fn have_tools() -> bool {
+    let needed = [
+        "/usr/bin/qemu-system-x86_64",
+        "/usr/share/OVMF/OVMF_CODE_4M.fd",
+        "/usr/lib/systemd/boot/efi/linuxx64.efi.stub",
+        "/usr/lib/syslinux/mbr/mbr.bin",
+        "/usr/bin/crun",
+    ];
+    let missing: Vec<&str> = needed
+        .iter()
+        .copied()
+        .filter(|p| !Path::new(p).exists())
+        .collect();
+    if !missing.is_empty() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "missing {missing:?}; scripts/test.sh installs them"
+        );
+        eprintln!("skipped: missing {missing:?}");
+        return false;
+    }
+    true
+}
+
+/// The two action images, pushed to `registry` as `actions/writer:1` and
+/// `actions/tagger:1`.
+fn push_images(registry: &TestRegistry, work: &Path) {
+    let disk = crate::vm::installed_disk(SERVER_IP, "EFI/BOOT/BOOTX64.EFI");
+    let writer_dir = work.join("writer");
+    let root = busybox_rootfs(&writer_dir, WRITER_APPLETS);
+    let base = layer_of(&root);
+    let payload = writer_dir.join("payload");
+    std::fs::create_dir_all(payload.join("image")).unwrap();
+    let gz = run_checked(
+        Command::new("sh").arg("-c").arg(format!(
+            "gzip -1 -c {} > {}",
+            disk.display(),
+            payload.join("image/installed.img.gz").display()
+        )),
+        "gzip",
+    );
+    let _ = gz;
+    let image = TestImage {
+        layers: vec![base, layer_of(&payload)],
+        architecture: "amd64".into(),
+        entrypoint: vec!["/bin/sh".into(), "-c".into()],
+        cmd: Vec::new(),
+        env: vec!["PATH=/bin".into()],
+    };
+    registry.push("actions/writer", "1", &image);
+    let tagger_dir = work.join("tagger");
+    let root = busybox_rootfs(&tagger_dir, TAGGER_APPLETS);
+    let image = TestImage {
+        layers: vec![layer_of(&root)],
+        ..image
+    };
+    registry.push("actions/tagger", "1", &image);
+}
+
+fn template(name: &str) -> String {
+    format!(
+        r#"
+version: "0.1"
+name: {name}
+global_timeout: 900
+tasks:
+  - name: os-installation
+    worker: "{{{{.device_1}}}}"
+    volumes:
+      - /dev:/dev
+    actions:
+      - name: write-disk
+        image: {SERVER_IP}:5000/actions/writer:1
+        timeout: 600
+        command:
+          - "zcat /image/installed.img.gz | dd of=/dev/vda bs=1M conv=fsync && blockdev --rereadpt /dev/vda && printf %s -ct > /worker/suffix"
+      - name: tag-hostname
+        image: {SERVER_IP}:5000/actions/tagger:1
+        timeout: 120
+        environment:
+          HOST_NAME: "{name}"
+        command:
+          - "mkdir -p /target && mount -t vfat /dev/vda1 /target && printf %s \"$HOST_NAME$(cat /worker/suffix)\" > /target/hostname && umount /target && echo tagged $HOST_NAME"
+      - name: reboot
+        image: bellows/reboot
+        timeout: 60
+"#
+    )
+}
+
+fn workflow(server: &Server, ns: &str, id: &str) -> Value {
+    let out = ok(&server.cli_netns(ns, &["workflow", "get", id, "-o", "json"], None));
+    serde_json::from_str(&out).expect("workflow JSON")
+}
+
+fn install_with_containers(fw: Firmware, order: Order, tag: &str, mac: &str, ip: &str, name: &str) {
+    if !can_run() || !have_tools() {
+        return;
+    }
+    let work_dir = tempfile::tempdir().unwrap();
+    let work = work_dir.path().to_path_buf();
+    let data = work.join("data");
+    let osie = data.join("osie");
+    std::fs::create_dir_all(&osie).unwrap();
+    let built = run_checked(
+        Command::new(BIN)
+            .args(["image", "build", "--output-dir"])
+            .arg(&osie),
+        "bellows image build",
+    );
+    assert!(
+        built.contains("crun ") && built.contains("container actions run"),
+        "the in-memory OS has no crun:\n{built}"
+    );
+    let mut lab = Lab::new(tag, &format!("{SERVER_IP}/24"));
+    let tap = lab.tap(1);
+    let ns = lab.server_ns.clone();
+    let registry = TestRegistry::start(&format!("{SERVER_IP}:5000"), Some(&ns), None);
+    push_images(&registry, &work);
+    let insecure = format!("bellows.insecure_registry={SERVER_IP}:5000");
+    let server = Server::start_on_lab_bridge(
+        &ns,
+        SERVER_IP,
+        &data,
+        "reservation",
+        &["--kernel-args", &insecure],
+    );
+    server.push_machine(&ns, name, mac, ip, SERVER_IP, true);
+    ok(&server.cli_netns(
+        &ns,
+        &["template", "create", "-n", name, "-p", "-"],
+        Some(template(name).as_bytes()),
+    ));
+    let map = format!("{{\"device_1\":\"{mac}\"}}");
+    let id = ok(&server.cli_netns(
+        &ns,
+        &[
+            "workflow",
+            "create",
+            "-t",
+            name,
+            "-r",
+            &map,
+            "--toggle-netboot",
+        ],
+        None,
+    ))
+    .trim()
+    .to_string();
+
+    let disk = work.join("vm-disk.img");
+    std::fs::File::create(&disk)
+        .and_then(|f| f.set_len(256 << 20))
+        .expect("empty disk");
+    let start = Instant::now();
+    let mut vm = crate::vm::start_vm(&VmSpec {
+        ns: &ns,
+        tap: &tap,
+        mac,
+        fw,
+        work: &work,
+        memory_mib: 1024,
+        reboot: true,
+        disk: Some((&disk, order)),
+    });
+    let console = || file_tail(&work.join("console.log"), 4000);
+    let mut first_action_at: Option<Duration> = None;
+    let callback = loop {
+        let wf = workflow(&server, &ns, &id);
+        match wf["state"].as_str() {
+            Some("FAILED") | Some("TIMEOUT") | Some("CANCELLED") => {
+                let logs = server.cli_netns(&ns, &["workflow", "logs", &id], None);
+                panic!(
+                    "workflow ended {}: {wf:#}\nlogs:\n{}\nconsole:\n{}",
+                    wf["state"],
+                    String::from_utf8_lossy(&logs.stdout),
+                    console()
+                )
+            }
+            _ => {}
+        }
+        if first_action_at.is_none()
+            && wf["tasks"][0]["actions"][0]["state"]
+                .as_str()
+                .is_some_and(|s| s != "PENDING")
+        {
+            first_action_at = Some(start.elapsed());
+        }
+        let logs = ok(&server.cli_netns(&ns, &["hardware", "logs", name], None));
+        if let Some(line) = logs.lines().find(|l| l.contains("installed hostname=")) {
+            break line.to_string();
+        }
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "no call-back within {TIMEOUT:?}; workflow {wf:#}\nconsole:\n{}",
+            console()
+        );
+        if let Some(status) = vm.try_wait() {
+            panic!(
+                "VM exited ({status}) without a call-back\nconsole:\n{}",
+                console()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(
+        callback.contains(&format!("installed hostname={name}-ct ip={ip}")),
+        "the installed system read the hostname both containers wrote: {callback}"
+    );
+    let wf = workflow(&server, &ns, &id);
+    assert_eq!(wf["state"], "SUCCESS", "{wf:#}");
+    for action in ["write-disk", "tag-hostname"] {
+        let logs = ok(&server.cli_netns(&ns, &["workflow", "logs", &id, "--action", action], None));
+        assert!(
+            logs.contains(&format!("running {SERVER_IP}:5000/actions/"))
+                && logs.contains("in container")
+                && logs.contains("crun version")
+                && logs.contains("pulled "),
+            "{action} did not run as a pulled container:\n{logs}"
+        );
+        assert!(
+            !logs.to_ascii_lowercase().contains("built-in"),
+            "{action} ran as a built-in:\n{logs}"
+        );
+    }
+    let tagged = ok(&server.cli_netns(
+        &ns,
+        &["workflow", "logs", &id, "--action", "tag-hostname"],
+        None,
+    ));
+    assert!(tagged.contains(&format!("tagged {name}")), "{tagged}");
+    eprintln!(
+        "CONTAINERS {fw:?}: power-on → first action {:.1} s → call-back {:.1} s",
+        first_action_at.unwrap_or_default().as_secs_f64(),
+        start.elapsed().as_secs_f64()
+    );
+    let _ = vm.wait_timeout(Duration::from_secs(5));
+}
+
+/// BIOS: SeaBIOS and QEMU's iPXE ROM, network first.
+#[test]
+fn bios_vm_installs_with_container_actions_from_a_registry() {
+    install_with_containers(
+        Firmware::Bios,
+        Order::NetworkFirst,
+        "cb",
+        "52:54:00:81:00:10",
+        "10.81.0.10",
+        "containers-bios",
+    );
+}
+
+/// UEFI: OVMF, the blank disk first; after the install the disk boots.
+#[test]
+fn uefi_vm_installs_with_container_actions_from_a_registry() {
+    install_with_containers(
+        Firmware::Uefi,
+        Order::DiskFirst,
+        "cu",
+        "52:54:00:81:00:11",
+        "10.81.0.11",
+        "containers-uefi",
+    );
+}
