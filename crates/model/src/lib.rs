@@ -12,6 +12,7 @@ pub mod boot;
 pub mod error;
 pub mod hardware;
 pub mod mac;
+pub mod registry;
 pub mod render;
 pub mod template;
 pub mod time;

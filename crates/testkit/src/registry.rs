@@ -320,3 +320,19 @@ pub fn layer_of(dir: &Path) -> Vec<u8> {
     );
     out.stdout
 }
+
+/// crun, wrapped to run in a mount namespace with cgroup2 alone at
+/// `/sys/fs/cgroup`, as the in-memory OS mounts it: a machine with cgroups
+/// v1 and v2 side by side (this one) makes crun refuse to run. Written
+/// into `dir`; returns the wrapper's path.
+pub fn crun_for_tests(dir: &Path) -> PathBuf {
+    let crun = ensure_installed("crun", "crun");
+    let path = dir.join("crun");
+    crate::files::write_executable(
+        &path,
+        &format!(
+            "#!/bin/sh\nexec unshare -m sh -c 'umount -R /sys/fs/cgroup 2>/dev/null; mount -t cgroup2 none /sys/fs/cgroup && exec \"$0\" \"$@\"' {crun} \"$@\"\n"
+        ),
+    );
+    path
+}

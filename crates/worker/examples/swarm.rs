@@ -264,6 +264,7 @@ impl Worker for Baseline {
             kind: Some(instruction::Kind::Hello(Hello {
                 hardware_id: String::new(),
                 keepalive_seconds: 25,
+                registries: Vec::new(),
             })),
         };
         let _ = tx.try_send(Ok(hello));

@@ -31,6 +31,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::tls::{Dialer, ServerTrust};
 
+use crate::container::RegistryCredentials;
 use crate::runtime::{
     ActionSpec, AfterSuccess, LogSink, OutputLine, RunContext, RunOutcome, RunResult, Runtime,
     now_ms,
@@ -308,6 +309,26 @@ impl Agent {
                 }
                 Some(instruction::Kind::Hello(h)) => {
                     tracing::debug!(hardware = %h.hardware_id, "server hello");
+                    let logins: Vec<(String, RegistryCredentials)> = h
+                        .registries
+                        .into_iter()
+                        .map(|l| {
+                            (
+                                l.host,
+                                RegistryCredentials {
+                                    username: l.username,
+                                    password: l.password,
+                                },
+                            )
+                        })
+                        .collect();
+                    if !logins.is_empty() {
+                        let hosts: Vec<&str> = logins.iter().map(|(h, _)| h.as_str()).collect();
+                        tracing::info!("registry logins from the server for {}", hosts.join(", "));
+                    }
+                    for runtime in &self.runtimes {
+                        runtime.learn_registry_logins(&logins);
+                    }
                 }
                 None => {} // keep-alive
             }
@@ -856,6 +877,9 @@ impl Runtime for Only {
     }
     async fn run(&self, spec: &ActionSpec, ctx: &RunContext) -> RunResult {
         self.inner.run(spec, ctx).await
+    }
+    fn learn_registry_logins(&self, logins: &[(String, RegistryCredentials)]) {
+        self.inner.learn_registry_logins(logins);
     }
 }
 

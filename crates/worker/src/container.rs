@@ -3,8 +3,11 @@
 //! in-memory OS's own runtime ([`crate::oci`]): where the per-workflow
 //! directory appears, when images are pulled, and registry credentials.
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::RwLock;
 
+use crate::reference::registry_key;
 use crate::runtime::ActionSpec;
 
 /// Where the per-workflow directory appears in every action container.
@@ -45,6 +48,57 @@ impl fmt::Debug for RegistryCredentials {
     }
 }
 
+/// Registry credentials by host: the worker's own (flags), and those the
+/// server handed it (its hello); the worker's own win for the same host.
+#[derive(Debug, Default)]
+pub struct Credentials {
+    local: BTreeMap<String, RegistryCredentials>,
+    learned: RwLock<BTreeMap<String, RegistryCredentials>>,
+}
+
+impl Credentials {
+    /// The worker's own, keyed by any spelling of the host.
+    pub fn new(local: BTreeMap<String, RegistryCredentials>) -> Credentials {
+        Credentials {
+            local: local
+                .into_iter()
+                .map(|(k, v)| (registry_key(&k), v))
+                .collect(),
+            learned: RwLock::new(BTreeMap::new()),
+        }
+    }
+
+    /// Replaces what the server gave.
+    pub fn learn(&self, logins: &[(String, RegistryCredentials)]) {
+        if let Ok(mut learned) = self.learned.write() {
+            *learned = logins
+                .iter()
+                .map(|(host, c)| (registry_key(host), c.clone()))
+                .collect();
+        }
+    }
+
+    /// The credentials for `host` (normalised as [`registry_key`] does).
+    pub fn get(&self, host: &str) -> Option<RegistryCredentials> {
+        let key = registry_key(host);
+        self.local
+            .get(&key)
+            .cloned()
+            .or_else(|| self.learned.read().ok().and_then(|l| l.get(&key).cloned()))
+    }
+
+    /// Hosts with credentials, for logs.
+    pub fn hosts(&self) -> Vec<String> {
+        let mut hosts: Vec<String> = self.local.keys().cloned().collect();
+        if let Ok(l) = self.learned.read() {
+            hosts.extend(l.keys().cloned());
+        }
+        hosts.sort();
+        hosts.dedup();
+        hosts
+    }
+}
+
 /// The targets the per-workflow directory is mounted at for `spec`:
 /// [`WORK_DIR_TARGET`] and [`TINKERBELL_WORK_DIR_TARGET`], less any the
 /// template binds itself (its own volume wins).
@@ -64,6 +118,26 @@ pub fn work_dir_targets(spec: &ActionSpec) -> Vec<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_workers_own_credentials_win() {
+        let mine = |u: &str| RegistryCredentials {
+            username: u.into(),
+            password: "p".into(),
+        };
+        let c = Credentials::new(BTreeMap::from([(
+            "https://Quay.io/".to_string(),
+            mine("local"),
+        )]));
+        c.learn(&[
+            ("quay.io".into(), mine("server")),
+            ("index.docker.io".into(), mine("hub")),
+        ]);
+        assert_eq!(c.get("quay.io").unwrap().username, "local");
+        assert_eq!(c.get("docker.io").unwrap().username, "hub");
+        assert!(c.get("ghcr.io").is_none());
+        assert_eq!(c.hosts(), ["docker.io", "quay.io"]);
+    }
 
     #[test]
     fn a_template_volume_takes_the_work_dir_target() {

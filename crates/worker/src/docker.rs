@@ -52,7 +52,7 @@ pub use crate::container::{
     PullPolicy, RegistryCredentials, TINKERBELL_WORK_DIR_TARGET, WORK_DIR_TARGET,
 };
 use crate::lines::LineBuffer;
-use crate::reference::{ImageRef, registry_key};
+use crate::reference::ImageRef;
 use crate::runtime::{
     ActionSpec, AfterSuccess, LogSink, RunContext, RunOutcome, RunResult, Runtime, Stream,
 };
@@ -143,8 +143,7 @@ pub struct DockerRuntime {
     socket: String,
     negotiated: tokio::sync::OnceCell<()>,
     mirror: Option<String>,
-    /// Keys normalised with [`registry_key`].
-    credentials: BTreeMap<String, RegistryCredentials>,
+    credentials: crate::container::Credentials,
     pull_policy: PullPolicy,
     stop_grace: Duration,
 }
@@ -154,7 +153,7 @@ impl fmt::Debug for DockerRuntime {
         f.debug_struct("DockerRuntime")
             .field("socket", &self.socket)
             .field("mirror", &self.mirror)
-            .field("registries", &self.credentials.keys().collect::<Vec<_>>())
+            .field("registries", &self.credentials.hosts())
             .field("pull_policy", &self.pull_policy)
             .field("stop_grace", &self.stop_grace)
             .finish()
@@ -209,11 +208,7 @@ impl DockerRuntime {
                 .registry_mirror
                 .map(|m| m.trim().to_string())
                 .filter(|m| !m.is_empty()),
-            credentials: options
-                .credentials
-                .into_iter()
-                .map(|(k, v)| (registry_key(&k), v))
-                .collect(),
+            credentials: crate::container::Credentials::new(options.credentials),
             pull_policy: options.pull_policy,
             stop_grace: options.stop_grace,
         })
@@ -673,6 +668,10 @@ impl Runtime for DockerRuntime {
     /// Every image is a container image to this runtime.
     fn handles(&self, _image: &str) -> bool {
         true
+    }
+
+    fn learn_registry_logins(&self, logins: &[(String, RegistryCredentials)]) {
+        self.credentials.learn(logins);
     }
 
     async fn run(&self, spec: &ActionSpec, ctx: &RunContext) -> RunResult {

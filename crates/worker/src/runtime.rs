@@ -285,6 +285,10 @@ pub trait Runtime: Send + Sync {
     /// `ctx.cancel` fires, stop and return [`RunOutcome::Cancelled`]; the
     /// caller decides whether that was a timeout.
     async fn run(&self, spec: &ActionSpec, ctx: &RunContext) -> RunResult;
+
+    /// Registry logins the server handed this worker (host and
+    /// credentials), replacing earlier ones; runtimes that pull use them.
+    fn learn_registry_logins(&self, _logins: &[(String, crate::container::RegistryCredentials)]) {}
 }
 
 pub use bellows_model::time::now_ms;

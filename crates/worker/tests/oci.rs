@@ -3,19 +3,18 @@
 //! and pushes over the registry's own API, and Debian's `crun` running
 //! them. Needs root (crun, namespaces); skipped without it outside CI.
 //!
-//! This machine mounts cgroups v1 and v2 side by side, which crun refuses
-//! to run under; the in-memory OS mounts cgroup2 alone. The test therefore
-//! runs crun through a wrapper that gives it a mount namespace with only
-//! cgroup2 at /sys/fs/cgroup, as the in-memory OS has.
+//! crun runs through `crun_for_tests`, which gives it cgroup2 alone, as
+//! the in-memory OS mounts it.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bellows_testkit::netns::can_run;
-use bellows_testkit::packages::ensure_installed;
 use bellows_testkit::ports::free_tcp_port;
-use bellows_testkit::registry::{TestImage, TestRegistry, busybox_rootfs, layer_of};
+use bellows_testkit::registry::{
+    TestImage, TestRegistry, busybox_rootfs, crun_for_tests, layer_of,
+};
 use bellows_worker::container::RegistryCredentials;
 use bellows_worker::oci::registry::RegistryOptions;
 use bellows_worker::oci::{OciOptions, OciRuntime};
@@ -25,19 +24,6 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 const APPLETS: &[&str] = &["sh", "echo", "cat", "ls", "sleep", "test", "readlink"];
-
-/// crun in a mount namespace with cgroup2 alone at /sys/fs/cgroup.
-fn crun_wrapper(dir: &Path) -> PathBuf {
-    let crun = ensure_installed("crun", "crun");
-    let path = dir.join("crun");
-    bellows_testkit::files::write_executable(
-        &path,
-        &format!(
-            "#!/bin/sh\nexec unshare -m sh -c 'umount -R /sys/fs/cgroup 2>/dev/null; mount -t cgroup2 none /sys/fs/cgroup && exec \"$0\" \"$@\"' {crun} \"$@\"\n"
-        ),
-    );
-    path
-}
 
 struct Lab {
     dir: tempfile::TempDir,
@@ -86,7 +72,7 @@ fn lab() -> Option<Lab> {
 
 async fn runtime(lab: &Lab, name: &str, credentials: Option<(&str, &str)>) -> OciRuntime {
     let mut options = OciOptions::new(lab.dir.path().join(name));
-    options.crun = crun_wrapper(lab.dir.path());
+    options.crun = crun_for_tests(lab.dir.path());
     options.stop_grace = Duration::from_secs(2);
     if let Some((user, password)) = credentials {
         options.registry = RegistryOptions {

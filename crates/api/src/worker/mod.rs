@@ -35,6 +35,8 @@ pub struct HubSettings {
     pub action_grace: Duration,
     /// How often deadlines are checked.
     pub deadline_tick: Duration,
+    /// Registry logins every authenticated worker is given in its hello.
+    pub registry_logins: Vec<bellows_model::registry::RegistryLogin>,
 }
 
 impl Default for HubSettings {
@@ -43,6 +45,7 @@ impl Default for HubSettings {
             keepalive: Duration::from_secs(25),
             action_grace: Duration::from_secs(60),
             deadline_tick: Duration::from_secs(1),
+            registry_logins: Vec::new(),
         }
     }
 }

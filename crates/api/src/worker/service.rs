@@ -10,8 +10,8 @@ use axum::extract::ConnectInfo;
 use bellows_model::workflow::{Outcome, Transition, TransitionError, clip};
 use bellows_model::{State, Workflow};
 use bellows_rpc::v1::{
-    ActionRef, ActionReport, ActionState, Hello, Instruction, LogBatch, LogReply, ReportReply,
-    SubscribeRequest, instruction,
+    ActionRef, ActionReport, ActionState, Hello, Instruction, LogBatch, LogReply, RegistryLogin,
+    ReportReply, SubscribeRequest, instruction,
 };
 use bellows_store::{ActionLogLine, InventoryRecord, StoreError, WorkflowFilter, now_ms};
 use tokio::sync::mpsc;
@@ -171,6 +171,17 @@ impl bellows_rpc::Worker for WorkerService {
                 hardware_id: hardware.map(|h| h.id).unwrap_or_default(),
                 keepalive_seconds: u32::try_from(self.hub.settings.keepalive.as_secs())
                     .unwrap_or(u32::MAX),
+                registries: self
+                    .hub
+                    .settings
+                    .registry_logins
+                    .iter()
+                    .map(|l| RegistryLogin {
+                        host: l.host.clone(),
+                        username: l.username.clone(),
+                        password: l.password.clone(),
+                    })
+                    .collect(),
             })),
         };
         let _ = tx.try_send(Ok(hello));

@@ -178,6 +178,11 @@ pub struct ServerArgs {
     /// warns at start [default: false].
     #[arg(long, env = "BELLOWS_INSECURE", num_args = 0..=1, default_missing_value = "true")]
     pub insecure: Option<bool>,
+    /// Docker config.json (as `docker login` writes it) whose `auths` are
+    /// handed to every authenticated worker over TLS, so the in-memory OS
+    /// can pull private action images; read at start.
+    #[arg(long, env = "BELLOWS_REGISTRY_AUTH", value_name = "FILE")]
+    pub registry_auth: Option<PathBuf>,
     /// PEM certificate chain for the API and the worker's gRPC, leaf first;
     /// machines pin the last certificate in the file, so end it with your
     /// CA [default: a certificate from the server's own CA, made on first

@@ -67,6 +67,8 @@ pub struct ServerConfig {
     pub worker_keepalive: std::time::Duration,
     /// No tokens, no worker credentials, no TLS (`--insecure`).
     pub insecure: bool,
+    /// Registry logins for the workers (`--registry-auth`).
+    pub registry_logins: Vec<bellows_model::registry::RegistryLogin>,
     /// Where the TLS certificate comes from (unused with `insecure`).
     pub tls: TlsSource,
     /// Limits of the boot and metadata HTTP listeners.
@@ -259,6 +261,17 @@ pub fn resolve(args: &ServerArgs) -> Result<ServerConfig, ConfigError> {
             None => 25,
         }),
         insecure: pick!(insecure).unwrap_or(false),
+        registry_logins: match pick!(registry_auth) {
+            None => Vec::new(),
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    ConfigError::Value(format!("registry_auth: {}: {e}", path.display()))
+                })?;
+                bellows_model::registry::parse_docker_config(&text).map_err(|e| {
+                    ConfigError::Value(format!("registry_auth: {}: {e}", path.display()))
+                })?
+            }
+        },
         tls: match (pick!(tls_cert), pick!(tls_key)) {
             (Some(cert), Some(key)) => TlsSource::Given { cert, key },
             (None, None) => TlsSource::OwnCa {

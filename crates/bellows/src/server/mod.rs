@@ -117,10 +117,20 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
         HubSettings {
             action_grace: cfg.action_grace,
             keepalive: cfg.worker_keepalive,
+            registry_logins: cfg.registry_logins.clone(),
             ..HubSettings::default()
         },
     );
     tokio::spawn(hub.clone().follow_changes());
+    if !cfg.registry_logins.is_empty() {
+        let hosts: Vec<&str> = cfg.registry_logins.iter().map(|l| l.host.as_str()).collect();
+        tracing::info!("workers are given registry logins for {}", hosts.join(", "));
+        if cfg.insecure {
+            tracing::warn!(
+                "--insecure: registry logins go to workers without TLS and to any host claiming a machine"
+            );
+        }
+    }
     let os = netboot::install_os(&cfg, &published);
     let worker_service = WorkerService::new(hub.clone(), auth.clone());
     let boot_tls = tls.as_ref().map(|t| ListenerTls {

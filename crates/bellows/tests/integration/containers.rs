@@ -293,3 +293,149 @@ fn uefi_vm_installs_with_container_actions_from_a_registry() {
         "containers-uefi",
     );
 }
+
+/// On an ordinary host with `--container-runtime crun`: a login the server
+/// was given (`--registry-auth`) reaches the worker over its authenticated
+/// stream and pulls a private image; a registry nobody gave a login for, a
+/// missing image and an arm64 image each fail the workflow with the cause.
+/// The password appears in neither the server's nor the worker's log.
+#[test]
+fn pull_failures_fail_the_workflow_with_their_cause() {
+    use crate::workers::{Worker, logs, wait_state, workflow};
+    use bellows_testkit::ports::free_tcp_port;
+    use bellows_testkit::registry::crun_for_tests;
+
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = busybox_rootfs(&dir.path().join("img"), &["sh", "echo"]);
+    let image = TestImage {
+        layers: vec![layer_of(&root)],
+        architecture: "amd64".into(),
+        entrypoint: vec!["/bin/sh".into(), "-c".into()],
+        cmd: Vec::new(),
+        env: vec!["PATH=/bin".into()],
+    };
+    let open = TestRegistry::start(&format!("127.0.0.1:{}", free_tcp_port()), None, None);
+    open.push(
+        "tools/arm",
+        "1",
+        &TestImage {
+            architecture: "arm64".into(),
+            ..image.clone()
+        },
+    );
+    let given = TestRegistry::start(
+        &format!("127.0.0.1:{}", free_tcp_port()),
+        None,
+        Some(("puller", "given-s3cret")),
+    );
+    given.push("private/tool", "1", &image);
+    let withheld = TestRegistry::start(
+        &format!("127.0.0.1:{}", free_tcp_port()),
+        None,
+        Some(("other", "withheld-s3cret")),
+    );
+    withheld.push("private/tool", "1", &image);
+    let auth = dir.path().join("registry-auth.json");
+    std::fs::write(
+        &auth,
+        format!(
+            r#"{{"auths": {{"{}": {{"username": "puller", "password": "given-s3cret"}}}}}}"#,
+            given.addr
+        ),
+    )
+    .unwrap();
+    let s = Server::start_with(dir.path(), &["--registry-auth", &auth.to_string_lossy()]);
+    let crun = crun_for_tests(dir.path());
+    let cases = [
+        (
+            "02:00:00:00:81:01",
+            format!("{}/private/tool:1", given.addr),
+            None,
+        ),
+        (
+            "02:00:00:00:81:02",
+            format!("{}/private/tool:1", withheld.addr),
+            Some("it needs credentials"),
+        ),
+        (
+            "02:00:00:00:81:03",
+            format!("{}/tools/nothing:1", open.addr),
+            Some("was not found"),
+        ),
+        (
+            "02:00:00:00:81:04",
+            format!("{}/tools/arm:1", open.addr),
+            Some("built for linux/arm64, not this machine's linux/amd64"),
+        ),
+    ];
+    for (n, (mac, image, failure)) in cases.iter().enumerate() {
+        let name = format!("pull-{n}");
+        let t = format!(
+            r#"
+version: "0.1"
+name: {name}
+global_timeout: 120
+tasks:
+  - name: t
+    worker: "{{{{.device_1}}}}"
+    actions:
+      - name: pull-and-run
+        image: {image}
+        timeout: 60
+        environment:
+          WHO: "{name}"
+        command: ["echo ran-$WHO"]
+"#
+        );
+        let id = workflow(&s, &name, &t, &[("device_1", mac)]);
+        let w = Worker::start(
+            &s.http_url,
+            mac,
+            dir.path(),
+            &[
+                "--container-runtime",
+                "crun",
+                "--crun",
+                &crun.to_string_lossy(),
+            ],
+        );
+        let wf = wait_state(
+            &s,
+            &id,
+            &["SUCCESS", "FAILED", "TIMEOUT"],
+            Duration::from_secs(90),
+        );
+        let worker_log = w.log_text();
+        assert!(
+            !worker_log.contains("given-s3cret"),
+            "the worker logged the password"
+        );
+        match failure {
+            None => {
+                assert_eq!(wf["state"], "SUCCESS", "{wf:#}\n{worker_log}");
+                let lines = logs(&s, &id);
+                assert!(
+                    lines.iter().any(|l| l.contains(&format!("ran-{name}"))),
+                    "{lines:#?}"
+                );
+            }
+            Some(cause) => {
+                assert_eq!(wf["state"], "FAILED", "{wf:#}");
+                let message = wf["message"].as_str().unwrap_or_default();
+                assert!(
+                    message.contains(cause) && message.contains("pull-and-run"),
+                    "{image}: {message}"
+                );
+            }
+        }
+        drop(w);
+    }
+    let server_log = s.drain_log();
+    assert!(
+        !server_log.iter().any(|l| l.contains("given-s3cret")),
+        "the server logged the password"
+    );
+}

@@ -566,6 +566,10 @@ impl Runtime for OciRuntime {
         true
     }
 
+    fn learn_registry_logins(&self, logins: &[(String, crate::container::RegistryCredentials)]) {
+        self.registry.learn(logins);
+    }
+
     async fn run(&self, spec: &ActionSpec, ctx: &RunContext) -> RunResult {
         let id = spec.instance_name();
         let bundle = self.options.state_dir.join("containers").join(&id);

@@ -132,7 +132,7 @@ enum Auth {
 /// Pulls from registries (see the module docs). Cheap to share.
 pub struct RegistryClient {
     http: reqwest::Client,
-    credentials: BTreeMap<String, RegistryCredentials>,
+    credentials: crate::container::Credentials,
     insecure: BTreeSet<String>,
     /// What worked last, by "host scope".
     auth: Mutex<HashMap<String, Auth>>,
@@ -141,23 +141,24 @@ pub struct RegistryClient {
 impl std::fmt::Debug for RegistryClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RegistryClient")
-            .field("registries_with_credentials", &self.credentials.keys())
+            .field("registries_with_credentials", &self.credentials.hosts())
             .field("insecure", &self.insecure)
             .finish()
     }
 }
 
 impl RegistryClient {
+    /// Takes the logins the server handed the worker.
+    pub fn learn(&self, logins: &[(String, RegistryCredentials)]) {
+        self.credentials.learn(logins);
+    }
+
     /// A client with the system's trust store for HTTPS registries.
     pub fn new(options: RegistryOptions) -> Result<RegistryClient, String> {
         let http = crate::builtin::https_client(Duration::from_secs(15), Duration::from_secs(60))?;
         Ok(RegistryClient {
             http,
-            credentials: options
-                .credentials
-                .into_iter()
-                .map(|(k, v)| (registry_key(&k), v))
-                .collect(),
+            credentials: crate::container::Credentials::new(options.credentials),
             insecure: options.insecure.iter().map(|h| registry_key(h)).collect(),
             auth: Mutex::new(HashMap::new()),
         })
@@ -380,7 +381,7 @@ impl RegistryClient {
             .iter()
             .filter_map(|v| v.to_str().ok())
             .find_map(parse_challenge);
-        let credentials = self.credentials.get(&image.registry_host()).cloned();
+        let credentials = self.credentials.get(&image.registry_host());
         let unauthorized = |had_credentials| PullError::Unauthorized {
             image: image.full(),
             registry: image.registry_host(),
@@ -512,7 +513,7 @@ impl RegistryClient {
             return Err(PullError::Unauthorized {
                 image: image.full(),
                 registry: image.registry_host(),
-                had_credentials: self.credentials.contains_key(&image.registry_host()),
+                had_credentials: self.credentials.get(&image.registry_host()).is_some(),
             });
         }
         Err(PullError::Status {
