@@ -121,7 +121,35 @@ fn server_trust(args: &WorkerArgs, booted_with: Option<&str>) -> Result<ServerTr
 /// built-ins also stand in for Tinkerbell's images.
 async fn runtimes(args: &WorkerArgs, cmdline: &str) -> Result<Vec<Arc<dyn Runtime>>, CliError> {
     let booted = ContainerArgs::parse(cmdline);
-    let builtin: Arc<dyn Runtime> = Arc::new(BuiltinRuntime::new(BuiltinOptions::default()));
+    let mut credentials = BTreeMap::new();
+    if let Some(spec) = &args.registry_user {
+        let (host, user) = spec.split_once('=').ok_or_else(|| {
+            CliError::Usage(format!("--registry-user {spec:?}: write it as HOST=USER"))
+        })?;
+        let password = std::env::var("BELLOWS_REGISTRY_PASSWORD").map_err(|_| {
+            CliError::Usage(
+                "--registry-user needs the password in BELLOWS_REGISTRY_PASSWORD".into(),
+            )
+        })?;
+        credentials.insert(
+            host.to_string(),
+            RegistryCredentials {
+                username: user.to_string(),
+                password,
+            },
+        );
+    }
+    let mut insecure = args.insecure_registry.clone();
+    insecure.extend(booted.insecure_registries);
+    let registry = RegistryOptions {
+        credentials,
+        insecure,
+    };
+    // oci2disk pulls from registries as the container runtime does.
+    let builtin: Arc<dyn Runtime> = Arc::new(BuiltinRuntime::new(BuiltinOptions {
+        registry: registry.clone(),
+        ..BuiltinOptions::default()
+    }));
     let tinkerbell = match &args.tinkerbell_actions {
         Some(mode) => *mode,
         None => match booted.tinkerbell_actions.as_deref() {
@@ -146,24 +174,6 @@ async fn runtimes(args: &WorkerArgs, cmdline: &str) -> Result<Vec<Arc<dyn Runtim
         args.container_runtime
     };
     if kind != ContainerRuntimeArg::None {
-        let mut credentials = BTreeMap::new();
-        if let Some(spec) = &args.registry_user {
-            let (host, user) = spec.split_once('=').ok_or_else(|| {
-                CliError::Usage(format!("--registry-user {spec:?}: write it as HOST=USER"))
-            })?;
-            let password = std::env::var("BELLOWS_REGISTRY_PASSWORD").map_err(|_| {
-                CliError::Usage(
-                    "--registry-user needs the password in BELLOWS_REGISTRY_PASSWORD".into(),
-                )
-            })?;
-            credentials.insert(
-                host.to_string(),
-                RegistryCredentials {
-                    username: user.to_string(),
-                    password,
-                },
-            );
-        }
         let pull_policy = match args.pull {
             PullPolicyArg::IfNotPresent => PullPolicy::IfNotPresent,
             PullPolicyArg::Always => PullPolicy::Always,
@@ -178,7 +188,7 @@ async fn runtimes(args: &WorkerArgs, cmdline: &str) -> Result<Vec<Arc<dyn Runtim
             let options = DockerOptions {
                 host: args.docker_host.clone(),
                 registry_mirror: mirror.clone(),
-                credentials: credentials.clone(),
+                credentials: registry.credentials.clone(),
                 pull_policy,
                 ..DockerOptions::default()
             };
@@ -206,14 +216,9 @@ async fn runtimes(args: &WorkerArgs, cmdline: &str) -> Result<Vec<Arc<dyn Runtim
             }
         }
         if found.is_none() {
-            let mut insecure = args.insecure_registry.clone();
-            insecure.extend(booted.insecure_registries);
             let mut options = OciOptions::new(args.work_dir.join(".containers"));
             options.crun = args.crun.clone();
-            options.registry = RegistryOptions {
-                credentials,
-                insecure,
-            };
+            options.registry = registry;
             options.mirror = mirror;
             options.pull_policy = pull_policy;
             match OciRuntime::new(options).await {

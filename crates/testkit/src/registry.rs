@@ -278,6 +278,37 @@ impl TestRegistry {
     }
 }
 
+impl TestRegistry {
+    /// Pushes `file` as an artefact the way `oras push REF FILE` does: an
+    /// empty config and the file itself as the one layer, of `media_type`.
+    pub fn push_artifact(&self, repository: &str, tag: &str, file: &[u8], media_type: &str) {
+        let config = b"{}";
+        let config_digest = self.push_blob(repository, config);
+        let layer_digest = self.push_blob(repository, file);
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.unknown.config.v1+json",
+                "digest": config_digest,
+                "size": config.len(),
+            },
+            "layers": [{
+                "mediaType": media_type,
+                "digest": layer_digest,
+                "size": file.len(),
+                "annotations": {"org.opencontainers.image.title": "disk.raw.gz"},
+            }],
+        });
+        self.push_manifest(
+            repository,
+            tag,
+            "application/vnd.oci.image.manifest.v1+json",
+            &serde_json::to_vec(&manifest).expect("manifest JSON"),
+        );
+    }
+}
+
 /// A directory holding a static busybox as `/bin/busybox` with `applets`
 /// linked to it: the root of a small test image.
 pub fn busybox_rootfs(dir: &Path, applets: &[&str]) -> PathBuf {

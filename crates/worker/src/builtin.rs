@@ -12,6 +12,7 @@
 //! | `kexec` | loads a partition's kernel; kexecs into it after the report is acknowledged | [`kexec`] |
 //! | `cexec` | runs commands in a chroot of the provisioned OS | [`cexec`] |
 //! | `archive2disk` | unpacks a (gzip/xz/zstd) tar archive from HTTP(S) onto a partition | [`archive2disk`] |
+//! | `oci2disk` | streams a (compressed) disk image stored in a registry onto a disk | [`oci2disk`] |
 //!
 //! Each takes the same environment variables as the Tinkerbell action of the
 //! same name (see its module), so templates written for Tinkerbell run
@@ -26,11 +27,11 @@
 //!   `quay.io/tinkerbell/actions/<name>`, `ghcr.io/tinkerbell/actions/<name>`
 //!   and `public.ecr.aws/tinkerbell/actions/<name>`;
 //!
-//! where `<name>` is `image2disk`, `writefile`, `reboot`, `kexec`, `cexec`
-//! or `archive2disk`, with any tag or digest, in any case. A bare
+//! where `<name>` is `image2disk`, `writefile`, `reboot`, `kexec`, `cexec`,
+//! `archive2disk` or `oci2disk`, with any tag or digest, in any case. A bare
 //! `image2disk` is not a built-in (it names somebody's Docker Hub image), nor
-//! is any other registry, path or name (`oci2disk`, `grub2disk`, … run in a
-//! container engine).
+//! is any other registry, path or name (`grub2disk`, … run in a container
+//! runtime).
 
 pub mod archive2disk;
 pub mod cexec;
@@ -38,6 +39,7 @@ mod choose_codec;
 pub mod image2disk;
 pub mod kexec;
 mod names;
+pub mod oci2disk;
 pub mod reboot;
 pub mod writefile;
 
@@ -55,6 +57,8 @@ use crate::runtime::{ActionSpec, AfterSuccess, RunContext, RunOutcome, RunResult
 /// Settings of the built-in runtime.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuiltinOptions {
+    /// Registries `oci2disk` pulls from (credentials, plain-HTTP hosts).
+    pub registry: crate::oci::registry::RegistryOptions,
     /// Time allowed to connect to an image server.
     pub http_connect_timeout: Duration,
     /// Time allowed without receiving a byte of a response. There is no
@@ -66,6 +70,7 @@ pub struct BuiltinOptions {
 impl Default for BuiltinOptions {
     fn default() -> Self {
         BuiltinOptions {
+            registry: crate::oci::registry::RegistryOptions::default(),
             http_connect_timeout: Duration::from_secs(30),
             http_read_timeout: Duration::from_secs(60),
         }
@@ -79,6 +84,8 @@ pub struct BuiltinRuntime {
     /// Made on first use, so that building the runtime cannot fail and a TLS
     /// set-up problem fails only the actions that download.
     client: OnceLock<Result<reqwest::Client, String>>,
+    /// The same, for oci2disk's registry.
+    registry: OnceLock<Result<crate::oci::registry::RegistryClient, String>>,
 }
 
 impl BuiltinRuntime {
@@ -87,7 +94,17 @@ impl BuiltinRuntime {
         BuiltinRuntime {
             options,
             client: OnceLock::new(),
+            registry: OnceLock::new(),
         }
+    }
+
+    fn registry(&self) -> Result<&crate::oci::registry::RegistryClient, String> {
+        self.registry
+            .get_or_init(|| {
+                crate::oci::registry::RegistryClient::new(self.options.registry.clone())
+            })
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     fn client(&self) -> Result<&reqwest::Client, String> {
@@ -111,7 +128,7 @@ impl Runtime for BuiltinRuntime {
     async fn run(&self, spec: &ActionSpec, ctx: &RunContext) -> RunResult {
         let Some(builtin) = builtin_for(&spec.image) else {
             return RunResult::failed(format!(
-                "{:?} is not a built-in action (built-ins: image2disk, writefile, reboot, kexec, cexec, archive2disk)",
+                "{:?} is not a built-in action (built-ins: image2disk, writefile, reboot, kexec, cexec, archive2disk, oci2disk)",
                 spec.image
             ));
         };
@@ -132,6 +149,13 @@ impl Runtime for BuiltinRuntime {
             Builtin::Kexec => kexec::run(env, ctx).await,
             Builtin::Cexec => cexec::run(env, ctx).await,
             Builtin::Archive2Disk => archive2disk::run(self.client(), env, ctx).await,
+            Builtin::Oci2Disk => oci2disk::run(self.registry(), env, ctx).await,
+        }
+    }
+
+    fn learn_registry_logins(&self, logins: &[(String, crate::container::RegistryCredentials)]) {
+        if let Ok(registry) = self.registry() {
+            registry.learn(logins);
         }
     }
 }
@@ -222,7 +246,8 @@ mod tests {
         assert!(!runtime.handles("hello-world"));
         assert!(runtime.handles("quay.io/tinkerbell/actions/kexec:latest"));
         assert!(runtime.handles("quay.io/tinkerbell/actions/cexec:latest"));
-        assert!(!runtime.handles("quay.io/tinkerbell/actions/oci2disk:latest"));
+        assert!(runtime.handles("quay.io/tinkerbell/actions/oci2disk:latest"));
+        assert!(!runtime.handles("quay.io/tinkerbell/actions/grub2disk:latest"));
     }
 
     #[tokio::test]

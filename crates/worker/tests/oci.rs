@@ -100,6 +100,19 @@ async fn run(
     spec: ActionSpec,
     cancel_after: Option<Duration>,
 ) -> Run {
+    run_with(rt, work, spec, cancel_after).await
+}
+
+async fn run_any(rt: &dyn Runtime, work: &Path, spec: ActionSpec) -> Run {
+    run_with(rt, work, spec, None).await
+}
+
+async fn run_with(
+    rt: &dyn Runtime,
+    work: &Path,
+    spec: ActionSpec,
+    cancel_after: Option<Duration>,
+) -> Run {
     let (tx, mut rx) = mpsc::channel(1000);
     let (logs, _progress) = LogSink::new(Some(tx));
     let cancel = CancellationToken::new();
@@ -298,6 +311,71 @@ async fn pull_failures_name_their_cause() {
     assert_eq!(r.result.outcome, RunOutcome::Failed);
     assert!(
         r.result.message.contains("127.0.0.1"),
+        "{}",
+        r.result.message
+    );
+}
+
+/// `oci2disk`, built in: a gzip-compressed disk image pushed as an `oras`
+/// artefact is written, decompressed, to the destination; its blob digest
+/// is checked on the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oci2disk_writes_a_disk_image_stored_in_a_registry() {
+    use std::io::Write;
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let registry = TestRegistry::start(&format!("127.0.0.1:{}", free_tcp_port()), None, None);
+    let disk: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&disk).unwrap();
+    let gz = gz.finish().unwrap();
+    registry.push_artifact(
+        "disks/test",
+        "raw.gz",
+        &gz,
+        "application/vnd.oci.image.layer.v1.tar",
+    );
+    let rt = bellows_worker::BuiltinRuntime::new(bellows_worker::BuiltinOptions::default());
+    let dest = dir.path().join("disk.img");
+    let mut s = spec("quay.io/tinkerbell/actions/oci2disk:latest", "oci2disk", "");
+    s.environment = BTreeMap::from([
+        (
+            "IMG_URL".to_string(),
+            format!("{}/disks/test:raw.gz", registry.addr),
+        ),
+        ("DEST_DISK".to_string(), dest.display().to_string()),
+        ("COMPRESSED".to_string(), "true".to_string()),
+    ]);
+    let r = run_any(&rt, dir.path(), s.clone()).await;
+    assert_eq!(
+        r.result.outcome,
+        RunOutcome::Success,
+        "{:?} {:#?}",
+        r.result,
+        r.lines
+    );
+    assert!(
+        r.result.message.contains("download sha256:"),
+        "{}",
+        r.result.message
+    );
+    assert!(
+        std::fs::read(&dest).unwrap() == disk,
+        "the disk differs from the image"
+    );
+
+    s.environment.insert(
+        "IMG_URL".into(),
+        format!("{}/disks/none:raw.gz", registry.addr),
+    );
+    let r = run_any(&rt, dir.path(), s).await;
+    assert_eq!(r.result.outcome, RunOutcome::Failed);
+    assert!(
+        r.result.message.contains("was not found"),
         "{}",
         r.result.message
     );

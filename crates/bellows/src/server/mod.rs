@@ -123,7 +123,11 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
     );
     tokio::spawn(hub.clone().follow_changes());
     if !cfg.registry_logins.is_empty() {
-        let hosts: Vec<&str> = cfg.registry_logins.iter().map(|l| l.host.as_str()).collect();
+        let hosts: Vec<&str> = cfg
+            .registry_logins
+            .iter()
+            .map(|l| l.host.as_str())
+            .collect();
         tracing::info!("workers are given registry logins for {}", hosts.join(", "));
         if cfg.insecure {
             tracing::warn!(

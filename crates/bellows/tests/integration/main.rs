@@ -17,6 +17,7 @@ mod local_boot;
 mod metadata;
 mod netboot;
 mod osie;
+mod osie_bench;
 mod security;
 mod transport;
 mod vm;

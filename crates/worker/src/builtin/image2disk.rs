@@ -384,24 +384,19 @@ async fn write_image(
     params: &Params,
     ctx: &RunContext,
 ) -> Result<String, Image2DiskError> {
-    let logs = &ctx.logs;
-    let cancel = &ctx.cancel;
     let url = shown(&params.url);
-    let dest_name = params.dest.display().to_string();
     for note in &params.notes {
-        logs.note(note.as_str());
+        ctx.logs.note(note.as_str());
     }
-    logs.note(format!("image2disk: writing {url} to {dest_name}"));
-
-    let dest_path = params.dest.clone();
-    let dest = tokio::task::spawn_blocking(move || open_destination(&dest_path))
-        .await
-        .map_err(|e| Image2DiskError::Internal(e.to_string()))??;
-
+    ctx.logs.note(format!(
+        "image2disk: writing {url} to {}",
+        params.dest.display()
+    ));
+    let dest = open(&params.dest).await?;
     let request = client.get(params.url.clone()).send();
-    let mut response = tokio::select! {
+    let response = tokio::select! {
         biased;
-        _ = cancel.cancelled() => return Err(Image2DiskError::Cancelled { bytes: 0 }),
+        _ = ctx.cancel.cancelled() => return Err(Image2DiskError::Cancelled { bytes: 0 }),
         response = request => response.map_err(|e| Image2DiskError::Fetch {
             url: url.clone(),
             detail: error_chain(&e),
@@ -414,6 +409,52 @@ async fn write_image(
             status: status.to_string(),
         });
     }
+    let source = Source {
+        name: url,
+        extension: compression::codec_from_extension(params.url.path()),
+        compressed: params.compressed,
+        sha256: params.sha256.clone(),
+        download_sha256: None,
+    };
+    write_stream(response, source, dest, &params.dest, ctx).await
+}
+
+/// Opens the destination (a block device or a regular file).
+pub(crate) async fn open(path: &Path) -> Result<Destination, Image2DiskError> {
+    let dest_path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || open_destination(&dest_path))
+        .await
+        .map_err(|e| Image2DiskError::Internal(e.to_string()))?
+}
+
+/// Where a body comes from, and what to check it against.
+pub(crate) struct Source {
+    /// For messages (a URL without its password, an image reference).
+    pub name: String,
+    /// The codec its name suggests.
+    pub extension: Option<Codec>,
+    /// `COMPRESSED` as Tinkerbell reads it.
+    pub compressed: bool,
+    /// Expected SHA-256 of the decompressed bytes, lowercase hex.
+    pub sha256: Option<String>,
+    /// Expected SHA-256 of the bytes as downloaded, lowercase hex (a
+    /// registry blob's digest).
+    pub download_sha256: Option<String>,
+}
+
+/// Decompresses `response`'s body as it arrives and writes it to `dest`;
+/// returns the success message.
+pub(crate) async fn write_stream(
+    mut response: reqwest::Response,
+    source: Source,
+    dest: Destination,
+    dest_path: &Path,
+    ctx: &RunContext,
+) -> Result<String, Image2DiskError> {
+    let logs = &ctx.logs;
+    let cancel = &ctx.cancel;
+    let url = source.name.clone();
+    let dest_name = dest_path.display().to_string();
     let total = response.content_length();
 
     // The first bytes decide the decoder.
@@ -439,8 +480,8 @@ async fn write_image(
         return Err(Image2DiskError::Empty(url));
     }
     let (format, note) = choose_codec::choose(
-        params.compressed,
-        compression::codec_from_extension(params.url.path()),
+        source.compressed,
+        source.extension,
         compression::codec_from_magic(&head),
     )?;
     if let Some(note) = note {
@@ -463,7 +504,7 @@ async fn write_image(
     let written = Arc::new(AtomicU64::new(0));
     let writer = DiskWriter::new(
         dest,
-        params.sha256.is_some(),
+        source.sha256.is_some(),
         written.clone(),
         cancel.clone(),
     );
@@ -481,9 +522,13 @@ async fn write_image(
             started.elapsed(),
         ));
     };
+    let mut download_hash = source.download_sha256.as_ref().map(|_| Sha256::new());
     let download = async {
         let mut last_report = Instant::now();
         for chunk in pending {
+            if let Some(h) = download_hash.as_mut() {
+                h.update(&chunk);
+            }
             if !send(&tx, Piece::Data(chunk), cancel, &written).await? {
                 return Ok(());
             }
@@ -491,6 +536,9 @@ async fn write_image(
         if !body_done {
             while let Some(chunk) = next_chunk(&mut response, cancel, &url, downloaded).await? {
                 downloaded += chunk.len() as u64;
+                if let Some(h) = download_hash.as_mut() {
+                    h.update(&chunk);
+                }
                 if !send(&tx, Piece::Data(chunk), cancel, &written).await? {
                     return Ok(());
                 }
@@ -527,7 +575,18 @@ async fn write_image(
         done.bytes,
         started.elapsed().as_secs_f64()
     );
-    if let (Some(expected), Some(actual)) = (&params.sha256, done.sha256) {
+    if let (Some(expected), Some(hash)) = (&source.download_sha256, download_hash) {
+        let actual: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        if *expected != actual {
+            return Err(Image2DiskError::Mismatch {
+                path: format!("{url} (as downloaded)"),
+                expected: expected.clone(),
+                actual,
+            });
+        }
+        message.push_str(&format!(", download sha256:{actual} verified"));
+    }
+    if let (Some(expected), Some(actual)) = (&source.sha256, done.sha256) {
         if *expected != actual {
             return Err(Image2DiskError::Mismatch {
                 path: dest_name,
@@ -584,7 +643,7 @@ enum Piece {
 }
 
 /// A destination opened for writing.
-struct Destination {
+pub(crate) struct Destination {
     file: File,
     path: String,
     kind: DestKind,

@@ -20,17 +20,20 @@ pub enum Builtin {
     Cexec,
     /// Unpack a tar archive onto a partition's filesystem.
     Archive2Disk,
+    /// Stream a disk image stored in an OCI registry onto a disk.
+    Oci2Disk,
 }
 
 impl Builtin {
     /// Every built-in, for listing in messages and docs.
-    pub const ALL: [Builtin; 6] = [
+    pub const ALL: [Builtin; 7] = [
         Builtin::Image2Disk,
         Builtin::WriteFile,
         Builtin::Reboot,
         Builtin::Kexec,
         Builtin::Cexec,
         Builtin::Archive2Disk,
+        Builtin::Oci2Disk,
     ];
 
     /// The last path component of the images that map to this built-in.
@@ -42,6 +45,7 @@ impl Builtin {
             Builtin::Kexec => "kexec",
             Builtin::Cexec => "cexec",
             Builtin::Archive2Disk => "archive2disk",
+            Builtin::Oci2Disk => "oci2disk",
         }
     }
 
@@ -176,6 +180,10 @@ mod tests {
             Some(Builtin::Image2Disk)
         );
         assert_eq!(builtin_for("  bellows/REBOOT \n"), Some(Builtin::Reboot));
+        assert_eq!(
+            builtin_for("quay.io/tinkerbell/actions/oci2disk:latest"),
+            Some(Builtin::Oci2Disk)
+        );
     }
 
     #[test]
@@ -186,7 +194,7 @@ mod tests {
             "image2disk:latest",
             "library/image2disk",
             "docker.io/library/reboot",
-            "quay.io/tinkerbell/actions/oci2disk:latest",
+            "quay.io/tinkerbell/actions/grub2disk:latest",
             "cexec",
             "kexec",
             "docker.io/library/kexec",

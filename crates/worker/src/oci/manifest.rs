@@ -266,8 +266,26 @@ impl LayerCodec {
 pub struct ImageManifest {
     /// The config blob.
     pub config: Descriptor,
-    /// The layers with their codecs.
-    pub layers: Vec<(Descriptor, LayerCodec)>,
+    /// The layers with their codecs; `None` for a blob that is no layer
+    /// tar (an artefact's file, as `oras push` stores a disk image).
+    pub layers: Vec<(Descriptor, Option<LayerCodec>)>,
+}
+
+impl ImageManifest {
+    /// The layers as a container image must have them: each a layer tar.
+    pub fn container_layers(&self) -> Result<Vec<(Descriptor, LayerCodec)>, ManifestError> {
+        self.layers
+            .iter()
+            .map(|(d, codec)| {
+                codec
+                    .map(|c| (d.clone(), c))
+                    .ok_or_else(|| ManifestError::Unsupported {
+                        what: "layer",
+                        media_type: d.media_type.clone(),
+                    })
+            })
+            .collect()
+    }
 }
 
 /// What a manifest request returned.
@@ -311,11 +329,7 @@ pub fn parse_document(content_type: Option<&str>, body: &[u8]) -> Result<Documen
     let mut layers = Vec::new();
     for layer in raw.layers.unwrap_or_default() {
         let layer = layer.typed()?;
-        let codec =
-            LayerCodec::of(&layer.media_type).ok_or_else(|| ManifestError::Unsupported {
-                what: "layer",
-                media_type: layer.media_type.clone(),
-            })?;
+        let codec = LayerCodec::of(&layer.media_type);
         layers.push((layer, codec));
     }
     Ok(Document::Manifest(ImageManifest { config, layers }))
@@ -493,16 +507,20 @@ mod tests {
             panic!("not a manifest")
         };
         assert_eq!(m.config.size, 5);
-        assert_eq!(m.layers[0].1, LayerCodec::Gzip);
-        assert_eq!(m.layers[1].1, LayerCodec::Zstd);
+        assert_eq!(m.layers[0].1, Some(LayerCodec::Gzip));
+        assert_eq!(m.container_layers().unwrap()[1].1, LayerCodec::Zstd);
 
+        // An artefact's file is kept (oci2disk writes it); as a container
+        // layer it is refused by name.
         let odd = body.replace(
             "application/vnd.oci.image.layer.v1.tar+zstd",
             "application/vnd.oci.image.layer.v1.tar+encrypted",
         );
-        let e = parse_document(None, odd.as_bytes())
-            .unwrap_err()
-            .to_string();
+        let Document::Manifest(m) = parse_document(None, odd.as_bytes()).unwrap() else {
+            panic!("not a manifest")
+        };
+        assert_eq!(m.layers[1].1, None);
+        let e = m.container_layers().unwrap_err().to_string();
         assert!(e.contains("tar+encrypted"), "{e}");
         let e = parse_document(None, b"{\"schemaVersion\":1,\"fsLayers\":[]}")
             .unwrap_err()

@@ -233,6 +233,13 @@ impl OciRuntime {
         let started = Instant::now();
         logs.note(format!("pulling image {name}"));
         let resolved = self.registry.resolve(image, &self.options.platform).await?;
+        resolved
+            .manifest
+            .container_layers()
+            .map_err(|source| PullError::Manifest {
+                image: name.clone(),
+                source,
+            })?;
         let total: u64 = resolved.manifest.layers.iter().map(|(d, _)| d.size).sum();
         let count = resolved.manifest.layers.len();
         let mut done: u64 = 0;
@@ -296,9 +303,10 @@ impl OciRuntime {
             .map_err(|e| format!("creating {}: {e}", rootfs.display()))?;
         let layers: Vec<(PathBuf, manifest::LayerCodec)> = image
             .manifest
-            .layers
-            .iter()
-            .map(|(d, codec)| (self.blob_path(&d.digest), *codec))
+            .container_layers()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|(d, codec)| (self.blob_path(&d.digest), codec))
             .collect();
         let limits = self.options.limits;
         let target = rootfs.clone();

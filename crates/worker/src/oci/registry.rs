@@ -24,7 +24,7 @@ use crate::container::RegistryCredentials;
 use crate::reference::{ImageRef, registry_key};
 
 /// Where images come from and how to reach their registries.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RegistryOptions {
     /// Credentials by registry host (normalised as Docker does: "docker.io"
     /// for Docker Hub).
@@ -319,6 +319,19 @@ impl RegistryClient {
                 Err(e)
             }
         }
+    }
+
+    /// The response carrying the blob `descriptor` names, for a caller that
+    /// streams it elsewhere (oci2disk) and checks its digest itself.
+    pub(crate) async fn blob_response(
+        &self,
+        image: &ImageRef,
+        descriptor: &Descriptor,
+    ) -> Result<reqwest::Response, PullError> {
+        let url = self.blob_url(image, &descriptor.digest);
+        let response = self.get(image, &url, None).await?;
+        self.expect_ok(image, response, &format!("blob {}", descriptor.digest))
+            .await
     }
 
     fn blob_url(&self, image: &ImageRef, digest: &Digest) -> String {
