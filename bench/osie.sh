@@ -4,7 +4,8 @@
 # power-on → worker connected → first action started → done. See
 # bench/README.md, "In-memory OS"; the measurement is
 # crates/bellows/tests/integration/osie_bench.rs. Needs root (namespaces).
-# BENCH_ROUNDS=N boots each variant N times (default 2).
+# BENCH_ROUNDS=N boots each variant N times (default 2); BENCH_VARIANTS=crun,docker
+# picks variants (default: builtin,crun,docker).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh

@@ -13,6 +13,7 @@
 //! | `cexec` | runs commands in a chroot of the provisioned OS | [`cexec`] |
 //! | `archive2disk` | unpacks a (gzip/xz/zstd) tar archive from HTTP(S) onto a partition | [`archive2disk`] |
 //! | `oci2disk` | streams a (compressed) disk image stored in a registry onto a disk | [`oci2disk`] |
+//! | `qemuimg2disk` | converts a qcow2 image from HTTP(S) to raw onto a disk, by ranges | [`qemuimg2disk`] |
 //!
 //! Each takes the same environment variables as the Tinkerbell action of the
 //! same name (see its module), so templates written for Tinkerbell run
@@ -28,7 +29,7 @@
 //!   and `public.ecr.aws/tinkerbell/actions/<name>`;
 //!
 //! where `<name>` is `image2disk`, `writefile`, `reboot`, `kexec`, `cexec`,
-//! `archive2disk` or `oci2disk`, with any tag or digest, in any case. A bare
+//! `archive2disk`, `oci2disk` or `qemuimg2disk`, with any tag or digest, in any case. A bare
 //! `image2disk` is not a built-in (it names somebody's Docker Hub image), nor
 //! is any other registry, path or name (`grub2disk`, … run in a container
 //! runtime).
@@ -40,6 +41,8 @@ pub mod image2disk;
 pub mod kexec;
 mod names;
 pub mod oci2disk;
+pub mod qcow2;
+pub mod qemuimg2disk;
 pub mod reboot;
 pub mod writefile;
 
@@ -128,7 +131,7 @@ impl Runtime for BuiltinRuntime {
     async fn run(&self, spec: &ActionSpec, ctx: &RunContext) -> RunResult {
         let Some(builtin) = builtin_for(&spec.image) else {
             return RunResult::failed(format!(
-                "{:?} is not a built-in action (built-ins: image2disk, writefile, reboot, kexec, cexec, archive2disk, oci2disk)",
+                "{:?} is not a built-in action (built-ins: image2disk, writefile, reboot, kexec, cexec, archive2disk, oci2disk, qemuimg2disk)",
                 spec.image
             ));
         };
@@ -150,6 +153,7 @@ impl Runtime for BuiltinRuntime {
             Builtin::Cexec => cexec::run(env, ctx).await,
             Builtin::Archive2Disk => archive2disk::run(self.client(), env, ctx).await,
             Builtin::Oci2Disk => oci2disk::run(self.registry(), env, ctx).await,
+            Builtin::QemuImg2Disk => qemuimg2disk::run(self.client(), env, ctx).await,
         }
     }
 

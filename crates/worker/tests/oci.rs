@@ -264,7 +264,7 @@ async fn pull_failures_name_their_cause() {
     let r = run(&anonymous, &work, spec(&locked, "a", "true"), None).await;
     assert_eq!(r.result.outcome, RunOutcome::Failed);
     assert!(
-        r.result.message.contains("needs credentials"),
+        r.result.message.contains("it needs a login"),
         "{}",
         r.result.message
     );
@@ -272,7 +272,9 @@ async fn pull_failures_name_their_cause() {
     let wrong = runtime(&lab, "wrong", Some(("puller", "guess"))).await;
     let r = run(&wrong, &work, spec(&locked, "b", "true"), None).await;
     assert!(
-        r.result.message.contains("credentials were refused"),
+        r.result
+            .message
+            .contains("it refused the login given for it"),
         "{}",
         r.result.message
     );

@@ -358,7 +358,7 @@ fn pull_failures_fail_the_workflow_with_their_cause() {
         (
             "02:00:00:00:81:02",
             format!("{}/private/tool:1", withheld.addr),
-            Some("it needs credentials"),
+            Some("it needs a login"),
         ),
         (
             "02:00:00:00:81:03",

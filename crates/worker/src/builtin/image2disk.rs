@@ -649,6 +649,21 @@ pub(crate) struct Destination {
     kind: DestKind,
 }
 
+impl Destination {
+    /// The size of a block device; `None` for a regular file.
+    pub(crate) fn block_size(&self) -> Option<u64> {
+        match self.kind {
+            DestKind::Block { size } => Some(size),
+            DestKind::File => None,
+        }
+    }
+
+    /// The open file, for positioned writes.
+    pub(crate) fn into_file(self) -> File {
+        self.file
+    }
+}
+
 /// What kind of thing the destination is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum DestKind {
@@ -929,7 +944,7 @@ mod ioctl {
 
 /// `BLKRRPART`: re-read the partition table of the disk open as `file`.
 #[allow(unsafe_code)]
-fn reread_partitions(file: &File) -> nix::Result<()> {
+pub(crate) fn reread_partitions(file: &File) -> nix::Result<()> {
     use std::os::fd::AsRawFd;
     // SAFETY: BLKRRPART takes no argument; the fd is open for the call.
     unsafe { ioctl::blkrrpart(file.as_raw_fd()) }.map(drop)

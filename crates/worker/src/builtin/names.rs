@@ -22,11 +22,13 @@ pub enum Builtin {
     Archive2Disk,
     /// Stream a disk image stored in an OCI registry onto a disk.
     Oci2Disk,
+    /// Convert a qcow2 image from HTTP(S) to raw onto a disk.
+    QemuImg2Disk,
 }
 
 impl Builtin {
     /// Every built-in, for listing in messages and docs.
-    pub const ALL: [Builtin; 7] = [
+    pub const ALL: [Builtin; 8] = [
         Builtin::Image2Disk,
         Builtin::WriteFile,
         Builtin::Reboot,
@@ -34,6 +36,7 @@ impl Builtin {
         Builtin::Cexec,
         Builtin::Archive2Disk,
         Builtin::Oci2Disk,
+        Builtin::QemuImg2Disk,
     ];
 
     /// The last path component of the images that map to this built-in.
@@ -46,6 +49,7 @@ impl Builtin {
             Builtin::Cexec => "cexec",
             Builtin::Archive2Disk => "archive2disk",
             Builtin::Oci2Disk => "oci2disk",
+            Builtin::QemuImg2Disk => "qemuimg2disk",
         }
     }
 

@@ -27,6 +27,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -240,7 +241,21 @@ impl OciRuntime {
                 image: name.clone(),
                 source,
             })?;
-        let total: u64 = resolved.manifest.layers.iter().map(|(d, _)| d.size).sum();
+        let total: u64 = resolved
+            .manifest
+            .layers
+            .iter()
+            .fold(0u64, |sum, (d, _)| sum.saturating_add(d.size));
+        if total > self.options.limits.max_bytes {
+            return Err(PullError::Blob {
+                image: name,
+                digest: resolved.digest.to_string(),
+                message: format!(
+                    "its layers are {} bytes, more than the {} allowed",
+                    total, self.options.limits.max_bytes
+                ),
+            });
+        }
         let count = resolved.manifest.layers.len();
         let mut done: u64 = 0;
         let mut fetched = 0;
@@ -250,7 +265,7 @@ impl OciRuntime {
                 .await
                 .is_ok_and(|m| m.len() == layer.size)
             {
-                done += layer.size;
+                done = done.saturating_add(layer.size);
                 continue;
             }
             let mut last_shown = Instant::now() - Duration::from_secs(1);
@@ -261,7 +276,7 @@ impl OciRuntime {
                     logs.progress(format!(
                         "pulling {name}: layer {} of {count}, {} of {}",
                         i + 1,
-                        mib(before + received),
+                        mib(before.saturating_add(received)),
                         mib(total)
                     ));
                 }
@@ -269,7 +284,7 @@ impl OciRuntime {
             self.registry
                 .fetch_blob(image, layer, &path, &mut progress)
                 .await?;
-            done += layer.size;
+            done = done.saturating_add(layer.size);
             fetched += 1;
         }
         logs.progress(format!("pulled {name}"));
@@ -311,18 +326,30 @@ impl OciRuntime {
         let limits = self.options.limits;
         let target = rootfs.clone();
         let started = Instant::now();
-        let usage = tokio::task::spawn_blocking(move || -> Result<Usage, String> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_flag = stop.clone();
+        let mut job = tokio::task::spawn_blocking(move || -> Result<Usage, String> {
             let mut usage = Usage::default();
             for (i, (path, codec)) in layers.iter().enumerate() {
                 let file = std::fs::File::open(path)
                     .map_err(|e| format!("layer {}: {}: {e}", i + 1, path.display()))?;
-                unpack::apply_layer(file, *codec, &target, i + 1, limits, &mut usage)
+                unpack::apply_layer(file, *codec, &target, i + 1, limits, &mut usage, &stop_flag)
                     .map_err(|e| e.to_string())?;
             }
             Ok(usage)
-        })
-        .await
-        .map_err(|e| format!("unpacking the image: {e}"))??;
+        });
+        // A cancelled run stops the unpacking and waits for it, so nothing
+        // writes into the bundle while it is removed.
+        let joined = tokio::select! {
+            biased;
+            _ = ctx.cancel.cancelled() => {
+                stop.store(true, Ordering::Relaxed);
+                let _ = (&mut job).await;
+                return Err("cancelled while unpacking the image".into());
+            }
+            joined = &mut job => joined,
+        };
+        let usage = joined.map_err(|e| format!("unpacking the image: {e}"))??;
         ctx.logs.note(format!(
             "unpacked {} files ({}) in {:.1} s",
             usage.entries,
@@ -524,6 +551,7 @@ impl OciRuntime {
             .is_err()
         {
             let _ = child.start_kill();
+            let _ = tokio::time::timeout(HOUSEKEEPING, child.wait()).await;
         }
     }
 }

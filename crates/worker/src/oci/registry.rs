@@ -48,14 +48,14 @@ pub enum PullError {
         message: String,
     },
     /// The registry wants credentials, or refused the ones given.
-    #[error("registry {registry} refused to serve {image}: {}", if *.had_credentials { "the credentials were refused" } else { "it needs credentials (give --registry-user HOST=USER and BELLOWS_REGISTRY_PASSWORD)" })]
+    #[error("registry {registry} refused to serve {image}: {why}")]
     Unauthorized {
         /// The image.
         image: String,
         /// The registry.
         registry: String,
-        /// Whether credentials were sent.
-        had_credentials: bool,
+        /// What happened.
+        why: Refusal,
     },
     /// The manifest, index or config is unusable, or for another machine.
     #[error("image {image}: {source}")]
@@ -109,6 +109,40 @@ pub enum PullError {
         /// Why.
         source: std::io::Error,
     },
+}
+
+/// Why a registry did not serve an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// It wants a login and this worker has none for it.
+    NeedsLogin,
+    /// It refused the login this worker has.
+    LoginRefused,
+    /// It answered 401 without a challenge Bellows can answer.
+    NoChallenge,
+    /// It answered 403 (no access, or an expired redirect).
+    Forbidden(String),
+    /// Its token service is one credentials are not sent to.
+    UntrustedRealm(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::NeedsLogin => f.write_str(
+                "it needs a login (on the server: --registry-auth FILE, a Docker config.json; on a worker: --registry-user HOST=USER with BELLOWS_REGISTRY_PASSWORD)",
+            ),
+            Refusal::LoginRefused => f.write_str("it refused the login given for it"),
+            Refusal::NoChallenge => {
+                f.write_str("it answered 401 without an authentication challenge Bellows can answer")
+            }
+            Refusal::Forbidden(host) => write!(f, "{host} answered 403 Forbidden"),
+            Refusal::UntrustedRealm(realm) => write!(
+                f,
+                "its token service {realm} is neither HTTPS nor the registry itself, so no login is sent to it"
+            ),
+        }
+    }
 }
 
 /// An image resolved to one manifest for this machine.
@@ -166,9 +200,7 @@ impl RegistryClient {
 
     /// `http` or `https` for `host`.
     fn base(&self, host: &str) -> String {
-        let bare = host.rsplit_once(':').map_or(host, |(h, _)| h);
-        let loopback = bare == "localhost" || bare.starts_with("127.") || bare == "[::1]";
-        if loopback || self.insecure.contains(&host.to_ascii_lowercase()) {
+        if is_loopback(host) || self.insecure.contains(&host.to_ascii_lowercase()) {
             format!("http://{host}")
         } else {
             format!("https://{host}")
@@ -388,6 +420,21 @@ impl RegistryClient {
         if response.status() != reqwest::StatusCode::UNAUTHORIZED {
             return Ok(response);
         }
+        // A 401 from wherever a redirect led is not the registry's to answer.
+        let registry_url = reqwest::Url::parse(&self.base(&host)).ok();
+        let same_host = |u: &reqwest::Url| {
+            registry_url.as_ref().is_some_and(|r| {
+                r.host_str() == u.host_str()
+                    && r.port_or_known_default() == u.port_or_known_default()
+            })
+        };
+        if !same_host(response.url()) {
+            return Err(PullError::Unauthorized {
+                image: image.full(),
+                registry: image.registry_host(),
+                why: Refusal::Forbidden(response.url().host_str().unwrap_or("?").to_string()),
+            });
+        }
         let challenge = response
             .headers()
             .get_all(reqwest::header::WWW_AUTHENTICATE)
@@ -395,36 +442,47 @@ impl RegistryClient {
             .filter_map(|v| v.to_str().ok())
             .find_map(parse_challenge);
         let credentials = self.credentials.get(&image.registry_host());
-        let unauthorized = |had_credentials| PullError::Unauthorized {
+        let unauthorized = |why| PullError::Unauthorized {
             image: image.full(),
             registry: image.registry_host(),
-            had_credentials,
+            why,
+        };
+        let refused = || {
+            unauthorized(if credentials.is_some() {
+                Refusal::LoginRefused
+            } else {
+                Refusal::NeedsLogin
+            })
         };
         let auth = match challenge {
             Some(Challenge::Basic) => match &credentials {
                 Some(c) => Auth::Basic(c.clone()),
-                None => return Err(unauthorized(false)),
+                None => return Err(unauthorized(Refusal::NeedsLogin)),
             },
             Some(Challenge::Bearer {
                 realm,
                 service,
                 scope,
             }) => {
+                // A login goes to a token service over HTTPS, or to the
+                // registry itself (a lab's plain-HTTP registry).
+                let trusted = realm.starts_with("https://")
+                    || reqwest::Url::parse(&realm).is_ok_and(|r| same_host(&r));
+                let login = match &credentials {
+                    Some(_) if !trusted => {
+                        return Err(unauthorized(Refusal::UntrustedRealm(realm)));
+                    }
+                    other => other.as_ref(),
+                };
                 let scope = scope.unwrap_or_else(|| pull_scope(&image.repository()));
-                self.token(
-                    image,
-                    &realm,
-                    service.as_deref(),
-                    &scope,
-                    credentials.as_ref(),
-                )
-                .await?
+                self.token(image, &realm, service.as_deref(), &scope, login)
+                    .await?
             }
-            None => return Err(unauthorized(credentials.is_some())),
+            None => return Err(unauthorized(Refusal::NoChallenge)),
         };
         let response = self.send(image, url, accept, Some(&auth)).await?;
         if response.status() == reqwest::StatusCode::UNAUTHORIZED {
-            return Err(unauthorized(credentials.is_some()));
+            return Err(refused());
         }
         if let Ok(mut map) = self.auth.lock() {
             map.insert(key, auth);
@@ -485,7 +543,11 @@ impl RegistryClient {
             return Err(PullError::Unauthorized {
                 image: image.full(),
                 registry: image.registry_host(),
-                had_credentials: credentials.is_some(),
+                why: if credentials.is_some() {
+                    Refusal::LoginRefused
+                } else {
+                    Refusal::NeedsLogin
+                },
             });
         }
         let response = self.expect_ok(image, response, "a token").await?;
@@ -510,6 +572,7 @@ impl RegistryClient {
         if status.is_success() {
             return Ok(response);
         }
+        let response_host = response.url().host_str().unwrap_or("?").to_string();
         let body = self
             .read_bounded(image, response, 64 << 10)
             .await
@@ -522,11 +585,22 @@ impl RegistryClient {
                 message,
             });
         }
-        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+        if status == reqwest::StatusCode::UNAUTHORIZED {
             return Err(PullError::Unauthorized {
                 image: image.full(),
                 registry: image.registry_host(),
-                had_credentials: self.credentials.get(&image.registry_host()).is_some(),
+                why: if self.credentials.get(&image.registry_host()).is_some() {
+                    Refusal::LoginRefused
+                } else {
+                    Refusal::NeedsLogin
+                },
+            });
+        }
+        if status == reqwest::StatusCode::FORBIDDEN {
+            return Err(PullError::Unauthorized {
+                image: image.full(),
+                registry: image.registry_host(),
+                why: Refusal::Forbidden(response_host),
             });
         }
         Err(PullError::Status {
@@ -562,6 +636,18 @@ impl RegistryClient {
         }
         Ok(out)
     }
+}
+
+/// Whether `host` (`name[:port]`) is this machine: plain HTTP is fine.
+fn is_loopback(host: &str) -> bool {
+    let bare = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(rest),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    bare.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The registry's error text (`{"errors":[{"code":…,"message":…}]}`), or
@@ -652,6 +738,11 @@ mod tests {
         assert_eq!(client.base("localhost:5000"), "http://localhost:5000");
         assert_eq!(client.base("quay.io"), "https://quay.io");
         assert_eq!(client.base("10.0.0.1:5001"), "https://10.0.0.1:5001");
+        assert_eq!(
+            client.base("127.evil.example:5000"),
+            "https://127.evil.example:5000"
+        );
+        assert_eq!(client.base("[::1]:5000"), "http://[::1]:5000");
     }
 
     #[test]
