@@ -99,6 +99,22 @@ impl Credentials {
     }
 }
 
+/// The result for a container that exited with `code`.
+pub(crate) fn exited(code: i64) -> crate::runtime::RunResult {
+    use crate::runtime::{AfterSuccess, RunOutcome, RunResult};
+    let message = format!("container exited with status {code}");
+    if code == 0 {
+        RunResult::success(message)
+    } else {
+        RunResult {
+            outcome: RunOutcome::Failed,
+            exit_code: Some(code),
+            message,
+            after: AfterSuccess::Continue,
+        }
+    }
+}
+
 /// The targets the per-workflow directory is mounted at for `spec`:
 /// [`WORK_DIR_TARGET`] and [`TINKERBELL_WORK_DIR_TARGET`], less any the
 /// template binds itself (its own volume wins).

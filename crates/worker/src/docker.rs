@@ -48,6 +48,7 @@ use bollard::query_parameters::{
 };
 use tokio_stream::StreamExt;
 
+use crate::container::exited;
 pub use crate::container::{
     PullPolicy, RegistryCredentials, TINKERBELL_WORK_DIR_TARGET, WORK_DIR_TARGET,
 };
@@ -703,21 +704,6 @@ impl Runtime for DockerRuntime {
         };
         self.remove(&name, ctx).await;
         result
-    }
-}
-
-/// The result for a container that exited with `code`.
-fn exited(code: i64) -> RunResult {
-    let message = format!("container exited with status {code}");
-    if code == 0 {
-        RunResult::success(message)
-    } else {
-        RunResult {
-            outcome: RunOutcome::Failed,
-            exit_code: Some(code),
-            message,
-            after: AfterSuccess::Continue,
-        }
     }
 }
 

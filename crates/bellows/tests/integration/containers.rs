@@ -30,27 +30,7 @@ const WRITER_APPLETS: &[&str] = &["sh", "zcat", "dd", "sync", "blockdev", "echo"
 const TAGGER_APPLETS: &[&str] = &["sh", "mount", "umount", "mkdir", "printf", "cat", "echo"];
 
 fn have_tools() -> bool {
-    let needed = [
-        "/usr/bin/qemu-system-x86_64",
-        "/usr/share/OVMF/OVMF_CODE_4M.fd",
-        "/usr/lib/systemd/boot/efi/linuxx64.efi.stub",
-        "/usr/lib/syslinux/mbr/mbr.bin",
-        "/usr/bin/crun",
-    ];
-    let missing: Vec<&str> = needed
-        .iter()
-        .copied()
-        .filter(|p| !Path::new(p).exists())
-        .collect();
-    if !missing.is_empty() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "missing {missing:?}; scripts/test.sh installs them"
-        );
-        eprintln!("skipped: missing {missing:?}");
-        return false;
-    }
-    true
+    crate::lifecycle::have(&["/usr/bin/crun"])
 }
 
 /// The two action images, pushed to `registry` as `actions/writer:1` and

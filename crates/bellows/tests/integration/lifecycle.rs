@@ -22,7 +22,13 @@ use crate::vm::{Firmware, Order, VmSpec, file_tail};
 const SERVER_IP: &str = "10.79.0.1";
 const TIMEOUT: Duration = Duration::from_secs(600);
 
+/// Whether QEMU, OVMF and the disk-image tools are here (CI: must be).
 fn have_tools() -> bool {
+    have(&[])
+}
+
+/// The same, and `extra`.
+pub(crate) fn have(extra: &[&str]) -> bool {
     let needed = [
         "/usr/bin/qemu-system-x86_64",
         "/usr/share/OVMF/OVMF_CODE_4M.fd",
@@ -32,6 +38,7 @@ fn have_tools() -> bool {
     ];
     let missing: Vec<&str> = needed
         .iter()
+        .chain(extra)
         .copied()
         .filter(|p| !Path::new(p).exists())
         .collect();

@@ -35,6 +35,7 @@ use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
 use crate::container::PullPolicy;
+use crate::container::exited;
 use crate::lines::LineBuffer;
 use crate::reference::ImageRef;
 use crate::runtime::{
@@ -570,21 +571,6 @@ async fn pump(pipe: Option<impl tokio::io::AsyncRead + Unpin>, stream: Stream, l
         }
     }
     lines.flush(|l| logs.line(stream, l));
-}
-
-/// The result for a container that exited with `code`.
-fn exited(code: i64) -> RunResult {
-    let message = format!("container exited with status {code}");
-    if code == 0 {
-        RunResult::success(message)
-    } else {
-        RunResult {
-            outcome: RunOutcome::Failed,
-            exit_code: Some(code),
-            message,
-            after: AfterSuccess::Continue,
-        }
-    }
 }
 
 fn mib(bytes: u64) -> String {

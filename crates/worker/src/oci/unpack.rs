@@ -338,26 +338,28 @@ fn is_root() -> bool {
 mod tests {
     use super::*;
 
+    /// A header owned by root with time 0 (tar refuses blank numbers).
+    fn header(kind: tar::EntryType, size: u64, mode: u32) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_entry_type(kind);
+        h.set_size(size);
+        h.set_mode(mode);
+        h
+    }
+
     fn layer(entries: &[(&str, Option<&str>)]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
         for (path, contents) in entries {
-            let mut h = tar::Header::new_gnu();
-            h.set_uid(0);
-            h.set_gid(0);
-            h.set_mtime(0);
             match contents {
                 Some(text) => {
-                    h.set_entry_type(tar::EntryType::Regular);
-                    h.set_size(text.len() as u64);
-                    h.set_mode(0o644);
-                    h.set_cksum();
+                    let mut h = header(tar::EntryType::Regular, text.len() as u64, 0o644);
                     b.append_data(&mut h, path, text.as_bytes()).unwrap();
                 }
                 None => {
-                    h.set_entry_type(tar::EntryType::Directory);
-                    h.set_size(0);
-                    h.set_mode(0o755);
-                    h.set_cksum();
+                    let mut h = header(tar::EntryType::Directory, 0, 0o755);
                     b.append_data(&mut h, path, std::io::empty()).unwrap();
                 }
             }
@@ -367,13 +369,7 @@ mod tests {
 
     fn symlink_layer(path: &str, target: &str) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
-        let mut h = tar::Header::new_gnu();
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(0);
-        h.set_entry_type(tar::EntryType::Symlink);
-        h.set_size(0);
-        h.set_mode(0o777);
+        let mut h = header(tar::EntryType::Symlink, 0, 0o777);
         b.append_link(&mut h, path, target).unwrap();
         b.into_inner().unwrap()
     }
@@ -494,13 +490,7 @@ mod tests {
             ("copy", "data".to_string()),
             ("stolen", format!("{}/secret", outside.path().display())),
         ] {
-            let mut h = tar::Header::new_gnu();
-            h.set_uid(0);
-            h.set_gid(0);
-            h.set_mtime(0);
-            h.set_entry_type(tar::EntryType::Link);
-            h.set_size(0);
-            h.set_mode(0o644);
+            let mut h = header(tar::EntryType::Link, 0, 0o644);
             b.append_link(&mut h, name, &target).unwrap();
         }
         let bytes = b.into_inner().unwrap();
@@ -515,14 +505,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // A GNU long name of 2 MiB: tar reads it into memory whole.
         let mut plain = Vec::new();
-        let mut h = tar::Header::new_gnu();
+        let mut h = header(tar::EntryType::GNULongName, 2 << 20, 0o644);
         h.as_gnu_mut().unwrap().name[..13].copy_from_slice(b"././@LongLink");
-        h.set_entry_type(tar::EntryType::GNULongName);
-        h.set_size(2 << 20);
-        h.set_mode(0o644);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(0);
         h.set_cksum();
         plain.extend_from_slice(h.as_bytes());
         plain.extend(std::iter::repeat_n(b'a', 2 << 20));
