@@ -55,7 +55,7 @@ pub async fn run(args: WorkerArgs) -> Result<ExitCode, CliError> {
             CliError::Usage("no worker id: give --id (no network interface has a MAC)".into())
         })?,
     };
-    let runtimes = runtimes(&args, &cmdline).await?;
+    let runtimes = runtimes(&args, &cmdline, &server).await?;
     let power = match args.reboot {
         RebootArg::Syscall => PowerMode::Syscall,
         RebootArg::Command => PowerMode::Command(vec!["reboot".into()]),
@@ -119,7 +119,11 @@ fn server_trust(args: &WorkerArgs, booted_with: Option<&str>) -> Result<ServerTr
 /// the container runtime (Docker when its engine answers, else crun on
 /// images the worker pulls itself) takes everything else; without one,
 /// built-ins also stand in for Tinkerbell's images.
-async fn runtimes(args: &WorkerArgs, cmdline: &str) -> Result<Vec<Arc<dyn Runtime>>, CliError> {
+async fn runtimes(
+    args: &WorkerArgs,
+    cmdline: &str,
+    server: &str,
+) -> Result<Vec<Arc<dyn Runtime>>, CliError> {
     let booted = ContainerArgs::parse(cmdline);
     let mut credentials = BTreeMap::new();
     if let Some(spec) = &args.registry_user {
@@ -148,6 +152,9 @@ async fn runtimes(args: &WorkerArgs, cmdline: &str) -> Result<Vec<Arc<dyn Runtim
     // oci2disk pulls from registries as the container runtime does.
     let builtin: Arc<dyn Runtime> = Arc::new(BuiltinRuntime::new(BuiltinOptions {
         registry: registry.clone(),
+        // rootio reads the storage layout from the boot listener, which
+        // serves metadata in plain HTTP beside TLS.
+        metadata_server: Some(server.replacen("https://", "http://", 1)),
         ..BuiltinOptions::default()
     }));
     let tinkerbell = match &args.tinkerbell_actions {

@@ -34,6 +34,9 @@ pub struct BuildOptions {
     /// copied with its libraries when the file exists; `None`, or a
     /// missing file: the image runs built-in actions only.
     pub crun: Option<PathBuf>,
+    /// `mke2fs` (e2fsprogs), for `rootio format` with ext2/3/4 (busybox
+    /// makes vfat and swap); copied with its libraries when it exists.
+    pub mke2fs: Option<PathBuf>,
     /// Directory that receives `vmlinuz` and `initramfs`.
     pub output: PathBuf,
     /// Modules on top of [`crate::DEFAULT_MODULES`]; each must exist.
@@ -63,6 +66,7 @@ impl BuildOptions {
             busybox: PathBuf::from("/bin/busybox"),
             bellows,
             crun: Some(PathBuf::from("/usr/bin/crun")),
+            mke2fs: Some(PathBuf::from("/sbin/mke2fs")),
             output,
             extra_modules: Vec::new(),
             firmware_dir: Some(PathBuf::from("/lib/firmware")),
@@ -385,8 +389,19 @@ pub fn assemble(
         report.crun = Some((path.clone(), bytes.len() as u64));
         tree.file("usr/bin/crun", 0o755, bytes)?;
     }
+    let mke2fs = opts.mke2fs.as_ref().filter(|p| p.is_file());
+    if let Some(path) = mke2fs {
+        tree.file("usr/sbin/mke2fs", 0o755, read(path)?)?;
+        for name in ["mkfs.ext2", "mkfs.ext3", "mkfs.ext4"] {
+            tree.symlink(&format!("usr/sbin/{name}"), "mke2fs")?;
+        }
+    }
     let mut placed: BTreeMap<PathBuf, String> = BTreeMap::new();
-    for program in [&opts.bellows, &opts.busybox].into_iter().chain(crun) {
+    for program in [&opts.bellows, &opts.busybox]
+        .into_iter()
+        .chain(crun)
+        .chain(mke2fs)
+    {
         let info = elf::dynamic(&read(program)?).map_err(|source| LibraryError::Elf {
             path: program.to_path_buf(),
             source,

@@ -14,6 +14,7 @@
 //! | `archive2disk` | unpacks a (gzip/xz/zstd) tar archive from HTTP(S) onto a partition | [`archive2disk`] |
 //! | `oci2disk` | streams a (compressed) disk image stored in a registry onto a disk | [`oci2disk`] |
 //! | `qemuimg2disk` | converts a qcow2 image from HTTP(S) to raw onto a disk, by ranges | [`qemuimg2disk`] |
+//! | `rootio` | partitions, formats or mounts disks from the machine's storage layout | [`rootio`] |
 //!
 //! Each takes the same environment variables as the Tinkerbell action of the
 //! same name (see its module), so templates written for Tinkerbell run
@@ -29,7 +30,7 @@
 //!   and `public.ecr.aws/tinkerbell/actions/<name>`;
 //!
 //! where `<name>` is `image2disk`, `writefile`, `reboot`, `kexec`, `cexec`,
-//! `archive2disk`, `oci2disk` or `qemuimg2disk`, with any tag or digest, in any case. A bare
+//! `archive2disk`, `oci2disk`, `qemuimg2disk` or `rootio`, with any tag or digest, in any case. A bare
 //! `image2disk` is not a built-in (it names somebody's Docker Hub image), nor
 //! is any other registry, path or name (`grub2disk`, … run in a container
 //! runtime).
@@ -37,6 +38,7 @@
 pub mod archive2disk;
 pub mod cexec;
 mod choose_codec;
+pub mod gpt;
 pub mod image2disk;
 pub mod kexec;
 mod names;
@@ -44,6 +46,7 @@ pub mod oci2disk;
 pub mod qcow2;
 pub mod qemuimg2disk;
 pub mod reboot;
+pub mod rootio;
 pub mod writefile;
 
 use std::sync::{Arc, OnceLock};
@@ -62,6 +65,9 @@ use crate::runtime::{ActionSpec, AfterSuccess, RunContext, RunOutcome, RunResult
 pub struct BuiltinOptions {
     /// Registries `oci2disk` pulls from (credentials, plain-HTTP hosts).
     pub registry: crate::oci::registry::RegistryOptions,
+    /// The boot server's plain-HTTP base URL, where `rootio` reads the
+    /// machine's storage layout when `MIRROR_HOST` is not set.
+    pub metadata_server: Option<String>,
     /// Time allowed to connect to an image server.
     pub http_connect_timeout: Duration,
     /// Time allowed without receiving a byte of a response. There is no
@@ -74,6 +80,7 @@ impl Default for BuiltinOptions {
     fn default() -> Self {
         BuiltinOptions {
             registry: crate::oci::registry::RegistryOptions::default(),
+            metadata_server: None,
             http_connect_timeout: Duration::from_secs(30),
             http_read_timeout: Duration::from_secs(60),
         }
@@ -131,14 +138,14 @@ impl Runtime for BuiltinRuntime {
     async fn run(&self, spec: &ActionSpec, ctx: &RunContext) -> RunResult {
         let Some(builtin) = builtin_for(&spec.image) else {
             return RunResult::failed(format!(
-                "{:?} is not a built-in action (built-ins: image2disk, writefile, reboot, kexec, cexec, archive2disk, oci2disk, qemuimg2disk)",
+                "{:?} is not a built-in action (built-ins: image2disk, writefile, reboot, kexec, cexec, archive2disk, oci2disk, qemuimg2disk, rootio)",
                 spec.image
             ));
         };
         if ctx.cancel.is_cancelled() {
             return cancelled(format!("{builtin} cancelled before it started"));
         }
-        if !spec.command.is_empty() {
+        if !spec.command.is_empty() && builtin != Builtin::RootIo {
             ctx.logs.note(format!(
                 "{builtin} is built in: its command {:?} is ignored",
                 spec.command
@@ -154,6 +161,10 @@ impl Runtime for BuiltinRuntime {
             Builtin::Archive2Disk => archive2disk::run(self.client(), env, ctx).await,
             Builtin::Oci2Disk => oci2disk::run(self.registry(), env, ctx).await,
             Builtin::QemuImg2Disk => qemuimg2disk::run(self.client(), env, ctx).await,
+            Builtin::RootIo => {
+                let server = self.options.metadata_server.as_deref();
+                rootio::run(self.client(), server, &spec.command, env, ctx).await
+            }
         }
     }
 

@@ -24,11 +24,13 @@ pub enum Builtin {
     Oci2Disk,
     /// Convert a qcow2 image from HTTP(S) to raw onto a disk.
     QemuImg2Disk,
+    /// Partition, format or mount disks from the storage layout.
+    RootIo,
 }
 
 impl Builtin {
     /// Every built-in, for listing in messages and docs.
-    pub const ALL: [Builtin; 8] = [
+    pub const ALL: [Builtin; 9] = [
         Builtin::Image2Disk,
         Builtin::WriteFile,
         Builtin::Reboot,
@@ -37,6 +39,7 @@ impl Builtin {
         Builtin::Archive2Disk,
         Builtin::Oci2Disk,
         Builtin::QemuImg2Disk,
+        Builtin::RootIo,
     ];
 
     /// The last path component of the images that map to this built-in.
@@ -50,6 +53,7 @@ impl Builtin {
             Builtin::Archive2Disk => "archive2disk",
             Builtin::Oci2Disk => "oci2disk",
             Builtin::QemuImg2Disk => "qemuimg2disk",
+            Builtin::RootIo => "rootio",
         }
     }
 
