@@ -13,7 +13,7 @@ apt_install golang-go python3-venv curl iproute2 cloud-init dnsmasq-base kea-dhc
   tftp-hpa atftp isc-dhcp-client isc-dhcp-relay ndisc6 ipmitool openipmi apache2-utils \
   zstd xz-utils gzip e2fsprogs libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients \
   python3-libvirt openssl syslinux syslinux-common mtools dosfstools systemd-boot-efi \
-  binutils fdisk kmod refind crun docker-registry qemu-utils
+  binutils fdisk kmod refind crun docker-registry qemu-utils postgresql postgresql-client
 
 echo "== fmt"
 cargo fmt --all -- --check
@@ -27,9 +27,12 @@ fi
 cargo deny --locked check licenses bans sources
 echo "== docker: a private engine for the worker's container tests"
 docker_env="$(scripts/docker-test-daemon.sh)" # prints: export DOCKER_HOST=unix://...
-# Leave nothing running: the engine and its containerd stop however this ends.
-trap 'scripts/docker-test-daemon.sh stop' EXIT
+# Leave nothing running: the engine and its containerd, and PostgreSQL,
+# stop however this ends.
+trap 'scripts/docker-test-daemon.sh stop; scripts/postgres-test-server.sh stop' EXIT
 eval "$docker_env"
+echo "== postgresql: one throwaway server for the store and replica tests"
+eval "$(scripts/postgres-test-server.sh)" # prints: export BELLOWS_TEST_POSTGRES=...
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --locked --workspace --no-fail-fast

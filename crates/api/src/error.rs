@@ -108,6 +108,15 @@ impl From<StoreError> for ApiError {
                     None,
                 )
             }
+            e if e.is_unavailable() => {
+                tracing::warn!(error = %e, "the database is unavailable");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    format!("the database is unavailable ({e}); retry once it is back"),
+                    None,
+                )
+            }
             other => {
                 tracing::error!(error = %other, "store failure");
                 Self::new(

@@ -248,6 +248,11 @@ pub async fn poll_power(
             _ = tick.tick() => {}
             () = &mut stop => return,
         }
+        // Among servers sharing one database, one polls; the others would
+        // only multiply the traffic to every BMC.
+        if !store.leads_timers() {
+            continue;
+        }
         let records = match store.list_bmcs().await {
             Ok(r) => r,
             Err(e) => {

@@ -14,7 +14,7 @@ use axum::routing::get;
 use bellows_api::auth::{AuthSettings, Authenticator};
 use bellows_api::worker::{HubSettings, WorkerHub};
 use bellows_api::{AppState, BootInfo, HttpLimits, router, serve_http, serve_with};
-use bellows_store::{SecretKey, SqliteStore};
+use bellows_store::{SecretKey, SqlStore};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -22,8 +22,8 @@ use tower::ServiceExt;
 
 async fn state() -> (AppState, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<SqliteStore> = Arc::new(
-        SqliteStore::open(dir.path(), SecretKey::from_bytes(&[1; 32]))
+    let store: Arc<SqlStore> = Arc::new(
+        SqlStore::open_sqlite(dir.path(), SecretKey::from_bytes(&[1; 32]))
             .await
             .unwrap(),
     );

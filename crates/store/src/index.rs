@@ -123,7 +123,7 @@ impl HardwareIndex {
 
 #[cfg(test)]
 mod tests {
-    use crate::{SqliteStore, Store};
+    use crate::{SqlStore, Store};
     use bellows_model::{Hardware, MacAddr};
 
     fn hw(id: &str, mac: &str, ip: &str) -> Hardware {
@@ -137,7 +137,7 @@ mod tests {
     #[tokio::test]
     async fn is_current_as_soon_as_a_write_returns() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path(), crate::SecretKey::from_bytes(&[1; 32]))
+        let store = SqlStore::open_sqlite(dir.path(), crate::SecretKey::from_bytes(&[1; 32]))
             .await
             .unwrap();
         store
@@ -146,7 +146,7 @@ mod tests {
             .unwrap();
         drop(store);
         // Loaded at open.
-        let store = SqliteStore::open(dir.path(), crate::SecretKey::from_bytes(&[1; 32]))
+        let store = SqlStore::open_sqlite(dir.path(), crate::SecretKey::from_bytes(&[1; 32]))
             .await
             .unwrap();
         let index = store.index();

@@ -1,9 +1,10 @@
 //! Bellows state: hardware, templates, workflows and their events.
 //!
 //! [`Store`] is what every service talks to. The embedded default is
-//! [`SqliteStore`] (one WAL-mode file under the data directory); a PostgreSQL
-//! implementation slots in behind the same trait, with the same portable SQL
-//! (JSON as TEXT, times as integer Unix milliseconds).
+//! [`SqlStore`] on SQLite (one WAL-mode file under the data directory); the
+//! same [`SqlStore`] runs on PostgreSQL when several servers share the work,
+//! with the same portable SQL (JSON as TEXT, times as integer Unix
+//! milliseconds).
 //!
 //! Network services (DHCP, iPXE, metadata) must never wait on a query in
 //! their packet path: they read the store's in-memory [`HardwareIndex`],
@@ -26,13 +27,13 @@ pub mod auth;
 pub mod files;
 mod index;
 mod secrets;
-mod sqlite;
+mod sql;
 
 pub use auth::AuthStore;
 pub use bellows_model::time::now_ms;
 pub use index::HardwareIndex;
 pub use secrets::{KEY_LEN, SecretError, SecretKey, SecretKeyError};
-pub use sqlite::{DB_FILE, SqliteStore};
+pub use sql::{Backend, DB_FILE, PoolSettings, STORE_URL_SCHEMES, SqlStore, redact_url};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +109,10 @@ pub enum StoreError {
         /// The endpoint fields that would change.
         fields: Vec<&'static str>,
     },
+    /// Where the store was asked to live cannot be used (a malformed URL,
+    /// a path the database driver cannot name).
+    #[error("{0}")]
+    Location(String),
     /// A file or directory could not be created or made private.
     #[error("cannot make {} private to this user: {source}", .path.display())]
     Permissions {
@@ -116,6 +121,30 @@ pub enum StoreError {
         /// The system's error.
         source: std::io::Error,
     },
+}
+
+impl StoreError {
+    /// True when the database could not be reached or is restarting (a
+    /// PostgreSQL outage, no free connection in time): the request may
+    /// succeed once it is back, so the API answers 503, not 500.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Database(e) => match e {
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed => true,
+                // SQLSTATE class 08 (connection exception) and 57P
+                // (operator intervention: shutdown, starting up).
+                sqlx::Error::Database(db) => db
+                    .code()
+                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
 }
 
 /// Convenience alias.
@@ -349,4 +378,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// The in-memory hardware index, current as soon as a write returns.
     fn index(&self) -> std::sync::Arc<HardwareIndex>;
+
+    /// Whether this server runs the timers (deadlines, BMC power polling)
+    /// now. Always on a store of its own; among servers sharing one
+    /// database, true on exactly one at a time, moving to another within
+    /// seconds when it stops.
+    fn leads_timers(&self) -> bool {
+        true
+    }
 }

@@ -13,6 +13,7 @@ pub mod files;
 pub mod netns;
 pub mod packages;
 pub mod ports;
+pub mod postgres;
 pub mod process;
 pub mod registry;
 

@@ -66,6 +66,23 @@ pub struct ServerArgs {
     /// Made private to the server's user (0700; database files 0600).
     #[arg(long, env = "BELLOWS_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Where the state lives: `sqlite` (the embedded database in
+    /// --data-dir) or a PostgreSQL URL (`postgres://user:password@host/db`,
+    /// with `?sslmode=verify-full` and the other libpq parameters) that
+    /// several servers share [default: sqlite]. Servers sharing a database
+    /// must share the secret key file too.
+    #[arg(long, env = "BELLOWS_STORE")]
+    pub store: Option<String>,
+    /// Most connections to PostgreSQL this server opens [default: 16].
+    #[arg(long, env = "BELLOWS_STORE_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub store_max_connections: Option<u32>,
+    /// Seconds a request waits for a PostgreSQL connection before the API
+    /// answers 503 [default: 5].
+    #[arg(long, env = "BELLOWS_STORE_ACQUIRE_TIMEOUT", value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub store_acquire_timeout: Option<u64>,
+    /// Seconds any one PostgreSQL statement may run [default: 30].
+    #[arg(long, env = "BELLOWS_STORE_STATEMENT_TIMEOUT", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub store_statement_timeout: Option<u64>,
     /// File holding the key BMC passwords are encrypted with, created
     /// (mode 0600) on first start; refused if group or others can read it.
     /// Keep it, or a copy, outside the data directory's backups

@@ -14,6 +14,8 @@ use super::args::{DEFAULT_HTTP_LISTEN, DEFAULT_LISTEN, DhcpMode, Listen, ServerA
 pub struct ServerConfig {
     /// Where the database lives.
     pub data_dir: PathBuf,
+    /// The database: the embedded one in `data_dir`, or PostgreSQL.
+    pub store: StoreLocation,
     /// The key BMC passwords are sealed with.
     pub secret_key_file: PathBuf,
     /// API address.
@@ -76,6 +78,20 @@ pub struct ServerConfig {
     /// Limits of the API listener (its own connection limits, the same
     /// timeouts as the boot listener).
     pub api_limits: HttpLimits,
+}
+
+/// Which database the server keeps its state in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// SQLite in the data directory.
+    Sqlite,
+    /// A PostgreSQL database, perhaps shared with other servers.
+    Postgres {
+        /// Its URL (with any password: never log it as it is).
+        url: String,
+        /// Pool size and timeouts.
+        pool: bellows_store::PoolSettings,
+    },
 }
 
 /// The certificate the API and the worker's gRPC present.
@@ -162,6 +178,35 @@ pub fn resolve(args: &ServerArgs) -> Result<ServerConfig, ConfigError> {
         };
     }
     let data_dir = pick!(data_dir).unwrap_or_else(|| PathBuf::from("bellows-data"));
+    let store = match pick!(store).as_deref().map(str::trim) {
+        None | Some("" | "sqlite") => StoreLocation::Sqlite,
+        Some(url)
+            if bellows_store::STORE_URL_SCHEMES
+                .iter()
+                .any(|s| url.starts_with(s)) =>
+        {
+            let defaults = bellows_store::PoolSettings::default();
+            let secs = std::time::Duration::from_secs;
+            StoreLocation::Postgres {
+                url: url.to_string(),
+                pool: bellows_store::PoolSettings {
+                    max_connections: pick!(store_max_connections)
+                        .unwrap_or(defaults.max_connections),
+                    acquire_timeout: pick!(store_acquire_timeout)
+                        .map_or(defaults.acquire_timeout, secs),
+                    statement_timeout: pick!(store_statement_timeout)
+                        .map_or(defaults.statement_timeout, secs),
+                },
+            }
+        }
+        Some(other) => {
+            let shown = other.split_once("://").map_or(other, |(scheme, _)| scheme);
+            return Err(ConfigError::Value(format!(
+                "store: {shown:?} is neither \"sqlite\" nor a PostgreSQL URL \
+                 (postgres://user:password@host/database)"
+            )));
+        }
+    };
     let http_listen = pick!(http_listen).unwrap_or_else(|| default_addr(DEFAULT_HTTP_LISTEN));
     let interface = pick!(interface);
     let trusted_proxies = pick!(trusted_proxies)
@@ -219,6 +264,7 @@ pub fn resolve(args: &ServerArgs) -> Result<ServerConfig, ConfigError> {
             .unwrap_or_else(|| data_dir.join(DEFAULT_SECRET_KEY_FILE)),
         interface: interface.clone(),
         data_dir,
+        store,
         listen: pick!(listen).unwrap_or_else(|| default_addr(DEFAULT_LISTEN)),
         http_listen,
         metadata_listen: pick!(metadata_listen).unwrap_or_default(),
@@ -341,6 +387,34 @@ fn load(path: &Path) -> Result<ServerArgs, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_store_is_sqlite_unless_a_postgres_url_is_given() {
+        let cfg = resolve(&ServerArgs::default()).unwrap();
+        assert_eq!(cfg.store, StoreLocation::Sqlite);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.toml");
+        std::fs::write(
+            &path,
+            "store = \"postgres://bellows:pw@db.example/bellows\"\nstore_max_connections = 40\n",
+        )
+        .unwrap();
+        let mut args = ServerArgs {
+            config: Some(path),
+            store_acquire_timeout: Some(2),
+            ..Default::default()
+        };
+        let StoreLocation::Postgres { url, pool } = resolve(&args).unwrap().store else {
+            panic!("not postgres");
+        };
+        assert_eq!(url, "postgres://bellows:pw@db.example/bellows");
+        assert_eq!(pool.max_connections, 40);
+        assert_eq!(pool.acquire_timeout, std::time::Duration::from_secs(2));
+        assert_eq!(pool.statement_timeout, std::time::Duration::from_secs(30));
+        args.store = Some("mysql://root:hunter2@db/bellows".into());
+        let e = resolve(&args).unwrap_err().to_string();
+        assert!(e.contains("\"mysql\"") && !e.contains("hunter2"), "{e}");
+    }
 
     #[test]
     fn defaults_then_file_then_flags() {

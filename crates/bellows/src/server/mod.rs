@@ -16,7 +16,7 @@ use bellows_api::{AppState, BootInfo, ListenerTls};
 use bellows_ipxe::InstallOs;
 use bellows_ipxe::http::{BootDirs, BootState};
 use bellows_metadata::MetadataState;
-use bellows_store::{AuthStore, DB_FILE, SecretKey, SqliteStore, Store, StoreError};
+use bellows_store::{AuthStore, DB_FILE, SecretKey, SqlStore, Store, StoreError};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
@@ -319,7 +319,7 @@ fn init_logging(filter: &str) -> Result<(), CliError> {
 
 /// Opens (creating if needed) the embedded store in the data directory,
 /// with the secret key its BMC passwords are sealed with.
-async fn open_store(cfg: &ServerConfig) -> Result<Arc<SqliteStore>, CliError> {
+async fn open_store(cfg: &ServerConfig) -> Result<Arc<SqlStore>, CliError> {
     // Private before anything (the key file by default) is written in it.
     bellows_store::files::private_dir(&cfg.data_dir)
         .map_err(|e| CliError::Server(format!("data directory: {e}")))?;
@@ -334,7 +334,23 @@ async fn open_store(cfg: &ServerConfig) -> Result<Arc<SqliteStore>, CliError> {
              database; without it the stored BMC passwords cannot be read"
         );
     }
-    let store = match SqliteStore::open(&cfg.data_dir, key).await {
+    let opened = match &cfg.store {
+        config::StoreLocation::Sqlite => SqlStore::open_sqlite(&cfg.data_dir, key).await,
+        config::StoreLocation::Postgres { url, pool } => {
+            let shown = bellows_store::redact_url(url);
+            tracing::info!(store = %shown, "opening the PostgreSQL store");
+            match SqlStore::open_postgres(url, key, pool).await {
+                Err(e @ StoreError::WrongKey { .. }) => Err(e),
+                Err(e) => {
+                    return Err(CliError::Server(format!(
+                        "cannot open the PostgreSQL store {shown}: {e}"
+                    )));
+                }
+                ok => ok,
+            }
+        }
+    };
+    let store = match opened {
         Ok(store) => store,
         Err(e @ StoreError::WrongKey { .. }) => {
             // A key made just now for a database sealed with another one
@@ -344,14 +360,22 @@ async fn open_store(cfg: &ServerConfig) -> Result<Arc<SqliteStore>, CliError> {
             } else {
                 ""
             };
+            let (place, forget) = match &cfg.store {
+                config::StoreLocation::Sqlite => (
+                    format!("in {}", cfg.data_dir.display()),
+                    format!("sqlite3 {}", cfg.data_dir.join(DB_FILE).display()),
+                ),
+                config::StoreLocation::Postgres { url, .. } => {
+                    let shown = bellows_store::redact_url(url);
+                    (shown.clone(), format!("psql {shown} -c"))
+                }
+            };
             return Err(CliError::Server(format!(
-                "cannot open the store in {dir}: {e}. Give the key file they were sealed \
+                "cannot open the store {place}: {e}. Give the key file they were sealed \
                  with (--secret-key-file; this start used {key}{made}). If that key is \
-                 lost, so are the passwords: `sqlite3 {db} 'DELETE FROM bmc'` forgets \
+                 lost, so are the passwords: `{forget} 'DELETE FROM bmc'` forgets \
                  every BMC, then set them again with `bellows bmc set`.",
-                dir = cfg.data_dir.display(),
                 key = key_file.display(),
-                db = cfg.data_dir.join(DB_FILE).display(),
             )));
         }
         Err(e) => {

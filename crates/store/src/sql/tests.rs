@@ -12,17 +12,64 @@ fn hw(id: &str, mac: &str, ip: &str) -> Hardware {
     Hardware::from_value(doc).unwrap()
 }
 
-async fn store() -> (tempfile::TempDir, SqliteStore) {
-    let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStore::open(dir.path(), SecretKey::from_bytes(&[1; 32]))
-        .await
-        .unwrap();
-    (dir, s)
+/// Where a test's store lives, kept for as long as the test runs: a
+/// temporary data directory, or a database of its own on PostgreSQL.
+pub(super) enum Home {
+    Sqlite(tempfile::TempDir),
+    Postgres(bellows_testkit::postgres::TestDatabase),
 }
+
+impl Home {
+    pub(super) fn new(backend: Backend) -> Home {
+        match backend {
+            Backend::Sqlite => Home::Sqlite(tempfile::tempdir().unwrap()),
+            Backend::Postgres => Home::Postgres(bellows_testkit::postgres::database()),
+        }
+    }
+
+    /// Opens (again) the store that lives here.
+    pub(super) async fn open(&self) -> SqlStore {
+        let key = SecretKey::from_bytes(&[1; 32]);
+        match self {
+            Home::Sqlite(dir) => SqlStore::open_sqlite(dir.path(), key).await.unwrap(),
+            Home::Postgres(db) => SqlStore::open_postgres(&db.url, key, &PoolSettings::default())
+                .await
+                .unwrap(),
+        }
+    }
+}
+
+/// A fresh store on `backend`.
+pub(super) async fn store(backend: Backend) -> (Home, SqlStore) {
+    let home = Home::new(backend);
+    let store = home.open().await;
+    (home, store)
+}
+
+/// Runs each listed test (an `async fn(Backend)`) once on each backend, as
+/// `sqlite::name` and `postgres::name`: the store tests are the contract
+/// every backend keeps.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name($crate::sql::Backend::Sqlite).await
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name($crate::sql::Backend::Postgres).await
+            })*
+        }
+    };
+}
+pub(super) use on_both_backends;
 
 const TMPL: &str = "version: \"0.1\"\nname: t\nglobal_timeout: 60\ntasks:\n  - name: a\n    worker: \"{{.device_1}}\"\n    actions:\n      - name: one\n        image: busybox\n";
 
-fn workflow(id: &str, worker: &str) -> Workflow {
+pub(super) fn workflow(id: &str, worker: &str) -> Workflow {
     let rendered = TMPL.replace("{{.device_1}}", worker);
     let t = Template::parse(&rendered, Strictness::Rendered).unwrap();
     Workflow::new(
@@ -36,9 +83,8 @@ fn workflow(id: &str, worker: &str) -> Workflow {
     )
 }
 
-#[tokio::test]
-async fn hardware_push_get_and_lookups() {
-    let (_d, s) = store().await;
+async fn hardware_push_get_and_lookups(backend: Backend) {
+    let (_d, s) = store(backend).await;
     let pushed = s
         .push_hardware(hw("m1", "aa:bb:cc:00:00:01", "10.0.0.1"))
         .await
@@ -75,9 +121,8 @@ async fn hardware_push_get_and_lookups() {
     assert_eq!(s.list_hardware().await.unwrap().len(), 2);
 }
 
-#[tokio::test]
-async fn duplicate_mac_or_ip_is_a_conflict_and_changes_nothing() {
-    let (_d, s) = store().await;
+async fn duplicate_mac_or_ip_is_a_conflict_and_changes_nothing(backend: Backend) {
+    let (_d, s) = store(backend).await;
     s.push_hardware(hw("m1", "aa:bb:cc:00:00:01", "10.0.0.1"))
         .await
         .unwrap();
@@ -104,9 +149,8 @@ async fn duplicate_mac_or_ip_is_a_conflict_and_changes_nothing() {
     assert!(s.hardware("m2").await.unwrap().is_none());
 }
 
-#[tokio::test]
-async fn replace_and_delete_hardware() {
-    let (_d, s) = store().await;
+async fn replace_and_delete_hardware(backend: Backend) {
+    let (_d, s) = store(backend).await;
     assert!(matches!(
         s.replace_hardware("m1", hw("", "aa:bb:cc:00:00:01", "10.0.0.1"))
             .await,
@@ -150,9 +194,8 @@ async fn replace_and_delete_hardware() {
     ));
 }
 
-#[tokio::test]
-async fn templates_crud_with_unique_names() {
-    let (_d, s) = store().await;
+async fn templates_crud_with_unique_names(backend: Backend) {
+    let (_d, s) = store(backend).await;
     let t = s.create_template("hello", TMPL).await.unwrap();
     assert!(matches!(
         s.create_template("hello", TMPL).await,
@@ -181,9 +224,8 @@ async fn templates_crud_with_unique_names() {
     ));
 }
 
-#[tokio::test]
-async fn workflow_transitions_are_logged_and_illegal_ones_change_nothing() {
-    let (_d, s) = store().await;
+async fn workflow_transitions_are_logged_and_illegal_ones_change_nothing(backend: Backend) {
+    let (_d, s) = store(backend).await;
     let worker = "aa:bb:cc:00:00:01";
     s.create_workflow(&workflow("wf1", worker)).await.unwrap();
     let start = Transition::ActionStarted {
@@ -244,9 +286,8 @@ async fn workflow_transitions_are_logged_and_illegal_ones_change_nothing() {
     ));
 }
 
-#[tokio::test]
-async fn writes_publish_changes_after_commit() {
-    let (_d, s) = store().await;
+async fn writes_publish_changes_after_commit(backend: Backend) {
+    let (_d, s) = store(backend).await;
     let mut rx = s.subscribe();
     s.push_hardware(hw("m1", "aa:bb:cc:00:00:01", "10.0.0.1"))
         .await
@@ -265,13 +306,10 @@ async fn writes_publish_changes_after_commit() {
     assert!(rx.try_recv().is_err(), "a refused write publishes nothing");
 }
 
-#[tokio::test]
-async fn data_survives_reopen() {
-    let dir = tempfile::tempdir().unwrap();
+async fn data_survives_reopen(backend: Backend) {
+    let home = Home::new(backend);
     {
-        let s = SqliteStore::open(dir.path(), SecretKey::from_bytes(&[1; 32]))
-            .await
-            .unwrap();
+        let s = home.open().await;
         s.push_hardware(hw("m1", "aa:bb:cc:00:00:01", "10.0.0.1"))
             .await
             .unwrap();
@@ -281,17 +319,14 @@ async fn data_survives_reopen() {
             .unwrap();
         // Dropped without close(): like a crash, minus the kill.
     }
-    let s = SqliteStore::open(dir.path(), SecretKey::from_bytes(&[1; 32]))
-        .await
-        .unwrap();
+    let s = home.open().await;
     assert!(s.hardware("m1").await.unwrap().is_some());
     assert!(s.template("hello").await.unwrap().is_some());
     assert_eq!(s.workflow_events("wf1").await.unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn concurrent_writers_queue_instead_of_failing() {
-    let (_d, s) = store().await;
+async fn concurrent_writers_queue_instead_of_failing(backend: Backend) {
+    let (_d, s) = store(backend).await;
     let s = Arc::new(s);
     let mut tasks = Vec::new();
     for i in 0..40u8 {
@@ -311,9 +346,8 @@ async fn concurrent_writers_queue_instead_of_failing() {
     assert_eq!(s.list_hardware().await.unwrap().len(), 40);
 }
 
-#[tokio::test]
-async fn machine_logs_keep_the_newest_per_machine() {
-    let (_d, s) = store().await;
+async fn machine_logs_keep_the_newest_per_machine(backend: Backend) {
+    let (_d, s) = store(backend).await;
     let line = |machine: &str, i: i64| LogEntry {
         machine: machine.into(),
         at: i,
@@ -352,7 +386,7 @@ fn log_line(machine: &str, i: i64) -> LogEntry {
     }
 }
 
-async fn log_rows(s: &SqliteStore) -> i64 {
+async fn log_rows(s: &SqlStore) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM machine_log")
         .fetch_one(&s.pool)
         .await
@@ -362,17 +396,13 @@ async fn log_rows(s: &SqliteStore) -> i64 {
 /// The attack of issue 12: syslog from many invented addresses, each
 /// under its own per-machine cap, grew the database without bound. All
 /// unknown senders now share one bucket; a known machine keeps its own.
-#[tokio::test]
-async fn unknown_senders_share_one_bucket_and_known_machines_keep_theirs() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStore::open(dir.path(), SecretKey::from_bytes(&[1; 32]))
-        .await
-        .unwrap()
-        .with_log_limits(LogLimits {
-            per_machine: 100,
-            unknown_senders: 50,
-            total: 10_000,
-        });
+async fn unknown_senders_share_one_bucket_and_known_machines_keep_theirs(backend: Backend) {
+    let (_home, s) = store(backend).await;
+    let s = s.with_log_limits(LogLimits {
+        per_machine: 100,
+        unknown_senders: 50,
+        total: 10_000,
+    });
     for round in 0..10 {
         let mut batch: Vec<LogEntry> = (0..40)
             .map(|sender| log_line(&format!("ip:10.9.{round}.{sender}"), round))
@@ -393,17 +423,13 @@ async fn unknown_senders_share_one_bucket_and_known_machines_keep_theirs() {
     assert_eq!(s.machine_logs("m1", u32::MAX).await.unwrap().len(), 10);
 }
 
-#[tokio::test]
-async fn the_total_budget_drops_the_oldest_lines_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStore::open(dir.path(), SecretKey::from_bytes(&[1; 32]))
-        .await
-        .unwrap()
-        .with_log_limits(LogLimits {
-            per_machine: 100,
-            unknown_senders: 100,
-            total: 250,
-        });
+async fn the_total_budget_drops_the_oldest_lines_first(backend: Backend) {
+    let (_home, s) = store(backend).await;
+    let s = s.with_log_limits(LogLimits {
+        per_machine: 100,
+        unknown_senders: 100,
+        total: 250,
+    });
     for machine in ["m1", "m2", "m3", "m4", "m5"] {
         let batch: Vec<LogEntry> = (0..80).map(|i| log_line(machine, i)).collect();
         s.append_logs(&batch).await.unwrap();
@@ -422,10 +448,9 @@ async fn the_total_budget_drops_the_oldest_lines_first() {
     );
 }
 
-#[tokio::test]
-async fn bmc_records_keep_the_password_apart() {
+async fn bmc_records_keep_the_password_apart(backend: Backend) {
     use crate::{BmcRecord, BmcSecret};
-    let (_d, s) = store().await;
+    let (_d, s) = store(backend).await;
     let record = BmcRecord {
         hardware_id: "m1".into(),
         address: "10.0.0.9".into(),
@@ -480,9 +505,8 @@ async fn bmc_records_keep_the_password_apart() {
     ));
 }
 
-#[tokio::test]
-async fn action_logs_follow_and_inventory_round_trips() {
-    let (_d, s) = store().await;
+async fn action_logs_follow_and_inventory_round_trips(backend: Backend) {
+    let (_d, s) = store(backend).await;
     let worker = "aa:bb:cc:00:00:09";
     s.create_workflow(&workflow("wfl", worker)).await.unwrap();
     let line = |action: &str, n: usize| ActionLogLine {
@@ -575,9 +599,8 @@ async fn action_logs_follow_and_inventory_round_trips() {
     );
 }
 
-#[tokio::test]
-async fn toggle_allow_netboot_turns_pxe_on_at_creation_and_off_at_success() {
-    let (_d, s) = store().await;
+async fn toggle_allow_netboot_turns_pxe_on_at_creation_and_off_at_success(backend: Backend) {
+    let (_d, s) = store(backend).await;
     let worker = "aa:bb:cc:00:00:0a";
     s.push_hardware(hw("mt", worker, "10.0.0.10"))
         .await
@@ -625,3 +648,20 @@ async fn toggle_allow_netboot_turns_pxe_on_at_creation_and_off_at_success() {
     );
     assert_eq!(s.index().by_mac(mac).map(|h| allow(&h)), Some(Some(false)));
 }
+
+on_both_backends!(
+    hardware_push_get_and_lookups,
+    duplicate_mac_or_ip_is_a_conflict_and_changes_nothing,
+    replace_and_delete_hardware,
+    templates_crud_with_unique_names,
+    workflow_transitions_are_logged_and_illegal_ones_change_nothing,
+    writes_publish_changes_after_commit,
+    data_survives_reopen,
+    concurrent_writers_queue_instead_of_failing,
+    machine_logs_keep_the_newest_per_machine,
+    unknown_senders_share_one_bucket_and_known_machines_keep_theirs,
+    the_total_budget_drops_the_oldest_lines_first,
+    bmc_records_keep_the_password_apart,
+    action_logs_follow_and_inventory_round_trips,
+    toggle_allow_netboot_turns_pxe_on_at_creation_and_off_at_success,
+);

@@ -2,6 +2,10 @@
 //! one to another record, and nothing readable by other users.
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 
 use super::*;
 use crate::{SecretError, SecretKey};
@@ -50,8 +54,8 @@ fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
 }
 
-async fn with_bmcs(dir: &Path, key: SecretKey, ids: &[(&str, &str)]) -> SqliteStore {
-    let s = SqliteStore::open(dir, key).await.unwrap();
+async fn with_bmcs(dir: &Path, key: SecretKey, ids: &[(&str, &str)]) -> SqlStore {
+    let s = SqlStore::open_sqlite(dir, key).await.unwrap();
     for (i, (id, password)) in ids.iter().enumerate() {
         s.push_hardware(hw(id, &format!("02:00:00:00:0c:{i:02x}")))
             .await
@@ -102,7 +106,10 @@ async fn a_store_opened_with_another_key_refuses_and_names_the_bmcs() {
     s.close().await;
     drop(s);
 
-    let e = SqliteStore::open(dir.path(), key(2)).await.err().unwrap();
+    let e = SqlStore::open_sqlite(dir.path(), key(2))
+        .await
+        .err()
+        .unwrap();
     assert!(matches!(e, StoreError::WrongKey { .. }), "{e}");
     let text = e.to_string();
     assert!(
@@ -113,7 +120,7 @@ async fn a_store_opened_with_another_key_refuses_and_names_the_bmcs() {
         "{text}"
     );
     // The right key still opens everything: the refusal changed nothing.
-    let s = SqliteStore::open(dir.path(), key(1)).await.unwrap();
+    let s = SqlStore::open_sqlite(dir.path(), key(1)).await.unwrap();
     assert_eq!(
         s.bmc_with_secret("m1").await.unwrap().unwrap().1.0,
         PASSWORD
@@ -124,7 +131,7 @@ async fn a_store_opened_with_another_key_refuses_and_names_the_bmcs() {
     s.delete_bmc("m2").await.unwrap();
     s.close().await;
     drop(s);
-    let s = SqliteStore::open(dir.path(), key(3)).await.unwrap();
+    let s = SqlStore::open_sqlite(dir.path(), key(3)).await.unwrap();
     s.put_bmc(&record("m1"), &BmcSecret(PASSWORD.into()))
         .await
         .unwrap();
@@ -269,7 +276,7 @@ async fn clear_text_passwords_from_before_are_sealed_at_open() {
         "the old file holds it"
     );
 
-    let s = SqliteStore::open(dir.path(), key(1)).await.unwrap();
+    let s = SqlStore::open_sqlite(dir.path(), key(1)).await.unwrap();
     assert_eq!(
         s.bmc_with_secret("m1").await.unwrap().unwrap().1.0,
         PASSWORD
@@ -278,7 +285,7 @@ async fn clear_text_passwords_from_before_are_sealed_at_open() {
     s.close().await;
     assert!(!contains(&raw_files(dir.path()), PASSWORD));
     // And it stays readable (sealed, not sealed twice) at the next open.
-    let s = SqliteStore::open(dir.path(), key(1)).await.unwrap();
+    let s = SqlStore::open_sqlite(dir.path(), key(1)).await.unwrap();
     assert_eq!(
         s.bmc_with_secret("m1").await.unwrap().unwrap().1.0,
         PASSWORD
@@ -300,7 +307,7 @@ async fn the_data_directory_and_database_files_are_private() {
     // An existing directory and files left open to others are tightened.
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(dir.join(DB_FILE), std::fs::Permissions::from_mode(0o644)).unwrap();
-    let s = SqliteStore::open(&dir, key(1)).await.unwrap();
+    let s = SqlStore::open_sqlite(&dir, key(1)).await.unwrap();
     assert_eq!(mode(&dir), 0o700);
     assert_eq!(mode(&dir.join(DB_FILE)), 0o600);
     for name in ["bellows.db-wal", "bellows.db-shm"] {

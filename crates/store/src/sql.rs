@@ -1,102 +1,149 @@
-//! The embedded store: SQLite in WAL mode, one file under the data directory.
+//! The SQL store: one [`Store`] for both backends, through sqlx's `Any`
+//! driver and portable SQL (JSON as TEXT, times as integer Unix
+//! milliseconds, `$n` parameters). SQLite (`sqlite.rs`) is the embedded
+//! default, one WAL-mode file under the data directory; PostgreSQL
+//! (`postgres.rs`) lets several servers share one state.
 //!
-//! Why one file of ~980 lines: one `Store` trait impl (a trait impl cannot
-//! be split across files); its SQL is portable and will be shared with the
-//! PostgreSQL backend (issue 15), which is when it moves per table.
+//! What differs between the two is small and named here: SQLite has one
+//! writer, so writes queue on a process lock; PostgreSQL has many, so rows
+//! read-then-written are locked (`for_update!`), uniqueness races surface
+//! as the constraint's conflict, and every committed change is announced
+//! to the other replicas (`NOTIFY`) inside its own transaction.
+//!
+//! Why one file for the trait impl: a trait impl cannot be split across
+//! files; its helpers and each backend's opening live beside it.
 
 use std::net::IpAddr;
-use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use bellows_model::workflow::{Event, Transition};
 use bellows_model::{Hardware, MacAddr, Workflow};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, Sqlite, SqlitePool, Transaction};
-use tokio::sync::{Mutex, broadcast};
+use sqlx::AnyPool;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+use tokio::sync::{Mutex, MutexGuard, broadcast};
 
 use crate::secrets::SecretKey;
 use crate::{
     ACTION_LOG_KEEP, ActionLogLine, ActionLogQuery, ActionLogRecord, BmcRecord, BmcSecret, Change,
     ChangeKind, ChangeOp, EventRecord, HardwareIndex, InventoryRecord, LogEntry, LogLimits,
     LogRecord, Pushed, Result, Store, StoreError, TemplateRecord, UNKNOWN_SENDER_PREFIX,
-    WorkflowFilter, files, now_ms,
+    WorkflowFilter, now_ms,
 };
 
-/// File name of the database inside the data directory.
-pub const DB_FILE: &str = "bellows.db";
+mod auth;
+#[cfg(test)]
+mod migrations;
+mod postgres;
+mod sqlite;
+
+pub use postgres::{PoolSettings, STORE_URL_SCHEMES, redact_url};
+pub use sqlite::DB_FILE;
 
 /// `bmc.secret_format` of a password stored before sealing existed.
 const SECRET_CLEAR: i64 = 0;
 /// `bmc.secret_format` of a password sealed by `SecretKey::seal` (`v1:`).
 const SECRET_SEALED_V1: i64 = 1;
 
-/// SQLite-backed [`Store`].
-pub struct SqliteStore {
-    pool: SqlitePool,
+/// Which database a [`SqlStore`] runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded file: one server.
+    Sqlite,
+    /// A PostgreSQL server: one or several Bellows servers.
+    Postgres,
+}
+
+/// The one SQL-backed [`Store`].
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: Backend,
     /// SQLite has one writer; taking this lock before `BEGIN` turns lock
     /// contention into an orderly queue instead of `SQLITE_BUSY` errors.
+    /// Not taken on PostgreSQL, whose row locks order writers (and whose
+    /// other writers are in other processes anyway).
     write: Mutex<()>,
     changes: broadcast::Sender<Change>,
     index: Arc<HardwareIndex>,
     /// Seals and opens BMC passwords.
     key: SecretKey,
     log_limits: LogLimits,
+    /// On PostgreSQL: this replica's name in the change announcements, the
+    /// follower of the other replicas' changes and the timer lease.
+    replica: Option<postgres::Replica>,
 }
 
-impl SqliteStore {
-    /// Opens (creating if needed) `data_dir/bellows.db` and migrates it.
-    /// The directory is made 0700 and the database files 0600. BMC
-    /// passwords are sealed with `key`: a key other than the one they were
-    /// sealed with is refused (`WrongKey`), and passwords stored in clear
-    /// text by an older Bellows are sealed now.
-    pub async fn open(data_dir: &Path, key: SecretKey) -> Result<SqliteStore> {
-        files::private_dir(data_dir)?;
-        let db = data_dir.join(DB_FILE);
-        files::private_file(&db)?;
-        let options = SqliteConnectOptions::new()
-            .filename(&db)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // FULL: a write acknowledged to a client survives power loss,
-            // not only a crashed process.
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+/// A row read to be written in the same transaction: on PostgreSQL the
+/// statement locks it (`FOR UPDATE`) so two replicas cannot both read the
+/// old value and overwrite each other; SQLite's single writer needs nothing.
+macro_rules! for_update {
+    ($store:expr, $sql:literal) => {
+        match $store.backend {
+            $crate::sql::Backend::Sqlite => $sql,
+            $crate::sql::Backend::Postgres => concat!($sql, " FOR UPDATE"),
+        }
+    };
+}
+pub(crate) use for_update;
+
+/// What a write changed, applied to the index and announced once its
+/// transaction commits.
+enum Written {
+    /// A hardware record as now stored.
+    Hardware(Box<Hardware>),
+    /// A hardware record removed.
+    HardwareDeleted(String),
+    /// A template or workflow created, changed or deleted.
+    Other(ChangeKind, String, ChangeOp),
+}
+
+impl Written {
+    fn change(&self) -> Change {
+        let (kind, id, op) = match self {
+            Written::Hardware(hw) => (ChangeKind::Hardware, hw.id.clone(), ChangeOp::Upsert),
+            Written::HardwareDeleted(id) => (ChangeKind::Hardware, id.clone(), ChangeOp::Delete),
+            Written::Other(kind, id, op) => (*kind, id.clone(), *op),
+        };
+        Change { kind, id, op }
+    }
+}
+
+impl SqlStore {
+    /// The parts both backends share once their pool is open and migrated:
+    /// the key check and the index.
+    async fn finish_open(pool: AnyPool, backend: Backend, key: SecretKey) -> Result<SqlStore> {
         let (changes, _) = broadcast::channel(1024);
-        let mut store = SqliteStore {
+        let mut store = SqlStore {
             pool,
+            backend,
             write: Mutex::new(()),
             changes,
             index: Arc::new(HardwareIndex::new(Vec::new())),
             key,
             log_limits: LogLimits::default(),
+            replica: None,
         };
         store.check_key().await?;
-        store.seal_clear_secrets().await?;
-        for suffix in ["-wal", "-shm"] {
-            let mut name = db.clone().into_os_string();
-            name.push(suffix);
-            files::tighten_if_present(Path::new(&name))?;
-        }
         store.index = Arc::new(HardwareIndex::new(store.list_hardware().await?));
         Ok(store)
+    }
+
+    /// Which database this store runs on.
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// Refuses a key whose fingerprint is not the one recorded with the
     /// sealed passwords; records it when there are none to protect.
     async fn check_key(&self) -> Result<()> {
         let (_guard, mut tx) = self.begin().await?;
-        let recorded: Option<String> =
-            sqlx::query_scalar("SELECT fingerprint FROM secret_key WHERE id = 1")
-                .fetch_optional(&mut *tx)
-                .await?;
+        let recorded: Option<String> = sqlx::query_scalar(for_update!(
+            self,
+            "SELECT fingerprint FROM secret_key WHERE id = 1"
+        ))
+        .fetch_optional(&mut *tx)
+        .await?;
         let given = self.key.fingerprint();
         if recorded.as_deref() == Some(given) {
             return Ok(());
@@ -129,18 +176,19 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Seals the passwords an older Bellows stored in clear text, then
-    /// rewrites the file (VACUUM) and empties the WAL so that the clear
-    /// text is not left behind in free pages.
-    async fn seal_clear_secrets(&self) -> Result<()> {
-        let (guard, mut tx) = self.begin().await?;
-        let rows =
-            sqlx::query("SELECT hardware_id, body, secret FROM bmc WHERE secret_format = $1")
-                .bind(SECRET_CLEAR)
-                .fetch_all(&mut *tx)
-                .await?;
+    /// Seals the passwords an older Bellows stored in clear text; returns
+    /// how many. (Only SQLite databases ever held clear text; the caller
+    /// then rewrites the file so none is left in free pages.)
+    async fn seal_clear_secrets(&self) -> Result<usize> {
+        let (_guard, mut tx) = self.begin().await?;
+        let rows = sqlx::query(for_update!(
+            self,
+            "SELECT hardware_id, body, secret FROM bmc WHERE secret_format = 0"
+        ))
+        .fetch_all(&mut *tx)
+        .await?;
         if rows.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         for row in &rows {
             let id: String = row.try_get("hardware_id")?;
@@ -162,57 +210,72 @@ impl SqliteStore {
                 .await?;
         }
         tx.commit().await?;
-        drop(guard);
-        sqlx::query("VACUUM").execute(&self.pool).await?;
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&self.pool)
-            .await?;
         tracing::info!(
             count = rows.len(),
             "sealed BMC passwords that were stored in clear text"
         );
-        Ok(())
+        Ok(rows.len())
     }
 
     /// Keeps syslog lines within `limits` from the next write on (the
     /// defaults otherwise).
-    pub fn with_log_limits(mut self, limits: LogLimits) -> SqliteStore {
+    pub fn with_log_limits(mut self, limits: LogLimits) -> SqlStore {
         self.log_limits = limits;
         self
     }
 
-    /// Closes the pool, checkpointing the WAL.
+    /// Stops following other replicas and closes the pool (checkpointing
+    /// SQLite's WAL).
     pub async fn close(&self) {
+        if let Some(replica) = &self.replica {
+            replica.stop();
+        }
         self.pool.close().await;
     }
 
-    /// Brings the index up to date with hardware a workflow write changed.
-    fn hardware_written(&self, changed: Vec<Hardware>) {
-        for hw in changed {
-            let id = hw.id.clone();
-            self.index.upsert(hw);
-            self.publish(ChangeKind::Hardware, &id, ChangeOp::Upsert);
+    /// Commits `tx` with what it wrote: on PostgreSQL the changes are
+    /// announced to the other replicas inside the transaction (so they are
+    /// heard if and only if it commits); then the index is brought up to
+    /// date and local subscribers are told.
+    async fn commit(&self, mut tx: Transaction<'static, Any>, written: Vec<Written>) -> Result<()> {
+        if let Some(replica) = &self.replica {
+            for w in &written {
+                replica.announce(&mut tx, &w.change()).await?;
+            }
         }
+        tx.commit().await?;
+        for w in written {
+            let change = w.change();
+            match w {
+                Written::Hardware(hw) => self.index.upsert(*hw),
+                Written::HardwareDeleted(id) => {
+                    self.index.remove(&id);
+                }
+                Written::Other(..) => {}
+            }
+            // No subscribers is fine: nobody needs to hear about it.
+            let _ = self.changes.send(change);
+        }
+        Ok(())
     }
 
-    fn publish(&self, kind: ChangeKind, id: &str, op: ChangeOp) {
-        // No subscribers is fine: nobody needs to hear about it.
-        let _ = self.changes.send(Change {
-            kind,
-            id: id.to_string(),
-            op,
-        });
-    }
-
-    async fn begin(
-        &self,
-    ) -> Result<(
-        tokio::sync::MutexGuard<'_, ()>,
-        Transaction<'static, Sqlite>,
-    )> {
-        let guard = self.write.lock().await;
+    async fn begin(&self) -> Result<(Option<MutexGuard<'_, ()>>, Transaction<'static, Any>)> {
+        let guard = match self.backend {
+            Backend::Sqlite => Some(self.write.lock().await),
+            Backend::Postgres => None,
+        };
         let tx = self.pool.begin().await?;
         Ok((guard, tx))
+    }
+}
+
+/// The unique-constraint failure of a write racing another server's, as
+/// the conflict the check before it would have reported; other errors
+/// unchanged.
+fn conflict_on_unique(error: sqlx::Error, message: impl FnOnce() -> StoreError) -> StoreError {
+    match &error {
+        sqlx::Error::Database(db) if db.is_unique_violation() => message(),
+        _ => StoreError::Database(error),
     }
 }
 
@@ -235,13 +298,13 @@ fn encode<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|e| unreachable!("model serialises: {e}"))
 }
 
-fn hardware_row(row: &sqlx::sqlite::SqliteRow) -> Result<Hardware> {
+fn hardware_row(row: &AnyRow) -> Result<Hardware> {
     let id: String = row.try_get("id")?;
     let body: String = row.try_get("body")?;
     decode("hardware", &id, &body)
 }
 
-fn template_row(row: &sqlx::sqlite::SqliteRow) -> Result<TemplateRecord> {
+fn template_row(row: &AnyRow) -> Result<TemplateRecord> {
     Ok(TemplateRecord {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
@@ -251,7 +314,7 @@ fn template_row(row: &sqlx::sqlite::SqliteRow) -> Result<TemplateRecord> {
     })
 }
 
-fn workflow_row(row: &sqlx::sqlite::SqliteRow) -> Result<Workflow> {
+fn workflow_row(row: &AnyRow) -> Result<Workflow> {
     let id: String = row.try_get("id")?;
     let body: String = row.try_get("body")?;
     decode("workflow", &id, &body)
@@ -280,10 +343,18 @@ fn field_of(hw: &Hardware, mac: Option<MacAddr>, ip: Option<IpAddr>) -> Option<S
         })
 }
 
-impl SqliteStore {
+impl SqlStore {
     /// Runs a one-row DELETE in its own transaction; `NotFound` (and no
     /// commit) when no row matched.
-    async fn delete_one(&self, sql: &'static str, kind: &'static str, id: &str) -> Result<()> {
+    /// Runs a one-row DELETE in its own transaction; `NotFound` (and no
+    /// commit) when no row matched; else commits with what it changed.
+    async fn delete_one(
+        &self,
+        sql: &'static str,
+        kind: &'static str,
+        id: &str,
+        written: Option<Written>,
+    ) -> Result<()> {
         let (_guard, mut tx) = self.begin().await?;
         let done = sqlx::query(sql).bind(id).execute(&mut *tx).await?;
         if done.rows_affected() == 0 {
@@ -292,15 +363,15 @@ impl SqliteStore {
                 id: id.to_string(),
             });
         }
-        tx.commit().await?;
-        Ok(())
+        self.commit(tx, written.into_iter().collect()).await
     }
 
     /// Sets `allow_pxe` on every machine a workflow names (its workers and
     /// its `.Hardware`), inside `tx`; returns the records it changed, for the
     /// index once the transaction commits.
     async fn set_netboot(
-        tx: &mut Transaction<'static, Sqlite>,
+        &self,
+        tx: &mut Transaction<'static, Any>,
         wf: &Workflow,
         allow: bool,
     ) -> Result<Vec<Hardware>> {
@@ -309,10 +380,11 @@ impl SqliteStore {
         let mut changed: Vec<Hardware> = Vec::new();
         for name in names {
             let by_mac = name.parse::<MacAddr>().ok().map(|m| m.to_string());
-            let row = sqlx::query(
+            let row = sqlx::query(for_update!(
+                self,
                 "SELECT h.id, h.body FROM hardware h WHERE h.id = $1 \
-                 OR h.id = (SELECT hardware_id FROM hardware_mac WHERE mac = $2)",
-            )
+                 OR h.id = (SELECT hardware_id FROM hardware_mac WHERE mac = $2)"
+            ))
             .bind(&name)
             .bind(by_mac)
             .fetch_optional(&mut **tx)
@@ -331,7 +403,7 @@ impl SqliteStore {
 
     /// Writes `hw` under `id` inside `tx`, enforcing MAC/IP ownership.
     async fn write_hardware(
-        tx: &mut Transaction<'static, Sqlite>,
+        tx: &mut Transaction<'static, Any>,
         id: &str,
         hw: &Hardware,
         now: i64,
@@ -383,26 +455,40 @@ impl SqliteStore {
             .bind(id)
             .execute(&mut **tx)
             .await?;
+        // The checks above saw every committed owner; a record another
+        // server is writing at this moment meets the primary key instead.
         for mac in hw.macs() {
             sqlx::query("INSERT INTO hardware_mac (mac, hardware_id) VALUES ($1, $2)")
                 .bind(mac.to_string())
                 .bind(id)
                 .execute(&mut **tx)
-                .await?;
+                .await
+                .map_err(|e| {
+                    conflict_on_unique(e, || StoreError::Conflict {
+                        field: field_of(hw, Some(mac), None),
+                        message: format!("MAC {mac} is being given to another record right now"),
+                    })
+                })?;
         }
         for ip in hw.ips() {
             sqlx::query("INSERT INTO hardware_ip (ip, hardware_id) VALUES ($1, $2)")
                 .bind(ip.to_string())
                 .bind(id)
                 .execute(&mut **tx)
-                .await?;
+                .await
+                .map_err(|e| {
+                    conflict_on_unique(e, || StoreError::Conflict {
+                        field: field_of(hw, None, Some(ip)),
+                        message: format!("IP {ip} is being reserved for another record right now"),
+                    })
+                })?;
         }
         Ok(existed.is_none())
     }
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl Store for SqlStore {
     async fn push_hardware(&self, mut hw: Hardware) -> Result<Pushed> {
         let (_guard, mut tx) = self.begin().await?;
         if hw.id.is_empty() {
@@ -422,9 +508,8 @@ impl Store for SqliteStore {
         }
         let id = hw.id.clone();
         let created = Self::write_hardware(&mut tx, &id, &hw, now_ms()).await?;
-        tx.commit().await?;
-        self.index.upsert(hw.clone());
-        self.publish(ChangeKind::Hardware, &id, ChangeOp::Upsert);
+        self.commit(tx, vec![Written::Hardware(Box::new(hw.clone()))])
+            .await?;
         Ok(Pushed {
             hardware: hw,
             created,
@@ -445,9 +530,8 @@ impl Store for SqliteStore {
         }
         hw.id = id.to_string();
         Self::write_hardware(&mut tx, id, &hw, now_ms()).await?;
-        tx.commit().await?;
-        self.index.upsert(hw.clone());
-        self.publish(ChangeKind::Hardware, id, ChangeOp::Upsert);
+        self.commit(tx, vec![Written::Hardware(Box::new(hw.clone()))])
+            .await?;
         Ok(hw)
     }
 
@@ -490,10 +574,13 @@ impl Store for SqliteStore {
 
     async fn delete_hardware(&self, id: &str) -> Result<()> {
         let (_guard, mut tx) = self.begin().await?;
-        let row = sqlx::query("SELECT id, body FROM hardware WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let row = sqlx::query(for_update!(
+            self,
+            "SELECT id, body FROM hardware WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
         let Some(row) = row else {
             return Err(StoreError::NotFound {
                 kind: "hardware",
@@ -528,9 +615,8 @@ impl Store for SqliteStore {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
-        self.index.remove(id);
-        self.publish(ChangeKind::Hardware, id, ChangeOp::Delete);
+        self.commit(tx, vec![Written::HardwareDeleted(id.to_string())])
+            .await?;
         Ok(())
     }
 
@@ -562,9 +648,15 @@ impl Store for SqliteStore {
         .bind(&record.data)
         .bind(now)
         .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        self.publish(ChangeKind::Template, &record.id, ChangeOp::Upsert);
+        .await
+        .map_err(|e| {
+            conflict_on_unique(e, || StoreError::Conflict {
+                field: Some("name".into()),
+                message: format!("a template named {name:?} already exists"),
+            })
+        })?;
+        let written = Written::Other(ChangeKind::Template, record.id.clone(), ChangeOp::Upsert);
+        self.commit(tx, vec![written]).await?;
         Ok(record)
     }
 
@@ -595,9 +687,10 @@ impl Store for SqliteStore {
         data: &str,
     ) -> Result<TemplateRecord> {
         let (_guard, mut tx) = self.begin().await?;
-        let row = sqlx::query(
-            "SELECT id, name, data, created_at, updated_at FROM template WHERE id = $1",
-        )
+        let row = sqlx::query(for_update!(
+            self,
+            "SELECT id, name, data, created_at, updated_at FROM template WHERE id = $1"
+        ))
         .bind(id)
         .fetch_optional(&mut *tx)
         .await?;
@@ -630,17 +723,27 @@ impl Store for SqliteStore {
             .bind(record.updated_at)
             .bind(id)
             .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        self.publish(ChangeKind::Template, id, ChangeOp::Upsert);
+            .await
+            .map_err(|e| {
+                conflict_on_unique(e, || StoreError::Conflict {
+                    field: Some("name".into()),
+                    message: format!("a template named {:?} already exists", record.name),
+                })
+            })?;
+        let written = Written::Other(ChangeKind::Template, id.to_string(), ChangeOp::Upsert);
+        self.commit(tx, vec![written]).await?;
         Ok(record)
     }
 
     async fn delete_template(&self, id: &str) -> Result<()> {
-        self.delete_one("DELETE FROM template WHERE id = $1", "template", id)
-            .await?;
-        self.publish(ChangeKind::Template, id, ChangeOp::Delete);
-        Ok(())
+        let written = Written::Other(ChangeKind::Template, id.to_string(), ChangeOp::Delete);
+        self.delete_one(
+            "DELETE FROM template WHERE id = $1",
+            "template",
+            id,
+            Some(written),
+        )
+        .await
     }
 
     async fn create_workflow(&self, wf: &Workflow) -> Result<()> {
@@ -657,7 +760,13 @@ impl Store for SqliteStore {
         .bind(wf.created_at)
         .bind(wf.updated_at)
         .execute(&mut *tx)
-        .await?;
+        .await
+        .map_err(|e| {
+            conflict_on_unique(e, || StoreError::Conflict {
+                field: Some("id".into()),
+                message: format!("a workflow with id {:?} already exists", wf.id),
+            })
+        })?;
         let mut workers: Vec<String> = wf.tasks.iter().map(|t| t.worker.to_lowercase()).collect();
         if let Some(hw) = &wf.hardware_id {
             workers.push(hw.to_lowercase());
@@ -679,13 +788,20 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         let netboot = if wf.boot_options.toggle_allow_netboot {
-            Self::set_netboot(&mut tx, wf, true).await?
+            self.set_netboot(&mut tx, wf, true).await?
         } else {
             Vec::new()
         };
-        tx.commit().await?;
-        self.hardware_written(netboot);
-        self.publish(ChangeKind::Workflow, &wf.id, ChangeOp::Upsert);
+        let mut written: Vec<Written> = netboot
+            .into_iter()
+            .map(|hw| Written::Hardware(Box::new(hw)))
+            .collect();
+        written.push(Written::Other(
+            ChangeKind::Workflow,
+            wf.id.clone(),
+            ChangeOp::Upsert,
+        ));
+        self.commit(tx, written).await?;
         Ok(())
     }
 
@@ -745,10 +861,14 @@ impl Store for SqliteStore {
     }
 
     async fn delete_workflow(&self, id: &str) -> Result<()> {
-        self.delete_one("DELETE FROM workflow WHERE id = $1", "workflow", id)
-            .await?;
-        self.publish(ChangeKind::Workflow, id, ChangeOp::Delete);
-        Ok(())
+        let written = Written::Other(ChangeKind::Workflow, id.to_string(), ChangeOp::Delete);
+        self.delete_one(
+            "DELETE FROM workflow WHERE id = $1",
+            "workflow",
+            id,
+            Some(written),
+        )
+        .await
     }
 
     async fn workflow_events(&self, id: &str) -> Result<Vec<EventRecord>> {
@@ -772,10 +892,15 @@ impl Store for SqliteStore {
 
     async fn apply_transition(&self, id: &str, transition: &Transition) -> Result<Workflow> {
         let (_guard, mut tx) = self.begin().await?;
-        let row = sqlx::query("SELECT id, body FROM workflow WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        // Locked: reports and deadlines for one workflow, from whichever
+        // replica, apply one after the other to the state each left.
+        let row = sqlx::query(for_update!(
+            self,
+            "SELECT id, body FROM workflow WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
         let Some(row) = row else {
             return Err(StoreError::NotFound {
                 kind: "workflow",
@@ -811,13 +936,20 @@ impl Store for SqliteStore {
         let netboot = if next.boot_options.toggle_allow_netboot
             && Workflow::just_succeeded(&current, &next)
         {
-            Self::set_netboot(&mut tx, &next, false).await?
+            self.set_netboot(&mut tx, &next, false).await?
         } else {
             Vec::new()
         };
-        tx.commit().await?;
-        self.hardware_written(netboot);
-        self.publish(ChangeKind::Workflow, id, ChangeOp::Upsert);
+        let mut written: Vec<Written> = netboot
+            .into_iter()
+            .map(|hw| Written::Hardware(Box::new(hw)))
+            .collect();
+        written.push(Written::Other(
+            ChangeKind::Workflow,
+            id.to_string(),
+            ChangeOp::Upsert,
+        ));
+        self.commit(tx, written).await?;
         Ok(next)
     }
 
@@ -893,7 +1025,8 @@ impl Store for SqliteStore {
              AND ($3 IS NULL OR action = $3) ORDER BY seq LIMIT $4"
         } else {
             "SELECT seq, body FROM (SELECT seq, body FROM action_log WHERE workflow_id = $1 \
-             AND seq > $2 AND ($3 IS NULL OR action = $3) ORDER BY seq DESC LIMIT $4) ORDER BY seq"
+             AND seq > $2 AND ($3 IS NULL OR action = $3) ORDER BY seq DESC LIMIT $4) AS newest \
+             ORDER BY seq"
         };
         let rows = sqlx::query(sql)
             .bind(workflow_id)
@@ -1024,7 +1157,7 @@ impl Store for SqliteStore {
     async fn machine_logs(&self, machine: &str, limit: u32) -> Result<Vec<LogRecord>> {
         let rows = sqlx::query(
             "SELECT seq, body FROM (SELECT seq, body FROM machine_log WHERE machine = $1 \
-             ORDER BY seq DESC LIMIT $2) ORDER BY seq",
+             ORDER BY seq DESC LIMIT $2) AS newest ORDER BY seq",
         )
         .bind(machine)
         .bind(i64::from(limit))
@@ -1079,11 +1212,13 @@ impl Store for SqliteStore {
 
     async fn update_bmc(&self, record: &BmcRecord) -> Result<()> {
         let (_guard, mut tx) = self.begin().await?;
-        let body: Option<String> =
-            sqlx::query_scalar("SELECT body FROM bmc WHERE hardware_id = $1")
-                .bind(&record.hardware_id)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let body: Option<String> = sqlx::query_scalar(for_update!(
+            self,
+            "SELECT body FROM bmc WHERE hardware_id = $1"
+        ))
+        .bind(&record.hardware_id)
+        .fetch_optional(&mut *tx)
+        .await?;
         let Some(body) = body else {
             return Err(StoreError::NotFound {
                 kind: "bmc",
@@ -1167,11 +1302,13 @@ impl Store for SqliteStore {
         at: i64,
     ) -> Result<()> {
         let (_guard, mut tx) = self.begin().await?;
-        let body: Option<String> =
-            sqlx::query_scalar("SELECT body FROM bmc WHERE hardware_id = $1")
-                .bind(hardware_id)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let body: Option<String> = sqlx::query_scalar(for_update!(
+            self,
+            "SELECT body FROM bmc WHERE hardware_id = $1"
+        ))
+        .bind(hardware_id)
+        .fetch_optional(&mut *tx)
+        .await?;
         let Some(body) = body else { return Ok(()) };
         let mut record: BmcRecord = decode("bmc", hardware_id, &body)?;
         if let Some(state) = state {
@@ -1189,9 +1326,13 @@ impl Store for SqliteStore {
     }
 
     async fn delete_bmc(&self, hardware_id: &str) -> Result<()> {
-        self.delete_one("DELETE FROM bmc WHERE hardware_id = $1", "bmc", hardware_id)
-            .await?;
-        Ok(())
+        self.delete_one(
+            "DELETE FROM bmc WHERE hardware_id = $1",
+            "bmc",
+            hardware_id,
+            None,
+        )
+        .await
     }
 
     fn subscribe(&self) -> broadcast::Receiver<Change> {
@@ -1201,10 +1342,15 @@ impl Store for SqliteStore {
     fn index(&self) -> Arc<HardwareIndex> {
         self.index.clone()
     }
+
+    fn leads_timers(&self) -> bool {
+        self.replica.as_ref().is_none_or(|r| r.leads())
+    }
 }
 
 #[cfg(test)]
 mod at_rest_tests;
-mod auth;
+#[cfg(test)]
+mod replica_tests;
 #[cfg(test)]
 mod tests;

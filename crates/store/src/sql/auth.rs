@@ -1,14 +1,14 @@
-//! [`AuthStore`] on SQLite.
+//! [`AuthStore`] on the SQL store (both backends).
 
 use async_trait::async_trait;
 use bellows_model::auth::{AuditEntry, Role, TokenRecord, WorkerCredential};
 use sqlx::Row;
 
-use super::SqliteStore;
+use super::{SqlStore, conflict_on_unique, for_update};
 use crate::auth::{AUDIT_KEEP, AuthStore};
 use crate::{Result, StoreError};
 
-fn token_row(row: &sqlx::sqlite::SqliteRow) -> Result<TokenRecord> {
+fn token_row(row: &sqlx::any::AnyRow) -> Result<TokenRecord> {
     let name: String = row.try_get("name")?;
     let role: String = row.try_get("role")?;
     let role = role.parse::<Role>().map_err(|e| StoreError::Corrupt {
@@ -25,7 +25,7 @@ fn token_row(row: &sqlx::sqlite::SqliteRow) -> Result<TokenRecord> {
 }
 
 #[async_trait]
-impl AuthStore for SqliteStore {
+impl AuthStore for SqlStore {
     async fn create_api_token(&self, record: &TokenRecord, digest: &str) -> Result<()> {
         let (_guard, mut tx) = self.begin().await?;
         let taken: Option<i64> = sqlx::query_scalar("SELECT 1 FROM api_token WHERE name = $1")
@@ -48,7 +48,13 @@ impl AuthStore for SqliteStore {
         .bind(&record.created_by)
         .bind(record.created_at)
         .execute(&mut *tx)
-        .await?;
+        .await
+        .map_err(|e| {
+            conflict_on_unique(e, || StoreError::Conflict {
+                field: Some("name".into()),
+                message: format!("a token named {:?} exists already", record.name),
+            })
+        })?;
         tx.commit().await?;
         Ok(())
     }
@@ -84,11 +90,15 @@ impl AuthStore for SqliteStore {
             });
         };
         if role == Role::Admin.as_str() {
-            let admins: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_token WHERE role = $1")
-                .bind(Role::Admin.as_str())
-                .fetch_one(&mut *tx)
-                .await?;
-            if admins <= 1 {
+            // Every admin row locked, so two servers revoking the last two
+            // admins at once cannot both see the other one left.
+            let admins: Vec<String> = sqlx::query_scalar(for_update!(
+                self,
+                "SELECT name FROM api_token WHERE role = 'admin'"
+            ))
+            .fetch_all(&mut *tx)
+            .await?;
+            if admins.len() <= 1 {
                 return Err(StoreError::Conflict {
                     field: None,
                     message: format!(
@@ -177,7 +187,7 @@ impl AuthStore for SqliteStore {
     async fn audit(&self, limit: u32) -> Result<Vec<AuditEntry>> {
         let rows = sqlx::query(
             "SELECT at, actor, method, path, status FROM \
-             (SELECT * FROM audit ORDER BY seq DESC LIMIT $1) ORDER BY seq",
+             (SELECT * FROM audit ORDER BY seq DESC LIMIT $1) AS newest ORDER BY seq",
         )
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
@@ -202,6 +212,13 @@ mod tests {
     use bellows_model::auth::{Role, TokenRecord, WorkerCredential, token_digest};
 
     use super::*;
+    use crate::sql::Backend;
+    use crate::sql::tests::{Home, on_both_backends, store};
+
+    on_both_backends!(
+        tokens_are_found_by_digest_only_and_names_are_unique,
+        a_new_boot_replaces_the_last_credential,
+    );
 
     fn token(name: &str, role: Role) -> TokenRecord {
         TokenRecord {
@@ -212,12 +229,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn tokens_are_found_by_digest_only_and_names_are_unique() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = SqliteStore::open(dir.path(), crate::SecretKey::from_bytes(&[1; 32]))
-            .await
-            .expect("open");
+    async fn tokens_are_found_by_digest_only_and_names_are_unique(backend: Backend) {
+        let (home, store) = store(backend).await;
         store
             .create_api_token(&token("ops", Role::Operator), &token_digest("secret-1"))
             .await
@@ -272,18 +285,27 @@ mod tests {
             store.revoke_api_token("root2").await,
             Err(StoreError::Conflict { .. })
         ));
-        // The token itself is nowhere in the database file.
-        store.close().await;
-        let bytes = std::fs::read(dir.path().join(super::super::DB_FILE)).expect("db");
-        assert!(!bytes.windows(8).any(|w| w == b"secret-1"));
+        // The token itself is nowhere in the database.
+        match &home {
+            Home::Sqlite(dir) => {
+                store.close().await;
+                let bytes = std::fs::read(dir.path().join(super::super::DB_FILE)).expect("db");
+                assert!(!bytes.windows(8).any(|w| w == b"secret-1"));
+            }
+            Home::Postgres(db) => {
+                let out = bellows_testkit::postgres::psql(&db.url, "SELECT * FROM api_token");
+                let text = String::from_utf8_lossy(&out.stdout);
+                assert!(out.status.success(), "{out:?}");
+                assert!(
+                    text.contains("root2") && !text.contains("secret-"),
+                    "{text}"
+                );
+            }
+        }
     }
 
-    #[tokio::test]
-    async fn a_new_boot_replaces_the_last_credential() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = SqliteStore::open(dir.path(), crate::SecretKey::from_bytes(&[1; 32]))
-            .await
-            .expect("open");
+    async fn a_new_boot_replaces_the_last_credential(backend: Backend) {
+        let (_home, store) = store(backend).await;
         let hw: bellows_model::Hardware = serde_json::from_value(serde_json::json!({
             "id": "m1",
             "network": {"interfaces": [{"dhcp": {"mac": "52:54:00:00:00:01"}}]}

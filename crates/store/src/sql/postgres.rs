@@ -1,0 +1,367 @@
+//! Opening the PostgreSQL backend, and what several replicas on one
+//! database need from each other:
+//!
+//! - **changes**: every write announces what it changed on the
+//!   `bellows_change` channel inside its transaction (`pg_notify` is
+//!   delivered at commit, and only then); each replica listens, re-reads
+//!   what another changed into its hardware index and tells its own
+//!   subscribers, so a worker streaming from replica A is woken by a
+//!   workflow created through replica B. A lost listener connection is
+//!   re-opened and the whole index reloaded, as the changes in between are
+//!   not replayed.
+//! - **timers**: deadlines, BMC polling and retention must run on one
+//!   replica at a time. The replica holding a session advisory lock on a
+//!   connection of its own leads; the lock goes with that connection, so a
+//!   replica that dies (or loses the database) hands over within seconds.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
+use sqlx::postgres::{PgConnection, PgListener};
+use sqlx::{Any, Connection, Executor, Row, Transaction};
+
+use crate::Store as _;
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+
+use super::{Backend, SqlStore, hardware_row};
+use crate::secrets::SecretKey;
+use crate::{Change, ChangeKind, ChangeOp, HardwareIndex, Result, StoreError};
+
+/// URL prefixes that name a PostgreSQL store (`--store`).
+pub const STORE_URL_SCHEMES: [&str; 2] = ["postgres://", "postgresql://"];
+
+/// The channel changes are announced on.
+const CHANNEL: &str = "bellows_change";
+
+/// The advisory lock whose holder runs the timers: any fixed number no
+/// other program on the database uses ("bellows" in ASCII).
+const TIMER_LOCK: i64 = 0x62_656c_6c6f_7773;
+
+/// How often the leader checks it still holds the lock (and a follower
+/// tries to take it), and how long a broken connection waits before the
+/// next attempt.
+const LEASE_TICK: Duration = Duration::from_secs(1);
+
+/// Connection pool settings for PostgreSQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// Most connections this server opens to the database (besides the
+    /// two it keeps for change notifications and the timer lease).
+    pub max_connections: u32,
+    /// How long a request waits for a free connection (or for the
+    /// database to accept one) before it fails with "unavailable".
+    pub acquire_timeout: Duration,
+    /// Longest any statement may run on the server (`statement_timeout`),
+    /// so a stuck query cannot hold a connection for ever.
+    pub statement_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl SqlStore {
+    /// Opens the PostgreSQL database at `url` (`postgres://user:pass@host/db`,
+    /// with `sslmode=` and the other libpq parameters sqlx understands),
+    /// migrates it (one replica at a time: the migrator holds a lock), and
+    /// joins the other replicas: this store hears their changes and takes
+    /// its turn at the timers ([`crate::Store::leads_timers`]).
+    pub async fn open_postgres(
+        url: &str,
+        key: SecretKey,
+        settings: &PoolSettings,
+    ) -> Result<SqlStore> {
+        sqlx::any::install_default_drivers();
+        if !STORE_URL_SCHEMES.iter().any(|s| url.starts_with(s)) {
+            return Err(StoreError::Location(format!(
+                "{:?} is not a PostgreSQL URL (postgres://user:password@host/database)",
+                redact_url(url)
+            )));
+        }
+        let statement_timeout = format!(
+            "SET statement_timeout = {}",
+            settings.statement_timeout.as_millis().max(1)
+        );
+        let pool = AnyPoolOptions::new()
+            .max_connections(settings.max_connections.max(1))
+            .acquire_timeout(settings.acquire_timeout)
+            .after_connect(move |conn, _| {
+                let set = statement_timeout.clone();
+                Box::pin(async move {
+                    conn.execute(sqlx::AssertSqlSafe(set)).await?;
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        let mut store = SqlStore::finish_open(pool, Backend::Postgres, key).await?;
+        // Listening before the index is (re)loaded: nothing committed in
+        // between is missed.
+        let listener = listen(url).await?;
+        store.index.replace_all(store.list_hardware().await?);
+        store.replica = Some(Replica::start(
+            url.to_string(),
+            listener,
+            store.pool.clone(),
+            store.index.clone(),
+            store.changes.clone(),
+        ));
+        Ok(store)
+    }
+}
+
+/// A database URL without its password, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+/// A change as announced to the other replicas.
+#[derive(Serialize, Deserialize)]
+struct Announcement {
+    /// The replica that made it (which ignores its own).
+    from: String,
+    #[serde(flatten)]
+    change: Change,
+}
+
+/// This server's part in a group of replicas sharing one database.
+pub(super) struct Replica {
+    id: String,
+    leader: Arc<AtomicBool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Replica {
+    fn start(
+        url: String,
+        listener: PgListener,
+        pool: AnyPool,
+        index: Arc<HardwareIndex>,
+        changes: broadcast::Sender<Change>,
+    ) -> Replica {
+        let id = uuid::Uuid::new_v4().to_string();
+        let leader = Arc::new(AtomicBool::new(false));
+        let follower = Follower {
+            url: url.clone(),
+            me: id.clone(),
+            pool,
+            index,
+            changes,
+        };
+        let tasks = vec![
+            tokio::spawn(follower.run(listener)),
+            tokio::spawn(hold_timer_lease(url, leader.clone())),
+        ];
+        Replica { id, leader, tasks }
+    }
+
+    /// Adds the change to `tx`'s announcements (sent if it commits).
+    pub(super) async fn announce(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        change: &Change,
+    ) -> Result<()> {
+        let payload = serde_json::to_string(&Announcement {
+            from: self.id.clone(),
+            change: change.clone(),
+        })
+        .unwrap_or_else(|e| unreachable!("a change serialises: {e}"));
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(payload)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// True while this replica holds the timer lease.
+    pub(super) fn leads(&self) -> bool {
+        self.leader.load(Ordering::SeqCst)
+    }
+
+    pub(super) fn stop(&self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.leader.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn listen(url: &str) -> Result<PgListener> {
+    let mut listener = PgListener::connect(url).await?;
+    // Reconnection is ours (to reload the index after a gap), not sqlx's.
+    listener.ignore_pool_close_event(true);
+    listener.listen(CHANNEL).await?;
+    Ok(listener)
+}
+
+/// Follows the other replicas' announcements.
+struct Follower {
+    url: String,
+    me: String,
+    pool: AnyPool,
+    index: Arc<HardwareIndex>,
+    changes: broadcast::Sender<Change>,
+}
+
+impl Follower {
+    async fn run(self, mut listener: PgListener) {
+        loop {
+            // `try_recv` reports a lost connection as `None` instead of
+            // silently reconnecting and dropping what was sent meanwhile.
+            match listener.try_recv().await {
+                Ok(Some(note)) => self.heard(note.payload()).await,
+                Ok(None) | Err(_) => {
+                    tracing::warn!(
+                        "lost the database's change notifications; reconnecting, then \
+                         reloading every record"
+                    );
+                    listener = self.rejoin().await;
+                }
+            }
+        }
+    }
+
+    /// Re-opens the listener (retrying each second for as long as the
+    /// database is away) and catches up with everything it may have missed.
+    async fn rejoin(&self) -> PgListener {
+        loop {
+            tokio::time::sleep(LEASE_TICK).await;
+            let Ok(listener) = listen(&self.url).await else {
+                continue;
+            };
+            match self.resync().await {
+                Ok(()) => {
+                    tracing::info!("following the other servers' changes again");
+                    return listener;
+                }
+                Err(e) => tracing::warn!("reloading after a lost connection failed: {e}"),
+            }
+        }
+    }
+
+    /// Reloads the index and wakes whoever waits on an unfinished workflow.
+    async fn resync(&self) -> Result<()> {
+        let rows = sqlx::query("SELECT id, body FROM hardware ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        let all = rows.iter().map(hardware_row).collect::<Result<Vec<_>>>()?;
+        self.index.replace_all(all);
+        let active: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM workflow WHERE state IN ('PENDING', 'RUNNING')")
+                .fetch_all(&self.pool)
+                .await?;
+        for id in active {
+            let _ = self.changes.send(Change {
+                kind: ChangeKind::Workflow,
+                id,
+                op: ChangeOp::Upsert,
+            });
+        }
+        Ok(())
+    }
+
+    async fn heard(&self, payload: &str) {
+        let Ok(announcement) = serde_json::from_str::<Announcement>(payload) else {
+            tracing::warn!("ignoring an unreadable change notification");
+            return;
+        };
+        if announcement.from == self.me {
+            return;
+        }
+        let change = announcement.change;
+        if change.kind == ChangeKind::Hardware {
+            let row = sqlx::query("SELECT id, body FROM hardware WHERE id = $1")
+                .bind(&change.id)
+                .fetch_optional(&self.pool)
+                .await;
+            match row
+                .map_err(StoreError::from)
+                .and_then(|r| r.as_ref().map(hardware_row).transpose())
+            {
+                Ok(Some(hw)) => self.index.upsert(hw),
+                Ok(None) => self.index.remove(&change.id),
+                Err(e) => tracing::warn!(
+                    hardware = %change.id,
+                    "cannot re-read hardware another server changed: {e}"
+                ),
+            }
+        }
+        let _ = self.changes.send(change);
+    }
+}
+
+/// Holds (or waits for) the timer lease on a connection of its own, for as
+/// long as the store lives.
+async fn hold_timer_lease(url: String, leader: Arc<AtomicBool>) {
+    loop {
+        let mut conn = match PgConnection::connect(&url).await {
+            Ok(conn) => conn,
+            Err(_) => {
+                leader.store(false, Ordering::SeqCst);
+                tokio::time::sleep(LEASE_TICK).await;
+                continue;
+            }
+        };
+        loop {
+            let held = leader.load(Ordering::SeqCst);
+            let asked = if held {
+                // Still connected means still held: the lock lives as long
+                // as this session.
+                sqlx::query("SELECT true").fetch_one(&mut conn).await
+            } else {
+                sqlx::query("SELECT pg_try_advisory_lock($1)")
+                    .bind(TIMER_LOCK)
+                    .fetch_one(&mut conn)
+                    .await
+            };
+            let Ok(row) = asked else { break };
+            let now = row.try_get::<bool, _>(0).unwrap_or(false);
+            if now != held {
+                tracing::info!(
+                    "{} the timers (deadlines, BMC polling) among the servers sharing this database",
+                    if now {
+                        "this server now runs"
+                    } else {
+                        "another server runs"
+                    }
+                );
+            }
+            leader.store(now, Ordering::SeqCst);
+            tokio::time::sleep(LEASE_TICK).await;
+        }
+        if leader.swap(false, Ordering::SeqCst) {
+            tracing::warn!("lost the database connection that held the timer lease");
+        }
+        tokio::time::sleep(LEASE_TICK).await;
+    }
+}

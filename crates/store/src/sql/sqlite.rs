@@ -1,0 +1,100 @@
+//! Opening the embedded backend: one SQLite file in WAL mode under the data
+//! directory, private to the server's user.
+
+use std::path::Path;
+
+use sqlx::Executor;
+use sqlx::any::AnyPoolOptions;
+
+use super::{Backend, SqlStore};
+use crate::secrets::SecretKey;
+use crate::{Result, StoreError, files};
+
+/// File name of the database inside the data directory.
+pub const DB_FILE: &str = "bellows.db";
+
+/// Set on every connection. `synchronous = FULL`: a write acknowledged to a
+/// client survives power loss, not only a crashed process.
+const PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                       PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;";
+
+impl SqlStore {
+    /// Opens (creating if needed) `data_dir/bellows.db` and migrates it.
+    /// The directory is made 0700 and the database files 0600. BMC
+    /// passwords are sealed with `key`: a key other than the one they were
+    /// sealed with is refused (`WrongKey`), and passwords stored in clear
+    /// text by an older Bellows are sealed now.
+    pub async fn open_sqlite(data_dir: &Path, key: SecretKey) -> Result<SqlStore> {
+        sqlx::any::install_default_drivers();
+        files::private_dir(data_dir)?;
+        let db = data_dir.join(DB_FILE);
+        files::private_file(&db)?;
+        let url = format!("sqlite://{}?mode=rwc", url_path(&db)?);
+        let pool = AnyPoolOptions::new()
+            .max_connections(4)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute(PRAGMAS).await?;
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        let store = SqlStore::finish_open(pool, Backend::Sqlite, key).await?;
+        if store.seal_clear_secrets().await? > 0 {
+            // Rewrite the file and empty the WAL so that the clear text is
+            // not left behind in free pages.
+            sqlx::query("VACUUM").execute(&store.pool).await?;
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&store.pool)
+                .await?;
+        }
+        for suffix in ["-wal", "-shm"] {
+            let mut name = db.clone().into_os_string();
+            name.push(suffix);
+            files::tighten_if_present(Path::new(&name))?;
+        }
+        Ok(store)
+    }
+}
+
+/// A file path as the path of a `sqlite://` URL: `%`, `?` and `#` (which
+/// the URL would read as an escape, the query or the fragment) escaped.
+fn url_path(path: &Path) -> Result<String> {
+    let Some(text) = path.to_str() else {
+        return Err(StoreError::Location(format!(
+            "the database path {} is not UTF-8; choose a data directory whose name is",
+            path.display()
+        )));
+    };
+    let mut out = String::new();
+    for c in text.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '?' => out.push_str("%3F"),
+            '#' => out.push_str("%23"),
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A data directory whose name holds URL syntax still opens where it
+    /// says, not a truncated path.
+    #[tokio::test]
+    async fn odd_directory_names_open_where_they_say() {
+        let base = tempfile::tempdir().unwrap();
+        let dir = base.path().join("a?b#c%20d");
+        let store = SqlStore::open_sqlite(&dir, SecretKey::from_bytes(&[1; 32]))
+            .await
+            .unwrap();
+        store.close().await;
+        assert!(dir.join(DB_FILE).is_file());
+        assert_eq!(std::fs::read_dir(base.path()).unwrap().count(), 1);
+    }
+}
