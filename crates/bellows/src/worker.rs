@@ -55,14 +55,25 @@ pub async fn run(args: WorkerArgs) -> Result<ExitCode, CliError> {
             CliError::Usage("no worker id: give --id (no network interface has a MAC)".into())
         })?,
     };
-    let runtimes = runtimes(&args, &cmdline, &server).await?;
+    // Several servers (replicas sharing one database), comma-separated:
+    // tried in order, the next one when the current stops answering.
+    let servers: Vec<String> = server
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    let Some(first) = servers.first().cloned() else {
+        return Err(CliError::Usage(format!("no server URL in {server:?}")));
+    };
+    let runtimes = runtimes(&args, &cmdline, &first).await?;
     let power = match args.reboot {
         RebootArg::Syscall => PowerMode::Syscall,
         RebootArg::Command => PowerMode::Command(vec!["reboot".into()]),
         RebootArg::Exit => PowerMode::Exit,
     };
     let config = AgentConfig {
-        server: server.clone(),
+        servers,
         worker_id: worker_id.clone(),
         work_root: args.work_dir.clone(),
         power,
@@ -263,8 +274,9 @@ fn first_mac() -> Option<String> {
 /// `bellows worker` settings.
 #[derive(Args, Debug)]
 pub struct WorkerArgs {
-    /// Server URL: the boot listener, e.g. https://10.0.0.1:8080 [default:
-    /// bellows.api= on the kernel command line].
+    /// Server URL: the boot listener, e.g. https://10.0.0.1:8080; several,
+    /// comma-separated, for replicas sharing one database (tried in turn)
+    /// [default: bellows.api= on the kernel command line].
     #[arg(long, env = "BELLOWS_SERVER")]
     pub server: Option<String>,
     /// Worker id [default: bellows.worker_id= on the kernel command line,

@@ -74,7 +74,9 @@ pub const DEFAULT_CONSOLES: &[&str] = &["tty0", "ttyS0,115200"];
 /// for Tinkerbell means the same here).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KernelArgs {
-    /// `bellows.api=`: the base URL of the worker service.
+    /// `bellows.api=`: the base URL of the worker service; several,
+    /// comma-separated, when replicas share one database (the worker tries
+    /// them in turn).
     pub api: Option<String>,
     /// `bellows.syslog=`: `HOST` or `HOST:PORT` of the syslog receiver.
     pub syslog: Option<String>,

@@ -106,6 +106,11 @@ impl TestServer {
         format!("postgres://{SUPERUSER}@127.0.0.1:{}/postgres", self.port)
     }
 
+    /// A fresh database on this server; its URL.
+    pub fn database(&self) -> String {
+        create_database(&self.admin_url())
+    }
+
     /// Stops the server the way an operator's restart or a crash would:
     /// `fast` (SIGINT, sessions cut, a clean shutdown) or not (SIGKILL of
     /// the postmaster: recovery at the next start).
@@ -163,18 +168,26 @@ pub fn database() -> TestDatabase {
             (server.admin_url(), Some(server))
         }
     };
+    TestDatabase {
+        url: create_database(&admin),
+        server,
+    }
+}
+
+/// Creates a database no other test uses on the server of `admin` (a URL
+/// of one of its databases, as a superuser); its URL.
+fn create_database(admin: &str) -> String {
     let name = unique_name();
-    let out = psql(&admin, &format!("CREATE DATABASE {name}"));
+    let out = psql(admin, &format!("CREATE DATABASE {name}"));
     assert!(
         out.status.success(),
         "CREATE DATABASE {name} on {admin}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let url = match admin.rsplit_once('/') {
+    match admin.rsplit_once('/') {
         Some((base, _)) => format!("{base}/{name}"),
-        None => panic!("{SERVER_VAR}={admin:?} has no database path"),
-    };
-    TestDatabase { url, server }
+        None => panic!("{admin:?} has no database path"),
+    }
 }
 
 /// A database name no other test (in this or another process) uses.

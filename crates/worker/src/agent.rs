@@ -68,8 +68,9 @@ pub enum Exit {
 /// How the worker is set up.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    /// Server URL, `http://host:port` (the HTTP boot listener or the API).
-    pub server: String,
+    /// Server URLs, `https://host:port` (the HTTP boot listener or the
+    /// API): one, or the replicas sharing one database, tried in turn.
+    pub servers: Vec<String>,
     /// Worker id: by default the boot NIC's MAC.
     pub worker_id: String,
     /// Per-workflow directories (`<root>/<workflow id>`) live here.
@@ -91,6 +92,43 @@ pub struct AgentConfig {
 
 /// The client every call goes through: it adds the bearer credential.
 type Client = WorkerClient<InterceptedService<Channel, Bearer>>;
+
+/// The servers this worker may talk to, in order, and the one it talks to
+/// now. Replicas sharing one database are interchangeable: when the
+/// current one stops answering, the worker moves to the next and carries
+/// on as after a reconnection (a report in flight is retried there).
+struct Servers {
+    urls: Vec<String>,
+    /// One lazily connected channel per server (tonic reconnects each).
+    channels: Vec<Channel>,
+    current: std::sync::atomic::AtomicUsize,
+    bearer: Bearer,
+}
+
+impl Servers {
+    fn index(&self) -> usize {
+        self.current.load(std::sync::atomic::Ordering::Relaxed) % self.channels.len()
+    }
+
+    /// A client for the current server; every call (and every retry of
+    /// one) asks again, so a retry after a fail-over goes to the new one.
+    fn client(&self) -> Client {
+        WorkerClient::with_interceptor(self.channels[self.index()].clone(), self.bearer.clone())
+    }
+
+    fn url(&self) -> &str {
+        &self.urls[self.index()]
+    }
+
+    /// Moves to the next server, when there is another.
+    fn fail_over(&self) {
+        if self.channels.len() > 1 {
+            self.current
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(server = %self.url(), "trying the next server");
+        }
+    }
+}
 
 /// Adds `authorization: Bearer TOKEN` to each call, when there is a token.
 #[derive(Clone)]
@@ -128,8 +166,7 @@ pub enum AgentError {
 pub struct Agent {
     config: AgentConfig,
     runtimes: Vec<Arc<dyn Runtime>>,
-    dialer: Dialer,
-    bearer: Bearer,
+    servers: Arc<Servers>,
 }
 
 /// The action in hand, shared by the subscription loop and the action task.
@@ -165,20 +202,28 @@ impl Agent {
         if runtimes.is_empty() {
             return Err(AgentError::NoRuntime);
         }
-        let endpoint = Endpoint::from_shared(config.server.clone())
-            .map_err(|e| AgentError::BadServer {
-                url: config.server.clone(),
+        if config.servers.is_empty() {
+            return Err(AgentError::BadServer {
+                url: String::new(),
+                message: "no server given".into(),
+            });
+        }
+        let mut channels = Vec::new();
+        for url in &config.servers {
+            let bad = |e: &dyn std::fmt::Display| AgentError::BadServer {
+                url: url.clone(),
                 message: e.to_string(),
-            })?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(20))
-            .keep_alive_while_idle(true);
-        let dialer = Dialer::new(endpoint, &config.trust).map_err(|e| AgentError::BadServer {
-            url: config.server.clone(),
-            message: e.to_string(),
-        })?;
+            };
+            let endpoint = Endpoint::from_shared(url.clone())
+                .map_err(|e| bad(&e))?
+                .connect_timeout(Duration::from_secs(5))
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(30))
+                .keep_alive_timeout(Duration::from_secs(20))
+                .keep_alive_while_idle(true);
+            let dialer = Dialer::new(endpoint, &config.trust).map_err(|e| bad(&e))?;
+            channels.push(dialer.lazy());
+        }
         let bearer = match config.token.as_deref().map(str::trim) {
             None | Some("") => Bearer(None),
             Some(token) => Bearer(Some(
@@ -188,10 +233,14 @@ impl Agent {
             )),
         };
         Ok(Agent {
+            servers: Arc::new(Servers {
+                urls: config.servers.clone(),
+                channels,
+                current: Default::default(),
+                bearer,
+            }),
             config,
             runtimes,
-            dialer,
-            bearer,
         })
     }
 
@@ -209,10 +258,7 @@ impl Agent {
             if let Some(exit) = *exit_rx.borrow() {
                 return exit;
             }
-            let channel = agent.dialer.lazy();
-            let session = agent
-                .clone()
-                .session(channel, current.clone(), exit_tx.clone());
+            let session = agent.clone().session(current.clone(), exit_tx.clone());
             tokio::select! {
                 _ = stop.cancelled() => {
                     if let Some((_, token, _)) = current.lock().ok().and_then(|c| c.running.clone()) {
@@ -238,19 +284,21 @@ impl Agent {
                         // (a new boot, a token, the address binding).
                         tracing::warn!(
                             "server {} refused this worker's credential: {}; retrying in {:?}",
-                            agent.config.server,
+                            agent.servers.url(),
                             status.message(),
                             backoff
                         );
+                        agent.servers.fail_over();
                     }
                     Err(status) => {
                         tracing::warn!(
                             "server {} unreachable ({}: {}); retrying in {:?}",
-                            agent.config.server,
+                            agent.servers.url(),
                             status.code(),
                             status.message(),
                             backoff
                         );
+                        agent.servers.fail_over();
                     }
                 },
             }
@@ -265,11 +313,10 @@ impl Agent {
     /// One subscription: returns when the stream ends.
     async fn session(
         self: Arc<Self>,
-        channel: Channel,
         current: Arc<Mutex<Current>>,
         exit: watch::Sender<Option<Exit>>,
     ) -> Result<(), tonic::Status> {
-        let mut client = WorkerClient::with_interceptor(channel.clone(), self.bearer.clone());
+        let mut client = self.servers.client();
         let running = current
             .lock()
             .ok()
@@ -288,12 +335,12 @@ impl Agent {
             running,
         };
         let mut stream = client.subscribe(request).await?.into_inner();
-        tracing::info!(server = %self.config.server, worker = %self.config.worker_id, "subscribed");
+        tracing::info!(server = %self.servers.url(), worker = %self.config.worker_id, "subscribed");
         while let Some(msg) = stream.message().await? {
             match msg.kind {
                 Some(instruction::Kind::Run(assignment)) => {
                     self.clone()
-                        .accept(assignment, channel.clone(), current.clone(), exit.clone());
+                        .accept(assignment, current.clone(), exit.clone());
                 }
                 Some(instruction::Kind::Cancel(r)) => {
                     if let Ok(c) = current.lock()
@@ -340,7 +387,6 @@ impl Agent {
     fn accept(
         self: Arc<Self>,
         assignment: Assignment,
-        channel: Channel,
         current: Arc<Mutex<Current>>,
         exit: watch::Sender<Option<Exit>>,
     ) {
@@ -366,9 +412,7 @@ impl Agent {
             c.running = Some((r.clone(), token.clone(), reason.clone()));
         }
         tokio::spawn(async move {
-            let after = self
-                .execute(assignment, r.clone(), channel.clone(), token, reason)
-                .await;
+            let after = self.execute(assignment, r.clone(), token, reason).await;
             let queued = match current.lock() {
                 Ok(mut c) => {
                     if c.running.as_ref().is_some_and(|(cur, _, _)| *cur == r) {
@@ -381,7 +425,7 @@ impl Agent {
             if let Some(after) = after {
                 self.power(after, &exit).await;
             } else if let Some(next) = queued {
-                self.accept(next, channel, current, exit);
+                self.accept(next, current, exit);
             }
         });
     }
@@ -392,12 +436,11 @@ impl Agent {
         &self,
         assignment: Assignment,
         r: ActionRef,
-        channel: Channel,
         token: CancellationToken,
         reason: Arc<Mutex<StopReason>>,
     ) -> Option<AfterSuccess> {
         let spec = spec_from(&assignment, &r);
-        let client = WorkerClient::with_interceptor(channel, self.bearer.clone());
+        let servers = &self.servers;
         let report = |state: ActionState| ActionReport {
             worker_id: self.config.worker_id.clone(),
             r#ref: Some(r.clone()),
@@ -406,20 +449,20 @@ impl Agent {
             ..Default::default()
         };
         // The start must be on record before anything runs.
-        if let Err(status) = deliver(&client, report(ActionState::Running), &token).await {
+        if let Err(status) = deliver(servers, report(ActionState::Running), &token).await {
             tracing::warn!(action = %r.action, "not starting: {}", status.message());
             return None;
         }
         let (log_tx, log_rx) = mpsc::channel::<OutputLine>(4096);
         let (sink, progress_rx) = LogSink::new(Some(log_tx));
         let forwarder = tokio::spawn(forward_logs(
-            client.clone(),
+            servers.clone(),
             self.config.worker_id.clone(),
             r.clone(),
             log_rx,
         ));
         let progress = tokio::spawn(forward_progress(
-            client.clone(),
+            servers.clone(),
             self.config.worker_id.clone(),
             r.clone(),
             progress_rx,
@@ -528,7 +571,7 @@ impl Agent {
         };
         // Never give up on a final report because of `token`: it is the
         // action's own token and may have fired for a timeout.
-        match deliver(&client, final_report, &CancellationToken::new()).await {
+        match deliver(servers, final_report, &CancellationToken::new()).await {
             Ok(()) => {}
             Err(status) => {
                 tracing::warn!(action = %r.action, "report refused: {}", status.message());
@@ -624,13 +667,13 @@ async fn run_bounded(
 /// cannot change (the workflow ended, the action is not ours) end the
 /// attempt with the server's status; so does `give_up`.
 async fn deliver(
-    client: &Client,
+    servers: &Servers,
     report: ActionReport,
     give_up: &CancellationToken,
 ) -> Result<(), tonic::Status> {
     let mut wait = Duration::from_millis(200);
     loop {
-        let mut c = client.clone();
+        let mut c = servers.client();
         let mut req = tonic::Request::new(report.clone());
         req.set_timeout(CALL_TIMEOUT);
         match c.report_action(req).await {
@@ -661,7 +704,7 @@ async fn deliver(
 /// Batches output lines to the server. Lines are dropped (with a count)
 /// only if the server refuses them or stays away for long.
 async fn forward_logs(
-    client: Client,
+    servers: Arc<Servers>,
     worker_id: String,
     r: ActionRef,
     mut rx: mpsc::Receiver<OutputLine>,
@@ -693,7 +736,7 @@ async fn forward_logs(
         let lines = std::mem::take(&mut batch);
         let mut sent = false;
         for attempt in 0..5u32 {
-            let mut c = client.clone();
+            let mut c = servers.client();
             let mut req = tonic::Request::new(LogBatch {
                 worker_id: worker_id.clone(),
                 lines: lines.clone(),
@@ -721,7 +764,7 @@ async fn forward_logs(
 
 /// Sends the latest progress text at most once per [`PROGRESS_EVERY`].
 async fn forward_progress(
-    client: Client,
+    servers: Arc<Servers>,
     worker_id: String,
     r: ActionRef,
     mut rx: watch::Receiver<Option<String>>,
@@ -730,7 +773,7 @@ async fn forward_progress(
         let Some(text) = rx.borrow_and_update().clone() else {
             continue;
         };
-        let mut c = client.clone();
+        let mut c = servers.client();
         let mut req = tonic::Request::new(ActionReport {
             worker_id: worker_id.clone(),
             r#ref: Some(r.clone()),

@@ -73,6 +73,14 @@ pub struct ServerArgs {
     /// must share the secret key file too.
     #[arg(long, env = "BELLOWS_STORE")]
     pub store: Option<String>,
+    /// Worker URLs of the other servers sharing this --store (e.g.
+    /// https://10.0.0.3:8080, comma-separated). Booting machines are given
+    /// this server's URL and then these, so a worker whose server dies
+    /// carries on with the next. All of them must present certificates
+    /// from one CA (copy DATA_DIR/tls/ca.* to each before its first start,
+    /// or give every one --tls-cert/--tls-key from one CA).
+    #[arg(long, env = "BELLOWS_PEERS", value_delimiter = ',')]
+    pub peers: Option<Vec<String>>,
     /// Most connections to PostgreSQL this server opens [default: 16].
     #[arg(long, env = "BELLOWS_STORE_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub store_max_connections: Option<u32>,

@@ -16,6 +16,8 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// The database: the embedded one in `data_dir`, or PostgreSQL.
     pub store: StoreLocation,
+    /// Worker URLs of the other servers sharing the store.
+    pub peers: Vec<String>,
     /// The key BMC passwords are sealed with.
     pub secret_key_file: PathBuf,
     /// API address.
@@ -178,6 +180,19 @@ pub fn resolve(args: &ServerArgs) -> Result<ServerConfig, ConfigError> {
         };
     }
     let data_dir = pick!(data_dir).unwrap_or_else(|| PathBuf::from("bellows-data"));
+    let peers: Vec<String> = pick!(peers)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| p.trim().trim_end_matches('/').to_string())
+        .filter(|p| !p.is_empty())
+        .collect();
+    if let Some(bad) = peers.iter().find(|p| {
+        !(p.starts_with("https://") || p.starts_with("http://")) || p.contains([',', ' ', '$'])
+    }) {
+        return Err(ConfigError::Value(format!(
+            "peers: {bad:?} is not a worker URL (https://HOST:PORT)"
+        )));
+    }
     let store = match pick!(store).as_deref().map(str::trim) {
         None | Some("" | "sqlite") => StoreLocation::Sqlite,
         Some(url)
@@ -265,6 +280,7 @@ pub fn resolve(args: &ServerArgs) -> Result<ServerConfig, ConfigError> {
         interface: interface.clone(),
         data_dir,
         store,
+        peers,
         listen: pick!(listen).unwrap_or_else(|| default_addr(DEFAULT_LISTEN)),
         http_listen,
         metadata_listen: pick!(metadata_listen).unwrap_or_default(),

@@ -139,7 +139,13 @@ pub fn install_os(cfg: &ServerConfig, published: &Published) -> InstallOs {
         cmdline: format!(
             "{} {}",
             KernelArgs {
-                api: Some(published.worker_url.clone()),
+                // This server first, then the replicas sharing its store.
+                api: Some(
+                    std::iter::once(published.worker_url.as_str())
+                        .chain(cfg.peers.iter().map(String::as_str))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                ),
                 syslog: published.syslog.clone(),
                 ca: published.ca_pin.clone(),
                 consoles: DEFAULT_CONSOLES.iter().map(|c| c.to_string()).collect(),

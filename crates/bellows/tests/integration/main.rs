@@ -18,6 +18,7 @@ mod metadata;
 mod netboot;
 mod osie;
 mod osie_bench;
+mod replicas;
 mod security;
 mod transport;
 mod vm;
