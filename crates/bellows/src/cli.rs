@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 // Every subcommand's arguments live next to its code; the grammar only
 // names them. Nothing below imports `cli`.
 use crate::commands::{
-    BmcCmd, BootDeviceArgs, DhcpConfigArgs, HardwareCmd, IpxeCmd, NetbootArgs, PowerArgs,
+    BmcCmd, BootDeviceArgs, DhcpConfigArgs, HardwareCmd, IpxeCmd, NetbootArgs, PowerArgs, StoreCmd,
     TemplateCmd, TokenCmd, WorkflowCmd,
 };
 use crate::image::ImageCmd;
@@ -92,6 +92,10 @@ pub enum Command {
     /// The in-memory OS machines boot to run the worker.
     #[command(subcommand)]
     Image(ImageCmd),
+    /// The store itself: move a site's state to another (sqlite: to
+    /// postgres://, for several servers).
+    #[command(subcommand)]
+    Store(StoreCmd),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// Shell to generate for.

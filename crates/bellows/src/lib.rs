@@ -26,7 +26,7 @@ pub mod worker;
 
 use cli::{Cli, Command};
 use client::Client;
-use commands::{bmc, dhcp_config, hardware, ipxe, template, token, workflow};
+use commands::{bmc, dhcp_config, hardware, ipxe, store, template, token, workflow};
 use error::CliError;
 
 /// Runs a parsed command line to its exit status.
@@ -46,6 +46,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             return worker::run(*args).await;
         }
         Command::Image(cmd) => return image::run(format, cmd),
+        Command::Store(cmd) => store::run(cmd).await?,
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

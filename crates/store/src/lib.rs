@@ -33,7 +33,9 @@ pub use auth::AuthStore;
 pub use bellows_model::time::now_ms;
 pub use index::HardwareIndex;
 pub use secrets::{KEY_LEN, SecretError, SecretKey, SecretKeyError};
-pub use sql::{Backend, DB_FILE, PoolSettings, STORE_URL_SCHEMES, SqlStore, redact_url};
+pub use sql::{
+    Backend, CopyReport, DB_FILE, PoolSettings, STORE_URL_SCHEMES, SqlStore, redact_url,
+};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -33,11 +33,13 @@ use crate::{
 };
 
 mod auth;
+mod copy;
 #[cfg(test)]
 mod migrations;
 mod postgres;
 mod sqlite;
 
+pub use copy::CopyReport;
 pub use postgres::{PoolSettings, STORE_URL_SCHEMES, redact_url};
 pub use sqlite::DB_FILE;
 
