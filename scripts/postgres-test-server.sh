@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-DIR=/tmp/bellows-test-postgres
+DIR="/tmp/bellows-test-postgres${BELLOWS_TEST_POSTGRES_PORT:+-$BELLOWS_TEST_POSTGRES_PORT}"
 PORT="${BELLOWS_TEST_POSTGRES_PORT:-55432}"
 URL="postgres://bellows@127.0.0.1:$PORT/postgres"
 

@@ -63,10 +63,10 @@ pub async fn run(args: WorkerArgs) -> Result<ExitCode, CliError> {
         .filter(|s| !s.is_empty())
         .map(str::to_string)
         .collect();
-    let Some(first) = servers.first().cloned() else {
+    if servers.is_empty() {
         return Err(CliError::Usage(format!("no server URL in {server:?}")));
-    };
-    let runtimes = runtimes(&args, &cmdline, &first).await?;
+    }
+    let runtimes = runtimes(&args, &cmdline, &servers).await?;
     let power = match args.reboot {
         RebootArg::Syscall => PowerMode::Syscall,
         RebootArg::Command => PowerMode::Command(vec!["reboot".into()]),
@@ -133,7 +133,7 @@ fn server_trust(args: &WorkerArgs, booted_with: Option<&str>) -> Result<ServerTr
 async fn runtimes(
     args: &WorkerArgs,
     cmdline: &str,
-    server: &str,
+    servers: &[String],
 ) -> Result<Vec<Arc<dyn Runtime>>, CliError> {
     let booted = ContainerArgs::parse(cmdline);
     let mut credentials = BTreeMap::new();
@@ -165,7 +165,10 @@ async fn runtimes(
         registry: registry.clone(),
         // rootio reads the storage layout from the boot listener, which
         // serves metadata in plain HTTP beside TLS.
-        metadata_server: Some(server.replacen("https://", "http://", 1)),
+        metadata_servers: servers
+            .iter()
+            .map(|s| s.replacen("https://", "http://", 1))
+            .collect(),
         ..BuiltinOptions::default()
     }));
     let tinkerbell = match &args.tinkerbell_actions {

@@ -20,11 +20,18 @@ struct Maps {
 impl Maps {
     fn remove(&mut self, id: &str) {
         if let Some(old) = self.by_id.remove(id) {
+            // Only the entries still this record's: a MAC or IP that has
+            // since moved to another record (its update applied first)
+            // stays with it.
             for mac in old.macs() {
-                self.by_mac.remove(&mac);
+                if self.by_mac.get(&mac).is_some_and(|h| h.id == id) {
+                    self.by_mac.remove(&mac);
+                }
             }
             for ip in old.ips() {
-                self.by_ip.remove(&ip);
+                if self.by_ip.get(&ip).is_some_and(|h| h.id == id) {
+                    self.by_ip.remove(&ip);
+                }
             }
         }
     }

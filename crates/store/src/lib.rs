@@ -139,9 +139,12 @@ impl StoreError {
                 | sqlx::Error::WorkerCrashed => true,
                 // SQLSTATE class 08 (connection exception) and 57P
                 // (operator intervention: shutdown, starting up).
-                sqlx::Error::Database(db) => db
-                    .code()
-                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+                // A transaction the database chose to abort (deadlock,
+                // serialisation) is as good as an outage to the caller: a
+                // retry succeeds.
+                sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+                    c.starts_with("08") || c.starts_with("57P") || c == "40P01" || c == "40001"
+                }),
                 _ => false,
             },
             _ => false,

@@ -156,7 +156,10 @@ impl SqlStore {
         .bind(SECRET_SEALED_V1)
         .fetch_all(&mut *tx)
         .await?;
-        if let Some(expected) = recorded.filter(|_| !sealed.is_empty()) {
+        // Among replicas a mismatch is refused even before any password is
+        // sealed: two keys would each seal passwords the other cannot open.
+        let shared = self.backend == Backend::Postgres;
+        if let Some(expected) = recorded.filter(|_| shared || !sealed.is_empty()) {
             return Err(StoreError::WrongKey {
                 expected,
                 given: given.to_string(),
@@ -379,6 +382,10 @@ impl SqlStore {
     ) -> Result<Vec<Hardware>> {
         let mut names: Vec<String> = wf.tasks.iter().map(|t| t.worker.clone()).collect();
         names.extend(wf.hardware_id.clone());
+        // One order for every transaction that locks several machines, so
+        // two workflows over the same machines cannot deadlock.
+        names.sort();
+        names.dedup();
         let mut changed: Vec<Hardware> = Vec::new();
         for name in names {
             let by_mac = name.parse::<MacAddr>().ok().map(|m| m.to_string());
@@ -520,10 +527,13 @@ impl Store for SqlStore {
 
     async fn replace_hardware(&self, id: &str, mut hw: Hardware) -> Result<Hardware> {
         let (_guard, mut tx) = self.begin().await?;
-        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM hardware WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        // Locked: a delete committing on another replica meanwhile must not
+        // be undone by the upsert below.
+        let exists: Option<i64> =
+            sqlx::query_scalar(for_update!(self, "SELECT 1 FROM hardware WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
         if exists.is_none() {
             return Err(StoreError::NotFound {
                 kind: "hardware",
@@ -981,6 +991,20 @@ impl Store for SqlStore {
             return Ok(());
         }
         let (_guard, mut tx) = self.begin().await?;
+        if self.backend == Backend::Postgres {
+            // Lines of one workflow are numbered in commit order, so a
+            // follower reading "after seq N" never misses one that another
+            // replica committed later with a lower number.
+            let mut ids: Vec<&str> = lines.iter().map(|l| l.workflow_id.as_str()).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            for id in ids {
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
         let mut workflows: Vec<&str> = Vec::new();
         for l in lines {
             // Skip lines for workflows that no longer exist instead of

@@ -65,9 +65,11 @@ use crate::runtime::{ActionSpec, AfterSuccess, RunContext, RunOutcome, RunResult
 pub struct BuiltinOptions {
     /// Registries `oci2disk` pulls from (credentials, plain-HTTP hosts).
     pub registry: crate::oci::registry::RegistryOptions,
-    /// The boot server's plain-HTTP base URL, where `rootio` reads the
-    /// machine's storage layout when `MIRROR_HOST` is not set.
-    pub metadata_server: Option<String>,
+    /// The boot servers' plain-HTTP base URLs (one, or the replicas
+    /// sharing a database, in order), where `rootio` reads the machine's
+    /// storage layout when `MIRROR_HOST` is not set: the first that
+    /// accepts a connection is asked.
+    pub metadata_servers: Vec<String>,
     /// Time allowed to connect to an image server.
     pub http_connect_timeout: Duration,
     /// Time allowed without receiving a byte of a response. There is no
@@ -80,7 +82,7 @@ impl Default for BuiltinOptions {
     fn default() -> Self {
         BuiltinOptions {
             registry: crate::oci::registry::RegistryOptions::default(),
-            metadata_server: None,
+            metadata_servers: Vec::new(),
             http_connect_timeout: Duration::from_secs(30),
             http_read_timeout: Duration::from_secs(60),
         }
@@ -162,7 +164,7 @@ impl Runtime for BuiltinRuntime {
             Builtin::Oci2Disk => oci2disk::run(self.registry(), env, ctx).await,
             Builtin::QemuImg2Disk => qemuimg2disk::run(self.client(), env, ctx).await,
             Builtin::RootIo => {
-                let server = self.options.metadata_server.as_deref();
+                let server = first_reachable(&self.options.metadata_servers).await;
                 rootio::run(self.client(), server, &spec.command, env, ctx).await
             }
         }
@@ -235,6 +237,25 @@ pub(crate) fn test_env(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<Str
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+}
+
+/// The first of `urls` (`http://HOST:PORT…`) whose host accepts a TCP
+/// connection within two seconds, else the first (whose error then names
+/// the problem).
+async fn first_reachable(urls: &[String]) -> Option<&str> {
+    for url in urls {
+        let authority = url
+            .split_once("://")
+            .map_or(url.as_str(), |(_, rest)| rest)
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        let connect = tokio::net::TcpStream::connect(authority);
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), connect).await {
+            return Some(url);
+        }
+    }
+    urls.first().map(String::as_str)
 }
 
 #[cfg(test)]

@@ -222,6 +222,13 @@ impl SqlStore {
         // One read transaction: a consistent snapshot even if a server is
         // still writing to the source.
         let mut source = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            // One snapshot for every page of every table (SQLite's read
+            // transaction is one already).
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(&mut *source)
+                .await?;
+        }
         let (_guard, mut tx) = target.begin().await?;
         // Rows the target made at open (its first admin token has not been
         // made yet, but its key fingerprint has) are replaced by ours.
@@ -241,11 +248,11 @@ impl SqlStore {
             }
             report.push((table.name, rows));
         }
-        tx.commit().await?;
-        drop(source);
+        // Compared before the copy commits: the snapshot read against what
+        // the target transaction holds; a difference leaves nothing behind.
         for table in TABLES {
-            let mine = table_digest(table, &self.pool).await?;
-            let theirs = table_digest(table, &target.pool).await?;
+            let mine = table_digest(table, &mut source).await?;
+            let theirs = table_digest(table, &mut tx).await?;
             if mine != theirs {
                 return Err(StoreError::Conflict {
                     field: None,
@@ -257,6 +264,8 @@ impl SqlStore {
                 });
             }
         }
+        tx.commit().await?;
+        drop(source);
         let hardware = self.list_hardware_rows().await?;
         target.index.replace_all(hardware);
         Ok(CopyReport { tables: report })
@@ -376,11 +385,10 @@ async fn copy_table(
 }
 
 /// Rows and a SHA-256 over every value of every row, in key order.
-async fn table_digest(table: &Table, pool: &sqlx::AnyPool) -> Result<(u64, Vec<u8>)> {
-    let mut conn = pool.acquire().await?;
+async fn table_digest(table: &Table, conn: &mut sqlx::AnyConnection) -> Result<(u64, Vec<u8>)> {
     let mut hash = Context::new(&SHA256);
     let mut rows = 0u64;
-    for_each_page(table, &mut conn, async |page| {
+    for_each_page(table, conn, async |page| {
         for row in page {
             rows += 1;
             for value in row {

@@ -38,6 +38,19 @@ pub const STORE_URL_SCHEMES: [&str; 2] = ["postgres://", "postgresql://"];
 /// The channel changes are announced on.
 const CHANNEL: &str = "bellows_change";
 
+/// A replica's heartbeat to itself on [`CHANNEL`], followed by its id.
+const HEARTBEAT: &str = "heartbeat:";
+/// How often it is sent, and how long without hearing it back means the
+/// listening connection is gone.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+const HEARTBEAT_LOST: Duration = Duration::from_secs(20);
+
+/// Set on the lease's session: the database notices a vanished replica
+/// within seconds (keepalives, unacknowledged data) and releases its lock,
+/// instead of after the system's two-hour keepalive.
+const LEASE_SESSION: &str = "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; \
+                             SET tcp_keepalives_count = 3; SET tcp_user_timeout = 10000";
+
 /// The advisory lock whose holder runs the timers: any fixed number no
 /// other program on the database uses ("bellows" in ASCII).
 const TIMER_LOCK: i64 = 0x62_656c_6c6f_7773;
@@ -122,19 +135,57 @@ impl SqlStore {
     }
 }
 
-/// A database URL without its password, for messages and logs.
+/// A database URL without its password, for messages and logs: the user
+/// part's password (up to the last `@`, so a `/` or `?` in it cannot hide
+/// the end) and any `password=` parameter are blanked; text that is not a
+/// URL shows its scheme at most.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
+        return "<not a URL>".to_string();
     };
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.to_string(),
-        },
-        None => url.to_string(),
+    let (userinfo, tail) = match rest.rfind('@') {
+        Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+        None => (None, rest),
+    };
+    let user = userinfo.map(|u| match u.split_once(':') {
+        Some((user, _)) => format!("{user}:***@"),
+        None => format!("{u}@"),
+    });
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => p.to_string(),
+                })
+                .collect();
+            format!("{path}?{}", params.join("&"))
+        }
+        None => tail.to_string(),
+    };
+    format!("{scheme}://{}{tail}", user.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_never_show() {
+        for (url, shown) in [
+            ("postgres://u:pw@h:5432/db", "postgres://u:***@h:5432/db"),
+            ("postgres://u:pa/ss?x@h/db", "postgres://u:***@h/db"),
+            (
+                "postgres://u@h/db?password=pw&sslmode=require",
+                "postgres://u@h/db?password=***&sslmode=require",
+            ),
+            ("postgres://h/db", "postgres://h/db"),
+            ("u:pw@h/db", "<not a URL>"),
+        ] {
+            assert_eq!(redact_url(url), shown);
+            assert!(!redact_url(url).contains("pw"));
+        }
     }
 }
 
@@ -235,18 +286,41 @@ struct Follower {
 
 impl Follower {
     async fn run(self, mut listener: PgListener) {
+        // A connection that dies without a word (a firewall forgetting an
+        // idle flow, a database failing over behind an address) never
+        // ends `try_recv`: this replica sends itself a heartbeat on the
+        // channel and rejoins when its own stops coming back.
+        let heartbeat = format!("{HEARTBEAT}{}", self.me);
+        let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+        let mut last_heard = tokio::time::Instant::now();
         loop {
-            // `try_recv` reports a lost connection as `None` instead of
-            // silently reconnecting and dropping what was sent meanwhile.
-            match listener.try_recv().await {
-                Ok(Some(note)) => self.heard(note.payload()).await,
-                Ok(None) | Err(_) => {
-                    tracing::warn!(
-                        "lost the database's change notifications; reconnecting, then \
-                         reloading every record"
-                    );
-                    listener = self.rejoin().await;
+            let lost = tokio::select! {
+                // `try_recv` reports a lost connection as `None` instead of
+                // silently reconnecting and dropping what was sent meanwhile.
+                note = listener.try_recv() => match note {
+                    Ok(Some(note)) if note.payload() == heartbeat => {
+                        last_heard = tokio::time::Instant::now();
+                        false
+                    }
+                    Ok(Some(note)) => !self.heard(note.payload()).await,
+                    Ok(None) | Err(_) => true,
+                },
+                _ = tick.tick() => {
+                    let _ = sqlx::query("SELECT pg_notify($1, $2)")
+                        .bind(CHANNEL)
+                        .bind(&heartbeat)
+                        .execute(&self.pool)
+                        .await;
+                    last_heard.elapsed() > HEARTBEAT_LOST
                 }
+            };
+            if lost {
+                tracing::warn!(
+                    "lost the database's change notifications; reconnecting, then \
+                     reloading every record"
+                );
+                listener = self.rejoin().await;
+                last_heard = tokio::time::Instant::now();
             }
         }
     }
@@ -290,15 +364,24 @@ impl Follower {
         Ok(())
     }
 
-    async fn heard(&self, payload: &str) {
+    /// Follows one announcement; false when a record could not be re-read
+    /// (the caller then reloads everything).
+    async fn heard(&self, payload: &str) -> bool {
+        if payload.starts_with(HEARTBEAT) {
+            return true; // another replica's heartbeat
+        }
         let Ok(announcement) = serde_json::from_str::<Announcement>(payload) else {
             tracing::warn!("ignoring an unreadable change notification");
-            return;
+            return true;
         };
-        if announcement.from == self.me {
-            return;
-        }
+        let own = announcement.from == self.me;
         let change = announcement.change;
+        if own && change.kind != ChangeKind::Hardware {
+            return true;
+        }
+        // Hardware is re-read even after this replica's own writes: two
+        // writes racing between commit and index update converge on what
+        // is stored, whichever order they were applied in.
         if change.kind == ChangeKind::Hardware {
             let row = sqlx::query("SELECT id, body FROM hardware WHERE id = $1")
                 .bind(&change.id)
@@ -310,41 +393,55 @@ impl Follower {
             {
                 Ok(Some(hw)) => self.index.upsert(hw),
                 Ok(None) => self.index.remove(&change.id),
-                Err(e) => tracing::warn!(
-                    hardware = %change.id,
-                    "cannot re-read hardware another server changed: {e}"
-                ),
+                Err(e) => {
+                    tracing::warn!(
+                        hardware = %change.id,
+                        "cannot re-read hardware another server changed: {e}"
+                    );
+                    return false;
+                }
             }
         }
-        let _ = self.changes.send(change);
+        if !own {
+            let _ = self.changes.send(change);
+        }
+        true
     }
 }
 
 /// Holds (or waits for) the timer lease on a connection of its own, for as
 /// long as the store lives.
 async fn hold_timer_lease(url: String, leader: Arc<AtomicBool>) {
+    // Every step is bounded: a stuck connection means not leading.
+    let bound = LEASE_TICK * 3;
     loop {
-        let mut conn = match PgConnection::connect(&url).await {
-            Ok(conn) => conn,
-            Err(_) => {
-                leader.store(false, Ordering::SeqCst);
-                tokio::time::sleep(LEASE_TICK).await;
-                continue;
-            }
+        let connected = tokio::time::timeout(bound, async {
+            let mut conn = PgConnection::connect(&url).await?;
+            conn.execute(LEASE_SESSION).await?;
+            Ok::<_, sqlx::Error>(conn)
+        })
+        .await;
+        let Ok(Ok(mut conn)) = connected else {
+            leader.store(false, Ordering::SeqCst);
+            tokio::time::sleep(LEASE_TICK).await;
+            continue;
         };
         loop {
             let held = leader.load(Ordering::SeqCst);
-            let asked = if held {
-                // Still connected means still held: the lock lives as long
-                // as this session.
-                sqlx::query("SELECT true").fetch_one(&mut conn).await
-            } else {
-                sqlx::query("SELECT pg_try_advisory_lock($1)")
-                    .bind(TIMER_LOCK)
-                    .fetch_one(&mut conn)
-                    .await
-            };
-            let Ok(row) = asked else { break };
+            let asked = tokio::time::timeout(bound, async {
+                if held {
+                    // Still connected means still held: the lock lives as
+                    // long as this session.
+                    sqlx::query("SELECT true").fetch_one(&mut conn).await
+                } else {
+                    sqlx::query("SELECT pg_try_advisory_lock($1)")
+                        .bind(TIMER_LOCK)
+                        .fetch_one(&mut conn)
+                        .await
+                }
+            })
+            .await;
+            let Ok(Ok(row)) = asked else { break };
             let now = row.try_get::<bool, _>(0).unwrap_or(false);
             if now != held {
                 tracing::info!(
