@@ -29,11 +29,13 @@ bin=$PWD/target/release/bellows
 swarm=$PWD/target/release/examples/swarm
 
 work=$(mktemp -d)
-pids=()
 cleanup() {
   local p
-  for p in ${pids[@]+"${pids[@]}"}; do kill "$p" 2>/dev/null || true; done
-  for p in ${pids[@]+"${pids[@]}"}; do wait "$p" 2>/dev/null || true; done
+  # Servers are started in subshells ($(start …)): their PIDs are in a file.
+  for p in $(cat "$work/pids" 2>/dev/null); do kill "$p" 2>/dev/null || true; done
+  for p in $(cat "$work/pids" 2>/dev/null); do
+    for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  done
   BELLOWS_TEST_POSTGRES_PORT=55433 scripts/postgres-test-server.sh stop || true
   if [ -n "${BENCH_KEEP:-}" ]; then echo "bench: kept $work" >&2; else rm -rf "$work"; fi
 }
@@ -52,7 +54,7 @@ start() { # NAME STORE: start a server, print "PID API HTTP"
     --syslog-listen off --tftp-listen off --dhcp-mode off \
     --http-max-connections 0 --http-max-connections-per-ip 0 2>"$work/$name.log" &
   local pid=$!
-  pids+=("$pid")
+  echo "$pid" >>"$work/pids"
   for _ in $(seq 1 100); do
     grep -qs 'boot URLs start with' "$work/$name.log" && break
     sleep 0.1
