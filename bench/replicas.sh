@@ -106,25 +106,20 @@ memory_line() { # NAME PID...: RSS before and after pushing the machines
   echo "$line"
 }
 
-# 1. one server, SQLite
-read -r pid api http < <(start sqlite sqlite)
-run_swarm sqlite "$http" "$api" "$pid"
-before=$(memory_line sqlite "$pid")
-push_machines "$api"
-sleep 2
-after=$(memory_line sqlite "$pid")
-echo "$before" >"$work/sqlite.mem"; echo "$after" >>"$work/sqlite.mem"
-kill "$pid"; wait "$pid" 2>/dev/null || true
+one_server() { # NAME STORE: the swarm, then the machines, on one server
+  local name=$1 pid api http
+  read -r pid api http < <(start "$name" "$2")
+  run_swarm "$name" "$http" "$api" "$pid"
+  memory_line "$name" "$pid" >"$work/$name.mem"
+  push_machines "$api"
+  sleep 2
+  memory_line "$name" "$pid" >>"$work/$name.mem"
+  kill "$pid"
+}
 
-# 2. one server, PostgreSQL
-read -r pid api http < <(start pg1 "$(database pg1)")
-run_swarm pg1 "$http" "$api" "$pid"
-before=$(memory_line pg1 "$pid")
-push_machines "$api"
-sleep 2
-after=$(memory_line pg1 "$pid")
-echo "$before" >"$work/pg1.mem"; echo "$after" >>"$work/pg1.mem"
-kill "$pid"; wait "$pid" 2>/dev/null || true
+# 1. one server, SQLite; 2. one server, PostgreSQL
+one_server sqlite sqlite
+one_server pg1 "$(database pg1)"
 
 # 3. three replicas on one database: workers on replica 0, workflows
 #    created through replica 1
