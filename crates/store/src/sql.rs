@@ -309,6 +309,15 @@ fn hardware_row(row: &AnyRow) -> Result<Hardware> {
     decode("hardware", &id, &body)
 }
 
+/// Every hardware record, by id: the listing, and what an index is
+/// (re)built from.
+async fn all_hardware(pool: &AnyPool) -> Result<Vec<Hardware>> {
+    let rows = sqlx::query("SELECT id, body FROM hardware ORDER BY id")
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(hardware_row).collect()
+}
+
 fn template_row(row: &AnyRow) -> Result<TemplateRecord> {
     Ok(TemplateRecord {
         id: row.try_get("id")?,
@@ -578,10 +587,7 @@ impl Store for SqlStore {
     }
 
     async fn list_hardware(&self) -> Result<Vec<Hardware>> {
-        let rows = sqlx::query("SELECT id, body FROM hardware ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(hardware_row).collect()
+        all_hardware(&self.pool).await
     }
 
     async fn delete_hardware(&self, id: &str) -> Result<()> {

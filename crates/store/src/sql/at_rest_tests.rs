@@ -16,12 +16,12 @@ fn key(byte: u8) -> SecretKey {
     SecretKey::from_bytes(&[byte; 32])
 }
 
-fn hw(id: &str, mac: &str) -> Hardware {
+pub(super) fn hw(id: &str, mac: &str) -> Hardware {
     let doc = serde_json::json!({"id": id, "network": {"interfaces": [{"dhcp": {"mac": mac}}]}});
     Hardware::from_value(doc).unwrap()
 }
 
-fn record(id: &str) -> BmcRecord {
+pub(super) fn record(id: &str) -> BmcRecord {
     BmcRecord {
         hardware_id: id.into(),
         address: "10.0.0.9".into(),

@@ -266,16 +266,10 @@ impl SqlStore {
         }
         tx.commit().await?;
         drop(source);
-        let hardware = self.list_hardware_rows().await?;
-        target.index.replace_all(hardware);
+        target
+            .index
+            .replace_all(super::all_hardware(&self.pool).await?);
         Ok(CopyReport { tables: report })
-    }
-
-    async fn list_hardware_rows(&self) -> Result<Vec<bellows_model::Hardware>> {
-        let rows = sqlx::query("SELECT id, body FROM hardware ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(super::hardware_row).collect()
     }
 }
 
@@ -415,17 +409,10 @@ async fn table_digest(table: &Table, conn: &mut sqlx::AnyConnection) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sql::tests::{Home, workflow};
-    use crate::{BmcRecord, BmcSecret, LogEntry, Store};
+    use crate::sql::at_rest_tests::record;
+    use crate::sql::tests::{Home, hw, workflow};
+    use crate::{BmcSecret, LogEntry, Store};
     use bellows_model::workflow::Transition;
-
-    fn hw(id: &str, mac: &str, ip: &str) -> bellows_model::Hardware {
-        bellows_model::Hardware::from_value(serde_json::json!({
-            "id": id,
-            "network": {"interfaces": [{"dhcp": {"mac": mac, "ip": {"address": ip, "netmask": "255.255.255.0"}}}]}
-        }))
-        .unwrap()
-    }
 
     /// A site's state on SQLite, moved to PostgreSQL: every record reads
     /// back the same there, the BMC password opens, new rows number after
@@ -455,18 +442,7 @@ mod tests {
             at: 5,
         };
         from.apply_transition("wf1", &started).await.unwrap();
-        let record = BmcRecord {
-            hardware_id: "m3".into(),
-            address: "10.0.0.9".into(),
-            port: None,
-            protocol: "redfish".into(),
-            username: "admin".into(),
-            insecure_tls: false,
-            power_state: None,
-            power_checked_at: None,
-            power_error: None,
-        };
-        from.put_bmc(&record, &BmcSecret("pa55-moved".into()))
+        from.put_bmc(&record("m3"), &BmcSecret("pa55-moved".into()))
             .await
             .unwrap();
         // More log lines than a page, so paging is exercised.

@@ -24,11 +24,10 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::postgres::{PgConnection, PgListener};
 use sqlx::{Any, Connection, Executor, Row, Transaction};
 
-use crate::Store as _;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
-use super::{Backend, SqlStore, hardware_row};
+use super::{Backend, SqlStore, all_hardware, hardware_row};
 use crate::secrets::SecretKey;
 use crate::{Change, ChangeKind, ChangeOp, HardwareIndex, Result, StoreError};
 
@@ -123,7 +122,7 @@ impl SqlStore {
         // Listening before the index is (re)loaded: nothing committed in
         // between is missed.
         let listener = listen(url).await?;
-        store.index.replace_all(store.list_hardware().await?);
+        store.index.replace_all(all_hardware(&store.pool).await?);
         store.replica = Some(Replica::start(
             url.to_string(),
             listener,
@@ -345,11 +344,7 @@ impl Follower {
 
     /// Reloads the index and wakes whoever waits on an unfinished workflow.
     async fn resync(&self) -> Result<()> {
-        let rows = sqlx::query("SELECT id, body FROM hardware ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?;
-        let all = rows.iter().map(hardware_row).collect::<Result<Vec<_>>>()?;
-        self.index.replace_all(all);
+        self.index.replace_all(all_hardware(&self.pool).await?);
         let active: Vec<String> =
             sqlx::query_scalar("SELECT id FROM workflow WHERE state IN ('PENDING', 'RUNNING')")
                 .fetch_all(&self.pool)

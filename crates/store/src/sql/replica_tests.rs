@@ -5,17 +5,10 @@
 
 use std::time::Duration;
 
+use super::at_rest_tests::hw;
 use super::tests::workflow;
 use super::*;
 use bellows_testkit::postgres::{TestDatabase, database};
-
-fn hw(id: &str, mac: &str) -> Hardware {
-    Hardware::from_value(serde_json::json!({
-        "id": id,
-        "network": {"interfaces": [{"dhcp": {"mac": mac}}]}
-    }))
-    .unwrap()
-}
 
 async fn replica(db: &TestDatabase) -> SqlStore {
     SqlStore::open_postgres(

@@ -4,7 +4,7 @@ use bellows_model::template::{Strictness, Template};
 use bellows_model::workflow::Outcome;
 use bellows_model::{State, TransitionError};
 
-fn hw(id: &str, mac: &str, ip: &str) -> Hardware {
+pub(super) fn hw(id: &str, mac: &str, ip: &str) -> Hardware {
     let doc = serde_json::json!({
         "id": id,
         "network": {"interfaces": [{"dhcp": {"mac": mac, "ip": {"address": ip, "netmask": "255.255.255.0"}}}]}
