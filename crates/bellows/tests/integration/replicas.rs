@@ -221,6 +221,26 @@ fn machines(n: usize, prefix: u8) -> Vec<String> {
         .collect()
 }
 
+/// Every workflow's state as `api` lists it (None when it does not answer
+/// 200: a replica killed, the database away).
+fn workflow_states(api: &str) -> Option<std::collections::HashMap<String, String>> {
+    let (st, list) = http("GET", &format!("{api}/api/v1/workflows"), None);
+    if st != 200 {
+        return None;
+    }
+    let all = list["items"].as_array()?;
+    Some(
+        all.iter()
+            .filter_map(|w| {
+                Some((
+                    w["id"].as_str()?.to_string(),
+                    w["state"].as_str()?.to_string(),
+                ))
+            })
+            .collect(),
+    )
+}
+
 /// Waits (bounded) until every workflow ended, asking live replicas in
 /// turn; fails naming those that did not succeed.
 fn wait_all_succeeded(r: &Replicas, ids: &[String], limit: Duration) {
@@ -231,21 +251,13 @@ fn wait_all_succeeded(r: &Replicas, ids: &[String], limit: Duration) {
         let live = r.live();
         let api = &live[turn % live.len()].url;
         turn += 1;
-        let (st, list) = http("GET", &format!("{api}/api/v1/workflows"), None);
-        if st == 200
-            && let Some(all) = list["items"].as_array()
-        {
-            let failed: Vec<&Value> = all
+        if let Some(states) = workflow_states(api) {
+            let failed: Vec<(&String, &String)> = states
                 .iter()
-                .filter(|w| matches!(w["state"].as_str(), Some("FAILED" | "TIMEOUT")))
+                .filter(|(_, state)| matches!(state.as_str(), "FAILED" | "TIMEOUT"))
                 .collect();
             assert!(failed.is_empty(), "workflows ended badly: {failed:#?}");
-            let done: std::collections::HashSet<&str> = all
-                .iter()
-                .filter(|w| w["state"] == "SUCCESS")
-                .filter_map(|w| w["id"].as_str())
-                .collect();
-            left.retain(|id| !done.contains(id.as_str()));
+            left.retain(|id| states.get(id).map(String::as_str) != Some("SUCCESS"));
         }
         assert!(
             Instant::now() < deadline,
@@ -260,17 +272,10 @@ fn wait_all_succeeded(r: &Replicas, ids: &[String], limit: Duration) {
 
 /// How many of `ids` have succeeded, asked of `api`.
 fn succeeded(api: &str, ids: &[String]) -> usize {
-    let (st, list) = http("GET", &format!("{api}/api/v1/workflows"), None);
-    assert_eq!(st, 200, "{list}");
-    list["items"]
-        .as_array()
-        .map(|all| {
-            all.iter()
-                .filter(|w| w["state"] == "SUCCESS")
-                .filter(|w| ids.iter().any(|id| w["id"] == id.as_str()))
-                .count()
-        })
-        .unwrap_or(0)
+    let states = workflow_states(api).unwrap_or_else(|| panic!("{api} does not list workflows"));
+    ids.iter()
+        .filter(|id| states.get(*id).map(String::as_str) == Some("SUCCESS"))
+        .count()
 }
 
 /// Every action of every workflow started once and finished once.
