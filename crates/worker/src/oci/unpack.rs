@@ -380,11 +380,21 @@ mod tests {
     };
 
     fn apply(root: &Path, bytes: Vec<u8>) -> Result<(), UnpackError> {
+        apply_as(root, bytes, LayerCodec::Tar, 1)
+    }
+
+    /// Applies `bytes` as layer number `n` in `codec`, with the test limits.
+    fn apply_as(
+        root: &Path,
+        bytes: Vec<u8>,
+        codec: LayerCodec,
+        n: usize,
+    ) -> Result<(), UnpackError> {
         apply_layer(
             std::io::Cursor::new(bytes),
-            LayerCodec::Tar,
+            codec,
             root,
-            1,
+            n,
             LIMITS,
             &mut Usage::default(),
             &AtomicBool::new(false),
@@ -512,16 +522,7 @@ mod tests {
         plain.extend(std::iter::repeat_n(b'a', 2 << 20));
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         gz.write_all(&plain).unwrap();
-        let e = apply_layer(
-            std::io::Cursor::new(gz.finish().unwrap()),
-            LayerCodec::Gzip,
-            dir.path(),
-            1,
-            LIMITS,
-            &mut Usage::default(),
-            &AtomicBool::new(false),
-        )
-        .unwrap_err();
+        let e = apply_as(dir.path(), gz.finish().unwrap(), LayerCodec::Gzip, 1).unwrap_err();
         assert!(e.to_string().contains("more than 1048576 bytes"), "{e}");
     }
 
@@ -555,30 +556,12 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(&layer(&[("hello", Some("world"))])).unwrap();
         let gz = gz.finish().unwrap();
-        apply_layer(
-            std::io::Cursor::new(gz.clone()),
-            LayerCodec::Gzip,
-            dir.path(),
-            2,
-            LIMITS,
-            &mut Usage::default(),
-            &AtomicBool::new(false),
-        )
-        .unwrap();
+        apply_as(dir.path(), gz.clone(), LayerCodec::Gzip, 2).unwrap();
         assert_eq!(
             std::fs::read_to_string(dir.path().join("hello")).unwrap(),
             "world"
         );
-        let e = apply_layer(
-            std::io::Cursor::new(gz[..gz.len() / 2].to_vec()),
-            LayerCodec::Gzip,
-            dir.path(),
-            2,
-            LIMITS,
-            &mut Usage::default(),
-            &AtomicBool::new(false),
-        )
-        .unwrap_err();
+        let e = apply_as(dir.path(), gz[..gz.len() / 2].to_vec(), LayerCodec::Gzip, 2).unwrap_err();
         assert!(e.to_string().starts_with("layer 2:"), "{e}");
     }
 }
