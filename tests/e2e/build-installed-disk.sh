@@ -8,6 +8,8 @@
 # mounts that partition, reads /hostname (written there by the workflow's
 # writefile action), brings up the network with DHCP and calls back to
 # Bellows over syslog with "installed hostname=<name>", then powers off.
+# CALLBACK_SYSLOG_IP `dhcp` calls back to the server that answered its DHCP
+# (option 54): with several replicas, the one still alive.
 #
 # EFI_PATH (default EFI/BOOT/BOOTX64.EFI, the removable-media path UEFI
 # firmware boots without a boot entry) puts the UEFI loader elsewhere, e.g.
@@ -49,7 +51,8 @@ case "$1" in
   bound|renew)
     ip addr flush dev "$interface"
     ip addr add "$ip/${mask:-24}" dev "$interface"
-    echo "$ip" > /tmp/ip ;;
+    echo "$ip" > /tmp/ip
+    echo "$serverid" > /tmp/serverid ;;
 esac
 exit 0
 SCRIPT
@@ -73,7 +76,9 @@ iface=\$(ls /sys/class/net | grep -v '^lo\$' | head -1)
 ip link set lo up
 ip link set "\$iface" up
 udhcpc -i "\$iface" -n -q -t 10 -T 2 -s /udhcpc.script
-syslogd -R "$syslog_ip:514"
+callback="$syslog_ip"
+[ "\$callback" != dhcp ] || callback=\$(cat /tmp/serverid 2>/dev/null)
+syslogd -R "\$callback:514"
 sleep 1
 for i in 1 2 3; do logger -t installed "installed hostname=\$name ip=\$(cat /tmp/ip 2>/dev/null)"; sleep 1; done
 poweroff -f

@@ -159,6 +159,27 @@ pub struct TestDatabase {
     pub server: Option<TestServer>,
 }
 
+impl TestDatabase {
+    /// The same database over the server's Unix socket: servers in a
+    /// network namespace reach it there (sockets in the file system are
+    /// not confined to a namespace, loopback ports are). The server is
+    /// asked where its socket is, so this works on the run's server and on
+    /// a private one alike.
+    pub fn unix_socket_url(&self) -> String {
+        let out = psql(&self.url, "SHOW unix_socket_directories");
+        let dirs = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "SHOW unix_socket_directories: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let dir = dirs.split(',').map(str::trim).find(|d| d.starts_with('/'));
+        let dir = dir.unwrap_or_else(|| panic!("the server has no Unix socket: {dirs:?}"));
+        // The port names the socket file (.s.PGSQL.PORT): keep it.
+        format!("{}?host={dir}", self.url)
+    }
+}
+
 /// A fresh, empty database.
 pub fn database() -> TestDatabase {
     let (admin, server) = match std::env::var(SERVER_VAR) {

@@ -55,7 +55,7 @@ pub(crate) fn have(extra: &[&str]) -> bool {
 
 /// The in-memory OS, built by the documented command into the server's
 /// default location.
-fn build_osie(osie: &Path) {
+pub(crate) fn build_osie(osie: &Path) {
     let out = run_checked(
         Command::new(BIN)
             .args(["image", "build", "--output-dir"])
@@ -66,9 +66,11 @@ fn build_osie(osie: &Path) {
 }
 
 /// The disk image the workflow installs (built once per run), checksummed,
-/// compressed, and put where Bellows serves it (`/osie/`).
-fn build_disk(osie: &Path) -> String {
-    let img = crate::vm::installed_disk(SERVER_IP, "EFI/BOOT/BOOTX64.EFI");
+/// compressed, and put in `dir` as `installed.img.zst` (the server's
+/// `/osie/`, or a mirror's directory). Its system calls back over syslog to
+/// `callback` (an address, or `dhcp`: the server that answered its DHCP).
+pub(crate) fn build_disk(dir: &Path, callback: &str) -> String {
+    let img = crate::vm::installed_disk(callback, "EFI/BOOT/BOOTX64.EFI");
     let sum = run_checked(Command::new("sha256sum").arg(&img), "sha256sum");
     let sum = sum
         .split_whitespace()
@@ -78,7 +80,7 @@ fn build_disk(osie: &Path) -> String {
     run_checked(
         Command::new("zstd")
             .args(["-q", "-f", "-10", "-o"])
-            .arg(osie.join("installed.img.zst"))
+            .arg(dir.join("installed.img.zst"))
             .arg(&img),
         "zstd",
     );
@@ -106,7 +108,9 @@ fn start_vm(
     })
 }
 
-fn template(sum: &str, name: &str, img_url: &str, kexec: bool) -> String {
+/// The install: image2disk from `img_url` (checked against `sum`),
+/// writefile and cexec the hostname `name`, then reboot (or kexec).
+pub(crate) fn template(sum: &str, name: &str, img_url: &str, kexec: bool) -> String {
     let last = if kexec {
         // Straight into the installed kernel: no firmware, no second boot.
         "      - name: kexec
@@ -169,7 +173,7 @@ tasks:
 }
 
 /// Unix milliseconds of a server log line (tracing's RFC 3339 prefix).
-fn log_time(line: &str) -> Option<i64> {
+pub(crate) fn log_time(line: &str) -> Option<i64> {
     let stamp = line.split_whitespace().next()?;
     let (date, time) = stamp.strip_suffix('Z')?.split_once('T')?;
     let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
@@ -223,7 +227,7 @@ fn setup(tag: &str, mac: &str, ip: &str, name: &str, allow_pxe: bool) -> Option<
     std::fs::create_dir_all(&osie).unwrap();
     let built = Instant::now();
     build_osie(&osie);
-    let sum = build_disk(&osie);
+    let sum = build_disk(&osie, SERVER_IP);
     eprintln!("images built in {:.1} s", built.elapsed().as_secs_f64());
     let mut lab = Lab::new(tag, &format!("{SERVER_IP}/24"));
     let tap = lab.tap(1);

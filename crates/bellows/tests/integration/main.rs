@@ -18,6 +18,7 @@ mod metadata;
 mod netboot;
 mod osie;
 mod osie_bench;
+mod replica_vm;
 mod replicas;
 mod security;
 mod transport;
