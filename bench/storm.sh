@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# A boot storm: N simulated machines through Bellows' whole boot path at
+# once (DHCP as firmware, TFTP of iPXE, DHCP as iPXE, the script, the
+# kernel and initrd, the worker's three actions), with the generator
+# (`bellows-storm`, crates/storm) on the same machine. Prints, last, the
+# generator's summary line; per-machine timings, completions over time and
+# a chart (storm.svg) go to $BENCH_OUT (default bench/storm-out).
+#
+# Usage: bench/storm.sh [N]          (default 1000)
+#
+# The network: two namespaces the script creates and deletes, joined by a
+# veth pair: `srv` (the server; sts0 10.88.0.1/16, route 10.88.128.0/17 via
+# 10.88.0.2) and `cli` (the machines; stc0 10.88.0.2/16, and the whole
+# 10.88.128.0/17 routed to itself, so each machine's sockets use its own
+# reserved address: machine i is 10.88.128.1 + i, MAC 02:5b:00:00:xx:xx).
+#
+#   BENCH_RAMP_SECS (default 0: all at once)   arrivals spread over S seconds
+#   BENCH_UEFI_EVERY (default 2)               every K-th machine is UEFI
+#   BENCH_WHOLE_EVERY (default 100)            every K-th fetches kernel and initrd whole,
+#                                              the others 64 KiB of each by Range
+#   BENCH_KERNEL_MIB / BENCH_INITRD_MIB (8 / 16) sizes of the in-memory OS files served
+#   BENCH_BELLOWS_LOG (default: Bellows' own default, info)
+#   BENCH_VERIFY=1                             check every byte and lease (costs generator CPU)
+#   BENCH_KEEP=1                               keep the work directory (server log)
+#   BENCH_PROFILE (default release)            debug: unoptimised builds, to try the script
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+ensure_build_deps
+apt_install iproute2 ipxe
+n=${1:-1000}
+ramp=${BENCH_RAMP_SECS:-0}
+out=${BENCH_OUT:-$PWD/bench/storm-out}
+profile=${BENCH_PROFILE:-release} # debug: for trying the script itself
+if ! cargo build --profile "${profile/debug/dev}" --locked -q -p bellows -p bellows-storm; then
+  echo "bench: 'cargo build --locked' failed (Cargo.lock out of date?); building without --locked" >&2
+  cargo build --profile "${profile/debug/dev}" -q -p bellows -p bellows-storm
+fi
+bin=$PWD/target/$profile/bellows
+storm=$PWD/target/$profile/bellows-storm
+
+work=$(mktemp -d)
+tag=st$$
+ns_srv=$tag-srv ns_cli=$tag-cli
+namespaces=()
+pids=()
+cleanup() {
+  local p ns
+  for p in ${pids[@]+"${pids[@]}"}; do kill "$p" 2>/dev/null || true; done
+  for p in ${pids[@]+"${pids[@]}"}; do wait "$p" 2>/dev/null || true; done
+  for ns in "${namespaces[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
+  if [ -n "${BENCH_KEEP:-}" ]; then echo "bench: kept $work" >&2; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+for ns in "$ns_srv" "$ns_cli"; do namespaces+=("$ns"); ip netns add "$ns"; ip -n "$ns" link set lo up; done
+ip link add sts0 netns "$ns_srv" type veth peer name stc0 netns "$ns_cli"
+ip -n "$ns_srv" addr add 10.88.0.1/16 dev sts0
+ip -n "$ns_srv" link set sts0 up
+ip -n "$ns_cli" addr add 10.88.0.2/16 dev stc0
+ip -n "$ns_cli" link set stc0 up
+ip -n "$ns_cli" route add local 10.88.128.0/17 dev lo
+# One neighbour (the storm's end of the veth) for the whole machine range.
+ip -n "$ns_srv" route add 10.88.128.0/17 via 10.88.0.2 dev sts0
+# As many descriptors as allowed (each machine holds a connection or two
+# on both sides).
+ulimit -n "$(ulimit -Hn)"
+
+data=$work/data
+mkdir -p "$data/osie"
+# The in-memory OS as the server serves it: its contents do not matter to
+# the storm, its sizes do (a typical kernel and a built initramfs).
+head -c $((${BENCH_KERNEL_MIB:-8} << 20)) /dev/urandom >"$data/osie/vmlinuz"
+head -c $((${BENCH_INITRD_MIB:-16} << 20)) /dev/urandom >"$data/osie/initramfs"
+
+log_args=()
+[ -z "${BENCH_BELLOWS_LOG:-}" ] || log_args=(--log "$BENCH_BELLOWS_LOG")
+ip netns exec "$ns_srv" "$bin" server --data-dir "$data" --interface sts0 \
+  --public-ip 10.88.0.1 --dhcp-mode reservation --listen 127.0.0.1:42113 \
+  --http-listen 10.88.0.1:8080 --syslog-listen off ${log_args[@]+"${log_args[@]}"} \
+  >"$work/server.log" 2>&1 &
+server=$!
+pids+=("$server")
+for _ in $(seq 1 100); do
+  grep -q 'boot URLs start with' "$work/server.log" 2>/dev/null && break
+  kill -0 "$server" 2>/dev/null || { cat "$work/server.log" >&2; exit 1; }
+  sleep 0.1
+done
+grep -q 'boot URLs start with' "$work/server.log" || { echo "bench: the server did not start" >&2; tail "$work/server.log" >&2; exit 1; }
+
+echo "bench: pushing $n machines and their workflows" >&2
+ip netns exec "$ns_srv" "$storm" setup --api https://127.0.0.1:42113 \
+  --token "$(cat "$data/admin.token")" --ca "$data/tls/ca.crt" \
+  --machines "$n" --first-ip 10.88.128.1 --gateway 10.88.0.1
+
+verify=()
+[ -z "${BENCH_VERIFY:-}" ] || verify=(--verify "$data")
+rm -rf "$out"
+mkdir -p "$out"
+echo "bench: storm of $n machines (ramp ${ramp} s) at $(date -u +%FT%TZ); load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+status=0
+ip netns exec "$ns_cli" "$storm" run --machines "$n" --interface stc0 --first-ip 10.88.128.1 \
+  --ramp-secs "$ramp" --uefi-every "${BENCH_UEFI_EVERY:-2}" \
+  --whole-files-every "${BENCH_WHOLE_EVERY:-100}" --server-pid "$server" \
+  --out "$out" ${verify[@]+"${verify[@]}"} || status=$?
+grep -E ' (WARN|ERROR) ' "$work/server.log" | sort | uniq -c | sort -rn | head -n 10 >&2 || true
+exit "$status"
