@@ -26,6 +26,12 @@ use crate::stats::DhcpStats;
 /// Receive buffer: larger than any DHCP request a client sends; a datagram
 /// that does not fit is counted as malformed.
 const RECV_BUFFER_LEN: usize = 4096;
+/// The socket's receive queue: a boot storm's burst (thousands of
+/// DISCOVERs within milliseconds) waits here while the loop runs; the
+/// kernel's default (~208 KiB, a few hundred requests) drops most of it.
+const RECEIVE_QUEUE_BYTES: usize = 8 << 20;
+/// How often the counters are summarised in the log (when they moved).
+const SUMMARY_EVERY: Duration = Duration::from_secs(10);
 /// Interface addresses are re-read at most this often (and when a packet
 /// arrives on an interface not seen before).
 const INTERFACE_REFRESH: Duration = Duration::from_secs(30);
@@ -147,9 +153,39 @@ impl DhcpServer {
         let shared = self.shared;
         tokio::select! {
             () = shutdown => Ok(()),
+            () = summarise(shared.stats.clone()) => Ok(()),
             () = serve_optional(first, shared.clone()) => Ok(()),
             () = serve_optional(second, shared.clone()) => Ok(()),
         }
+    }
+}
+
+/// Logs, at info, what the service did in each [`SUMMARY_EVERY`] that
+/// saw traffic: the replies themselves are logged at debug.
+async fn summarise(stats: Arc<DhcpStats>) {
+    let mut last = stats.snapshot();
+    let mut tick = tokio::time::interval(SUMMARY_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let now = stats.snapshot();
+        if now.received == last.received {
+            continue;
+        }
+        let d = |a: u64, b: u64| a.saturating_sub(b);
+        tracing::info!(
+            received = d(now.received, last.received),
+            replied = d(now.replied, last.replied),
+            naks = d(now.naks, last.naks),
+            unknown_clients = d(now.dropped_unknown, last.dropped_unknown),
+            not_answered = d(now.dropped_other, last.dropped_other),
+            malformed = d(now.dropped_malformed, last.dropped_malformed),
+            send_errors = d(now.send_errors, last.send_errors),
+            "DHCP in the last {} s",
+            SUMMARY_EVERY.as_secs()
+        );
+        last = now;
     }
 }
 
@@ -185,6 +221,7 @@ fn open_socket(
             .map_err(err("bind to the interface (SO_BINDTODEVICE)"))?;
     }
     bellows_udp::enable_packet_info(&socket, false).map_err(err("set IP_PKTINFO"))?;
+    bellows_udp::enlarge_receive_buffer(&socket, RECEIVE_QUEUE_BYTES);
     socket
         .set_nonblocking(true)
         .map_err(err("make the socket non-blocking"))?;
@@ -236,7 +273,10 @@ async fn serve(listener: Listener, shared: Arc<Shared>) {
                 .await;
                 match sent {
                     Ok(_) => {
-                        tracing::info!(
+                        // Per packet: at debug (a storm's thousands of lines
+                        // cost a third of the exchange's CPU at info); the
+                        // periodic summary below says how many at info.
+                        tracing::debug!(
                             mac = %reply.mac,
                             kind = ?reply.message_type,
                             yiaddr = %reply.yiaddr,

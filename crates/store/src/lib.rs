@@ -72,6 +72,15 @@ pub enum StoreError {
     /// The database itself failed (disk full, locked, gone).
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// A batch of writes (see [`Store::apply_transitions`]) failed together
+    /// on a database error: nothing of it was written.
+    #[error("{message}")]
+    Batch {
+        /// The database error, as text (each report of the batch gets one).
+        message: String,
+        /// Whether it was an outage ([`StoreError::is_unavailable`]).
+        unavailable: bool,
+    },
     /// Schema migration failed at open.
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -147,6 +156,7 @@ impl StoreError {
                 }),
                 _ => false,
             },
+            StoreError::Batch { unavailable, .. } => *unavailable,
             _ => false,
         }
     }
@@ -326,6 +336,19 @@ pub trait Store: Send + Sync + 'static {
     /// one transaction. Illegal reports change nothing; a repeated report
     /// writes nothing and publishes no change.
     async fn apply_transition(&self, id: &str, transition: &Transition) -> Result<Workflow>;
+
+    /// Applies many reports, each as [`Store::apply_transition`] would, in
+    /// as few transactions as the store can: the group commit that lets a
+    /// boot storm's thousands of reports share one disk flush. Results
+    /// come in the order of `batch`; a refused report does not stop the
+    /// others; a database failure fails them all, with nothing written.
+    async fn apply_transitions(&self, batch: &[(String, Transition)]) -> Vec<Result<Workflow>> {
+        let mut results = Vec::with_capacity(batch.len());
+        for (id, transition) in batch {
+            results.push(self.apply_transition(id, transition).await);
+        }
+        results
+    }
 
     /// Appends an event that is not a state transition (a BMC boot request).
     async fn append_event(&self, id: &str, event: &Event) -> Result<()>;

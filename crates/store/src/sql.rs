@@ -380,6 +380,70 @@ impl SqlStore {
         self.commit(tx, written.into_iter().collect()).await
     }
 
+    /// One report inside `tx`: the workflow's row locked, the state machine
+    /// applied, the row and its events written; what changed goes on
+    /// `written` for the commit. A repeated report writes nothing.
+    async fn transition_in(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        id: &str,
+        transition: &Transition,
+        written: &mut Vec<Written>,
+    ) -> Result<Workflow> {
+        // Locked: reports and deadlines for one workflow, from whichever
+        // replica, apply one after the other to the state each left.
+        let row = sqlx::query(for_update!(
+            self,
+            "SELECT id, body FROM workflow WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?;
+        let Some(row) = row else {
+            return Err(StoreError::NotFound {
+                kind: "workflow",
+                id: id.to_string(),
+            });
+        };
+        let current = workflow_row(&row)?;
+        let (next, events) = current.apply(transition)?;
+        if next == current {
+            // A repeated report: nothing to write, nothing to announce.
+            return Ok(next);
+        }
+        sqlx::query(
+            "UPDATE workflow SET state = $1, body = $2, version = version + 1, updated_at = $3 \
+             WHERE id = $4",
+        )
+        .bind(next.state.as_str())
+        .bind(encode(&next))
+        .bind(next.updated_at)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+        for event in &events {
+            sqlx::query("INSERT INTO workflow_event (workflow_id, at, body) VALUES ($1, $2, $3)")
+                .bind(id)
+                .bind(event.at)
+                .bind(encode(event))
+                .execute(&mut **tx)
+                .await?;
+        }
+        // Installed: the next boot must come from disk. Same transaction, so
+        // a crash cannot leave a succeeded workflow with netboot still on.
+        if next.boot_options.toggle_allow_netboot && Workflow::just_succeeded(&current, &next) {
+            for hw in self.set_netboot(tx, &next, false).await? {
+                written.push(Written::Hardware(Box::new(hw)));
+            }
+        }
+        written.push(Written::Other(
+            ChangeKind::Workflow,
+            id.to_string(),
+            ChangeOp::Upsert,
+        ));
+        Ok(next)
+    }
+
     /// Sets `allow_pxe` on every machine a workflow names (its workers and
     /// its `.Hardware`), inside `tx`; returns the records it changed, for the
     /// index once the transaction commits.
@@ -910,65 +974,85 @@ impl Store for SqlStore {
 
     async fn apply_transition(&self, id: &str, transition: &Transition) -> Result<Workflow> {
         let (_guard, mut tx) = self.begin().await?;
-        // Locked: reports and deadlines for one workflow, from whichever
-        // replica, apply one after the other to the state each left.
-        let row = sqlx::query(for_update!(
-            self,
-            "SELECT id, body FROM workflow WHERE id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            return Err(StoreError::NotFound {
-                kind: "workflow",
-                id: id.to_string(),
-            });
-        };
-        let current = workflow_row(&row)?;
-        let (next, events) = current.apply(transition)?;
-        if next == current {
-            // A repeated report: nothing to write, nothing to announce.
-            return Ok(next);
+        let mut written = Vec::new();
+        let next = self
+            .transition_in(&mut tx, id, transition, &mut written)
+            .await?;
+        if !written.is_empty() {
+            self.commit(tx, written).await?;
         }
-        sqlx::query(
-            "UPDATE workflow SET state = $1, body = $2, version = version + 1, updated_at = $3 \
-             WHERE id = $4",
-        )
-        .bind(next.state.as_str())
-        .bind(encode(&next))
-        .bind(next.updated_at)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        for event in &events {
-            sqlx::query("INSERT INTO workflow_event (workflow_id, at, body) VALUES ($1, $2, $3)")
-                .bind(id)
-                .bind(event.at)
-                .bind(encode(event))
-                .execute(&mut *tx)
-                .await?;
-        }
-        // Installed: the next boot must come from disk. Same transaction, so
-        // a crash cannot leave a succeeded workflow with netboot still on.
-        let netboot = if next.boot_options.toggle_allow_netboot
-            && Workflow::just_succeeded(&current, &next)
-        {
-            self.set_netboot(&mut tx, &next, false).await?
-        } else {
-            Vec::new()
-        };
-        let mut written: Vec<Written> = netboot
-            .into_iter()
-            .map(|hw| Written::Hardware(Box::new(hw)))
-            .collect();
-        written.push(Written::Other(
-            ChangeKind::Workflow,
-            id.to_string(),
-            ChangeOp::Upsert,
-        ));
-        self.commit(tx, written).await?;
         Ok(next)
+    }
+
+    async fn apply_transitions(&self, batch: &[(String, Transition)]) -> Vec<Result<Workflow>> {
+        // In lock order (by workflow id), so that two replicas' batches
+        // cannot wait on each other's rows.
+        let mut order: Vec<usize> = (0..batch.len()).collect();
+        order.sort_by(|a, b| batch[*a].0.cmp(&batch[*b].0));
+        let mut results: Vec<Option<Result<Workflow>>> = (0..batch.len()).map(|_| None).collect();
+        let database_failure = async {
+            let (_guard, mut tx) = self.begin().await?;
+            let mut written = Vec::new();
+            for &i in &order {
+                let (id, transition) = &batch[i];
+                let before = written.len();
+                // A savepoint per report: a refused one is undone alone.
+                sqlx::query("SAVEPOINT report").execute(&mut *tx).await?;
+                match self
+                    .transition_in(&mut tx, id, transition, &mut written)
+                    .await
+                {
+                    Ok(next) => {
+                        sqlx::query("RELEASE SAVEPOINT report")
+                            .execute(&mut *tx)
+                            .await?;
+                        results[i] = Some(Ok(next));
+                    }
+                    Err(e) if !matches!(e, StoreError::Database(_)) => {
+                        sqlx::query("ROLLBACK TO SAVEPOINT report")
+                            .execute(&mut *tx)
+                            .await?;
+                        sqlx::query("RELEASE SAVEPOINT report")
+                            .execute(&mut *tx)
+                            .await?;
+                        written.truncate(before);
+                        results[i] = Some(Err(e));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if !written.is_empty() {
+                self.commit(tx, written).await?;
+            }
+            Ok::<(), StoreError>(())
+        }
+        .await
+        .err();
+        match database_failure {
+            None => results
+                .into_iter()
+                .map(|r| {
+                    r.unwrap_or_else(|| {
+                        Err(StoreError::Batch {
+                            message: "the report was not applied".into(),
+                            unavailable: false,
+                        })
+                    })
+                })
+                .collect(),
+            // Nothing was committed: every report fails alike, and is sent again.
+            Some(e) => {
+                let (message, unavailable) = (e.to_string(), e.is_unavailable());
+                (0..batch.len())
+                    .map(|_| {
+                        Err(StoreError::Batch {
+                            message: message.clone(),
+                            unavailable,
+                        })
+                    })
+                    .collect()
+            }
+        }
     }
 
     async fn append_event(&self, id: &str, event: &Event) -> Result<()> {

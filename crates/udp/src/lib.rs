@@ -73,6 +73,16 @@ pub fn enable_packet_info(socket: &impl AsFd, ipv6: bool) -> io::Result<()> {
     }
 }
 
+/// Asks for a receive queue of `bytes`, so that a burst of datagrams waits
+/// for the server instead of being dropped: `SO_RCVBUFFORCE` (root, or
+/// CAP_NET_ADMIN: beyond `net.core.rmem_max`), else `SO_RCVBUF` (capped
+/// at `rmem_max`). Best effort: the default queue still works, smaller.
+pub fn enlarge_receive_buffer(socket: &impl AsFd, bytes: usize) {
+    if setsockopt(socket, sockopt::RcvBufForce, &bytes).is_err() {
+        let _ = setsockopt(socket, sockopt::RcvBuf, &bytes);
+    }
+}
+
 /// Receives one datagram with its packet info (waits until one arrives).
 /// `control` comes from [`control_buffer`].
 pub async fn recv(

@@ -7,6 +7,7 @@
 //! server picks up exactly where the stored workflows are.
 
 mod assign;
+mod reports;
 mod service;
 
 use std::collections::HashMap;
@@ -53,6 +54,8 @@ impl Default for HubSettings {
 /// Connected workers and the wake-ups they are owed.
 pub struct WorkerHub {
     store: Arc<dyn Store>,
+    /// Workers' reports, written in groups (see `reports.rs`).
+    reports: reports::ReportQueue,
     settings: HubSettings,
     workers: Mutex<HashMap<String, Connection>>,
     next_conn: AtomicU64,
@@ -109,6 +112,7 @@ impl WorkerHub {
     /// A hub over `store`.
     pub fn new(store: Arc<dyn Store>, settings: HubSettings) -> Arc<WorkerHub> {
         Arc::new(WorkerHub {
+            reports: reports::ReportQueue::new(store.clone()),
             store,
             settings,
             workers: Mutex::new(HashMap::new()),

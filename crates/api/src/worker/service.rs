@@ -240,8 +240,8 @@ impl bellows_rpc::Worker for WorkerService {
         };
         let wf = self
             .hub
-            .store
-            .apply_transition(&r.workflow_id, &transition)
+            .reports
+            .apply(&r.workflow_id, transition.clone())
             .await
             .map_err(status_of)?;
         if !matches!(transition, Transition::ActionProgress { .. }) {

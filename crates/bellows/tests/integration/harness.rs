@@ -168,7 +168,8 @@ impl Server {
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
-            .env("BELLOWS_LOG", "info")
+            // Each DHCP reply too (debug): tests time and check them.
+            .env("BELLOWS_LOG", "info,bellows_dhcp::server=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -21,6 +21,7 @@ mod osie_bench;
 mod replica_vm;
 mod replicas;
 mod security;
+mod storm;
 mod transport;
 mod vm;
 mod worker_protocol;

@@ -286,6 +286,72 @@ async fn workflow_transitions_are_logged_and_illegal_ones_change_nothing(backend
     ));
 }
 
+/// Many reports in one transaction (the group commit): each applies as
+/// alone would, in the batch's order for one workflow; a refused one is
+/// undone alone and the others are written.
+async fn a_batch_of_reports_applies_each_as_alone_and_refuses_alone(backend: Backend) {
+    let (_d, s) = store(backend).await;
+    let started = |worker: &str, attempt| Transition::ActionStarted {
+        task: "a".into(),
+        action: "one".into(),
+        worker: worker.into(),
+        attempt,
+        at: now_ms(),
+    };
+    let finished = |worker: &str| Transition::ActionFinished {
+        task: "a".into(),
+        action: "one".into(),
+        worker: worker.into(),
+        attempt: 1,
+        outcome: Outcome::Success,
+        exit_code: Some(0),
+        message: None,
+        output: None,
+        at: now_ms(),
+    };
+    let (w1, w2) = ("aa:bb:cc:00:00:01", "aa:bb:cc:00:00:02");
+    s.create_workflow(&workflow("wf-b", w2)).await.unwrap();
+    s.create_workflow(&workflow("wf-a", w1)).await.unwrap();
+    let mut changes = s.subscribe();
+    let batch = vec![
+        ("wf-b".to_string(), started(w2, 1)),
+        // Out of turn: refused, and nothing of it stays.
+        ("wf-a".to_string(), started(w1, 2)),
+        ("wf-a".to_string(), started(w1, 1)),
+        ("wf-a".to_string(), finished(w1)),
+        ("nope".to_string(), started(w1, 1)),
+    ];
+    let results = s.apply_transitions(&batch).await;
+    assert_eq!(results.len(), 5);
+    assert_eq!(results[0].as_ref().unwrap().state, State::Running);
+    assert!(
+        matches!(results[1], Err(StoreError::Transition(_))),
+        "{:?}",
+        results[1]
+    );
+    assert_eq!(results[2].as_ref().unwrap().state, State::Running);
+    assert_eq!(results[3].as_ref().unwrap().state, State::Success);
+    assert!(matches!(results[4], Err(StoreError::NotFound { .. })));
+    assert_eq!(
+        s.workflow("wf-a").await.unwrap().unwrap().state,
+        State::Success
+    );
+    // The same events as one report at a time: created, started, state,
+    // finished, state.
+    assert_eq!(s.workflow_events("wf-a").await.unwrap().len(), 5);
+    assert_eq!(s.workflow_events("wf-b").await.unwrap().len(), 3);
+    // Each written report was announced (after the commit).
+    let mut announced = 0;
+    while let Ok(Ok(_)) =
+        tokio::time::timeout(std::time::Duration::from_millis(200), changes.recv()).await
+    {
+        announced += 1;
+    }
+    assert_eq!(announced, 3);
+    // An empty batch writes nothing and answers nothing.
+    assert!(s.apply_transitions(&[]).await.is_empty());
+}
+
 async fn writes_publish_changes_after_commit(backend: Backend) {
     let (_d, s) = store(backend).await;
     let mut rx = s.subscribe();
@@ -655,6 +721,7 @@ on_both_backends!(
     replace_and_delete_hardware,
     templates_crud_with_unique_names,
     workflow_transitions_are_logged_and_illegal_ones_change_nothing,
+    a_batch_of_reports_applies_each_as_alone_and_refuses_alone,
     writes_publish_changes_after_commit,
     data_survives_reopen,
     concurrent_writers_queue_instead_of_failing,
