@@ -22,6 +22,7 @@
 #   BENCH_BELLOWS_LOG (default: Bellows' own default, info)
 #   BENCH_VERIFY=1                             check every byte and lease (costs generator CPU)
 #   BENCH_KEEP=1                               keep the work directory (server log)
+#   BENCH_PERF=1                               record the server with perf (report in the work directory)
 #   BENCH_PROFILE (default release)            debug: unoptimised builds, to try the script
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -100,9 +101,20 @@ rm -rf "$out"
 mkdir -p "$out"
 echo "bench: storm of $n machines (ramp ${ramp} s) at $(date -u +%FT%TZ); load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 status=0
+if [ -n "${BENCH_PERF:-}" ]; then
+  perf record -F 499 -g -p "$server" -o "$work/perf.data" >/dev/null 2>&1 &
+  pids+=("$!")
+fi
 ip netns exec "$ns_cli" "$storm" run --machines "$n" --interface stc0 --first-ip 10.88.128.1 \
   --ramp-secs "$ramp" --uefi-every "${BENCH_UEFI_EVERY:-2}" \
   --whole-files-every "${BENCH_WHOLE_EVERY:-100}" --server-pid "$server" \
   --out "$out" ${verify[@]+"${verify[@]}"} || status=$?
+if [ -n "${BENCH_PERF:-}" ]; then
+  kill -INT "${pids[-1]}" 2>/dev/null || true
+  wait "${pids[-1]}" 2>/dev/null || true
+  perf report -i "$work/perf.data" --no-children --sort symbol --stdio 2>/dev/null |
+    grep -v '^#' | grep '%' | head -n 40 >"$work/perf.txt" || true
+  echo "bench: perf profile of the server: $work/perf.txt" >&2
+fi
 grep -E ' (WARN|ERROR) ' "$work/server.log" | sort | uniq -c | sort -rn | head -n 10 >&2 || true
 exit "$status"

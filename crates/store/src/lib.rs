@@ -238,6 +238,10 @@ pub struct Change {
     pub id: String,
     /// Whether it now exists.
     pub op: ChangeOp,
+    /// For a workflow written: the workers it names, so that the streams
+    /// to wake are known without reading it back (empty: read it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<String>,
 }
 
 /// Object kinds that publish changes.
@@ -365,6 +369,18 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<ActionLogRecord>>;
     /// Records the facts a worker reported for a hardware record.
     async fn put_inventory(&self, record: &InventoryRecord) -> Result<()>;
+    /// Stores many inventories in as few transactions as the store can
+    /// (workers connecting in a storm); records whose hardware is gone are
+    /// skipped.
+    async fn put_inventories(&self, records: &[InventoryRecord]) -> Result<()> {
+        for record in records {
+            match self.put_inventory(record).await {
+                Ok(()) | Err(StoreError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
     /// The facts last reported for a hardware record.
     async fn inventory(&self, hardware_id: &str) -> Result<Option<InventoryRecord>>;
 

@@ -98,6 +98,8 @@ enum Written {
     HardwareDeleted(String),
     /// A template or workflow created, changed or deleted.
     Other(ChangeKind, String, ChangeOp),
+    /// A workflow created or changed, with the workers it names.
+    Workflow(String, Vec<String>),
 }
 
 impl Written {
@@ -106,8 +108,18 @@ impl Written {
             Written::Hardware(hw) => (ChangeKind::Hardware, hw.id.clone(), ChangeOp::Upsert),
             Written::HardwareDeleted(id) => (ChangeKind::Hardware, id.clone(), ChangeOp::Delete),
             Written::Other(kind, id, op) => (*kind, id.clone(), *op),
+            Written::Workflow(id, _) => (ChangeKind::Workflow, id.clone(), ChangeOp::Upsert),
         };
-        Change { kind, id, op }
+        let workers = match self {
+            Written::Workflow(_, workers) => workers.clone(),
+            _ => Vec::new(),
+        };
+        Change {
+            kind,
+            id,
+            op,
+            workers,
+        }
     }
 }
 
@@ -115,7 +127,9 @@ impl SqlStore {
     /// The parts both backends share once their pool is open and migrated:
     /// the key check and the index.
     async fn finish_open(pool: AnyPool, backend: Backend, key: SecretKey) -> Result<SqlStore> {
-        let (changes, _) = broadcast::channel(1024);
+        // Room for a group commit's worth of changes many times over: a
+        // follower that falls behind makes every stream re-read.
+        let (changes, _) = broadcast::channel(16_384);
         let mut store = SqlStore {
             pool,
             backend,
@@ -256,7 +270,7 @@ impl SqlStore {
                 Written::HardwareDeleted(id) => {
                     self.index.remove(&id);
                 }
-                Written::Other(..) => {}
+                Written::Other(..) | Written::Workflow(..) => {}
             }
             // No subscribers is fine: nobody needs to hear about it.
             let _ = self.changes.send(change);
@@ -436,11 +450,7 @@ impl SqlStore {
                 written.push(Written::Hardware(Box::new(hw)));
             }
         }
-        written.push(Written::Other(
-            ChangeKind::Workflow,
-            id.to_string(),
-            ChangeOp::Upsert,
-        ));
+        written.push(Written::Workflow(id.to_string(), next.workers()));
         Ok(next)
     }
 
@@ -878,11 +888,7 @@ impl Store for SqlStore {
             .into_iter()
             .map(|hw| Written::Hardware(Box::new(hw)))
             .collect();
-        written.push(Written::Other(
-            ChangeKind::Workflow,
-            wf.id.clone(),
-            ChangeOp::Upsert,
-        ));
+        written.push(Written::Workflow(wf.id.clone(), wf.workers()));
         self.commit(tx, written).await?;
         Ok(())
     }
@@ -1181,6 +1187,30 @@ impl Store for SqlStore {
                 kind: "hardware",
                 id: record.hardware_id.clone(),
             });
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn put_inventories(&self, records: &[InventoryRecord]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let (_guard, mut tx) = self.begin().await?;
+        for record in records {
+            // Hardware deleted meanwhile: nothing to attach it to.
+            sqlx::query(
+                "INSERT INTO inventory (hardware_id, worker, body, updated_at) \
+                 SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM hardware WHERE id = $1) \
+                 ON CONFLICT (hardware_id) DO UPDATE SET worker = excluded.worker, \
+                 body = excluded.body, updated_at = excluded.updated_at",
+            )
+            .bind(&record.hardware_id)
+            .bind(&record.worker)
+            .bind(encode(&record.facts))
+            .bind(record.updated_at)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(())

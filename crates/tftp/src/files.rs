@@ -148,6 +148,13 @@ pub trait FileContent: Send + Sync {
     /// Reads into `buf` from `offset`, filling it unless the end comes first;
     /// returns the bytes read (0 at or past the end).
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
+
+    /// The whole contents, when they are in memory already: the server then
+    /// sends blocks straight from them, with no read buffer of its own and
+    /// no trip to the blocking pool.
+    fn in_memory(&self) -> Option<&[u8]> {
+        None
+    }
 }
 
 /// Why a [`FileSource`] could not open a path.
@@ -214,6 +221,10 @@ impl FileContent for Vec<u8> {
         self.len() as u64
     }
 
+    fn in_memory(&self) -> Option<&[u8]> {
+        Some(self.as_slice())
+    }
+
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         self.as_slice().read_at(offset, buf)
     }
@@ -223,6 +234,10 @@ impl FileContent for Vec<u8> {
 impl FileContent for Arc<[u8]> {
     fn size(&self) -> u64 {
         self.len() as u64
+    }
+
+    fn in_memory(&self) -> Option<&[u8]> {
+        Some(self)
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
@@ -236,6 +251,10 @@ impl FileContent for &'static [u8] {
         self.len() as u64
     }
 
+    fn in_memory(&self) -> Option<&[u8]> {
+        Some(self)
+    }
+
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         let bytes: &[u8] = self;
         bytes.read_at(offset, buf)
@@ -245,6 +264,10 @@ impl FileContent for &'static [u8] {
 impl FileContent for [u8] {
     fn size(&self) -> u64 {
         self.len() as u64
+    }
+
+    fn in_memory(&self) -> Option<&[u8]> {
+        Some(self)
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
@@ -259,10 +282,38 @@ impl FileContent for [u8] {
 }
 
 /// Serves the regular files under one directory, following symlinks only
-/// while they stay inside it.
+/// while they stay inside it. Files up to [`CACHE_FILE_MAX`] are kept in
+/// memory once read (boot loaders: a storm fetches the same few thousands
+/// of times), and read again when their size, time or inode changes.
 #[derive(Debug, Clone)]
 pub struct DirectorySource {
     root: PathBuf,
+    cache: Arc<std::sync::Mutex<HashMap<PathBuf, Cached>>>,
+}
+
+/// Largest file kept in memory.
+pub const CACHE_FILE_MAX: u64 = 8 << 20;
+/// Most bytes kept in memory over all files; beyond, files are read from
+/// disk per transfer as before.
+pub const CACHE_TOTAL_MAX: u64 = 64 << 20;
+
+/// A file's contents and what identifies the version they are of.
+#[derive(Debug)]
+struct Cached {
+    stamp: (u64, u64, i64, i64),
+    bytes: Arc<[u8]>,
+}
+
+/// Size, inode and modification time (s, ns): a replaced or rewritten file
+/// differs in one of them.
+fn stamp(metadata: &std::fs::Metadata) -> (u64, u64, i64, i64) {
+    use std::os::unix::fs::MetadataExt;
+    (
+        metadata.len(),
+        metadata.ino(),
+        metadata.mtime(),
+        metadata.mtime_nsec(),
+    )
 }
 
 impl DirectorySource {
@@ -276,7 +327,10 @@ impl DirectorySource {
                 format!("TFTP root {} is not a directory", root.display()),
             ));
         }
-        Ok(Self { root })
+        Ok(Self {
+            root,
+            cache: Arc::default(),
+        })
     }
 
     /// The canonical root directory.
@@ -329,10 +383,46 @@ impl FileSource for DirectorySource {
                 "not a regular file (changed while opening)".into(),
             ));
         }
-        Ok(Arc::new(DiskFile {
+        let file = DiskFile {
             file,
             size: metadata.len(),
-        }))
+        };
+        if metadata.len() > CACHE_FILE_MAX {
+            return Ok(Arc::new(file));
+        }
+        let stamp = stamp(&metadata);
+        let mut cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(hit) = cache.get(&resolved).filter(|c| c.stamp == stamp) {
+            return Ok(Arc::new(Arc::clone(&hit.bytes)));
+        }
+        let held: u64 = cache
+            .iter()
+            .filter(|(path, _)| **path != resolved)
+            .map(|(_, c)| c.bytes.len() as u64)
+            .sum();
+        if held + metadata.len() > CACHE_TOTAL_MAX {
+            return Ok(Arc::new(file));
+        }
+        let size = usize::try_from(file.size).map_err(|_| io::Error::other("file too large"))?;
+        let mut bytes = vec![0u8; size];
+        if file.read_at(0, &mut bytes)? != size {
+            return Err(OpenError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file shrank while being read",
+            )));
+        }
+        let bytes: Arc<[u8]> = bytes.into();
+        cache.insert(
+            resolved,
+            Cached {
+                stamp,
+                bytes: Arc::clone(&bytes),
+            },
+        );
+        Ok(Arc::new(bytes))
     }
 }
 
@@ -485,6 +575,39 @@ mod tests {
 
     fn safe(name: &str) -> SafePath {
         sanitize_request_path(name).unwrap().path
+    }
+
+    #[test]
+    fn directory_source_keeps_small_files_in_memory_until_they_change() {
+        let root = tempfile::tempdir().unwrap();
+        let path = root.path().join("ipxe.efi");
+        std::fs::write(&path, b"first version").unwrap();
+        let source = DirectorySource::new(root.path()).unwrap();
+        let a = source.open(&safe("ipxe.efi")).unwrap();
+        let b = source.open(&safe("ipxe.efi")).unwrap();
+        assert_eq!(a.in_memory(), Some(&b"first version"[..]));
+        // The same bytes, not a second copy.
+        assert_eq!(
+            a.in_memory().map(<[u8]>::as_ptr),
+            b.in_memory().map(<[u8]>::as_ptr)
+        );
+        // Replaced (a new inode, as an upgrade's rename does): read again.
+        let next = root.path().join("ipxe.efi.new");
+        std::fs::write(&next, b"second").unwrap();
+        std::fs::rename(&next, &path).unwrap();
+        let c = source.open(&safe("ipxe.efi")).unwrap();
+        assert_eq!(c.in_memory(), Some(&b"second"[..]));
+        // The earlier transfer keeps the version it started with.
+        assert_eq!(a.in_memory(), Some(&b"first version"[..]));
+        // Larger than the cache takes: read from disk per transfer.
+        let big = root.path().join("big.img");
+        File::create(&big)
+            .unwrap()
+            .set_len(CACHE_FILE_MAX + 1)
+            .unwrap();
+        let d = source.open(&safe("big.img")).unwrap();
+        assert!(d.in_memory().is_none());
+        assert_eq!(d.size(), CACHE_FILE_MAX + 1);
     }
 
     #[test]

@@ -72,7 +72,9 @@ impl Default for TftpConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_PORT),
-            max_transfers: 1024,
+            // A boot storm's machines all fetch at once; a transfer of a
+            // cached file costs ~4 KiB, so this many fit in ~40 MB.
+            max_transfers: 10_000,
             max_transfers_per_client: DEFAULT_MAX_TRANSFERS_PER_CLIENT,
             limits: TransferLimits::default(),
             shutdown_grace: Duration::from_secs(5),

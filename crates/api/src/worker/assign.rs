@@ -1,7 +1,8 @@
 //! Which action a worker should run next: a pure function of the workflows
 //! that name it, so the rule is tested without a network or a store.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use bellows_model::template::{Strictness, Template};
 use bellows_model::{State, Workflow};
@@ -58,7 +59,7 @@ pub fn next_for(worker: &str, workflows: &[Workflow]) -> Next {
 /// the workflow was created: task environment and volumes first, the
 /// action's own on top.
 pub fn spec_of(wf: &Workflow, task: &str, action: &str) -> Option<ActionSpec> {
-    let template = Template::parse(&wf.rendered, Strictness::Rendered).ok()?;
+    let template = parsed(&wf.id, &wf.rendered)?;
     let t = template.tasks.iter().find(|t| t.name == task)?;
     let a = t.actions.iter().find(|a| a.name == action)?;
     let mut environment: BTreeMap<String, String> = t.environment.clone();
@@ -76,6 +77,46 @@ pub fn spec_of(wf: &Workflow, task: &str, action: &str) -> Option<ActionSpec> {
         on_failure: a.on_failure.clone(),
         on_timeout: a.on_timeout.clone(),
     })
+}
+
+/// Parsed templates by workflow id, with a keyed hash of the text they were
+/// parsed from (a workflow's rendered text does not change; the hash
+/// guards anyway, and its random key makes it impossible to aim at):
+/// every wake-up of a worker's stream asks for its next action, and
+/// parsing the YAML each time was the largest user-space cost of a boot
+/// storm's dispatch.
+static PARSED: Mutex<Option<ParsedCache>> = Mutex::new(None);
+/// Workflow id → (keyed hash of the text, the template parsed from it).
+type ParsedCache = HashMap<String, (u64, Arc<Template>)>;
+static HASH_KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+    std::sync::OnceLock::new();
+/// Templates kept; the cache starts over when full (a workflow's text is
+/// parsed again at most once per that many others).
+const PARSED_KEEP: usize = 16_384;
+
+fn parsed(id: &str, rendered: &str) -> Option<Arc<Template>> {
+    let digest = {
+        use std::hash::BuildHasher;
+        HASH_KEY.get_or_init(Default::default).hash_one(rendered)
+    };
+    let lock = || {
+        PARSED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    if let Some((d, t)) = lock().as_ref().and_then(|m| m.get(id))
+        && *d == digest
+    {
+        return Some(Arc::clone(t));
+    }
+    let template = Arc::new(Template::parse(rendered, Strictness::Rendered).ok()?);
+    let mut cache = lock();
+    let map = cache.get_or_insert_with(HashMap::new);
+    if map.len() >= PARSED_KEEP {
+        map.clear();
+    }
+    map.insert(id.to_string(), (digest, Arc::clone(&template)));
+    Some(template)
 }
 
 #[cfg(test)]

@@ -56,6 +56,8 @@ pub struct WorkerHub {
     store: Arc<dyn Store>,
     /// Workers' reports, written in groups (see `reports.rs`).
     reports: reports::ReportQueue,
+    /// Workers' inventories, stored in groups in the background.
+    inventories: reports::InventoryQueue,
     settings: HubSettings,
     workers: Mutex<HashMap<String, Connection>>,
     next_conn: AtomicU64,
@@ -113,6 +115,7 @@ impl WorkerHub {
     pub fn new(store: Arc<dyn Store>, settings: HubSettings) -> Arc<WorkerHub> {
         Arc::new(WorkerHub {
             reports: reports::ReportQueue::new(store.clone()),
+            inventories: reports::InventoryQueue::new(store.clone()),
             store,
             settings,
             workers: Mutex::new(HashMap::new()),
@@ -217,6 +220,12 @@ impl WorkerHub {
         let mut changes = self.store.subscribe();
         loop {
             match changes.recv().await {
+                // The change names the workers: no read needed.
+                Ok(change) if change.kind == ChangeKind::Workflow && !change.workers.is_empty() => {
+                    for w in &change.workers {
+                        self.wake(w);
+                    }
+                }
                 Ok(change) if change.kind == ChangeKind::Workflow => {
                     match self.store.workflow(&change.id).await {
                         Ok(Some(wf)) => {
@@ -239,21 +248,28 @@ impl WorkerHub {
     /// says anything. Runs until `stop` resolves.
     pub async fn enforce_deadlines(self: Arc<Self>, stop: impl Future<Output = ()>) {
         tokio::pin!(stop);
-        let mut tick = tokio::time::interval(self.settings.deadline_tick);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut pause = self.settings.deadline_tick;
         loop {
             tokio::select! {
                 _ = &mut stop => return,
-                _ = tick.tick() => {}
+                _ = tokio::time::sleep(pause) => {}
             }
             // One server of those sharing a database expires deadlines, so
             // a silent worker's action is ended once, not once per server.
             if !self.store.leads_timers() {
                 continue;
             }
+            let started = std::time::Instant::now();
             if let Err(e) = self.expire_due(now_ms()).await {
                 tracing::warn!("checking workflow deadlines failed: {e}");
             }
+            // A pass reads every unfinished workflow: with thousands of
+            // them (a boot storm) it is spaced out so that it takes at most
+            // a twentieth of the time. Deadlines are seconds to hours long.
+            pause = self
+                .settings
+                .deadline_tick
+                .max(started.elapsed().saturating_mul(20));
         }
     }
 

@@ -1,13 +1,14 @@
-//! Group commit for workers' reports: reports that arrive while the store
-//! is writing wait together and are written in one transaction next, so a
-//! boot storm's thousands of RUNNING and SUCCESS reports share a handful
-//! of disk flushes instead of one each. A report that arrives alone is
-//! written at once, alone: no added latency when the server is quiet.
+//! Group commit for what workers send: reports (and inventories) that
+//! arrive while the store is writing wait together and are written in one
+//! transaction next, so a boot storm's thousands of RUNNING and SUCCESS
+//! reports share a handful of disk flushes instead of one each. One that
+//! arrives alone is written at once, alone: no added latency when the
+//! server is quiet.
 
 use std::sync::{Arc, OnceLock};
 
 use bellows_model::{Transition, Workflow};
-use bellows_store::{Store, StoreError};
+use bellows_store::{InventoryRecord, Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
 /// Most reports written in one transaction: bounds the time a transaction
@@ -83,6 +84,53 @@ async fn write_batches(store: Arc<dyn Store>, mut queue: mpsc::Receiver<Pending>
         for (p, r) in batch.into_iter().zip(results) {
             // The caller may have gone (its worker disconnected): fine.
             let _ = p.reply.send(r);
+        }
+    }
+}
+
+/// Inventories waiting to be stored; a full queue drops the newest (an
+/// inventory is sent again at the next connection).
+const INVENTORY_QUEUE: usize = 4096;
+
+/// Workers' inventories, stored in groups in the background: a worker's
+/// stream does not wait for its inventory to reach the disk.
+pub(crate) struct InventoryQueue {
+    store: Arc<dyn Store>,
+    sender: OnceLock<mpsc::Sender<InventoryRecord>>,
+}
+
+impl InventoryQueue {
+    pub(crate) fn new(store: Arc<dyn Store>) -> InventoryQueue {
+        InventoryQueue {
+            store,
+            sender: OnceLock::new(),
+        }
+    }
+
+    /// Queues `record` to be stored soon.
+    pub(crate) fn put(&self, record: InventoryRecord) {
+        let sender = self.sender.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(INVENTORY_QUEUE);
+            tokio::spawn(write_inventories(self.store.clone(), rx));
+            tx
+        });
+        if sender.try_send(record).is_err() {
+            tracing::debug!("inventory queue full; one inventory not stored");
+        }
+    }
+}
+
+async fn write_inventories(store: Arc<dyn Store>, mut queue: mpsc::Receiver<InventoryRecord>) {
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = store.put_inventories(&batch).await {
+            tracing::warn!(records = batch.len(), "cannot store inventories: {e}");
         }
     }
 }

@@ -155,9 +155,7 @@ impl bellows_rpc::Worker for WorkerService {
                 facts: facts_json(facts),
                 updated_at: now_ms(),
             };
-            if let Err(e) = store.put_inventory(&record).await {
-                tracing::warn!(worker = %worker, "cannot store inventory: {e}");
-            }
+            self.hub.inventories.put(record);
         }
         tracing::info!(
             worker = %worker,

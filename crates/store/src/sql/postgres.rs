@@ -37,6 +37,10 @@ pub const STORE_URL_SCHEMES: [&str; 2] = ["postgres://", "postgresql://"];
 /// The channel changes are announced on.
 const CHANNEL: &str = "bellows_change";
 
+/// The most an announcement may carry: PostgreSQL refuses NOTIFY payloads
+/// of 8000 bytes or more.
+const MAX_PAYLOAD: usize = 7900;
+
 /// A replica's heartbeat to itself on [`CHANNEL`], followed by its id.
 const HEARTBEAT: &str = "heartbeat:";
 /// How often it is sent, and how long without hearing it back means the
@@ -234,11 +238,19 @@ impl Replica {
         tx: &mut Transaction<'static, Any>,
         change: &Change,
     ) -> Result<()> {
-        let payload = serde_json::to_string(&Announcement {
+        let mut announcement = Announcement {
             from: self.id.clone(),
             change: change.clone(),
-        })
-        .unwrap_or_else(|e| unreachable!("a change serialises: {e}"));
+        };
+        let mut payload = serde_json::to_string(&announcement)
+            .unwrap_or_else(|e| unreachable!("a change serialises: {e}"));
+        // NOTIFY carries at most 8000 bytes: a workflow naming very many
+        // workers goes without them (the listeners read it instead).
+        if payload.len() > MAX_PAYLOAD {
+            announcement.change.workers.clear();
+            payload = serde_json::to_string(&announcement)
+                .unwrap_or_else(|e| unreachable!("a change serialises: {e}"));
+        }
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(CHANNEL)
             .bind(payload)
@@ -354,6 +366,7 @@ impl Follower {
                 kind: ChangeKind::Workflow,
                 id,
                 op: ChangeOp::Upsert,
+                workers: Vec::new(),
             });
         }
         Ok(())

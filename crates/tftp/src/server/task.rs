@@ -264,6 +264,9 @@ impl WindowReader {
 
     /// Makes `start..end` available to [`slice`](Self::slice).
     async fn load(&mut self, start: u64, end: u64) -> io::Result<()> {
+        if self.content.in_memory().is_some() {
+            return Ok(());
+        }
         let loaded_end = self.start + self.buffer.len() as u64;
         if start >= self.start && end <= loaded_end {
             return Ok(());
@@ -295,6 +298,10 @@ impl WindowReader {
     }
 
     fn slice(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        if let Some(all) = self.content.in_memory() {
+            let from = usize::try_from(offset).ok()?;
+            return all.get(from..from.checked_add(len)?);
+        }
         let from = usize::try_from(offset.checked_sub(self.start)?).ok()?;
         self.buffer.get(from..from.checked_add(len)?)
     }
@@ -304,10 +311,22 @@ impl WindowReader {
 mod tests {
     use super::*;
 
+    /// Contents read through `read_at` only, as a file on disk is.
+    struct NotInMemory(Vec<u8>);
+
+    impl FileContent for NotInMemory {
+        fn size(&self) -> u64 {
+            self.0.len() as u64
+        }
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+            self.0.read_at(offset, buf)
+        }
+    }
+
     #[tokio::test]
     async fn window_reader_reads_ahead_and_rereads() {
         let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-        let mut reader = WindowReader::new(Arc::new(data.clone()));
+        let mut reader = WindowReader::new(Arc::new(NotInMemory(data.clone())));
         reader.load(0, 512).await.unwrap();
         assert_eq!(reader.slice(0, 512).unwrap(), &data[..512]);
         assert_eq!(reader.slice(60_000, 100).unwrap(), &data[60_000..60_100]);
@@ -317,5 +336,18 @@ mod tests {
         reader.load(190_000, 200_000).await.unwrap();
         assert_eq!(reader.slice(199_990, 10).unwrap(), &data[199_990..]);
         assert!(reader.load(199_000, 200_001).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn in_memory_contents_are_sliced_without_a_copy() {
+        let data: Arc<[u8]> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        let mut reader = WindowReader::new(Arc::new(Arc::clone(&data)));
+        reader.load(1000, 1512).await.unwrap();
+        assert_eq!(reader.slice(1000, 512).unwrap(), &data[1000..1512]);
+        assert!(
+            reader.buffer.is_empty(),
+            "no read buffer for in-memory files"
+        );
+        assert!(reader.slice(4900, 512).is_none());
     }
 }
