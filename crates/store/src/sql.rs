@@ -420,38 +420,86 @@ impl SqlStore {
             });
         };
         let current = workflow_row(&row)?;
+        // Refusals come here, before anything is written: a refused report
+        // in a batch leaves the transaction as it found it.
         let (next, events) = current.apply(transition)?;
         if next == current {
             // A repeated report: nothing to write, nothing to announce.
             return Ok(next);
         }
+        // Turning netboot off can still meet a conflict after the
+        // workflow's row is written: only then is a savepoint needed.
+        let toggle =
+            next.boot_options.toggle_allow_netboot && Workflow::just_succeeded(&current, &next);
+        if toggle {
+            sqlx::query("SAVEPOINT toggle").execute(&mut **tx).await?;
+        }
+        let written_before = written.len();
+        let result = self
+            .write_transition(tx, id, &next, &events, toggle, written)
+            .await;
+        if toggle {
+            if result.is_err() {
+                written.truncate(written_before);
+                sqlx::query("ROLLBACK TO SAVEPOINT toggle")
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            sqlx::query("RELEASE SAVEPOINT toggle")
+                .execute(&mut **tx)
+                .await?;
+        }
+        result?;
+        written.push(Written::Workflow(id.to_string(), next.workers()));
+        Ok(next)
+    }
+
+    /// The writes of one report: the workflow's row, its events (one
+    /// statement: each is a round trip to SQLite's thread) and, when it just
+    /// succeeded with the toggle, its machines' netboot.
+    async fn write_transition(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        id: &str,
+        next: &Workflow,
+        events: &[Event],
+        toggle: bool,
+        written: &mut Vec<Written>,
+    ) -> Result<()> {
         sqlx::query(
             "UPDATE workflow SET state = $1, body = $2, version = version + 1, updated_at = $3 \
              WHERE id = $4",
         )
         .bind(next.state.as_str())
-        .bind(encode(&next))
+        .bind(encode(next))
         .bind(next.updated_at)
         .bind(id)
         .execute(&mut **tx)
         .await?;
-        for event in &events {
-            sqlx::query("INSERT INTO workflow_event (workflow_id, at, body) VALUES ($1, $2, $3)")
-                .bind(id)
-                .bind(event.at)
-                .bind(encode(event))
-                .execute(&mut **tx)
-                .await?;
+        if !events.is_empty() {
+            let mut sql =
+                String::from("INSERT INTO workflow_event (workflow_id, at, body) VALUES ");
+            for i in 0..events.len() {
+                let n = i * 3;
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("(${}, ${}, ${})", n + 1, n + 2, n + 3));
+            }
+            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for event in events {
+                insert = insert.bind(id).bind(event.at).bind(encode(event));
+            }
+            insert.execute(&mut **tx).await?;
         }
         // Installed: the next boot must come from disk. Same transaction, so
         // a crash cannot leave a succeeded workflow with netboot still on.
-        if next.boot_options.toggle_allow_netboot && Workflow::just_succeeded(&current, &next) {
-            for hw in self.set_netboot(tx, &next, false).await? {
+        if toggle {
+            for hw in self.set_netboot(tx, next, false).await? {
                 written.push(Written::Hardware(Box::new(hw)));
             }
         }
-        written.push(Written::Workflow(id.to_string(), next.workers()));
-        Ok(next)
+        Ok(())
     }
 
     /// Sets `allow_pxe` on every machine a workflow names (its workers and
@@ -1002,25 +1050,13 @@ impl Store for SqlStore {
             for &i in &order {
                 let (id, transition) = &batch[i];
                 let before = written.len();
-                // A savepoint per report: a refused one is undone alone.
-                sqlx::query("SAVEPOINT report").execute(&mut *tx).await?;
                 match self
                     .transition_in(&mut tx, id, transition, &mut written)
                     .await
                 {
-                    Ok(next) => {
-                        sqlx::query("RELEASE SAVEPOINT report")
-                            .execute(&mut *tx)
-                            .await?;
-                        results[i] = Some(Ok(next));
-                    }
+                    Ok(next) => results[i] = Some(Ok(next)),
+                    // Refused before writing anything (see transition_in).
                     Err(e) if !matches!(e, StoreError::Database(_)) => {
-                        sqlx::query("ROLLBACK TO SAVEPOINT report")
-                            .execute(&mut *tx)
-                            .await?;
-                        sqlx::query("RELEASE SAVEPOINT report")
-                            .execute(&mut *tx)
-                            .await?;
                         written.truncate(before);
                         results[i] = Some(Err(e));
                     }
