@@ -77,7 +77,7 @@ head -c $((${BENCH_INITRD_MIB:-16} << 20)) /dev/urandom >"$data/osie/initramfs"
 
 log_args=()
 [ -z "${BENCH_BELLOWS_LOG:-}" ] || log_args=(--log "$BENCH_BELLOWS_LOG")
-ip netns exec "$ns_srv" "$bin" server --data-dir "$data" --interface sts0 \
+ip netns exec "$ns_srv" env ${BENCH_SERVER_ENV:-} "$bin" server --data-dir "$data" --interface sts0 \
   --public-ip 10.88.0.1 --dhcp-mode reservation --listen 127.0.0.1:42113 \
   --http-listen 10.88.0.1:8080 --syslog-listen off ${log_args[@]+"${log_args[@]}"} \
   >"$work/server.log" 2>&1 &
