@@ -34,6 +34,9 @@ eval "$docker_env"
 echo "== postgresql: one throwaway server for the store and replica tests"
 eval "$(scripts/postgres-test-server.sh)" # prints: export BELLOWS_TEST_POSTGRES=...
 echo "== tests"
+# The storm test drives the server with the generator's binary, which no
+# test target of its own builds.
+cargo build --locked -q -p bellows-storm
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --locked --workspace --no-fail-fast
   cargo test --locked --workspace --doc -q

@@ -25,7 +25,7 @@ fn storm_bin() -> Option<PathBuf> {
     }
     assert!(
         std::env::var_os("CI").is_none(),
-        "{} is missing: the workspace's tests build it",
+        "{} is missing: scripts/test.sh builds it (cargo build -p bellows-storm)",
         bin.display()
     );
     eprintln!(
