@@ -502,6 +502,27 @@ impl SqlStore {
         Ok(())
     }
 
+    /// Writes `record` inside `tx`; false (nothing written) when its
+    /// hardware record does not exist.
+    async fn upsert_inventory(
+        tx: &mut Transaction<'static, Any>,
+        record: &InventoryRecord,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO inventory (hardware_id, worker, body, updated_at) \
+             SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM hardware WHERE id = $1) \
+             ON CONFLICT (hardware_id) DO UPDATE SET worker = excluded.worker, \
+             body = excluded.body, updated_at = excluded.updated_at",
+        )
+        .bind(&record.hardware_id)
+        .bind(&record.worker)
+        .bind(encode(&record.facts))
+        .bind(record.updated_at)
+        .execute(&mut **tx)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// Sets `allow_pxe` on every machine a workflow names (its workers and
     /// its `.Hardware`), inside `tx`; returns the records it changed, for the
     /// index once the transaction commits.
@@ -1049,17 +1070,14 @@ impl Store for SqlStore {
             let mut written = Vec::new();
             for &i in &order {
                 let (id, transition) = &batch[i];
-                let before = written.len();
                 match self
                     .transition_in(&mut tx, id, transition, &mut written)
                     .await
                 {
                     Ok(next) => results[i] = Some(Ok(next)),
-                    // Refused before writing anything (see transition_in).
-                    Err(e) if !matches!(e, StoreError::Database(_)) => {
-                        written.truncate(before);
-                        results[i] = Some(Err(e));
-                    }
+                    // Refused before writing anything, and nothing added to
+                    // `written` (see transition_in).
+                    Err(e) if !matches!(e, StoreError::Database(_)) => results[i] = Some(Err(e)),
                     Err(e) => return Err(e),
                 }
             }
@@ -1206,19 +1224,7 @@ impl Store for SqlStore {
 
     async fn put_inventory(&self, record: &InventoryRecord) -> Result<()> {
         let (_guard, mut tx) = self.begin().await?;
-        let done = sqlx::query(
-            "INSERT INTO inventory (hardware_id, worker, body, updated_at) \
-             SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM hardware WHERE id = $1) \
-             ON CONFLICT (hardware_id) DO UPDATE SET worker = excluded.worker, \
-             body = excluded.body, updated_at = excluded.updated_at",
-        )
-        .bind(&record.hardware_id)
-        .bind(&record.worker)
-        .bind(encode(&record.facts))
-        .bind(record.updated_at)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
+        if !Self::upsert_inventory(&mut tx, record).await? {
             return Err(StoreError::NotFound {
                 kind: "hardware",
                 id: record.hardware_id.clone(),
@@ -1235,18 +1241,7 @@ impl Store for SqlStore {
         let (_guard, mut tx) = self.begin().await?;
         for record in records {
             // Hardware deleted meanwhile: nothing to attach it to.
-            sqlx::query(
-                "INSERT INTO inventory (hardware_id, worker, body, updated_at) \
-                 SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM hardware WHERE id = $1) \
-                 ON CONFLICT (hardware_id) DO UPDATE SET worker = excluded.worker, \
-                 body = excluded.body, updated_at = excluded.updated_at",
-            )
-            .bind(&record.hardware_id)
-            .bind(&record.worker)
-            .bind(encode(&record.facts))
-            .bind(record.updated_at)
-            .execute(&mut *tx)
-            .await?;
+            Self::upsert_inventory(&mut tx, record).await?;
         }
         tx.commit().await?;
         Ok(())

@@ -64,15 +64,21 @@ impl ReportQueue {
     }
 }
 
-async fn write_batches(store: Arc<dyn Store>, mut queue: mpsc::Receiver<Pending>) {
-    while let Some(first) = queue.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
-            }
+/// Waits for the next item, then takes whatever else is waiting, up to
+/// [`MAX_BATCH`]; None when every sender is gone.
+async fn next_batch<T>(queue: &mut mpsc::Receiver<T>) -> Option<Vec<T>> {
+    let mut batch = vec![queue.recv().await?];
+    while batch.len() < MAX_BATCH {
+        match queue.try_recv() {
+            Ok(item) => batch.push(item),
+            Err(_) => break,
         }
+    }
+    Some(batch)
+}
+
+async fn write_batches(store: Arc<dyn Store>, mut queue: mpsc::Receiver<Pending>) {
+    while let Some(batch) = next_batch(&mut queue).await {
         let items: Vec<(String, Transition)> = batch
             .iter()
             .map(|p| (p.workflow.clone(), p.transition.clone()))
@@ -121,14 +127,7 @@ impl InventoryQueue {
 }
 
 async fn write_inventories(store: Arc<dyn Store>, mut queue: mpsc::Receiver<InventoryRecord>) {
-    while let Some(first) = queue.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
-            }
-        }
+    while let Some(batch) = next_batch(&mut queue).await {
         if let Err(e) = store.put_inventories(&batch).await {
             tracing::warn!(records = batch.len(), "cannot store inventories: {e}");
         }

@@ -224,17 +224,38 @@ async fn templates_crud_with_unique_names(backend: Backend) {
     ));
 }
 
-async fn workflow_transitions_are_logged_and_illegal_ones_change_nothing(backend: Backend) {
-    let (_d, s) = store(backend).await;
-    let worker = "aa:bb:cc:00:00:01";
-    s.create_workflow(&workflow("wf1", worker)).await.unwrap();
-    let start = Transition::ActionStarted {
+/// `worker` starts attempt `attempt` of action `one` of task `a` (the
+/// template of [`workflow`]).
+fn started(worker: &str, attempt: u32) -> Transition {
+    Transition::ActionStarted {
+        task: "a".into(),
+        action: "one".into(),
+        worker: worker.into(),
+        attempt,
+        at: now_ms(),
+    }
+}
+
+/// `worker` reports attempt 1 of that action a success.
+fn succeeded(worker: &str) -> Transition {
+    Transition::ActionFinished {
         task: "a".into(),
         action: "one".into(),
         worker: worker.into(),
         attempt: 1,
+        outcome: Outcome::Success,
+        exit_code: Some(0),
+        message: None,
+        output: None,
         at: now_ms(),
-    };
+    }
+}
+
+async fn workflow_transitions_are_logged_and_illegal_ones_change_nothing(backend: Backend) {
+    let (_d, s) = store(backend).await;
+    let worker = "aa:bb:cc:00:00:01";
+    s.create_workflow(&workflow("wf1", worker)).await.unwrap();
+    let start = started(worker, 1);
     let running = s.apply_transition("wf1", &start).await.unwrap();
     assert_eq!(running.state, State::Running);
     let before_events = s.workflow_events("wf1").await.unwrap();
@@ -258,17 +279,7 @@ async fn workflow_transitions_are_logged_and_illegal_ones_change_nothing(backend
     ));
     assert_eq!(s.workflow("wf1").await.unwrap().unwrap(), running);
     assert_eq!(s.workflow_events("wf1").await.unwrap(), before_events);
-    let finish = Transition::ActionFinished {
-        task: "a".into(),
-        action: "one".into(),
-        worker: worker.into(),
-        attempt: 1,
-        outcome: Outcome::Success,
-        exit_code: Some(0),
-        message: None,
-        output: None,
-        at: now_ms(),
-    };
+    let finish = succeeded(worker);
     let done = s.apply_transition("wf1", &finish).await.unwrap();
     assert_eq!(done.state, State::Success);
     let events = s.workflow_events("wf1").await.unwrap();
@@ -291,24 +302,6 @@ async fn workflow_transitions_are_logged_and_illegal_ones_change_nothing(backend
 /// undone alone and the others are written.
 async fn a_batch_of_reports_applies_each_as_alone_and_refuses_alone(backend: Backend) {
     let (_d, s) = store(backend).await;
-    let started = |worker: &str, attempt| Transition::ActionStarted {
-        task: "a".into(),
-        action: "one".into(),
-        worker: worker.into(),
-        attempt,
-        at: now_ms(),
-    };
-    let finished = |worker: &str| Transition::ActionFinished {
-        task: "a".into(),
-        action: "one".into(),
-        worker: worker.into(),
-        attempt: 1,
-        outcome: Outcome::Success,
-        exit_code: Some(0),
-        message: None,
-        output: None,
-        at: now_ms(),
-    };
     let (w1, w2) = ("aa:bb:cc:00:00:01", "aa:bb:cc:00:00:02");
     s.create_workflow(&workflow("wf-b", w2)).await.unwrap();
     s.create_workflow(&workflow("wf-a", w1)).await.unwrap();
@@ -318,7 +311,7 @@ async fn a_batch_of_reports_applies_each_as_alone_and_refuses_alone(backend: Bac
         // Out of turn: refused, and nothing of it stays.
         ("wf-a".to_string(), started(w1, 2)),
         ("wf-a".to_string(), started(w1, 1)),
-        ("wf-a".to_string(), finished(w1)),
+        ("wf-a".to_string(), succeeded(w1)),
         ("nope".to_string(), started(w1, 1)),
     ];
     let results = s.apply_transitions(&batch).await;
@@ -687,26 +680,10 @@ async fn toggle_allow_netboot_turns_pxe_on_at_creation_and_off_at_success(backen
         Some(Some(true)),
         "the index sees it at once"
     );
-    let start = Transition::ActionStarted {
-        task: "a".into(),
-        action: "one".into(),
-        worker: worker.into(),
-        attempt: 1,
-        at: now_ms(),
-    };
+    let start = started(worker, 1);
     s.apply_transition("wft", &start).await.unwrap();
     assert_eq!(allow(&s.hardware("mt").await.unwrap().unwrap()), Some(true));
-    let finish = Transition::ActionFinished {
-        task: "a".into(),
-        action: "one".into(),
-        worker: worker.into(),
-        attempt: 1,
-        outcome: Outcome::Success,
-        exit_code: Some(0),
-        message: None,
-        output: None,
-        at: now_ms(),
-    };
+    let finish = succeeded(worker);
     s.apply_transition("wft", &finish).await.unwrap();
     assert_eq!(
         allow(&s.hardware("mt").await.unwrap().unwrap()),
