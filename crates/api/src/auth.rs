@@ -20,7 +20,7 @@ use bellows_model::auth::{
     token_text,
 };
 use bellows_model::{State as WorkflowState, time::now_ms};
-use bellows_store::{AuthStore, Store, StoreError};
+use bellows_store::{AuthStore, CredentialLookup, Store, StoreError};
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::{ApiError, AppState};
@@ -185,12 +185,16 @@ impl Authenticator {
             )
         })?;
         let digest = token_digest(token);
-        let credential = self
+        let lookup = self
             .tokens
             .worker_credential(&digest)
             .await
             .map_err(unavailable)?;
-        let Some(credential) = credential else {
+        let Some(CredentialLookup {
+            credential,
+            workflow_active,
+        }) = lookup
+        else {
             return match self
                 .tokens
                 .api_token_by_digest(&digest)
@@ -226,17 +230,21 @@ impl Authenticator {
                 ));
             }
         }
-        let workflow = self
-            .store
-            .workflow(&credential.workflow_id)
-            .await
-            .map_err(unavailable)?;
-        let alive = workflow.is_some_and(|wf| match wf.state {
-            WorkflowState::Pending | WorkflowState::Running => true,
-            _ => wf
-                .stopped_at
-                .is_some_and(|t| now_ms().saturating_sub(t) < CREDENTIAL_GRACE_MS),
-        });
+        // An unfinished workflow was read with the credential; an ended one
+        // is read whole for when it stopped.
+        let alive = workflow_active || {
+            let workflow = self
+                .store
+                .workflow(&credential.workflow_id)
+                .await
+                .map_err(unavailable)?;
+            workflow.is_some_and(|wf| match wf.state {
+                WorkflowState::Pending | WorkflowState::Running => true,
+                _ => wf
+                    .stopped_at
+                    .is_some_and(|t| now_ms().saturating_sub(t) < CREDENTIAL_GRACE_MS),
+            })
+        };
         if !alive {
             return Err(tonic::Status::unauthenticated(
                 "the credential's workflow has ended; the machine must boot again",

@@ -10,6 +10,17 @@ use crate::Result;
 /// Audit entries kept; older ones are dropped as new ones arrive.
 pub const AUDIT_KEEP: i64 = 100_000;
 
+/// A worker credential as a call's check reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialLookup {
+    /// The credential.
+    pub credential: WorkerCredential,
+    /// Its workflow exists and is PENDING or RUNNING: the credential is
+    /// good without reading the workflow. Otherwise the caller reads it
+    /// (an ended workflow's credential keeps a short grace).
+    pub workflow_active: bool,
+}
+
 /// Where tokens and worker credentials are kept. Tokens are stored only as
 /// their digest ([`bellows_model::auth::token_digest`]).
 #[async_trait]
@@ -31,8 +42,12 @@ pub trait AuthStore: Send + Sync + 'static {
     /// Stores a worker's credential, replacing its previous one: each boot
     /// gets a new credential and the last boot's stops working.
     async fn put_worker_credential(&self, credential: &WorkerCredential) -> Result<()>;
-    /// The credential with this digest.
-    async fn worker_credential(&self, digest: &str) -> Result<Option<WorkerCredential>>;
+    /// Stores several at once, in one transaction (all or none); of two
+    /// for the same worker the later one stays.
+    async fn put_worker_credentials(&self, credentials: &[WorkerCredential]) -> Result<()>;
+    /// The credential with this digest, and whether its workflow is still
+    /// unfinished, in one read: a worker's every call asks.
+    async fn worker_credential(&self, digest: &str) -> Result<Option<CredentialLookup>>;
 
     /// Records a change made through the API, keeping the newest
     /// [`AUDIT_KEEP`].

@@ -25,11 +25,12 @@ use tokio::sync::broadcast;
 
 pub mod auth;
 pub mod files;
+pub mod group;
 mod index;
 mod secrets;
 mod sql;
 
-pub use auth::AuthStore;
+pub use auth::{AuthStore, CredentialLookup};
 pub use bellows_model::time::now_ms;
 pub use index::HardwareIndex;
 pub use secrets::{KEY_LEN, SecretError, SecretKey, SecretKeyError};
@@ -242,6 +243,12 @@ pub struct Change {
     /// to wake are known without reading it back (empty: read it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub workers: Vec<String>,
+    /// For a workflow written: the write cannot change which action any
+    /// worker runs next (an action started, or its progress), so no
+    /// stream needs waking. A boot storm's RUNNING reports are half of
+    /// all its writes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub quiet: bool,
 }
 
 /// Object kinds that publish changes.

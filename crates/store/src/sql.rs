@@ -13,6 +13,7 @@
 //! Why one file for the trait impl: a trait impl cannot be split across
 //! files; its helpers and each backend's opening live beside it.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -59,7 +60,14 @@ pub enum Backend {
 
 /// The one SQL-backed [`Store`].
 pub struct SqlStore {
+    /// Reads (and, on PostgreSQL, writes).
     pool: AnyPool,
+    /// Where write transactions run: on SQLite a pool of its own with one
+    /// connection, so that a writer never queues for a connection behind
+    /// thousands of readers (a boot storm's streams) while every other
+    /// writer queues behind it; readers do not block it (WAL). On
+    /// PostgreSQL the same pool as reads.
+    writer: AnyPool,
     backend: Backend,
     /// SQLite has one writer; taking this lock before `BEGIN` turns lock
     /// contention into an orderly queue instead of `SQLITE_BUSY` errors.
@@ -98,8 +106,9 @@ enum Written {
     HardwareDeleted(String),
     /// A template or workflow created, changed or deleted.
     Other(ChangeKind, String, ChangeOp),
-    /// A workflow created or changed, with the workers it names.
-    Workflow(String, Vec<String>),
+    /// A workflow created or changed, with the workers it names, and
+    /// whether the change is [`Change::quiet`].
+    Workflow(String, Vec<String>, bool),
 }
 
 impl Written {
@@ -108,17 +117,19 @@ impl Written {
             Written::Hardware(hw) => (ChangeKind::Hardware, hw.id.clone(), ChangeOp::Upsert),
             Written::HardwareDeleted(id) => (ChangeKind::Hardware, id.clone(), ChangeOp::Delete),
             Written::Other(kind, id, op) => (*kind, id.clone(), *op),
-            Written::Workflow(id, _) => (ChangeKind::Workflow, id.clone(), ChangeOp::Upsert),
+            Written::Workflow(id, ..) => (ChangeKind::Workflow, id.clone(), ChangeOp::Upsert),
         };
         let workers = match self {
-            Written::Workflow(_, workers) => workers.clone(),
+            Written::Workflow(_, workers, _) => workers.clone(),
             _ => Vec::new(),
         };
+        let quiet = matches!(self, Written::Workflow(_, _, true));
         Change {
             kind,
             id,
             op,
             workers,
+            quiet,
         }
     }
 }
@@ -126,12 +137,18 @@ impl Written {
 impl SqlStore {
     /// The parts both backends share once their pool is open and migrated:
     /// the key check and the index.
-    async fn finish_open(pool: AnyPool, backend: Backend, key: SecretKey) -> Result<SqlStore> {
+    async fn finish_open(
+        pool: AnyPool,
+        writer: AnyPool,
+        backend: Backend,
+        key: SecretKey,
+    ) -> Result<SqlStore> {
         // Room for a group commit's worth of changes many times over: a
         // follower that falls behind makes every stream re-read.
         let (changes, _) = broadcast::channel(16_384);
         let mut store = SqlStore {
             pool,
+            writer,
             backend,
             write: Mutex::new(()),
             changes,
@@ -250,6 +267,7 @@ impl SqlStore {
             replica.stop();
         }
         self.pool.close().await;
+        self.writer.close().await;
     }
 
     /// Commits `tx` with what it wrote: on PostgreSQL the changes are
@@ -283,9 +301,18 @@ impl SqlStore {
             Backend::Sqlite => Some(self.write.lock().await),
             Backend::Postgres => None,
         };
-        let tx = self.pool.begin().await?;
+        let tx = self.writer.begin().await?;
         Ok((guard, tx))
     }
+}
+
+/// A transition that cannot change which action any worker runs next
+/// (see [`Change::quiet`]).
+fn is_quiet(transition: &Transition) -> bool {
+    matches!(
+        transition,
+        Transition::ActionStarted { .. } | Transition::ActionProgress { .. }
+    )
 }
 
 /// The unique-constraint failure of a write racing another server's, as
@@ -300,6 +327,9 @@ fn conflict_on_unique(error: sqlx::Error, message: impl FnOnce() -> StoreError) 
 
 /// The `machine` values of unknown senders, as a half-open string range
 /// (`ip:` ≤ machine < `ip;`, `;` following `:`).
+/// Most parameters bound in one statement built for a batch (below every
+/// SQLite build's and PostgreSQL's limits).
+pub(crate) const MAX_BOUND: usize = 900;
 const UNKNOWN_SENDERS_FROM: &str = UNKNOWN_SENDER_PREFIX;
 const UNKNOWN_SENDERS_TO: &str = "ip;";
 
@@ -450,7 +480,8 @@ impl SqlStore {
                 .await?;
         }
         result?;
-        written.push(Written::Workflow(id.to_string(), next.workers()));
+        let quiet = is_quiet(transition);
+        written.push(Written::Workflow(id.to_string(), next.workers(), quiet));
         Ok(next)
     }
 
@@ -466,20 +497,80 @@ impl SqlStore {
         toggle: bool,
         written: &mut Vec<Written>,
     ) -> Result<()> {
+        Self::update_workflow(tx, id, next).await?;
+        let events: Vec<(String, Event)> =
+            events.iter().map(|e| (id.to_string(), e.clone())).collect();
+        Self::insert_events(tx, &events).await?;
+        // Installed: the next boot must come from disk. Same transaction, so
+        // a crash cannot leave a succeeded workflow with netboot still on.
+        if toggle {
+            for hw in self.set_netboot(tx, next, false).await? {
+                written.push(Written::Hardware(Box::new(hw)));
+            }
+        }
+        Ok(())
+    }
+
+    /// The workflows `ids` (sorted), locked on PostgreSQL, by id.
+    async fn workflows_for_update(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        ids: &[&str],
+    ) -> Result<HashMap<String, Workflow>> {
+        let mut found = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(MAX_BOUND) {
+            let mut sql = String::from("SELECT id, body FROM workflow WHERE id IN (");
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("${}", i + 1));
+            }
+            sql.push_str(") ORDER BY id");
+            if self.backend == Backend::Postgres {
+                sql.push_str(" FOR UPDATE");
+            }
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            for row in query.fetch_all(&mut **tx).await? {
+                let wf = workflow_row(&row)?;
+                found.insert(wf.id.clone(), wf);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Writes a workflow's row as `wf` inside `tx`.
+    async fn update_workflow(
+        tx: &mut Transaction<'static, Any>,
+        id: &str,
+        wf: &Workflow,
+    ) -> Result<()> {
         sqlx::query(
             "UPDATE workflow SET state = $1, body = $2, version = version + 1, updated_at = $3 \
              WHERE id = $4",
         )
-        .bind(next.state.as_str())
-        .bind(encode(next))
-        .bind(next.updated_at)
+        .bind(wf.state.as_str())
+        .bind(encode(wf))
+        .bind(wf.updated_at)
         .bind(id)
         .execute(&mut **tx)
         .await?;
-        if !events.is_empty() {
+        Ok(())
+    }
+
+    /// Appends events (workflow id, event), in order, in as few statements
+    /// as the bound-parameter limit allows.
+    async fn insert_events(
+        tx: &mut Transaction<'static, Any>,
+        events: &[(String, Event)],
+    ) -> Result<()> {
+        for chunk in events.chunks(MAX_BOUND / 3) {
             let mut sql =
                 String::from("INSERT INTO workflow_event (workflow_id, at, body) VALUES ");
-            for i in 0..events.len() {
+            for i in 0..chunk.len() {
                 let n = i * 3;
                 if i > 0 {
                     sql.push_str(", ");
@@ -487,17 +578,10 @@ impl SqlStore {
                 sql.push_str(&format!("(${}, ${}, ${})", n + 1, n + 2, n + 3));
             }
             let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for event in events {
+            for (id, event) in chunk {
                 insert = insert.bind(id).bind(event.at).bind(encode(event));
             }
             insert.execute(&mut **tx).await?;
-        }
-        // Installed: the next boot must come from disk. Same transaction, so
-        // a crash cannot leave a succeeded workflow with netboot still on.
-        if toggle {
-            for hw in self.set_netboot(tx, next, false).await? {
-                written.push(Written::Hardware(Box::new(hw)));
-            }
         }
         Ok(())
     }
@@ -957,7 +1041,7 @@ impl Store for SqlStore {
             .into_iter()
             .map(|hw| Written::Hardware(Box::new(hw)))
             .collect();
-        written.push(Written::Workflow(wf.id.clone(), wf.workers()));
+        written.push(Written::Workflow(wf.id.clone(), wf.workers(), false));
         self.commit(tx, written).await?;
         Ok(())
     }
@@ -1068,18 +1152,83 @@ impl Store for SqlStore {
         let database_failure = async {
             let (_guard, mut tx) = self.begin().await?;
             let mut written = Vec::new();
+            let mut ids: Vec<&str> = order.iter().map(|&i| batch[i].0.as_str()).collect();
+            ids.dedup();
+            // Every workflow of the batch in one read, then each report
+            // applied in memory, then one write per changed workflow and
+            // one for all the events: each statement is a round trip to
+            // SQLite's thread.
+            let mut current = self.workflows_for_update(&mut tx, &ids).await?;
+            let mut changed: Vec<(String, bool)> = Vec::new();
+            let mut events: Vec<(String, Event)> = Vec::new();
             for &i in &order {
                 let (id, transition) = &batch[i];
-                match self
-                    .transition_in(&mut tx, id, transition, &mut written)
-                    .await
-                {
-                    Ok(next) => results[i] = Some(Ok(next)),
-                    // Refused before writing anything, and nothing added to
-                    // `written` (see transition_in).
-                    Err(e) if !matches!(e, StoreError::Database(_)) => results[i] = Some(Err(e)),
-                    Err(e) => return Err(e),
+                let Some(before) = current.get(id) else {
+                    results[i] = Some(Err(StoreError::NotFound {
+                        kind: "workflow",
+                        id: id.clone(),
+                    }));
+                    continue;
+                };
+                let (next, new_events) = match before.apply(transition) {
+                    Ok(applied) => applied,
+                    Err(e) => {
+                        results[i] = Some(Err(e.into()));
+                        continue;
+                    }
+                };
+                if next == *before {
+                    // A repeated report: nothing to write.
+                    results[i] = Some(Ok(next));
+                    continue;
                 }
+                // Installed: the next boot must come from disk, in the same
+                // transaction. A conflict there refuses this report alone.
+                if next.boot_options.toggle_allow_netboot && Workflow::just_succeeded(before, &next)
+                {
+                    sqlx::query("SAVEPOINT toggle").execute(&mut *tx).await?;
+                    match self.set_netboot(&mut tx, &next, false).await {
+                        Ok(hardware) => {
+                            sqlx::query("RELEASE SAVEPOINT toggle")
+                                .execute(&mut *tx)
+                                .await?;
+                            written.extend(
+                                hardware
+                                    .into_iter()
+                                    .map(|hw| Written::Hardware(Box::new(hw))),
+                            );
+                        }
+                        Err(e) if !matches!(e, StoreError::Database(_)) => {
+                            sqlx::query("ROLLBACK TO SAVEPOINT toggle")
+                                .execute(&mut *tx)
+                                .await?;
+                            sqlx::query("RELEASE SAVEPOINT toggle")
+                                .execute(&mut *tx)
+                                .await?;
+                            results[i] = Some(Err(e));
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                let quiet = is_quiet(transition);
+                match changed.iter_mut().find(|(c, _)| c == id) {
+                    Some((_, all_quiet)) => *all_quiet &= quiet,
+                    None => changed.push((id.clone(), quiet)),
+                }
+                events.extend(new_events.into_iter().map(|e| (id.clone(), e)));
+                results[i] = Some(Ok(next.clone()));
+                current.insert(id.clone(), next);
+            }
+            for (id, _) in &changed {
+                if let Some(wf) = current.get(id) {
+                    Self::update_workflow(&mut tx, id, wf).await?;
+                }
+            }
+            Self::insert_events(&mut tx, &events).await?;
+            for (id, quiet) in changed {
+                let workers = current.get(&id).map(Workflow::workers).unwrap_or_default();
+                written.push(Written::Workflow(id, workers, quiet));
             }
             if !written.is_empty() {
                 self.commit(tx, written).await?;
@@ -1530,4 +1679,4 @@ mod at_rest_tests;
 #[cfg(test)]
 mod replica_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -40,6 +40,11 @@ pub const DEFAULT_MAX_TRANSFERS_PER_CLIENT: usize = 8;
 
 /// Largest datagram read on the listening socket (any UDP payload fits).
 const REQUEST_BUFFER: usize = 65536;
+/// Requests taken from the queue in one go after the one that woke the loop.
+const DRAIN: usize = 64;
+/// The listening socket's receive queue: a boot storm sends thousands of
+/// read requests within a second; the kernel's default holds a few hundred.
+const RECEIVE_QUEUE_BYTES: usize = 8 << 20;
 /// Largest datagram read on a transfer socket: ACKs are 4 bytes, ERRORs a
 /// short message; anything longer is cut and still decodes.
 const TRANSFER_BUFFER: usize = 1536;
@@ -263,6 +268,7 @@ impl TftpServer {
         // Also on a specific address: one receive path for every setup, the
         // one the tests exercise.
         let learns_destination = enable_destination_info(&socket, local_addr);
+        bellows_udp::enlarge_receive_buffer(&socket, RECEIVE_QUEUE_BYTES);
         info!(address = %local_addr, "TFTP server listening");
         Ok(Self {
             socket,
@@ -329,21 +335,33 @@ impl TftpServer {
                     report_join(joined);
                 }
                 received = bellows_udp::recv(&socket, &mut buffer, &mut control) => {
-                    match received {
-                        Ok(datagram) => {
-                            let local_ip = datagram
-                                .info
-                                .filter(|_| learns_destination)
-                                .map_or(local_addr.ip(), |info| info.reply_from());
-                            let len = datagram.len.min(buffer.len());
-                            acceptor.dispatch(&socket, &buffer[..len], datagram.source, local_ip);
+                    let mut received = Some(received);
+                    // This datagram and up to DRAIN more already queued:
+                    // with thousands of transfers running, one request per
+                    // turn of the runtime lets a boot storm's burst overflow
+                    // the queue.
+                    for _ in 0..=DRAIN {
+                        let Some(result) = received.take() else { break };
+                        match result {
+                            Ok(datagram) => {
+                                let local_ip = datagram
+                                    .info
+                                    .filter(|_| learns_destination)
+                                    .map_or(local_addr.ip(), |info| info.reply_from());
+                                let len = datagram.len.min(buffer.len());
+                                acceptor.dispatch(&socket, &buffer[..len], datagram.source, local_ip);
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            Err(e) => {
+                                // ICMP errors from earlier replies surface
+                                // here; pause briefly so a persistent error
+                                // cannot spin.
+                                debug!(error = %e, "TFTP receive error");
+                                tokio::time::sleep(Duration::from_millis(5)).await;
+                                break;
+                            }
                         }
-                        Err(e) => {
-                            // ICMP errors from earlier replies surface here;
-                            // pause briefly so a persistent error cannot spin.
-                            debug!(error = %e, "TFTP receive error");
-                            tokio::time::sleep(Duration::from_millis(5)).await;
-                        }
+                        received = Some(bellows_udp::try_recv(&socket, &mut buffer, &mut control));
                     }
                 }
             }

@@ -220,6 +220,8 @@ impl WorkerHub {
         let mut changes = self.store.subscribe();
         loop {
             match changes.recv().await {
+                // Nobody's next action changed (an action started).
+                Ok(change) if change.quiet => {}
                 // The change names the workers: no read needed.
                 Ok(change) if change.kind == ChangeKind::Workflow && !change.workers.is_empty() => {
                     for w in &change.workers {

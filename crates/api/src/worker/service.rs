@@ -136,13 +136,14 @@ impl bellows_rpc::Worker for WorkerService {
         if self.hub.is_stopped() {
             return Err(Status::unavailable("server is shutting down"));
         }
-        let store = &self.hub.store;
+        // From the in-memory index (kept by every write, and on replicas by
+        // the change feed): a boot storm subscribes thousands at once.
+        let index = self.hub.store.index();
         let hardware = match (&caller, worker.parse::<bellows_model::MacAddr>()) {
-            (WorkerCaller::Machine(c), _) => store.hardware(&c.hardware_id).await,
-            (_, Ok(mac)) => store.hardware_by_mac(mac).await,
-            (_, Err(_)) => store.hardware(&worker).await,
-        }
-        .map_err(status_of)?;
+            (WorkerCaller::Machine(c), _) => index.by_id(&c.hardware_id),
+            (_, Ok(mac)) => index.by_mac(mac),
+            (_, Err(_)) => index.by_id(&worker),
+        };
         let machine = matches!(caller, WorkerCaller::Machine(_));
         let reg = self.hub.register(&worker, machine).map_err(|e| match e {
             RegisterError::HeldByMachine(_) => Status::already_exists(e.to_string()),
@@ -166,7 +167,7 @@ impl bellows_rpc::Worker for WorkerService {
         let (tx, rx) = mpsc::channel(4);
         let hello = Instruction {
             kind: Some(instruction::Kind::Hello(Hello {
-                hardware_id: hardware.map(|h| h.id).unwrap_or_default(),
+                hardware_id: hardware.map(|h| h.id.clone()).unwrap_or_default(),
                 keepalive_seconds: u32::try_from(self.hub.settings.keepalive.as_secs())
                     .unwrap_or(u32::MAX),
                 registries: self

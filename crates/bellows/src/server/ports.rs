@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use bellows_model::auth::{WORKER_TOKEN_PREFIX, WorkerCredential, token_digest};
 use bellows_model::{Hardware, LogEntry, MacAddr};
+use bellows_store::group::{GroupCommit, WriteBatch};
 use bellows_store::{AuthStore, HardwareIndex, Store, WorkflowFilter, now_ms};
 
 /// Answers the services' lookups from the store's in-memory index, and
@@ -16,8 +17,26 @@ use bellows_store::{AuthStore, HardwareIndex, Store, WorkflowFilter, now_ms};
 pub struct StorePorts {
     store: Arc<dyn Store>,
     index: Arc<HardwareIndex>,
-    /// Where per-boot credentials are kept; `None` under `--insecure`.
-    credentials: Option<Arc<dyn AuthStore>>,
+    /// Where per-boot credentials are stored, in groups (a boot storm
+    /// mints thousands a second); `None` under `--insecure`.
+    credentials: Option<CredentialQueue>,
+}
+
+/// Credentials written together; every caller learns the batch's outcome.
+type CredentialQueue = GroupCommit<WorkerCredential, Result<(), String>>;
+
+fn credential_queue(auth: Arc<dyn AuthStore>) -> CredentialQueue {
+    let write: WriteBatch<WorkerCredential, Result<(), String>> = Arc::new(move |batch| {
+        let auth = auth.clone();
+        Box::pin(async move {
+            let outcome = auth
+                .put_worker_credentials(&batch)
+                .await
+                .map_err(|e| e.to_string());
+            vec![outcome; batch.len()]
+        })
+    });
+    GroupCommit::new(write)
 }
 
 impl StorePorts {
@@ -25,6 +44,7 @@ impl StorePorts {
     /// `credentials` (none under `--insecure`).
     pub fn new(store: Arc<dyn Store>, credentials: Option<Arc<dyn AuthStore>>) -> StorePorts {
         let index = store.index();
+        let credentials = credentials.map(credential_queue);
         StorePorts {
             store,
             index,
@@ -104,12 +124,14 @@ impl bellows_ipxe::http::BootLookup for StorePorts {
             address,
             issued_at: now_ms(),
         };
+        let (workflow, bound_to) = (credential.workflow_id.clone(), credential.address.clone());
         credentials
-            .put_worker_credential(&credential)
+            .submit(credential)
             .await
-            .map_err(|e| lookup(e.to_string()))?;
-        tracing::info!(%mac, hardware = %hw.id, workflow = %credential.workflow_id,
-            bound_to = credential.address.as_deref().unwrap_or("-"),
+            .map_err(|e| lookup(e.to_string()))?
+            .map_err(lookup)?;
+        tracing::info!(%mac, hardware = %hw.id, %workflow,
+            bound_to = bound_to.as_deref().unwrap_or("-"),
             "minted the worker's per-boot credential");
         Ok(Some(token))
     }

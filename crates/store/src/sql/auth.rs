@@ -5,7 +5,7 @@ use bellows_model::auth::{AuditEntry, Role, TokenRecord, WorkerCredential};
 use sqlx::Row;
 
 use super::{SqlStore, conflict_on_unique, for_update};
-use crate::auth::{AUDIT_KEEP, AuthStore};
+use crate::auth::{AUDIT_KEEP, AuthStore, CredentialLookup};
 use crate::{Result, StoreError};
 
 fn token_row(row: &sqlx::any::AnyRow) -> Result<TokenRecord> {
@@ -124,43 +124,83 @@ impl AuthStore for SqlStore {
     }
 
     async fn put_worker_credential(&self, c: &WorkerCredential) -> Result<()> {
+        self.put_worker_credentials(std::slice::from_ref(c)).await
+    }
+
+    async fn put_worker_credentials(&self, credentials: &[WorkerCredential]) -> Result<()> {
+        // One row per worker (the last one given), or the upsert would
+        // touch a row twice in one statement.
+        let mut last: Vec<&WorkerCredential> = Vec::with_capacity(credentials.len());
+        for c in credentials.iter().rev() {
+            if !last.iter().any(|l| l.worker == c.worker) {
+                last.push(c);
+            }
+        }
+        last.reverse();
         let (_guard, mut tx) = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO worker_credential \
-             (worker, digest, hardware_id, workflow_id, address, issued_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (worker) DO UPDATE SET digest = excluded.digest, \
-             hardware_id = excluded.hardware_id, workflow_id = excluded.workflow_id, \
-             address = excluded.address, issued_at = excluded.issued_at",
-        )
-        .bind(&c.worker)
-        .bind(&c.digest)
-        .bind(&c.hardware_id)
-        .bind(&c.workflow_id)
-        .bind(&c.address)
-        .bind(c.issued_at)
-        .execute(&mut *tx)
-        .await?;
+        for chunk in last.chunks(super::MAX_BOUND / 6) {
+            let mut sql = String::from(
+                "INSERT INTO worker_credential \
+                 (worker, digest, hardware_id, workflow_id, address, issued_at) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let n = i * 6;
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${})",
+                    n + 1,
+                    n + 2,
+                    n + 3,
+                    n + 4,
+                    n + 5,
+                    n + 6
+                ));
+            }
+            sql.push_str(
+                " ON CONFLICT (worker) DO UPDATE SET digest = excluded.digest, \
+                 hardware_id = excluded.hardware_id, workflow_id = excluded.workflow_id, \
+                 address = excluded.address, issued_at = excluded.issued_at",
+            );
+            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for c in chunk {
+                insert = insert
+                    .bind(&c.worker)
+                    .bind(&c.digest)
+                    .bind(&c.hardware_id)
+                    .bind(&c.workflow_id)
+                    .bind(&c.address)
+                    .bind(c.issued_at);
+            }
+            insert.execute(&mut *tx).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
 
-    async fn worker_credential(&self, digest: &str) -> Result<Option<WorkerCredential>> {
+    async fn worker_credential(&self, digest: &str) -> Result<Option<CredentialLookup>> {
         let row = sqlx::query(
-            "SELECT worker, digest, hardware_id, workflow_id, address, issued_at \
-             FROM worker_credential WHERE digest = $1",
+            "SELECT c.worker, c.digest, c.hardware_id, c.workflow_id, c.address, c.issued_at, \
+             CAST(CASE WHEN w.state IN ('PENDING', 'RUNNING') THEN 1 ELSE 0 END AS BIGINT) AS active \
+             FROM worker_credential c LEFT JOIN workflow w ON w.id = c.workflow_id \
+             WHERE c.digest = $1",
         )
         .bind(digest)
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else { return Ok(None) };
-        Ok(Some(WorkerCredential {
-            worker: row.try_get("worker")?,
-            digest: row.try_get("digest")?,
-            hardware_id: row.try_get("hardware_id")?,
-            workflow_id: row.try_get("workflow_id")?,
-            address: row.try_get("address")?,
-            issued_at: row.try_get("issued_at")?,
+        let active: i64 = row.try_get("active")?;
+        Ok(Some(CredentialLookup {
+            credential: WorkerCredential {
+                worker: row.try_get("worker")?,
+                digest: row.try_get("digest")?,
+                hardware_id: row.try_get("hardware_id")?,
+                workflow_id: row.try_get("workflow_id")?,
+                address: row.try_get("address")?,
+                issued_at: row.try_get("issued_at")?,
+            },
+            workflow_active: active == 1,
         }))
     }
 
@@ -325,12 +365,39 @@ mod tests {
         assert!(store.worker_credential("d1").await.expect("get").is_none());
         assert_eq!(
             store.worker_credential("d2").await.expect("get"),
-            Some(cred("d2"))
+            Some(CredentialLookup {
+                credential: cred("d2"),
+                // No workflow "wf" exists.
+                workflow_active: false,
+            })
         );
-        // Deleting the machine deletes its credential.
+        // Several at once: for one worker the last stays; a credential of
+        // an unfinished workflow says so.
+        let wf = crate::sql::tests::workflow("wf", "52:54:00:00:00:01");
+        crate::Store::create_workflow(&store, &wf)
+            .await
+            .expect("workflow");
+        store
+            .put_worker_credentials(&[cred("d3"), cred("d4")])
+            .await
+            .expect("put several");
+        assert!(store.worker_credential("d2").await.expect("get").is_none());
+        assert!(store.worker_credential("d3").await.expect("get").is_none());
+        assert_eq!(
+            store.worker_credential("d4").await.expect("get"),
+            Some(CredentialLookup {
+                credential: cred("d4"),
+                workflow_active: true,
+            })
+        );
+        // Deleting the machine (once its workflow is gone) deletes its
+        // credential.
+        crate::Store::delete_workflow(&store, "wf")
+            .await
+            .expect("delete workflow");
         crate::Store::delete_hardware(&store, "m1")
             .await
             .expect("delete");
-        assert!(store.worker_credential("d2").await.expect("get").is_none());
+        assert!(store.worker_credential("d4").await.expect("get").is_none());
     }
 }

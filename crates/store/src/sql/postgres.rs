@@ -122,7 +122,7 @@ impl SqlStore {
             .connect(url)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        let mut store = SqlStore::finish_open(pool, Backend::Postgres, key).await?;
+        let mut store = SqlStore::finish_open(pool.clone(), pool, Backend::Postgres, key).await?;
         // Listening before the index is (re)loaded: nothing committed in
         // between is missed.
         let listener = listen(url).await?;
@@ -367,6 +367,7 @@ impl Follower {
                 id,
                 op: ChangeOp::Upsert,
                 workers: Vec::new(),
+                quiet: false,
             });
         }
         Ok(())

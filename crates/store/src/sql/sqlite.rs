@@ -30,24 +30,18 @@ impl SqlStore {
         let db = data_dir.join(DB_FILE);
         files::private_file(&db)?;
         let url = format!("sqlite://{}?mode=rwc", url_path(&db)?);
-        let pool = AnyPoolOptions::new()
-            .max_connections(4)
-            .after_connect(|conn, _| {
-                Box::pin(async move {
-                    conn.execute(PRAGMAS).await?;
-                    Ok(())
-                })
-            })
-            .connect(&url)
-            .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        let store = SqlStore::finish_open(pool, Backend::Sqlite, key).await?;
+        // Readers and the one writer in pools of their own (see
+        // `SqlStore::writer`): WAL lets them run side by side.
+        let writer = pool_of(1).connect(&url).await?;
+        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+        let pool = pool_of(READERS).connect(&url).await?;
+        let store = SqlStore::finish_open(pool, writer, Backend::Sqlite, key).await?;
         if store.seal_clear_secrets().await? > 0 {
             // Rewrite the file and empty the WAL so that the clear text is
             // not left behind in free pages.
-            sqlx::query("VACUUM").execute(&store.pool).await?;
+            sqlx::query("VACUUM").execute(&store.writer).await?;
             sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-                .execute(&store.pool)
+                .execute(&store.writer)
                 .await?;
         }
         for suffix in ["-wal", "-shm"] {
@@ -57,6 +51,22 @@ impl SqlStore {
         }
         Ok(store)
     }
+}
+
+/// Connections that only read (each statement runs on its connection's
+/// own thread).
+const READERS: u32 = 4;
+
+/// Pool options of `max` connections, each set up with [`PRAGMAS`].
+fn pool_of(max: u32) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(max)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute(PRAGMAS).await?;
+                Ok(())
+            })
+        })
 }
 
 /// A file path as the path of a `sqlite://` URL: `%`, `?` and `#` (which

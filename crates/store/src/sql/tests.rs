@@ -69,7 +69,7 @@ pub(super) use on_both_backends;
 
 const TMPL: &str = "version: \"0.1\"\nname: t\nglobal_timeout: 60\ntasks:\n  - name: a\n    worker: \"{{.device_1}}\"\n    actions:\n      - name: one\n        image: busybox\n";
 
-pub(super) fn workflow(id: &str, worker: &str) -> Workflow {
+pub(crate) fn workflow(id: &str, worker: &str) -> Workflow {
     let rendered = TMPL.replace("{{.device_1}}", worker);
     let t = Template::parse(&rendered, Strictness::Rendered).unwrap();
     Workflow::new(
@@ -333,14 +333,19 @@ async fn a_batch_of_reports_applies_each_as_alone_and_refuses_alone(backend: Bac
     // finished, state.
     assert_eq!(s.workflow_events("wf-a").await.unwrap().len(), 5);
     assert_eq!(s.workflow_events("wf-b").await.unwrap().len(), 3);
-    // Each written report was announced (after the commit).
-    let mut announced = 0;
-    while let Ok(Ok(_)) =
+    // Each workflow written was announced once (after the commit); the one
+    // whose action only started, quietly (nobody's next action changed).
+    let mut announced = Vec::new();
+    while let Ok(Ok(c)) =
         tokio::time::timeout(std::time::Duration::from_millis(200), changes.recv()).await
     {
-        announced += 1;
+        announced.push((c.id, c.quiet));
     }
-    assert_eq!(announced, 3);
+    announced.sort();
+    assert_eq!(
+        announced,
+        [("wf-a".to_string(), false), ("wf-b".to_string(), true)]
+    );
     // An empty batch writes nothing and answers nothing.
     assert!(s.apply_transitions(&[]).await.is_empty());
 }
@@ -689,6 +694,28 @@ async fn toggle_allow_netboot_turns_pxe_on_at_creation_and_off_at_success(backen
         allow(&s.hardware("mt").await.unwrap().unwrap()),
         Some(false)
     );
+    assert_eq!(s.index().by_mac(mac).map(|h| allow(&h)), Some(Some(false)));
+
+    // The same through a batch of reports (the group commit).
+    let worker = "aa:bb:cc:00:00:0b";
+    s.push_hardware(hw("mt2", worker, "10.0.0.11"))
+        .await
+        .unwrap();
+    let mut wf = workflow("wft2", worker);
+    wf.boot_options.toggle_allow_netboot = true;
+    s.create_workflow(&wf).await.unwrap();
+    let results = s
+        .apply_transitions(&[
+            ("wft2".to_string(), started(worker, 1)),
+            ("wft2".to_string(), succeeded(worker)),
+        ])
+        .await;
+    assert_eq!(results[1].as_ref().unwrap().state, State::Success);
+    assert_eq!(
+        allow(&s.hardware("mt2").await.unwrap().unwrap()),
+        Some(false)
+    );
+    let mac: MacAddr = worker.parse().unwrap();
     assert_eq!(s.index().by_mac(mac).map(|h| allow(&h)), Some(Some(false)));
 }
 
