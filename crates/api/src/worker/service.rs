@@ -15,8 +15,8 @@ use bellows_rpc::v1::{
 };
 use bellows_store::{ActionLogLine, InventoryRecord, StoreError, WorkflowFilter, now_ms};
 use tokio::sync::mpsc;
-use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use super::{Next, RegisterError, Registration, WorkerHub, next_for, normalize_worker_id};
@@ -120,6 +120,9 @@ fn status_of(e: StoreError) -> Status {
     }
 }
 
+/// What the stream's feeder hands the stream (see `subscribe`).
+type Outgoing = Box<Result<Instruction, Status>>;
+
 type InstructionStream = Pin<Box<dyn Stream<Item = Result<Instruction, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -164,7 +167,10 @@ impl bellows_rpc::Worker for WorkerService {
             version = %req.version,
             "worker connected"
         );
-        let (tx, rx) = mpsc::channel(4);
+        // Boxed: the channel allocates its slots 32 at a time, whatever its
+        // bound, and an Instruction is ~300 bytes; with every machine of a
+        // boot storm connected at once that was 10 KiB each.
+        let (tx, rx) = mpsc::channel::<Outgoing>(4);
         let hello = Instruction {
             kind: Some(instruction::Kind::Hello(Hello {
                 hardware_id: hardware.map(|h| h.id.clone()).unwrap_or_default(),
@@ -183,10 +189,10 @@ impl bellows_rpc::Worker for WorkerService {
                     .collect(),
             })),
         };
-        let _ = tx.try_send(Ok(hello));
+        let _ = tx.try_send(Box::new(Ok(hello)));
         let hub = self.hub.clone();
         tokio::spawn(drive(hub, reg, worker, req.running, tx));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(|m| *m))))
     }
 
     async fn report_action(
@@ -332,7 +338,7 @@ async fn drive(
     reg: Registration,
     worker: String,
     running: Option<ActionRef>,
-    tx: mpsc::Sender<Result<Instruction, Status>>,
+    tx: mpsc::Sender<Outgoing>,
 ) {
     // What the worker is doing, as far as this stream knows: what it said
     // it was running, then what we sent it.
@@ -364,7 +370,7 @@ async fn drive(
             Err(e) => {
                 tracing::warn!(worker = %worker, "cannot read workflows: {e}");
                 let _ = tx
-                    .send(Err(Status::unavailable(format!("store: {e}"))))
+                    .send(Box::new(Err(Status::unavailable(format!("store: {e}")))))
                     .await;
                 break;
             }
@@ -384,7 +390,7 @@ async fn drive(
                     let cancel = Instruction {
                         kind: Some(instruction::Kind::Cancel(cur.clone())),
                     };
-                    if tx.send(Ok(cancel)).await.is_err() {
+                    if tx.send(Box::new(Ok(cancel))).await.is_err() {
                         break;
                     }
                 }
@@ -423,7 +429,7 @@ async fn drive(
                 let msg = Instruction {
                     kind: Some(instruction::Kind::Run(*assignment)),
                 };
-                if tx.send(Ok(msg)).await.is_err() {
+                if tx.send(Box::new(Ok(msg))).await.is_err() {
                     break;
                 }
                 current = r;
@@ -439,7 +445,7 @@ async fn drive(
                 _ = tx.closed() => break false,
                 _ = tokio::time::sleep(keepalive) => {
                     if !hub.is_current(&reg)
-                        || tx.send(Ok(Instruction { kind: None })).await.is_err()
+                        || tx.send(Box::new(Ok(Instruction { kind: None }))).await.is_err()
                     {
                         break false;
                     }
