@@ -325,11 +325,12 @@ fn conflict_on_unique(error: sqlx::Error, message: impl FnOnce() -> StoreError) 
     }
 }
 
-/// The `machine` values of unknown senders, as a half-open string range
-/// (`ip:` ≤ machine < `ip;`, `;` following `:`).
 /// Most parameters bound in one statement built for a batch (below every
 /// SQLite build's and PostgreSQL's limits).
 pub(crate) const MAX_BOUND: usize = 900;
+
+/// The `machine` values of unknown senders, as a half-open string range
+/// (`ip:` ≤ machine < `ip;`, `;` following `:`).
 const UNKNOWN_SENDERS_FROM: &str = UNKNOWN_SENDER_PREFIX;
 const UNKNOWN_SENDERS_TO: &str = "ip;";
 

@@ -335,14 +335,13 @@ impl TftpServer {
                     report_join(joined);
                 }
                 received = bellows_udp::recv(&socket, &mut buffer, &mut control) => {
-                    let mut received = Some(received);
+                    let mut received = received;
                     // This datagram and up to DRAIN more already queued:
                     // with thousands of transfers running, one request per
                     // turn of the runtime lets a boot storm's burst overflow
                     // the queue.
-                    for _ in 0..=DRAIN {
-                        let Some(result) = received.take() else { break };
-                        match result {
+                    for taken in 0..=DRAIN {
+                        match received {
                             Ok(datagram) => {
                                 let local_ip = datagram
                                     .info
@@ -361,7 +360,10 @@ impl TftpServer {
                                 break;
                             }
                         }
-                        received = Some(bellows_udp::try_recv(&socket, &mut buffer, &mut control));
+                        if taken == DRAIN {
+                            break;
+                        }
+                        received = bellows_udp::try_recv(&socket, &mut buffer, &mut control);
                     }
                 }
             }
