@@ -24,11 +24,15 @@
 #   BENCH_KEEP=1                               keep the work directory (server log)
 #   BENCH_PERF=1                               record the server with perf (report in the work directory)
 #   BENCH_PROFILE (default release)            debug: unoptimised builds, to try the script
+#   BENCH_PEERS (default 1)                    then the same storm against dnsmasq (DHCP + TFTP)
+#                                              and nginx (HTTP), up to the kernel and initrd
+#                                              (no peer runs workers); 0 skips it
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_build_deps
 apt_install iproute2 ipxe
+[ "${BENCH_PEERS:-1}" = 0 ] || apt_install dnsmasq-base nginx-light
 n=${1:-1000}
 ramp=${BENCH_RAMP_SECS:-0}
 out=${BENCH_OUT:-$PWD/bench/storm-out}
@@ -117,4 +121,81 @@ if [ -n "${BENCH_PERF:-}" ]; then
   echo "bench: perf profile of the server: $work/perf.txt" >&2
 fi
 grep -E ' (WARN|ERROR) ' "$work/server.log" | sort | uniq -c | sort -rn | head -n 10 >&2 || true
+[ "${BENCH_PEERS:-1}" != 0 ] || exit "$status"
+
+# --- the peers: dnsmasq (DHCP + TFTP) and nginx (HTTP), same storm --------
+# They answer the same machines with the same files: dnsmasq reserves each
+# MAC its address and names the same iPXE binaries (served from the same
+# directory), then the script URL to iPXE; nginx serves one static script
+# naming the same kernel and initrd. No worker stage: a machine is done
+# once it has its kernel and initrd.
+kill "$server" 2>/dev/null || true
+wait "$server" 2>/dev/null || true
+peers=$work/peers
+mkdir -p "$peers/www/osie" "$peers/tmp"
+ln "$data/osie/vmlinuz" "$data/osie/initramfs" "$peers/www/osie/"
+printf '#!ipxe\nkernel http://10.88.0.1:8081/osie/vmlinuz initrd=initramfs console=ttyS0\ninitrd http://10.88.0.1:8081/osie/initramfs\nboot\n' \
+  >"$peers/www/auto.ipxe"
+# Machine i: MAC 02:5b + i, address 10.88.128.1 + i (as `setup` pushed them).
+for ((i = 0; i < n; i++)); do
+  a=$((128 * 256 + 1 + i))
+  printf '02:5b:%02x:%02x:%02x:%02x,10.88.%d.%d\n' $((i >> 24 & 255)) $((i >> 16 & 255)) \
+    $((i >> 8 & 255)) $((i & 255)) $((a >> 8 & 255)) $((a & 255))
+done >"$peers/hosts"
+cat >"$peers/dnsmasq.conf" <<CONF
+port=0
+interface=sts0
+bind-interfaces
+dhcp-range=sts0,10.88.0.0,static,255.255.0.0,86400
+dhcp-hostsfile=$peers/hosts
+dhcp-lease-max=$((2 * n + 100))
+dhcp-leasefile=$peers/leases
+dhcp-match=set:ipxe,175
+dhcp-userclass=set:ipxe,iPXE
+dhcp-match=set:efi64,option:client-arch,7
+dhcp-boot=tag:!ipxe,tag:efi64,snponly.efi
+dhcp-boot=tag:!ipxe,tag:!efi64,undionly.kpxe
+dhcp-boot=tag:ipxe,http://10.88.0.1:8081/auto.ipxe
+enable-tftp
+tftp-root=$data/ipxe
+tftp-max=$((n + 100))
+log-facility=$peers/dnsmasq.log
+CONF
+cat >"$peers/nginx.conf" <<CONF
+daemon off;
+worker_processes auto;
+worker_rlimit_nofile 65536;
+pid $peers/nginx.pid;
+error_log $peers/nginx-error.log;
+events { worker_connections 20000; }
+http {
+  access_log $peers/access.log;
+  default_type application/octet-stream;
+  sendfile on;
+  tcp_nopush on;
+  client_body_temp_path $peers/tmp;
+  server { listen 10.88.0.1:8081; root $peers/www; }
+}
+CONF
+ip netns exec "$ns_srv" dnsmasq --keep-in-foreground --conf-file="$peers/dnsmasq.conf" 2>"$peers/dnsmasq.err" &
+dnsmasq_pid=$!
+pids+=("$dnsmasq_pid")
+ip netns exec "$ns_srv" nginx -c "$peers/nginx.conf" -e "$peers/nginx-error.log" &
+nginx_pid=$!
+pids+=("$nginx_pid")
+sleep 1
+if ! kill -0 "$dnsmasq_pid" || ! kill -0 "$nginx_pid"; then
+  cat "$peers/dnsmasq.err" "$peers/nginx-error.log" >&2
+  exit 1
+fi
+# nginx's workers are its master's children: all of them are sampled.
+peer_pids=(--server-pid "$dnsmasq_pid" --server-pid "$nginx_pid")
+for p in $(pgrep -P "$nginx_pid"); do peer_pids+=(--server-pid "$p"); done
+echo "bench: the same storm against dnsmasq $(dnsmasq --version | head -n 1 | grep -o '[0-9][0-9.]*' | head -n 1) (DHCP + TFTP) and nginx $(nginx -v 2>&1 | grep -o '[0-9][0-9.]*') (HTTP)" >&2
+peer_status=0
+ip netns exec "$ns_cli" "$storm" run --machines "$n" --interface stc0 --first-ip 10.88.128.1 \
+  --ramp-secs "$ramp" --uefi-every "${BENCH_UEFI_EVERY:-2}" --actions 0 \
+  --whole-files-every "${BENCH_WHOLE_EVERY:-100}" "${peer_pids[@]}" \
+  --out "$out/peers" ${verify[@]+"${verify[@]}"} | sed 's/^storm:/storm (dnsmasq + nginx):/' || peer_status=$?
+[ "$peer_status" = 0 ] || echo "bench: the peers' storm had failures" >&2
 exit "$status"

@@ -153,21 +153,31 @@ declare -A port=([bellows]=6969 [dnsmasq]=69 [tftpd-hpa]=6970 [atftpd]=6971)
 declare -A cg spid
 for s in "${servers[@]}"; do cg_new "$s"; cg[$s]=$cg_path; done
 
+# Servers on CPU 0 and clients on CPU 1, for every server alike: a
+# lockstep transfer's cost depends on where the scheduler puts the two
+# ends (a block that wakes the other core costs the server 2-3x the CPU of
+# one handed over on the same core: dnsmasq 14 → 37 ticks for 8 MiB at
+# blksize 512, Bellows 17 → 56); unpinned, each run drew its own placement,
+# which is what made one server look slow at blksize 512 by chance. A
+# client on another core is what a server on a network sees.
+pin_server=() pin_client=
+if [ "$(nproc)" -ge 2 ]; then pin_server=(taskset -c 0) pin_client=1; fi
+export pin_client
 # Phase 1's clients all come from 127.0.0.1: lift the per-address limit.
-spawn "${cg[bellows]}" "$ns_srv" target/release/bellows server --insecure --data-dir "$work/data" \
+spawn "${cg[bellows]}" "$ns_srv" ${pin_server[@]+"${pin_server[@]}"} target/release/bellows server --insecure --data-dir "$work/data" \
   --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --syslog-listen off --dhcp-mode off \
   --tftp-listen 0.0.0.0:${port[bellows]} --tftp-transfers-per-client 1024 \
   --ipxe-dir "$files" 2>"$work/bellows.log"
 spid[bellows]=$!
 # dnsmasq: TFTP only (DNS off), always port 69; default limit is 50 transfers.
-spawn "${cg[dnsmasq]}" "$ns_srv" dnsmasq --keep-in-foreground --conf-file=/dev/null \
+spawn "${cg[dnsmasq]}" "$ns_srv" ${pin_server[@]+"${pin_server[@]}"} dnsmasq --keep-in-foreground --conf-file=/dev/null \
   --no-resolv --no-hosts --port=0 --enable-tftp --tftp-root="$files" --tftp-max=200 \
   --pid-file="$work/dnsmasq.pid" --log-facility="$work/dnsmasq.log"
 spid[dnsmasq]=$!
-spawn "${cg[tftpd-hpa]}" "$ns_srv" "$cache/tftpd-hpa/usr/sbin/in.tftpd" -L -s "$files" \
+spawn "${cg[tftpd-hpa]}" "$ns_srv" ${pin_server[@]+"${pin_server[@]}"} "$cache/tftpd-hpa/usr/sbin/in.tftpd" -L -s "$files" \
   -a 0.0.0.0:${port[tftpd-hpa]} 2>"$work/tftpd-hpa.log"
 spid[tftpd-hpa]=$!
-spawn "${cg[atftpd]}" "$ns_srv" "$cache/atftpd/usr/sbin/atftpd" --daemon --no-fork \
+spawn "${cg[atftpd]}" "$ns_srv" ${pin_server[@]+"${pin_server[@]}"} "$cache/atftpd/usr/sbin/atftpd" --daemon --no-fork \
   --port ${port[atftpd]} -m 200 --logfile - "$files" >"$work/atftpd.log" 2>&1
 spid[atftpd]=$!
 
@@ -179,7 +189,7 @@ fetch_many() {
   local cpids=()
   t0=$(date +%s%N)
   for ((i = 1; i <= n; i++)); do
-    timeout 90 atftp "$@" -g -r "$file" -l "$out/$i" "$host" "$dport" >/dev/null 2>&1 &
+    timeout 90 ${pin_client:+taskset -c "$pin_client"} atftp "$@" -g -r "$file" -l "$out/$i" "$host" "$dport" >/dev/null 2>&1 &
     cpids+=($!)
   done
   for p in "${cpids[@]}"; do wait "$p" || fails=$((fails + 1)); done

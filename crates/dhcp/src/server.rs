@@ -30,6 +30,8 @@ const RECV_BUFFER_LEN: usize = 4096;
 /// DISCOVERs within milliseconds) waits here while the loop runs; the
 /// kernel's default (~208 KiB, a few hundred requests) drops most of it.
 const RECEIVE_QUEUE_BYTES: usize = 8 << 20;
+/// Datagrams taken from the queue in one go after the one that woke the loop.
+const DRAIN: usize = 64;
 /// How often the counters are summarised in the log (when they moved).
 const SUMMARY_EVERY: Duration = Duration::from_secs(10);
 /// Interface addresses are re-read at most this often (and when a packet
@@ -233,75 +235,89 @@ async fn serve(listener: Listener, shared: Arc<Shared>) {
     let mut buf = vec![0u8; RECV_BUFFER_LEN];
     let mut control = bellows_udp::control_buffer();
     loop {
-        let received = bellows_udp::recv(&listener.socket, &mut buf, &mut control).await;
-        let received = match received {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(addr = %listener.bound, "DHCP receive failed: {e}");
-                // Do not spin if the error repeats.
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
+        let mut received = bellows_udp::recv(&listener.socket, &mut buf, &mut control).await;
+        // This datagram and up to DRAIN more already queued, before the
+        // loop yields: a storm's burst is taken without one trip through
+        // the runtime's readiness machinery per packet.
+        for taken in 0..=DRAIN {
+            match received {
+                Ok(datagram) => answer(&listener, &shared, &buf, &datagram).await,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::warn!(addr = %listener.bound, "DHCP receive failed: {e}");
+                    // Do not spin if the error repeats.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    break;
+                }
             }
-        };
-        shared.stats.received();
-        let SocketAddr::V4(source) = received.source else {
-            continue;
-        };
-        if received.truncated || received.len > buf.len() {
-            shared.stats.malformed();
-            tracing::debug!(source = %received.source, "dropped a datagram larger than {RECV_BUFFER_LEN} bytes");
-            continue;
+            if taken == DRAIN {
+                break;
+            }
+            received = bellows_udp::try_recv(&listener.socket, &mut buf, &mut control);
         }
-        let (ifindex, arrival) = shared.arrival(&listener, &received, source);
-        let packet = buf.get(..received.len).unwrap_or_default();
-        let decision = respond(packet, &arrival, &shared.cfg, &*shared.hosts);
-        match &decision {
-            Decision::Reply(reply) => {
-                let (to, out_if) = match reply.destination {
-                    Destination::Broadcast { port } => {
-                        (SocketAddrV4::new(Ipv4Addr::BROADCAST, port), ifindex)
-                    }
-                    Destination::Unicast(addr) => (addr, 0),
-                };
-                let sent = bellows_udp::send_v4_from(
-                    &listener.socket,
-                    &reply.payload,
-                    to,
-                    out_if,
-                    arrival.local_addr,
-                )
-                .await;
-                match sent {
-                    Ok(_) => {
-                        // Per packet: at debug (a storm's thousands of lines
-                        // cost a third of the exchange's CPU at info); the
-                        // periodic summary below says how many at info.
-                        tracing::debug!(
-                            mac = %reply.mac,
-                            kind = ?reply.message_type,
-                            yiaddr = %reply.yiaddr,
-                            boot = ?reply.boot,
-                            to = %to,
-                            "DHCP reply"
-                        );
-                        shared.stats.decided(&decision);
-                    }
-                    Err(e) => {
-                        shared.stats.send_error();
-                        tracing::warn!(mac = %reply.mac, to = %to, "DHCP reply not sent: {e}");
-                    }
+    }
+}
+
+/// Decides on one received datagram (in `buf`) and sends the reply, if any.
+async fn answer(listener: &Listener, shared: &Shared, buf: &[u8], received: &Datagram) {
+    shared.stats.received();
+    let SocketAddr::V4(source) = received.source else {
+        return;
+    };
+    if received.truncated || received.len > buf.len() {
+        shared.stats.malformed();
+        tracing::debug!(source = %received.source, "dropped a datagram larger than {RECV_BUFFER_LEN} bytes");
+        return;
+    }
+    let (ifindex, arrival) = shared.arrival(listener, received, source);
+    let packet = buf.get(..received.len).unwrap_or_default();
+    let decision = respond(packet, &arrival, &shared.cfg, &*shared.hosts);
+    match &decision {
+        Decision::Reply(reply) => {
+            let (to, out_if) = match reply.destination {
+                Destination::Broadcast { port } => {
+                    (SocketAddrV4::new(Ipv4Addr::BROADCAST, port), ifindex)
+                }
+                Destination::Unicast(addr) => (addr, 0),
+            };
+            let sent = bellows_udp::send_v4_from(
+                &listener.socket,
+                &reply.payload,
+                to,
+                out_if,
+                arrival.local_addr,
+            )
+            .await;
+            match sent {
+                Ok(_) => {
+                    // Per packet: at debug (a storm's thousands of lines
+                    // cost a third of the exchange's CPU at info); the
+                    // periodic summary below says how many at info.
+                    tracing::debug!(
+                        mac = %reply.mac,
+                        kind = ?reply.message_type,
+                        yiaddr = %reply.yiaddr,
+                        boot = ?reply.boot,
+                        to = %to,
+                        "DHCP reply"
+                    );
+                    shared.stats.decided(&decision);
+                }
+                Err(e) => {
+                    shared.stats.send_error();
+                    tracing::warn!(mac = %reply.mac, to = %to, "DHCP reply not sent: {e}");
                 }
             }
-            Decision::Drop(reason) => {
-                match reason {
-                    DropReason::Malformed(_) => {
-                        tracing::debug!(source = %received.source, "DHCP: {reason}")
-                    }
-                    DropReason::Declined { .. } => {} // warned by the responder
-                    _ => tracing::debug!(source = %received.source, "DHCP not answered: {reason}"),
+        }
+        Decision::Drop(reason) => {
+            match reason {
+                DropReason::Malformed(_) => {
+                    tracing::debug!(source = %received.source, "DHCP: {reason}")
                 }
-                shared.stats.decided(&decision);
+                DropReason::Declined { .. } => {} // warned by the responder
+                _ => tracing::debug!(source = %received.source, "DHCP not answered: {reason}"),
             }
+            shared.stats.decided(&decision);
         }
     }
 }

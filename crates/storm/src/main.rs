@@ -126,12 +126,15 @@ pub struct RunArgs {
     /// Bytes of each file fetched by a Range request.
     #[arg(long, default_value_t = 65536)]
     range_bytes: u64,
-    /// Actions in each machine's workflow.
+    /// Actions in each machine's workflow; 0: no worker stage (a machine
+    /// is done once it has its kernel and initrd), for servers that only
+    /// boot machines (the peers: dnsmasq and nginx).
     #[arg(long, default_value_t = 3)]
     actions: usize,
-    /// The server's process, for its peak RSS and CPU.
+    /// The server's processes, for their peak RSS and CPU (summed); may be
+    /// given once per process.
     #[arg(long)]
-    server_pid: Option<u32>,
+    server_pid: Vec<u32>,
     /// Checks every byte: TFTP files against DATA_DIR/ipxe, whole HTTP
     /// files against DATA_DIR/osie, leases against the reservations.
     #[arg(long)]
@@ -192,6 +195,9 @@ pub const STAGES: [&str; 7] = [
 /// One machine's outcome: when it started (since the storm began), how
 /// long each stage took, and the failure, if any.
 pub struct Outcome {
+    /// Which machine (its MAC and address follow from it); `None` for a
+    /// task that died before saying.
+    pub machine: Option<usize>,
     /// Offset of its start.
     pub started: Duration,
     /// Stage durations, in [`STAGES`] order, as far as it got.
@@ -236,7 +242,7 @@ async fn run(args: RunArgs) -> Result<bool, Error> {
     let dhcp = dhcp::Client::bind(&args.interface, args.dhcp_rcvbuf)
         .map_err(|e| e.context("bind the DHCP client socket (port 68)"))?;
     let verify = args.verify.clone().map(report::Verifier::new).map(Arc::new);
-    let sampler = report::Sampler::start(args.server_pid);
+    let sampler = report::Sampler::start(args.server_pid.clone());
     let start = Instant::now();
     let args = Arc::new(args);
     let mut set = tokio::task::JoinSet::new();
@@ -258,6 +264,7 @@ async fn run(args: RunArgs) -> Result<bool, Error> {
         match joined {
             Ok(o) => outcomes.push(o),
             Err(e) => outcomes.push(Outcome {
+                machine: None,
                 started: Duration::ZERO,
                 stages: Vec::new(),
                 done: None,
@@ -302,6 +309,7 @@ async fn machine(
         )),
     };
     Outcome {
+        machine: Some(i),
         started,
         done: failure.is_none().then(|| storm_start.elapsed()),
         stages,
@@ -377,6 +385,9 @@ async fn boot(
     // The machine's HTTP connections close as the kernel boots.
     drop(web);
     lap(stages);
+    if args.actions == 0 {
+        return Ok(());
+    }
     let run = worker::run(
         &boot.cmdline,
         my_ip,

@@ -102,17 +102,17 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    /// Starts sampling `pid` (nothing without one, but this process's CPU).
-    pub fn start(pid: Option<u32>) -> Sampler {
+    /// Starts sampling `pids` (their RSS and CPU summed; with none, only
+    /// this process's CPU).
+    pub fn start(pids: Vec<u32>) -> Sampler {
         let (stop, mut stopped) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
-            let cpu0 = pid.map(cpu_secs).unwrap_or(0.0);
+            let cpu = |pids: &[u32]| pids.iter().copied().map(cpu_secs).sum::<f64>();
+            let cpu0 = cpu(&pids);
             let own0 = own_cpu_secs();
             let mut peak = 0;
             loop {
-                if let Some(p) = pid {
-                    peak = peak.max(rss_kib(p));
-                }
+                peak = peak.max(pids.iter().copied().map(rss_kib).sum());
                 tokio::select! {
                     _ = &mut stopped => break,
                     _ = tokio::time::sleep(Duration::from_millis(200)) => {}
@@ -120,7 +120,7 @@ impl Sampler {
             }
             ServerUse {
                 peak_rss_kib: peak,
-                cpu_secs: pid.map(cpu_secs).unwrap_or(0.0) - cpu0,
+                cpu_secs: cpu(&pids) - cpu0,
                 own_cpu_secs: own_cpu_secs() - own0,
             }
         });
@@ -213,11 +213,14 @@ pub fn finish(
             .filter(|o| o.failure.is_none())
             .filter_map(|o| o.stages.get(s).copied())
             .collect();
+        if v.is_empty() {
+            continue; // a stage this storm does not run (no worker stage)
+        }
         v.sort();
         let _ = write!(
             per_stage,
             "{}{name} {:.0}/{:.0} ms",
-            if s == 0 { "" } else { ", " },
+            if per_stage.is_empty() { "" } else { ", " },
             ms(percentile(&v, 0.5)),
             ms(percentile(&v, 0.99))
         );
@@ -254,8 +257,12 @@ fn write_csv(dir: &Path, outcomes: &[Outcome]) -> Result<(), Error> {
         let _ = write!(s, ",{name}_ms");
     }
     s.push_str(",done_ms,failure\n");
-    for (i, o) in outcomes.iter().enumerate() {
-        let _ = write!(s, "{i},{:.1}", ms(o.started));
+    // In machine order (outcomes arrive in the order machines finished).
+    let mut ordered: Vec<&Outcome> = outcomes.iter().collect();
+    ordered.sort_by_key(|o| o.machine.unwrap_or(usize::MAX));
+    for o in ordered {
+        let machine = o.machine.map(|i| i.to_string()).unwrap_or_default();
+        let _ = write!(s, "{machine},{:.1}", ms(o.started));
         for st in 0..STAGES.len() {
             match o.stages.get(st) {
                 Some(d) => {

@@ -2,6 +2,8 @@
 //! (`policy`), the pure state machine (`transfer`) driven over the socket,
 //! and the read-ahead buffer that feeds it from the file.
 
+use std::io::IoSlice;
+
 use super::*;
 
 /// Keeps the active-transfer gauge right even if the task is cancelled.
@@ -143,10 +145,20 @@ async fn serve_request(
     );
 
     let mut reader = WindowReader::new(content);
-    let mut packet = Vec::with_capacity(DATA_HEADER_LEN + usize::from(transfer.block_size()));
+    let mut sender = Sender {
+        socket,
+        segmentation: true,
+        peer,
+        block_size: transfer.block_size(),
+        packet: Vec::with_capacity(DATA_HEADER_LEN + usize::from(transfer.block_size())),
+    };
     let mut incoming = vec![0u8; TRANSFER_BUFFER];
+    // One timer for the whole transfer, moved at each step: a new one per
+    // block cost a timer-wheel registration and removal each.
+    let retransmit = tokio::time::sleep_until(tokio::time::Instant::now());
+    tokio::pin!(retransmit);
     loop {
-        let sent = send_all(socket, peer, &mut reader, &pending, &mut packet).await;
+        let sent = sender.send_all(&mut reader, &pending).await;
         bump(&shared.counters.data_bytes_sent, sent.data_bytes);
         record.bytes_sent += sent.data_bytes;
         if let Err(e) = sent.read_result {
@@ -155,12 +167,15 @@ async fn serve_request(
                 "Error reading file",
                 format!("reading the file failed: {e}"),
             );
-            send_all(socket, peer, &mut reader, &[abort], &mut packet).await;
+            sender.send_all(&mut reader, &[abort]).await;
             break;
         }
         let Some(deadline) = transfer.deadline() else {
             break;
         };
+        retransmit
+            .as_mut()
+            .reset(tokio::time::Instant::from_std(deadline));
         pending = tokio::select! {
             _ = stop.wait_for(|stop| *stop) => {
                 vec![transfer.abort(
@@ -169,7 +184,7 @@ async fn serve_request(
                     "server shutting down".into(),
                 )]
             }
-            () = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
+            () = &mut retransmit => {
                 transfer.handle_timeout(Instant::now())
             }
             received = socket.recv_from(&mut incoming) => match received {
@@ -195,53 +210,153 @@ struct Sent {
     read_result: io::Result<()>,
 }
 
-/// Performs `pending` in order. Send errors are logged and otherwise ignored
-/// (the retransmission timer covers a lost packet); a read error stops the
-/// batch and is returned.
-async fn send_all(
-    socket: &UdpSocket,
+/// Sends one transfer's packets: DATA from the read-ahead buffer, windows
+/// as segmented sends when the kernel can.
+struct Sender<'a> {
+    socket: &'a UdpSocket,
+    /// Windows go out as one segmented send (UDP GSO) until the kernel
+    /// refuses it for this transfer (no support, or a block larger than
+    /// the path's MTU); then block by block.
+    segmentation: bool,
     peer: SocketAddr,
-    reader: &mut WindowReader,
-    pending: &[Transmit],
-    packet: &mut Vec<u8>,
-) -> Sent {
-    let mut sent = Sent {
-        data_bytes: 0,
-        read_result: Ok(()),
-    };
-    let span = pending
-        .iter()
-        .filter_map(|transmit| match transmit {
-            Transmit::Data { offset, len, .. } => Some((*offset, *offset + *len as u64)),
-            Transmit::Packet { .. } => None,
-        })
-        .reduce(|(start, end), (s, e)| (start.min(s), end.max(e)));
-    if let Some((start, end)) = span
-        && let Err(e) = reader.load(start, end).await
-    {
-        sent.read_result = Err(e);
-        return sent;
-    }
-    for transmit in pending {
-        let (bytes, to, data_len): (&[u8], SocketAddr, u64) = match transmit {
-            Transmit::Data { block, offset, len } => {
-                let Some(data) = reader.slice(*offset, *len) else {
-                    sent.read_result = Err(io::Error::other("block outside the loaded window"));
-                    return sent;
-                };
-                packet.clear();
-                packet.extend_from_slice(&data_header(*block));
-                packet.extend_from_slice(data);
-                (packet.as_slice(), peer, *len as u64)
-            }
-            Transmit::Packet { to, bytes } => (bytes.as_slice(), *to, 0),
+    block_size: u16,
+    /// Header and payload of a DATA sent on its own.
+    packet: Vec<u8>,
+}
+
+impl Sender<'_> {
+    /// Performs `pending` in order. Send errors are logged and otherwise
+    /// ignored (the retransmission timer covers a lost packet); a read
+    /// error stops the batch and is returned.
+    async fn send_all(&mut self, reader: &mut WindowReader, pending: &[Transmit]) -> Sent {
+        let mut sent = Sent {
+            data_bytes: 0,
+            read_result: Ok(()),
         };
-        match socket.send_to(bytes, to).await {
-            Ok(_) => sent.data_bytes += data_len,
-            Err(e) => debug!(peer = %to, error = %e, "TFTP send failed"),
+        let span = pending
+            .iter()
+            .filter_map(|transmit| match transmit {
+                Transmit::Data { offset, len, .. } => Some((*offset, *offset + *len as u64)),
+                Transmit::Packet { .. } => None,
+            })
+            .reduce(|(start, end), (s, e)| (start.min(s), end.max(e)));
+        if let Some((start, end)) = span
+            && let Err(e) = reader.load(start, end).await
+        {
+            sent.read_result = Err(e);
+            return sent;
+        }
+        let mut rest = pending;
+        while let Some(first) = rest.first() {
+            if let Transmit::Packet { to, bytes } = first {
+                if let Err(e) = self.socket.send_to(bytes, *to).await {
+                    debug!(peer = %to, error = %e, "TFTP send failed");
+                }
+                rest = &rest[1..];
+                continue;
+            }
+            let run = rest
+                .iter()
+                .position(|transmit| matches!(transmit, Transmit::Packet { .. }))
+                .unwrap_or(rest.len());
+            let (window, after) = rest.split_at(run);
+            match self.send_window(reader, window).await {
+                Ok(bytes) => sent.data_bytes += bytes,
+                Err(e) => {
+                    sent.read_result = Err(e);
+                    return sent;
+                }
+            }
+            rest = after;
+        }
+        sent
+    }
+
+    /// Sends a run of DATA, in segmented sends of up to a kernel's limit
+    /// where every block but the run's last is full, else one by one.
+    /// Returns the payload bytes sent; errors only when a block lies
+    /// outside what the reader loaded.
+    async fn send_window(&mut self, reader: &WindowReader, window: &[Transmit]) -> io::Result<u64> {
+        let segment = usize::from(self.block_size) + DATA_HEADER_LEN;
+        let per_send = (bellows_udp::MAX_SEGMENTED_BYTES / segment).min(bellows_udp::MAX_SEGMENTS);
+        let mut sent = 0;
+        let mut rest = window;
+        while !rest.is_empty() {
+            let (chunk, after) = rest.split_at(per_send.max(1).min(rest.len()));
+            rest = after;
+            let segmented = chunk.len() > 1
+                && self.segmentation
+                && chunk[..chunk.len() - 1].iter().all(
+                    |transmit| matches!(transmit, Transmit::Data { len, .. } if *len == usize::from(self.block_size)),
+                );
+            if segmented {
+                // None: segmentation unavailable, block by block below.
+                if let Some(bytes) = self.send_segmented(reader, chunk).await? {
+                    sent += bytes;
+                    continue;
+                }
+            }
+            for transmit in chunk {
+                let Transmit::Data { block, offset, len } = transmit else {
+                    continue;
+                };
+                let data = reader
+                    .slice(*offset, *len)
+                    .ok_or_else(|| io::Error::other("block outside the loaded window"))?;
+                self.packet.clear();
+                self.packet.extend_from_slice(&data_header(*block));
+                self.packet.extend_from_slice(data);
+                match self.socket.send_to(&self.packet, self.peer).await {
+                    Ok(_) => sent += *len as u64,
+                    Err(e) => debug!(peer = %self.peer, error = %e, "TFTP send failed"),
+                }
+            }
+        }
+        Ok(sent)
+    }
+
+    /// One segmented send of `chunk` (at most `MAX_SEGMENTS` DATA):
+    /// `Some(bytes)` when sent or lost like any datagram, `None` when the
+    /// kernel cannot segment (then not tried again in this transfer).
+    async fn send_segmented(
+        &mut self,
+        reader: &WindowReader,
+        chunk: &[Transmit],
+    ) -> io::Result<Option<u64>> {
+        let mut headers = [[0u8; DATA_HEADER_LEN]; bellows_udp::MAX_SEGMENTS];
+        let mut payloads: [&[u8]; bellows_udp::MAX_SEGMENTS] = [&[]; bellows_udp::MAX_SEGMENTS];
+        let mut payload_bytes = 0;
+        for (index, transmit) in chunk.iter().enumerate() {
+            let Transmit::Data { block, offset, len } = transmit else {
+                continue;
+            };
+            headers[index] = data_header(*block);
+            payloads[index] = reader
+                .slice(*offset, *len)
+                .ok_or_else(|| io::Error::other("block outside the loaded window"))?;
+            payload_bytes += *len as u64;
+        }
+        let mut parts = [IoSlice::new(&[]); 2 * bellows_udp::MAX_SEGMENTS];
+        for (index, (header, payload)) in headers.iter().zip(payloads).take(chunk.len()).enumerate()
+        {
+            parts[2 * index] = IoSlice::new(header);
+            parts[2 * index + 1] = IoSlice::new(payload);
+        }
+        let parts = &parts[..2 * chunk.len()];
+        let segment = self.block_size + DATA_HEADER_LEN as u16;
+        match bellows_udp::send_segmented(self.socket, parts, segment, self.peer).await {
+            Ok(_) => Ok(Some(payload_bytes)),
+            Err(e) if bellows_udp::segmentation_unsupported(&e) => {
+                debug!(peer = %self.peer, error = %e, "no UDP segmentation: blocks go out one by one");
+                self.segmentation = false;
+                Ok(None)
+            }
+            Err(e) => {
+                debug!(peer = %self.peer, error = %e, "TFTP send failed");
+                Ok(Some(0))
+            }
         }
     }
-    sent
 }
 
 /// A bounded read-ahead buffer over a file: holds at least the current
