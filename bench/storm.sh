@@ -142,7 +142,9 @@ for ((i = 0; i < n; i++)); do
   printf '02:5b:%02x:%02x:%02x:%02x,10.88.%d.%d\n' $((i >> 24 & 255)) $((i >> 16 & 255)) \
     $((i >> 8 & 255)) $((i & 255)) $((a >> 8 & 255)) $((a & 255))
 done >"$peers/hosts"
+# Both keep root (the work directory is private to it).
 cat >"$peers/dnsmasq.conf" <<CONF
+user=root
 port=0
 interface=sts0
 bind-interfaces
@@ -163,8 +165,9 @@ log-facility=$peers/dnsmasq.log
 CONF
 cat >"$peers/nginx.conf" <<CONF
 daemon off;
+user root;
 worker_processes auto;
-worker_rlimit_nofile 65536;
+worker_rlimit_nofile $(ulimit -Hn);
 pid $peers/nginx.pid;
 error_log $peers/nginx-error.log;
 events { worker_connections 20000; }

@@ -7,6 +7,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Small starting buffers: see `WorkerCodec`.
+        .codec_path("crate::WorkerCodec")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -178,7 +178,8 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// Writes the files, prints the failures (the first few of each kind) and
-/// the summary line; true when every machine called back.
+/// the summary line; true when every machine called back (or, with no
+/// worker stage, has its initrd).
 pub fn finish(
     args: &RunArgs,
     outcomes: &[Outcome],
@@ -236,10 +237,15 @@ pub fn finish(
         wall.as_secs_f64()
     );
     println!(
-        "storm: {} machines, {} failures, {:.1} s to last call-back, p50/p99 per stage: {per_stage}, server peak RSS {:.1} MB, server CPU {:.1} s (generator CPU {:.1} s)",
+        "storm: {} machines, {} failures, {:.1} s to last {}, p50/p99 per stage: {per_stage}, server peak RSS {:.1} MB, server CPU {:.1} s (generator CPU {:.1} s)",
         outcomes.len(),
         failures.len(),
         last.as_secs_f64(),
+        if args.actions == 0 {
+            "initrd"
+        } else {
+            "call-back"
+        },
         server.peak_rss_kib as f64 / 1024.0,
         server.cpu_secs,
         server.own_cpu_secs,
@@ -290,6 +296,11 @@ fn write_completed(dir: &Path, done: &[Duration]) -> Result<(), Error> {
 /// began (x), with the arrivals' ramp as a dashed line.
 fn write_svg(path: &Path, done: &[Duration], total: usize, args: &RunArgs) -> Result<(), Error> {
     let (w, h, left, bottom, top, right) = (720.0, 420.0, 70.0, 50.0, 40.0, 20.0);
+    let done_what = if args.actions == 0 {
+        "with their initrd"
+    } else {
+        "called back"
+    };
     let max_t = done
         .last()
         .map(|d| d.as_secs_f64())
@@ -303,7 +314,7 @@ fn write_svg(path: &Path, done: &[Duration], total: usize, args: &RunArgs) -> Re
     let mut s = format!(
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
 <rect width="100%" height="100%" fill="white"/>
-<text x="{}" y="22" text-anchor="middle" font-size="14">bellows-storm: {total} machines, {} called back</text>
+<text x="{}" y="22" text-anchor="middle" font-size="14">bellows-storm: {total} machines, {} {done_what}</text>
 "#,
         w / 2.0,
         done.len()
@@ -334,7 +345,7 @@ fn write_svg(path: &Path, done: &[Duration], total: usize, args: &RunArgs) -> Re
     }
     let _ = writeln!(
         s,
-        r#"<text x="{}" y="{}" text-anchor="middle">seconds since the storm began</text><text x="16" y="{}" transform="rotate(-90 16 {})" text-anchor="middle">machines called back</text>"#,
+        r#"<text x="{}" y="{}" text-anchor="middle">seconds since the storm began</text><text x="16" y="{}" transform="rotate(-90 16 {})" text-anchor="middle">machines {done_what}</text>"#,
         (left + w - right) / 2.0,
         h - 10.0,
         (top + h - bottom) / 2.0,
