@@ -26,12 +26,6 @@ use crate::stats::DhcpStats;
 /// Receive buffer: larger than any DHCP request a client sends; a datagram
 /// that does not fit is counted as malformed.
 const RECV_BUFFER_LEN: usize = 4096;
-/// The socket's receive queue: a boot storm's burst (thousands of
-/// DISCOVERs within milliseconds) waits here while the loop runs; the
-/// kernel's default (~208 KiB, a few hundred requests) drops most of it.
-const RECEIVE_QUEUE_BYTES: usize = 8 << 20;
-/// Datagrams taken from the queue in one go after the one that woke the loop.
-const DRAIN: usize = 64;
 /// How often the counters are summarised in the log (when they moved).
 const SUMMARY_EVERY: Duration = Duration::from_secs(10);
 /// Interface addresses are re-read at most this often (and when a packet
@@ -223,7 +217,7 @@ fn open_socket(
             .map_err(err("bind to the interface (SO_BINDTODEVICE)"))?;
     }
     bellows_udp::enable_packet_info(&socket, false).map_err(err("set IP_PKTINFO"))?;
-    bellows_udp::enlarge_receive_buffer(&socket, RECEIVE_QUEUE_BYTES);
+    bellows_udp::enlarge_receive_buffer(&socket, bellows_udp::STORM_RECEIVE_QUEUE_BYTES);
     socket
         .set_nonblocking(true)
         .map_err(err("make the socket non-blocking"))?;
@@ -236,10 +230,10 @@ async fn serve(listener: Listener, shared: Arc<Shared>) {
     let mut control = bellows_udp::control_buffer();
     loop {
         let mut received = bellows_udp::recv(&listener.socket, &mut buf, &mut control).await;
-        // This datagram and up to DRAIN more already queued, before the
+        // This datagram and up to DRAIN_PER_WAKE more already queued, before the
         // loop yields: a storm's burst is taken without one trip through
         // the runtime's readiness machinery per packet.
-        for taken in 0..=DRAIN {
+        for taken in 0..=bellows_udp::DRAIN_PER_WAKE {
             match received {
                 Ok(datagram) => answer(&listener, &shared, &buf, &datagram).await,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -250,7 +244,7 @@ async fn serve(listener: Listener, shared: Arc<Shared>) {
                     break;
                 }
             }
-            if taken == DRAIN {
+            if taken == bellows_udp::DRAIN_PER_WAKE {
                 break;
             }
             received = bellows_udp::try_recv(&listener.socket, &mut buf, &mut control);

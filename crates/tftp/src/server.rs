@@ -40,11 +40,6 @@ pub const DEFAULT_MAX_TRANSFERS_PER_CLIENT: usize = 8;
 
 /// Largest datagram read on the listening socket (any UDP payload fits).
 const REQUEST_BUFFER: usize = 65536;
-/// Requests taken from the queue in one go after the one that woke the loop.
-const DRAIN: usize = 64;
-/// The listening socket's receive queue: a boot storm sends thousands of
-/// read requests within a second; the kernel's default holds a few hundred.
-const RECEIVE_QUEUE_BYTES: usize = 8 << 20;
 /// Largest datagram read on a transfer socket: ACKs are 4 bytes, ERRORs a
 /// short message; anything longer is cut and still decodes.
 const TRANSFER_BUFFER: usize = 1536;
@@ -268,7 +263,7 @@ impl TftpServer {
         // Also on a specific address: one receive path for every setup, the
         // one the tests exercise.
         let learns_destination = enable_destination_info(&socket, local_addr);
-        bellows_udp::enlarge_receive_buffer(&socket, RECEIVE_QUEUE_BYTES);
+        bellows_udp::enlarge_receive_buffer(&socket, bellows_udp::STORM_RECEIVE_QUEUE_BYTES);
         info!(address = %local_addr, "TFTP server listening");
         Ok(Self {
             socket,
@@ -336,11 +331,11 @@ impl TftpServer {
                 }
                 received = bellows_udp::recv(&socket, &mut buffer, &mut control) => {
                     let mut received = received;
-                    // This datagram and up to DRAIN more already queued:
+                    // This datagram and up to DRAIN_PER_WAKE more already queued:
                     // with thousands of transfers running, one request per
                     // turn of the runtime lets a boot storm's burst overflow
                     // the queue.
-                    for taken in 0..=DRAIN {
+                    for taken in 0..=bellows_udp::DRAIN_PER_WAKE {
                         match received {
                             Ok(datagram) => {
                                 let local_ip = datagram
@@ -360,7 +355,7 @@ impl TftpServer {
                                 break;
                             }
                         }
-                        if taken == DRAIN {
+                        if taken == bellows_udp::DRAIN_PER_WAKE {
                             break;
                         }
                         received = bellows_udp::try_recv(&socket, &mut buffer, &mut control);

@@ -56,6 +56,15 @@ pub struct Datagram {
     pub info: Option<PacketInfo>,
 }
 
+/// The receive queue a boot server's listening socket asks for (with
+/// [`enlarge_receive_buffer`]): a boot storm sends thousands of requests
+/// within a second; the kernel's default (~208 KiB) holds a few hundred.
+pub const STORM_RECEIVE_QUEUE_BYTES: usize = 8 << 20;
+/// Datagrams a listener takes with [`try_recv`] after the one that woke it,
+/// before it yields: a burst is served without one trip through the
+/// runtime's readiness machinery per packet, and other tasks still run.
+pub const DRAIN_PER_WAKE: usize = 64;
+
 /// A control-message buffer large enough for either family's packet info.
 pub fn control_buffer() -> Vec<u8> {
     nix::cmsg_space!(nix::libc::in_pktinfo, nix::libc::in6_pktinfo)
