@@ -81,9 +81,14 @@ async fn write_batches<T, R>(write: WriteBatch<T, R>, mut queue: mpsc::Receiver<
         let (items, replies): (Vec<T>, Vec<oneshot::Sender<R>>) =
             batch.into_iter().map(|p| (p.item, p.reply)).unzip();
         let n = items.len();
+        let started = std::time::Instant::now();
         let results = write(items).await;
         if n > 1 {
-            tracing::debug!(items = n, "written in one transaction");
+            tracing::debug!(
+                items = n,
+                took_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                "written in one transaction"
+            );
         }
         for (reply, result) in replies.into_iter().zip(results) {
             // The caller may have gone (its client disconnected): fine.

@@ -23,7 +23,9 @@ use bellows_model::{Hardware, MacAddr, State, Workflow};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+mod active;
 pub mod auth;
+mod credentials;
 pub mod files;
 pub mod group;
 mod index;

@@ -19,12 +19,14 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bellows_model::workflow::{Event, Transition};
-use bellows_model::{Hardware, MacAddr, Workflow};
+use bellows_model::{Hardware, MacAddr, State, Workflow};
 use sqlx::AnyPool;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 use tokio::sync::{Mutex, MutexGuard, broadcast};
 
+use crate::active::{ActiveWorkflows, worker_keys};
+use crate::credentials::Credentials;
 use crate::secrets::SecretKey;
 use crate::{
     ACTION_LOG_KEEP, ActionLogLine, ActionLogQuery, ActionLogRecord, BmcRecord, BmcSecret, Change,
@@ -76,6 +78,12 @@ pub struct SqlStore {
     write: Mutex<()>,
     changes: broadcast::Sender<Change>,
     index: Arc<HardwareIndex>,
+    /// On SQLite, the unfinished workflows by worker (see `active.rs`);
+    /// None on PostgreSQL, whose other replicas write too.
+    active: Option<ActiveWorkflows>,
+    /// On SQLite, every worker credential (see `credentials.rs`); None on
+    /// PostgreSQL.
+    credentials: Option<Credentials>,
     /// Seals and opens BMC passwords.
     key: SecretKey,
     log_limits: LogLimits,
@@ -106,9 +114,9 @@ enum Written {
     HardwareDeleted(String),
     /// A template or workflow created, changed or deleted.
     Other(ChangeKind, String, ChangeOp),
-    /// A workflow created or changed, with the workers it names, and
-    /// whether the change is [`Change::quiet`].
-    Workflow(String, Vec<String>, bool),
+    /// A workflow created or changed, as now stored, and whether the
+    /// change is [`Change::quiet`].
+    Workflow(Box<Workflow>, bool),
 }
 
 impl Written {
@@ -117,13 +125,13 @@ impl Written {
             Written::Hardware(hw) => (ChangeKind::Hardware, hw.id.clone(), ChangeOp::Upsert),
             Written::HardwareDeleted(id) => (ChangeKind::Hardware, id.clone(), ChangeOp::Delete),
             Written::Other(kind, id, op) => (*kind, id.clone(), *op),
-            Written::Workflow(id, ..) => (ChangeKind::Workflow, id.clone(), ChangeOp::Upsert),
+            Written::Workflow(wf, _) => (ChangeKind::Workflow, wf.id.clone(), ChangeOp::Upsert),
         };
         let workers = match self {
-            Written::Workflow(_, workers, _) => workers.clone(),
+            Written::Workflow(wf, _) => wf.workers(),
             _ => Vec::new(),
         };
-        let quiet = matches!(self, Written::Workflow(_, _, true));
+        let quiet = matches!(self, Written::Workflow(_, true));
         Change {
             kind,
             id,
@@ -153,12 +161,22 @@ impl SqlStore {
             write: Mutex::new(()),
             changes,
             index: Arc::new(HardwareIndex::new(Vec::new())),
+            active: None,
+            credentials: None,
             key,
             log_limits: LogLimits::default(),
             replica: None,
         };
         store.check_key().await?;
         store.index = Arc::new(HardwareIndex::new(store.list_hardware().await?));
+        if backend == Backend::Sqlite {
+            let active = ActiveWorkflows::default();
+            active.replace_all(unfinished_workflows(&store.pool, None).await?);
+            store.active = Some(active);
+            let credentials = Credentials::default();
+            credentials.replace_all(auth::all_worker_credentials(&store.pool).await?);
+            store.credentials = Some(credentials);
+        }
         Ok(store)
     }
 
@@ -287,8 +305,21 @@ impl SqlStore {
                 Written::Hardware(hw) => self.index.upsert(*hw),
                 Written::HardwareDeleted(id) => {
                     self.index.remove(&id);
+                    if let Some(credentials) = &self.credentials {
+                        credentials.remove_hardware(&id);
+                    }
                 }
-                Written::Other(..) | Written::Workflow(..) => {}
+                Written::Workflow(wf, _) => {
+                    if let Some(active) = &self.active {
+                        active.upsert(*wf);
+                    }
+                }
+                Written::Other(ChangeKind::Workflow, id, ChangeOp::Delete) => {
+                    if let Some(active) = &self.active {
+                        active.remove(&id);
+                    }
+                }
+                Written::Other(..) => {}
             }
             // No subscribers is fine: nobody needs to hear about it.
             let _ = self.changes.send(change);
@@ -356,6 +387,21 @@ fn hardware_row(row: &AnyRow) -> Result<Hardware> {
 
 /// Every hardware record, by id: the listing, and what an index is
 /// (re)built from.
+/// The unfinished workflows (in `state`, when given), oldest first, from
+/// the database.
+async fn unfinished_workflows(pool: &AnyPool, state: Option<State>) -> Result<Vec<Workflow>> {
+    let rows = sqlx::query(
+        "SELECT id, body FROM workflow w \
+         WHERE w.state IN ('PENDING', 'RUNNING') \
+           AND ($1 IS NULL OR w.state = $1) \
+         ORDER BY created_at, id",
+    )
+    .bind(state.map(|s| s.as_str()))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(workflow_row).collect()
+}
+
 async fn all_hardware(pool: &AnyPool) -> Result<Vec<Hardware>> {
     let rows = sqlx::query("SELECT id, body FROM hardware ORDER BY id")
         .fetch_all(pool)
@@ -482,7 +528,7 @@ impl SqlStore {
         }
         result?;
         let quiet = is_quiet(transition);
-        written.push(Written::Workflow(id.to_string(), next.workers(), quiet));
+        written.push(Written::Workflow(Box::new(next.clone()), quiet));
         Ok(next)
     }
 
@@ -559,6 +605,41 @@ impl SqlStore {
         .bind(id)
         .execute(&mut **tx)
         .await?;
+        Ok(())
+    }
+
+    /// Writes several workflows' rows inside `tx`, in as few statements as
+    /// the bound-parameter limit allows: a group commit of reports was one
+    /// statement per workflow, each a round trip to SQLite's thread (the
+    /// writer's slowest part under a boot storm).
+    async fn update_workflows(
+        tx: &mut Transaction<'static, Any>,
+        rows: &[&Workflow],
+    ) -> Result<()> {
+        for chunk in rows.chunks(MAX_BOUND / 4) {
+            // `VALUES` names its columns column1.. on both backends.
+            let mut sql = String::from(
+                "UPDATE workflow SET state = v.column2, body = v.column3, \
+                 version = version + 1, updated_at = v.column4 FROM (VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let n = i * 4;
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("(${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4));
+            }
+            sql.push_str(") AS v WHERE workflow.id = v.column1");
+            let mut update = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for wf in chunk {
+                update = update
+                    .bind(wf.id.as_str())
+                    .bind(wf.state.as_str())
+                    .bind(encode(*wf))
+                    .bind(wf.updated_at);
+            }
+            update.execute(&mut **tx).await?;
+        }
         Ok(())
     }
 
@@ -1013,13 +1094,7 @@ impl Store for SqlStore {
                 message: format!("a workflow with id {:?} already exists", wf.id),
             })
         })?;
-        let mut workers: Vec<String> = wf.tasks.iter().map(|t| t.worker.to_lowercase()).collect();
-        if let Some(hw) = &wf.hardware_id {
-            workers.push(hw.to_lowercase());
-        }
-        workers.sort();
-        workers.dedup();
-        for worker in workers {
+        for worker in worker_keys(wf) {
             sqlx::query("INSERT INTO workflow_worker (workflow_id, worker) VALUES ($1, $2)")
                 .bind(&wf.id)
                 .bind(worker)
@@ -1042,7 +1117,7 @@ impl Store for SqlStore {
             .into_iter()
             .map(|hw| Written::Hardware(Box::new(hw)))
             .collect();
-        written.push(Written::Workflow(wf.id.clone(), wf.workers(), false));
+        written.push(Written::Workflow(Box::new(wf.clone()), false));
         self.commit(tx, written).await?;
         Ok(())
     }
@@ -1056,6 +1131,13 @@ impl Store for SqlStore {
     }
 
     async fn list_workflows(&self, filter: &WorkflowFilter) -> Result<Vec<Workflow>> {
+        // The embedded store answers the dispatch path's question from
+        // memory (see `active.rs`).
+        if filter.active
+            && let Some(active) = &self.active
+        {
+            return Ok(active.list(filter.worker.as_deref(), filter.state));
+        }
         // Two statements rather than one with an optional filter, so SQLite
         // uses the worker index: a worker's stream asks this on every wake,
         // and a scan of every workflow ever stored grows without bound.
@@ -1078,15 +1160,7 @@ impl Store for SqlStore {
             // The deadline check asks for every unfinished workflow each
             // second: by state index, not a scan of finished ones.
             None if filter.active => {
-                sqlx::query(
-                    "SELECT id, body FROM workflow w \
-                     WHERE w.state IN ('PENDING', 'RUNNING') \
-                       AND ($1 IS NULL OR w.state = $1) \
-                     ORDER BY created_at, id",
-                )
-                .bind(filter.state.map(|s| s.as_str()))
-                .fetch_all(&self.pool)
-                .await?
+                return unfinished_workflows(&self.pool, filter.state).await;
             }
             None => {
                 sqlx::query(
@@ -1221,15 +1295,16 @@ impl Store for SqlStore {
                 results[i] = Some(Ok(next.clone()));
                 current.insert(id.clone(), next);
             }
-            for (id, _) in &changed {
-                if let Some(wf) = current.get(id) {
-                    Self::update_workflow(&mut tx, id, wf).await?;
-                }
-            }
+            let rows: Vec<&Workflow> = changed
+                .iter()
+                .filter_map(|(id, _)| current.get(id))
+                .collect();
+            Self::update_workflows(&mut tx, &rows).await?;
             Self::insert_events(&mut tx, &events).await?;
             for (id, quiet) in changed {
-                let workers = current.get(&id).map(Workflow::workers).unwrap_or_default();
-                written.push(Written::Workflow(id, workers, quiet));
+                if let Some(wf) = current.remove(&id) {
+                    written.push(Written::Workflow(Box::new(wf), quiet));
+                }
             }
             if !written.is_empty() {
                 self.commit(tx, written).await?;

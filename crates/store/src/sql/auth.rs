@@ -24,6 +24,29 @@ fn token_row(row: &sqlx::any::AnyRow) -> Result<TokenRecord> {
     })
 }
 
+fn credential_row(row: &sqlx::any::AnyRow) -> Result<WorkerCredential> {
+    Ok(WorkerCredential {
+        worker: row.try_get("worker")?,
+        digest: row.try_get("digest")?,
+        hardware_id: row.try_get("hardware_id")?,
+        workflow_id: row.try_get("workflow_id")?,
+        address: row.try_get("address")?,
+        issued_at: row.try_get("issued_at")?,
+    })
+}
+
+/// Every worker credential stored (one per worker), for the embedded
+/// store's copy in memory.
+pub(super) async fn all_worker_credentials(pool: &sqlx::AnyPool) -> Result<Vec<WorkerCredential>> {
+    let rows = sqlx::query(
+        "SELECT worker, digest, hardware_id, workflow_id, address, issued_at \
+         FROM worker_credential",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(credential_row).collect()
+}
+
 #[async_trait]
 impl AuthStore for SqlStore {
     async fn create_api_token(&self, record: &TokenRecord, digest: &str) -> Result<()> {
@@ -176,10 +199,24 @@ impl AuthStore for SqlStore {
             insert.execute(&mut *tx).await?;
         }
         tx.commit().await?;
+        // Still under the write lock: the copy in memory changes in the
+        // order the table did.
+        if let Some(mirror) = &self.credentials {
+            for c in last {
+                mirror.put(c.clone());
+            }
+        }
         Ok(())
     }
 
     async fn worker_credential(&self, digest: &str) -> Result<Option<CredentialLookup>> {
+        // The embedded store answers from memory (see `credentials.rs`).
+        if let (Some(credentials), Some(active)) = (&self.credentials, &self.active) {
+            return Ok(credentials.get(digest).map(|credential| CredentialLookup {
+                workflow_active: active.contains(&credential.workflow_id),
+                credential,
+            }));
+        }
         let row = sqlx::query(
             "SELECT c.worker, c.digest, c.hardware_id, c.workflow_id, c.address, c.issued_at, \
              CAST(CASE WHEN w.state IN ('PENDING', 'RUNNING') THEN 1 ELSE 0 END AS BIGINT) AS active \
@@ -192,14 +229,7 @@ impl AuthStore for SqlStore {
         let Some(row) = row else { return Ok(None) };
         let active: i64 = row.try_get("active")?;
         Ok(Some(CredentialLookup {
-            credential: WorkerCredential {
-                worker: row.try_get("worker")?,
-                digest: row.try_get("digest")?,
-                hardware_id: row.try_get("hardware_id")?,
-                workflow_id: row.try_get("workflow_id")?,
-                address: row.try_get("address")?,
-                issued_at: row.try_get("issued_at")?,
-            },
+            credential: credential_row(&row)?,
             workflow_active: active == 1,
         }))
     }

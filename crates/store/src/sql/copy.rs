@@ -269,6 +269,12 @@ impl SqlStore {
         target
             .index
             .replace_all(super::all_hardware(&self.pool).await?);
+        if let Some(active) = &target.active {
+            active.replace_all(super::unfinished_workflows(&self.pool, None).await?);
+        }
+        if let Some(credentials) = &target.credentials {
+            credentials.replace_all(super::auth::all_worker_credentials(&self.pool).await?);
+        }
         Ok(CopyReport { tables: report })
     }
 }

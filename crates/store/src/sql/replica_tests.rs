@@ -140,7 +140,7 @@ async fn reports_racing_on_two_replicas_apply_once() {
         assert_eq!(count("action_finished"), 1, "{kinds:?}");
         assert_eq!(
             a.workflow(&id).await.unwrap().unwrap().state,
-            bellows_model::State::Success
+            State::Success
         );
     }
 }

@@ -719,6 +719,69 @@ async fn toggle_allow_netboot_turns_pxe_on_at_creation_and_off_at_success(backen
     assert_eq!(s.index().by_mac(mac).map(|h| allow(&h)), Some(Some(false)));
 }
 
+/// The ids `list_workflows` gives for unfinished workflows of `worker`
+/// (all workers when None).
+async fn unfinished_ids(s: &SqlStore, worker: Option<&str>) -> Vec<String> {
+    let filter = WorkflowFilter {
+        worker: worker.map(str::to_string),
+        active: true,
+        ..Default::default()
+    };
+    let listed = s.list_workflows(&filter).await.unwrap();
+    listed.into_iter().map(|w| w.id).collect()
+}
+
+/// The dispatch path's listing (on SQLite answered from memory) follows
+/// every kind of write at once, in creation order, keeps nothing a
+/// refused write did, and is the same after a restart.
+async fn unfinished_listing_follows_every_write(backend: Backend) {
+    let home = Home::new(backend);
+    let s = home.open().await;
+    let (a, b) = ("aa:bb:cc:00:00:01", "aa:bb:cc:00:00:02");
+    let mut first = workflow("wf-2", a);
+    first.created_at -= 10;
+    s.create_workflow(&first).await.unwrap();
+    s.create_workflow(&workflow("wf-1", a)).await.unwrap();
+    s.create_workflow(&workflow("wf-3", b)).await.unwrap();
+    assert_eq!(unfinished_ids(&s, Some(a)).await, ["wf-2", "wf-1"]);
+    // Worker ids compare case-insensitively.
+    assert_eq!(unfinished_ids(&s, Some(&b.to_uppercase())).await, ["wf-3"]);
+    assert_eq!(unfinished_ids(&s, None).await, ["wf-2", "wf-1", "wf-3"]);
+    // A running workflow is still listed, with its new state.
+    s.apply_transition("wf-2", &started(a, 1)).await.unwrap();
+    let running = s
+        .list_workflows(&WorkflowFilter {
+            state: Some(State::Running),
+            active: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(running.len(), 1);
+    assert_eq!(running[0], s.workflow("wf-2").await.unwrap().unwrap());
+    // A refused report changes nothing; a finished workflow leaves.
+    assert!(s.apply_transition("wf-1", &succeeded(a)).await.is_err());
+    let results = s
+        .apply_transitions(&[("wf-2".to_string(), succeeded(a))])
+        .await;
+    assert_eq!(results[0].as_ref().unwrap().state, State::Success);
+    assert_eq!(unfinished_ids(&s, Some(a)).await, ["wf-1"]);
+    s.delete_workflow("wf-3").await.unwrap();
+    assert!(unfinished_ids(&s, Some(b)).await.is_empty());
+    assert_eq!(unfinished_ids(&s, None).await, ["wf-1"]);
+    // What is stored, not what was remembered, after a restart.
+    s.close().await;
+    let s = home.open().await;
+    assert_eq!(unfinished_ids(&s, None).await, ["wf-1"]);
+    assert_eq!(
+        s.list_workflows(&WorkflowFilter::default())
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
 on_both_backends!(
     hardware_push_get_and_lookups,
     duplicate_mac_or_ip_is_a_conflict_and_changes_nothing,
@@ -735,4 +798,5 @@ on_both_backends!(
     bmc_records_keep_the_password_apart,
     action_logs_follow_and_inventory_round_trips,
     toggle_allow_netboot_turns_pxe_on_at_creation_and_off_at_success,
+    unfinished_listing_follows_every_write,
 );
