@@ -48,7 +48,7 @@ impl<T: Send + 'static, R: Send + 'static> GroupCommit<T, R> {
 
     /// Writes `item` with whatever else is waiting; its own result.
     pub async fn submit(&self, item: T) -> Result<R, WriterStopped> {
-        // The writer task starts with the first item (inside the runtime).
+        // The writer starts with the first item.
         let sender = self.sender.get_or_init(|| {
             let (tx, rx) = mpsc::channel(QUEUE);
             start_writer(self.write.clone(), rx);

@@ -385,8 +385,6 @@ fn hardware_row(row: &AnyRow) -> Result<Hardware> {
     decode("hardware", &id, &body)
 }
 
-/// Every hardware record, by id: the listing, and what an index is
-/// (re)built from.
 /// The unfinished workflows (in `state`, when given), oldest first, from
 /// the database.
 async fn unfinished_workflows(pool: &AnyPool, state: Option<State>) -> Result<Vec<Workflow>> {
@@ -402,6 +400,8 @@ async fn unfinished_workflows(pool: &AnyPool, state: Option<State>) -> Result<Ve
     rows.iter().map(workflow_row).collect()
 }
 
+/// Every hardware record, by id: the listing, and what an index is
+/// (re)built from.
 async fn all_hardware(pool: &AnyPool) -> Result<Vec<Hardware>> {
     let rows = sqlx::query("SELECT id, body FROM hardware ORDER BY id")
         .fetch_all(pool)

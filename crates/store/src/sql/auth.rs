@@ -375,7 +375,7 @@ mod tests {
     }
 
     async fn a_new_boot_replaces_the_last_credential(backend: Backend) {
-        let (_home, store) = store(backend).await;
+        let (home, store) = store(backend).await;
         let hw: bellows_model::Hardware = serde_json::from_value(serde_json::json!({
             "id": "m1",
             "network": {"interfaces": [{"dhcp": {"mac": "52:54:00:00:00:01"}}]}
@@ -412,6 +412,18 @@ mod tests {
             .await
             .expect("put several");
         assert!(store.worker_credential("d2").await.expect("get").is_none());
+        assert!(store.worker_credential("d3").await.expect("get").is_none());
+        assert_eq!(
+            store.worker_credential("d4").await.expect("get"),
+            Some(CredentialLookup {
+                credential: cred("d4"),
+                workflow_active: true,
+            })
+        );
+        // The same after a restart (the embedded store loads its copy in
+        // memory at open).
+        store.close().await;
+        let store = home.open().await;
         assert!(store.worker_credential("d3").await.expect("get").is_none());
         assert_eq!(
             store.worker_credential("d4").await.expect("get"),
