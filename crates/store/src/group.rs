@@ -63,28 +63,24 @@ impl<T: Send + 'static, R: Send + 'static> GroupCommit<T, R> {
     }
 }
 
-/// Runs the writer loop on a thread and runtime of its own. A batch awaits
-/// the database several times (begin, read, write, commit); on the
-/// server's runtime, with a boot storm's thousands of ready tasks, it went
-/// to the back of the queue at each of them, and a batch that takes 12 ms
-/// alone took 50-90 ms: every report waits for the batch before it. A
+/// Runs the writer loop on a thread of its own, in the runtime it was
+/// started from. A batch awaits the database several times (begin, read,
+/// write, commit); as a task on the server's runtime, with a boot storm's
+/// thousands of ready tasks, it went to the back of the queue at each of
+/// them, and a batch that takes 12 ms alone took 50-90 ms: every report
+/// waits for the batch before it. On its own thread it is polled as soon
+/// as it is woken. Its sockets and timers stay the runtime's (one reactor:
+/// a PostgreSQL connection it opens is used by the other tasks too). A
 /// writer that cannot start leaves its queue closed: callers get
 /// [`WriterStopped`].
 fn start_writer<T: Send + 'static, R: Send + 'static>(
     write: WriteBatch<T, R>,
     queue: mpsc::Receiver<Pending<T, R>>,
 ) {
+    let runtime = tokio::runtime::Handle::current();
     let spawned = std::thread::Builder::new()
         .name("group-commit".into())
-        .spawn(move || {
-            match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime.block_on(write_batches(write, queue)),
-                Err(e) => tracing::error!("cannot start the group-commit writer: {e}"),
-            }
-        });
+        .spawn(move || runtime.block_on(write_batches(write, queue)));
     if let Err(e) = spawned {
         tracing::error!("cannot start the group-commit writer's thread: {e}");
     }
