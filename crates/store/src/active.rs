@@ -11,9 +11,10 @@
 //! read the database instead.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::RwLock;
 
 use bellows_model::{State, Workflow};
+
+use crate::shared::Shared;
 
 /// The keys a workflow is found under by worker, as the `workflow_worker`
 /// table holds them: each task's worker and the hardware id, lowercased,
@@ -76,7 +77,7 @@ impl Maps {
 /// The unfinished workflows, kept by the embedded store after each commit.
 #[derive(Default)]
 pub(crate) struct ActiveWorkflows {
-    maps: RwLock<Maps>,
+    maps: Shared<Maps>,
 }
 
 impl ActiveWorkflows {
@@ -86,28 +87,28 @@ impl ActiveWorkflows {
         for wf in all {
             maps.upsert(wf);
         }
-        *self.write() = maps;
+        *self.maps.write() = maps;
     }
 
     /// A workflow as now stored: kept while unfinished, dropped once ended.
     pub(crate) fn upsert(&self, wf: Workflow) {
-        self.write().upsert(wf);
+        self.maps.write().upsert(wf);
     }
 
     /// A workflow deleted.
     pub(crate) fn remove(&self, id: &str) {
-        self.write().remove(id);
+        self.maps.write().remove(id);
     }
 
     /// True when workflow `id` is unfinished.
     pub(crate) fn contains(&self, id: &str) -> bool {
-        self.read().by_id.contains_key(id)
+        self.maps.read().by_id.contains_key(id)
     }
 
     /// The unfinished workflows (of `worker`, compared case-insensitively,
     /// when given; in `state`, when given), oldest first.
     pub(crate) fn list(&self, worker: Option<&str>, state: Option<State>) -> Vec<Workflow> {
-        let maps = self.read();
+        let maps = self.maps.read();
         let wanted = |wf: &&Workflow| state.is_none_or(|s| wf.state == s);
         match worker {
             Some(worker) => maps
@@ -125,15 +126,5 @@ impl ActiveWorkflows {
                 all.into_iter().cloned().collect()
             }
         }
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Maps> {
-        // Each change is self-contained: a panic elsewhere while the lock
-        // was held cannot have left half of one behind.
-        self.maps.write().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Maps> {
-        self.maps.read().unwrap_or_else(|e| e.into_inner())
     }
 }

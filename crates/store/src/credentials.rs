@@ -11,9 +11,10 @@
 //! another server may mint a machine's next credential.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
 
 use bellows_model::auth::WorkerCredential;
+
+use crate::shared::Shared;
 
 #[derive(Default)]
 struct Maps {
@@ -37,7 +38,7 @@ impl Maps {
 /// The `worker_credential` table, mirrored by the embedded store.
 #[derive(Default)]
 pub(crate) struct Credentials {
-    maps: RwLock<Maps>,
+    maps: Shared<Maps>,
 }
 
 impl Credentials {
@@ -47,18 +48,18 @@ impl Credentials {
         for c in all {
             maps.put(c);
         }
-        *self.write() = maps;
+        *self.maps.write() = maps;
     }
 
     /// A credential stored: it replaces its worker's previous one.
     pub(crate) fn put(&self, credential: WorkerCredential) {
-        self.write().put(credential);
+        self.maps.write().put(credential);
     }
 
     /// A machine deleted: its credentials went with it (the table's
     /// `ON DELETE CASCADE`).
     pub(crate) fn remove_hardware(&self, hardware_id: &str) {
-        let mut maps = self.write();
+        let mut maps = self.maps.write();
         maps.by_digest.retain(|_, c| c.hardware_id != hardware_id);
         let Maps {
             by_digest,
@@ -69,16 +70,6 @@ impl Credentials {
 
     /// The credential with this digest.
     pub(crate) fn get(&self, digest: &str) -> Option<WorkerCredential> {
-        self.read().by_digest.get(digest).cloned()
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Maps> {
-        // Each change is self-contained: a panic elsewhere while the lock
-        // was held cannot have left half of one behind.
-        self.maps.write().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Maps> {
-        self.maps.read().unwrap_or_else(|e| e.into_inner())
+        self.maps.read().by_digest.get(digest).cloned()
     }
 }

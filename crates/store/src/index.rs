@@ -6,9 +6,11 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use bellows_model::{Hardware, MacAddr};
+
+use crate::shared::Shared;
 
 #[derive(Default)]
 struct Maps {
@@ -55,14 +57,14 @@ impl Maps {
 /// write returns: once a `hardware push` is acknowledged, the very next DHCP
 /// packet or metadata request sees it.
 pub struct HardwareIndex {
-    maps: RwLock<Maps>,
+    maps: Shared<Maps>,
 }
 
 impl HardwareIndex {
     /// An index holding `all`.
     pub(crate) fn new(all: Vec<Hardware>) -> HardwareIndex {
         let index = HardwareIndex {
-            maps: RwLock::new(Maps::default()),
+            maps: Shared::default(),
         };
         index.replace_all(all);
         index
@@ -74,32 +76,22 @@ impl HardwareIndex {
         for hw in all {
             maps.insert(hw);
         }
-        *self.write() = maps;
+        *self.maps.write() = maps;
     }
 
     /// Adds or replaces one record.
     pub(crate) fn upsert(&self, hw: Hardware) {
-        self.write().insert(hw);
+        self.maps.write().insert(hw);
     }
 
     /// Drops one record.
     pub(crate) fn remove(&self, id: &str) {
-        self.write().remove(id);
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Maps> {
-        // A panic while holding the lock cannot leave the maps half-updated
-        // in a way that matters (each insert/remove is self-contained).
-        self.maps.write().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Maps> {
-        self.maps.read().unwrap_or_else(|e| e.into_inner())
+        self.maps.write().remove(id);
     }
 
     /// The machine owning this MAC.
     pub fn by_mac(&self, mac: MacAddr) -> Option<Arc<Hardware>> {
-        self.read().by_mac.get(&mac).cloned()
+        self.maps.read().by_mac.get(&mac).cloned()
     }
 
     /// The machine with this reserved IP.
@@ -109,17 +101,17 @@ impl HardwareIndex {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
         };
-        self.read().by_ip.get(&ip).cloned()
+        self.maps.read().by_ip.get(&ip).cloned()
     }
 
     /// The machine with this id.
     pub fn by_id(&self, id: &str) -> Option<Arc<Hardware>> {
-        self.read().by_id.get(id).cloned()
+        self.maps.read().by_id.get(id).cloned()
     }
 
     /// Number of machines indexed.
     pub fn len(&self) -> usize {
-        self.read().by_id.len()
+        self.maps.read().by_id.len()
     }
 
     /// True when no machine is indexed.

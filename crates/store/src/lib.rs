@@ -30,6 +30,7 @@ pub mod files;
 pub mod group;
 mod index;
 mod secrets;
+mod shared;
 mod sql;
 
 pub use auth::{AuthStore, CredentialLookup};
