@@ -544,7 +544,7 @@ impl SqlStore {
         toggle: bool,
         written: &mut Vec<Written>,
     ) -> Result<()> {
-        Self::update_workflow(tx, id, next).await?;
+        Self::update_workflows(tx, &[(id, next)]).await?;
         let events: Vec<(String, Event)> =
             events.iter().map(|e| (id.to_string(), e.clone())).collect();
         Self::insert_events(tx, &events).await?;
@@ -589,32 +589,13 @@ impl SqlStore {
         Ok(found)
     }
 
-    /// Writes a workflow's row as `wf` inside `tx`.
-    async fn update_workflow(
-        tx: &mut Transaction<'static, Any>,
-        id: &str,
-        wf: &Workflow,
-    ) -> Result<()> {
-        sqlx::query(
-            "UPDATE workflow SET state = $1, body = $2, version = version + 1, updated_at = $3 \
-             WHERE id = $4",
-        )
-        .bind(wf.state.as_str())
-        .bind(encode(wf))
-        .bind(wf.updated_at)
-        .bind(id)
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
-    }
-
-    /// Writes several workflows' rows inside `tx`, in as few statements as
-    /// the bound-parameter limit allows: a group commit of reports was one
-    /// statement per workflow, each a round trip to SQLite's thread (the
-    /// writer's slowest part under a boot storm).
+    /// Writes workflows' rows (row id, as now) inside `tx`, in as few
+    /// statements as the bound-parameter limit allows: a group commit of
+    /// reports was one statement per workflow, each a round trip to
+    /// SQLite's thread (the writer's slowest part under a boot storm).
     async fn update_workflows(
         tx: &mut Transaction<'static, Any>,
-        rows: &[&Workflow],
+        rows: &[(&str, &Workflow)],
     ) -> Result<()> {
         for chunk in rows.chunks(MAX_BOUND / 4) {
             // `VALUES` names its columns column1.. on both backends.
@@ -631,9 +612,9 @@ impl SqlStore {
             }
             sql.push_str(") AS v WHERE workflow.id = v.column1");
             let mut update = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for wf in chunk {
+            for (id, wf) in chunk {
                 update = update
-                    .bind(wf.id.as_str())
+                    .bind(*id)
                     .bind(wf.state.as_str())
                     .bind(encode(*wf))
                     .bind(wf.updated_at);
@@ -1295,9 +1276,9 @@ impl Store for SqlStore {
                 results[i] = Some(Ok(next.clone()));
                 current.insert(id.clone(), next);
             }
-            let rows: Vec<&Workflow> = changed
+            let rows: Vec<(&str, &Workflow)> = changed
                 .iter()
-                .filter_map(|(id, _)| current.get(id))
+                .filter_map(|(id, _)| Some((id.as_str(), current.get(id)?)))
                 .collect();
             Self::update_workflows(&mut tx, &rows).await?;
             Self::insert_events(&mut tx, &events).await?;

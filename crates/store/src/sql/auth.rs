@@ -411,14 +411,15 @@ mod tests {
             .put_worker_credentials(&[cred("d3"), cred("d4")])
             .await
             .expect("put several");
+        let d4_of_an_unfinished_workflow = Some(CredentialLookup {
+            credential: cred("d4"),
+            workflow_active: true,
+        });
         assert!(store.worker_credential("d2").await.expect("get").is_none());
         assert!(store.worker_credential("d3").await.expect("get").is_none());
         assert_eq!(
             store.worker_credential("d4").await.expect("get"),
-            Some(CredentialLookup {
-                credential: cred("d4"),
-                workflow_active: true,
-            })
+            d4_of_an_unfinished_workflow
         );
         // The same after a restart (the embedded store loads its copy in
         // memory at open).
@@ -427,10 +428,7 @@ mod tests {
         assert!(store.worker_credential("d3").await.expect("get").is_none());
         assert_eq!(
             store.worker_credential("d4").await.expect("get"),
-            Some(CredentialLookup {
-                credential: cred("d4"),
-                workflow_active: true,
-            })
+            d4_of_an_unfinished_workflow
         );
         // Deleting the machine (once its workflow is gone) deletes its
         // credential.
