@@ -13,7 +13,8 @@ apt_install golang-go python3-venv curl iproute2 cloud-init dnsmasq-base kea-dhc
   tftp-hpa atftp isc-dhcp-client isc-dhcp-relay ndisc6 ipmitool openipmi apache2-utils \
   zstd xz-utils gzip e2fsprogs libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients \
   python3-libvirt openssl syslinux syslinux-common mtools dosfstools systemd-boot-efi \
-  binutils fdisk kmod refind crun docker-registry qemu-utils postgresql postgresql-client
+  binutils fdisk kmod refind crun docker-registry qemu-utils postgresql postgresql-client \
+  prometheus
 
 echo "== fmt"
 cargo fmt --all -- --check

@@ -19,6 +19,7 @@ mod bmc;
 mod body;
 mod error;
 mod hardware;
+pub mod metrics;
 pub mod power;
 mod serve;
 mod templates;
@@ -50,6 +51,9 @@ pub struct AppState {
     pub workers: Arc<worker::WorkerHub>,
     /// Checks operators' tokens and machines' credentials.
     pub auth: Arc<auth::Authenticator>,
+    /// What `GET /metrics` encodes; its API instruments count this
+    /// router's requests.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 /// Where the boot services are (`GET /api/v1/boot`); a wire type, so it
@@ -92,11 +96,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/tokens"),
     ("delete", "/api/v1/tokens/{name}"),
     ("get", "/api/v1/audit"),
+    ("get", "/metrics"),
 ];
 
 /// Builds the router.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let counted = state.metrics.api.clone();
+    let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/boot", get(boot))
@@ -156,6 +162,7 @@ pub fn router(state: AppState) -> Router {
             axum::routing::delete(tokens::revoke),
         )
         .route("/api/v1/audit", get(tokens::audit))
+        .route("/metrics", get(metrics::serve))
         // After routing, so the middleware knows the route's template.
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -167,7 +174,8 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::map_response(json_rejections))
         .with_state(state.clone())
-        .merge(worker::WorkerService::new(state.workers.clone(), state.auth.clone()).router())
+        .merge(worker::WorkerService::new(state.workers.clone(), state.auth.clone()).router());
+    counted.count_requests(router, "api")
 }
 
 /// Serves the API on `listener` with the API's [`HttpLimits`] until

@@ -238,6 +238,7 @@ pub const POWER_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_s
 pub async fn poll_power(
     store: std::sync::Arc<dyn Store>,
     every: std::time::Duration,
+    metrics: crate::metrics::ApiMetrics,
     stop: impl Future<Output = ()>,
 ) {
     tokio::pin!(stop);
@@ -268,6 +269,7 @@ pub async fn poll_power(
                 // in `bmc list`; nothing is sent to the BMC.
                 Err(e) => {
                     tracing::warn!(hardware = %record.hardware_id, error = %e, "power poll");
+                    metrics.bmc_polled("error");
                     let _ = store
                         .set_power_state(&record.hardware_id, None, Some(&e.to_string()), now_ms())
                         .await;
@@ -275,12 +277,16 @@ pub async fn poll_power(
                 }
             };
             let bmc = connect(&record, &secret).await;
-            let _ = read_power(
+            let read = read_power(
                 store.as_ref(),
                 &record.hardware_id,
                 bmc.as_ref().map_err(Clone::clone),
             )
             .await;
+            metrics.bmc_polled(match read {
+                Ok(state) => power_name(state),
+                Err(_) => "error",
+            });
         }
     }
 }

@@ -47,6 +47,7 @@ async fn state() -> (AppState, tempfile::TempDir) {
         }),
         workers: WorkerHub::new(store, HubSettings::default()),
         auth,
+        metrics: Default::default(),
     };
     (state, dir)
 }

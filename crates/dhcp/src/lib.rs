@@ -44,5 +44,5 @@ pub use responder::{
     Arrival, Decision, Destination, DropReason, Reply, Service, respond, respond_to,
 };
 pub use server::{DhcpServer, ServerError};
-pub use stats::{DhcpStats, StatsSnapshot};
+pub use stats::{DhcpStats, REPLY_BOOTS, REPLY_TYPES, StatsByKind, StatsSnapshot};
 pub use wire::{MessageType, Request, WireError};

@@ -168,6 +168,62 @@ pub enum DropReason {
     },
 }
 
+impl DropReason {
+    /// Every reason's metric label value, in [`kind_index`](Self::kind_index)
+    /// order: a bounded set, whatever the packets say.
+    pub const KINDS: [&'static str; 16] = [
+        "disabled",
+        "malformed",
+        "not_a_request",
+        "unsupported_hardware",
+        "no_server_address",
+        "unknown_client",
+        "dhcp_disabled",
+        "no_reservation",
+        "not_netboot_client",
+        "netboot_not_allowed",
+        "no_boot_file",
+        "other_server_chosen",
+        "addressing_not_ours",
+        "released",
+        "declined",
+        "unanswered",
+    ];
+
+    /// Where `malformed` is in [`KINDS`](Self::KINDS).
+    pub const MALFORMED_INDEX: usize = 1;
+
+    /// This reason's place in [`KINDS`](Self::KINDS).
+    pub fn kind_index(&self) -> usize {
+        match self {
+            DropReason::Disabled => 0,
+            DropReason::Malformed(_) => Self::MALFORMED_INDEX,
+            DropReason::NotARequest(_) => 2,
+            DropReason::UnsupportedHardware { .. } => 3,
+            DropReason::NoServerAddress => 4,
+            DropReason::UnknownClient(_) => 5,
+            DropReason::DhcpDisabled(_) => 6,
+            DropReason::NoReservation(_) => 7,
+            DropReason::NotNetbootClient(_) => 8,
+            DropReason::NetbootNotAllowed(_) => 9,
+            DropReason::NoBootFile { .. } => 10,
+            DropReason::OtherServerChosen { .. } => 11,
+            DropReason::AddressingNotOurs(_) => 12,
+            DropReason::Released { .. } => 13,
+            DropReason::Declined { .. } => 14,
+            DropReason::Unanswered { .. } => 15,
+        }
+    }
+
+    /// This reason's metric label value.
+    pub fn kind(&self) -> &'static str {
+        Self::KINDS
+            .get(self.kind_index())
+            .copied()
+            .unwrap_or("unanswered")
+    }
+}
+
 /// The responder's verdict on one packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {

@@ -342,6 +342,9 @@ pub trait Store: Send + Sync + 'static {
     async fn workflow(&self, id: &str) -> Result<Option<Workflow>>;
     /// Workflows matching the filter, oldest first.
     async fn list_workflows(&self, filter: &WorkflowFilter) -> Result<Vec<Workflow>>;
+    /// How many workflows are in each state (states with none left out),
+    /// for metrics: one grouped count, not a listing.
+    async fn count_workflows_by_state(&self) -> Result<Vec<(State, u64)>>;
     /// Deletes a workflow and its events.
     async fn delete_workflow(&self, id: &str) -> Result<()>;
     /// The workflow's event log in order.

@@ -38,6 +38,8 @@ pub struct HubSettings {
     pub deadline_tick: Duration,
     /// Registry logins every authenticated worker is given in its hello.
     pub registry_logins: Vec<bellows_model::registry::RegistryLogin>,
+    /// Where finished actions' durations are recorded.
+    pub metrics: crate::metrics::ApiMetrics,
 }
 
 impl Default for HubSettings {
@@ -47,6 +49,7 @@ impl Default for HubSettings {
             action_grace: Duration::from_secs(60),
             deadline_tick: Duration::from_secs(1),
             registry_logins: Vec::new(),
+            metrics: crate::metrics::ApiMetrics::default(),
         }
     }
 }

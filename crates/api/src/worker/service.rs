@@ -42,6 +42,29 @@ impl WorkerService {
         WorkerService { hub, auth }
     }
 
+    /// Records how long the action that just ended ran, as the workflow
+    /// now holds it (the server's clock, not the machine's).
+    fn record_duration(&self, wf: &Workflow, task: &str, action: &str, outcome: Outcome) {
+        let duration_ms = wf
+            .tasks
+            .iter()
+            .filter(|t| t.name == task)
+            .flat_map(|t| t.actions.iter())
+            .find(|a| a.name == action)
+            .and_then(|a| a.duration_ms);
+        if let Some(ms) = duration_ms {
+            let outcome = match outcome {
+                Outcome::Success => "success",
+                Outcome::Failed => "failed",
+                Outcome::Timeout => "timeout",
+            };
+            // Milliseconds to seconds, for Prometheus' base unit.
+            #[allow(clippy::cast_precision_loss)]
+            let seconds = ms.max(0) as f64 / 1000.0;
+            self.hub.settings.metrics.action_finished(outcome, seconds);
+        }
+    }
+
     /// Who sent `request`, refused unless it may act as `worker`: a
     /// machine's credential proves exactly one worker id.
     async fn authorize<T>(
@@ -249,6 +272,9 @@ impl bellows_rpc::Worker for WorkerService {
             .apply(&r.workflow_id, transition.clone())
             .await
             .map_err(status_of)?;
+        if let Transition::ActionFinished { outcome, .. } = &transition {
+            self.record_duration(&wf, &r.task, &r.action, *outcome);
+        }
         if !matches!(transition, Transition::ActionProgress { .. }) {
             tracing::info!(
                 worker = %worker,

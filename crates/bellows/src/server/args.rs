@@ -56,6 +56,17 @@ pub enum DhcpMode {
     Off,
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One line of text per event, for people.
+    Text,
+    /// One JSON object per line (timestamp, level, target, fields), for
+    /// log shippers.
+    Json,
+}
+
 /// `bellows server` options. Precedence: flag, then environment variable,
 /// then the TOML file given by --config (same names, with `_`), then the
 /// default. Every field is optional so the file and the flags merge.
@@ -188,6 +199,10 @@ pub struct ServerArgs {
     /// Log filter, e.g. `info` or `bellows=debug` [default: info].
     #[arg(long, env = "BELLOWS_LOG")]
     pub log: Option<String>,
+    /// `text` or `json` (one object per line, for log shippers)
+    /// [default: text].
+    #[arg(long, env = "BELLOWS_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
     /// Seconds past an action's timeout before the server ends it itself
     /// when its worker has gone silent [default: 60]. The worker normally
     /// reports the timeout first, after running the action's on-timeout

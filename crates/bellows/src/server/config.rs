@@ -7,7 +7,7 @@ use bellows_api::HttpLimits;
 use bellows_ipxe::LocalBoot;
 use bellows_metadata::Cidr;
 
-use super::args::{DEFAULT_HTTP_LISTEN, DEFAULT_LISTEN, DhcpMode, Listen, ServerArgs};
+use super::args::{DEFAULT_HTTP_LISTEN, DEFAULT_LISTEN, DhcpMode, Listen, LogFormat, ServerArgs};
 
 /// The resolved server configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,6 +65,8 @@ pub struct ServerConfig {
     pub allow_script_from_any_address: bool,
     /// Log filter.
     pub log: String,
+    /// How log lines are written.
+    pub log_format: LogFormat,
     /// Grace past an action's timeout before the server expires it.
     pub action_grace: std::time::Duration,
     /// Keep-alive (and unstarted-assignment resend) interval of worker streams.
@@ -312,6 +314,7 @@ pub fn resolve(args: &ServerArgs) -> Result<ServerConfig, ConfigError> {
         refind_dir: pick!(refind_dir).unwrap_or_else(|| PathBuf::from(DEBIAN_REFIND_DIR)),
         allow_script_from_any_address: pick!(allow_script_from_any_address).unwrap_or(false),
         log: pick!(log).unwrap_or_else(|| "info".to_string()),
+        log_format: pick!(log_format).unwrap_or(LogFormat::Text),
         action_grace: std::time::Duration::from_secs(pick!(action_grace).unwrap_or(60)),
         worker_keepalive: std::time::Duration::from_secs(match pick!(worker_keepalive) {
             Some(0) => {

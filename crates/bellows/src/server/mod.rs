@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use bellows_api::auth::{AuthSettings, Authenticator};
+use bellows_api::metrics::ApiMetrics;
 use bellows_api::power::{POWER_POLL_INTERVAL, poll_power};
 use bellows_api::worker::{HubSettings, WorkerHub, WorkerService};
 use bellows_api::{AppState, BootInfo, ListenerTls};
@@ -22,11 +23,12 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
 use crate::error::CliError;
-use args::DhcpMode;
+use args::{DhcpMode, LogFormat};
 
 mod args;
 pub mod bootstrap;
 pub mod config;
+mod metrics;
 mod netboot;
 mod ports;
 mod services;
@@ -41,7 +43,7 @@ use services::{SHUTDOWN_DRAIN, Services};
 /// Runs the server until SIGTERM or SIGINT.
 pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
     let cfg = config::resolve(&args).map_err(|e| CliError::Usage(e.to_string()))?;
-    init_logging(&cfg.log)?;
+    init_logging(&cfg.log, cfg.log_format)?;
     raise_open_file_limit();
     let store = open_store(&cfg).await?;
     let dyn_store: Arc<dyn Store> = store.clone();
@@ -112,13 +114,25 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
     };
     tracing::info!(public_ip = %cfg.public_ip, "boot URLs start with {}", published.http_base);
 
+    let api_metrics = ApiMetrics::default();
     let hub = WorkerHub::new(
         dyn_store.clone(),
         HubSettings {
             action_grace: cfg.action_grace,
             keepalive: cfg.worker_keepalive,
             registry_logins: cfg.registry_logins.clone(),
+            metrics: api_metrics.clone(),
             ..HubSettings::default()
+        },
+    );
+    let metrics = metrics::registry(
+        &api_metrics,
+        &store,
+        metrics::Sources {
+            dhcp: dhcp.as_ref().map(|d| d.stats()),
+            tftp: tftp.as_ref().map(|t| t.stats()),
+            syslog: syslog.as_ref().map(|s| s.stats()),
+            hub: hub.clone(),
         },
     );
     tokio::spawn(hub.clone().follow_changes());
@@ -189,9 +203,10 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
     }
     {
         let store = dyn_store.clone();
+        let api_metrics = api_metrics.clone();
         let stopped = stop.wait();
         servers.spawn("BMC power poller", async move {
-            poll_power(store, POWER_POLL_INTERVAL, stopped).await;
+            poll_power(store, POWER_POLL_INTERVAL, api_metrics, stopped).await;
             Ok(())
         });
     }
@@ -218,7 +233,9 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
             Ok(())
         });
     }
-    for (listener, app, listener_tls) in http_apps {
+    // The boot listener comes first; the others serve metadata alone.
+    for (i, (listener, app, listener_tls)) in http_apps.into_iter().enumerate() {
+        let app = api_metrics.count_requests(app, if i == 0 { "boot" } else { "metadata" });
         let stopped = stop.wait();
         let limits = cfg.http_limits;
         let name = match listener.local_addr() {
@@ -243,6 +260,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
         }),
         workers: hub.clone(),
         auth,
+        metrics,
     };
     let api_stopped = stop.wait();
     let api_limits = cfg.api_limits;
@@ -304,16 +322,24 @@ fn raise_open_file_limit() {
     }
 }
 
-/// Logs go to stderr, filtered by `--log` (`RUST_LOG` syntax), coloured
-/// only on a terminal.
-fn init_logging(filter: &str) -> Result<(), CliError> {
+/// Logs go to stderr, filtered by `--log` (`RUST_LOG` syntax): text
+/// (coloured only on a terminal) or one JSON object per line.
+fn init_logging(filter: &str, format: LogFormat) -> Result<(), CliError> {
     let env_filter = EnvFilter::try_new(filter)
         .map_err(|e| CliError::Usage(format!("invalid log filter {filter:?}: {e}")))?;
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(env_filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        // Fields at the top level, beside timestamp, level and target, so
+        // a shipper indexes `mac` or `workflow` without unpacking.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
     Ok(())
 }
 
@@ -393,7 +419,8 @@ async fn open_store(cfg: &ServerConfig) -> Result<Arc<SqlStore>, CliError> {
 /// worker service here, as the API listener is often loopback-only), over
 /// `boot_tls` for the worker's gRPC and plain HTTP for iPXE and metadata;
 /// each metadata-only listener carries metadata alone, in plain HTTP (the
-/// clients of instance metadata speak nothing else).
+/// clients of instance metadata speak nothing else). The boot listener is
+/// first.
 fn http_apps(
     cfg: &ServerConfig,
     ports: Arc<StorePorts>,

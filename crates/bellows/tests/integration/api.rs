@@ -300,6 +300,13 @@ fn openapi_document_matches_the_router() {
             "{method} {path} is documented but not routed ({status})"
         );
     }
+    // The one route whose answer is not JSON.
+    let (status, metrics) = http("GET", &format!("{}/metrics", s.url), None);
+    assert_eq!(status, 200);
+    assert!(
+        metrics.as_str().is_some_and(|t| t.ends_with("# EOF\n")),
+        "{metrics}"
+    );
 }
 
 /// Issue 12: half-sent requests held the boot listener and the API. Now

@@ -390,7 +390,9 @@ pub fn client_builder() -> reqwest::ClientBuilder {
     builder
 }
 
-/// A blocking HTTP call with a JSON (or raw) body: (status, parsed body).
+/// A blocking HTTP call with a JSON (or raw) body: (status, parsed body);
+/// a body that is not JSON by its content type (`/metrics`' text) comes
+/// back as a string, and one that claims JSON but is not fails the test.
 pub fn http(method: &str, url: &str, body: Option<&[u8]>) -> (u16, serde_json::Value) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -409,9 +411,16 @@ pub fn http(method: &str, url: &str, body: Option<&[u8]>) -> (u16, serde_json::V
         }
         let resp = req.send().await.expect("request");
         let status = resp.status().as_u16();
+        let json = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_none_or(|v| v.starts_with("application/json"));
         let bytes = resp.bytes().await.expect("body");
         let value = if bytes.is_empty() {
             serde_json::Value::Null
+        } else if !json {
+            serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
         } else {
             serde_json::from_slice(&bytes).unwrap_or_else(|_| {
                 panic!(

@@ -16,6 +16,7 @@ mod lifecycle;
 mod local_boot;
 mod metadata;
 mod netboot;
+mod observability;
 mod osie;
 mod osie_bench;
 mod replica_vm;

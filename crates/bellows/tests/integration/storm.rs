@@ -35,13 +35,23 @@ fn storm_bin() -> Option<PathBuf> {
     None
 }
 
-#[test]
-fn two_hundred_machines_boot_at_once_and_all_call_back_with_the_right_bytes() {
+/// A storm that ran: its lab (namespaces), server and work directory,
+/// kept alive for the checks that follow.
+pub struct StormRun {
+    pub server: Server,
+    pub lab: Lab,
+    pub work: tempfile::TempDir,
+}
+
+/// Boots `machines` simulated machines at once against a fresh server in a
+/// lab of namespaces tagged `tag`, checks every one called back, and hands
+/// back the lab; None when this machine cannot run it (outside CI).
+pub fn boot_storm(machines: usize, tag: &str) -> Option<StormRun> {
     if !can_run() || !Path::new("/usr/lib/ipxe/undionly.kpxe").exists() {
         assert!(std::env::var_os("CI").is_none(), "CI installs ipxe");
-        return;
+        return None;
     }
-    let Some(storm) = storm_bin() else { return };
+    let storm = storm_bin()?;
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("data");
     let osie = data.join("osie");
@@ -55,7 +65,7 @@ fn two_hundred_machines_boot_at_once_and_all_call_back_with_the_right_bytes() {
     std::fs::write(osie.join("vmlinuz"), pattern(1 << 20, 7)).unwrap();
     std::fs::write(osie.join("initramfs"), pattern(3 << 20, 11)).unwrap();
 
-    let mut lab = Lab::new("stm", &format!("{SERVER_IP}/16"));
+    let mut lab = Lab::new(tag, &format!("{SERVER_IP}/16"));
     let host = lab.host("gen").addr(&format!("{STORM_IP}/16")).add();
     // Every machine's address is local to the storm's namespace, and the
     // server reaches them all through it.
@@ -80,14 +90,14 @@ fn two_hundred_machines_boot_at_once_and_all_call_back_with_the_right_bytes() {
     ]);
     let server = Server::start_on_lab_bridge(&lab.server_ns, SERVER_IP, &data, "reservation", &[]);
     let token = server.token.clone().expect("an admin token");
-    let machines = MACHINES.to_string();
+    let count = machines.to_string();
     let api = format!("https://{SERVER_IP}:42113");
     let setup = Command::new("ip")
         .args(["netns", "exec", &lab.server_ns])
         .arg(&storm)
         .args(["setup", "--api", &api, "--token", &token, "--ca"])
         .arg(data.join("tls/ca.crt"))
-        .args(["--machines", &machines, "--first-ip", FIRST_MACHINE])
+        .args(["--machines", &count, "--first-ip", FIRST_MACHINE])
         .args(["--gateway", SERVER_IP])
         .output()
         .expect("run bellows-storm setup");
@@ -97,7 +107,7 @@ fn two_hundred_machines_boot_at_once_and_all_call_back_with_the_right_bytes() {
     let run = Command::new("ip")
         .args(["netns", "exec", &host.ns])
         .arg(&storm)
-        .args(["run", "--machines", &machines, "--interface", &host.ifname])
+        .args(["run", "--machines", &count, "--interface", &host.ifname])
         .args(["--first-ip", FIRST_MACHINE, "--uefi-every", "2"])
         .args(["--whole-files-every", "10", "--timeout-secs", "240"])
         .args(["--server-pid", &server.child.id().to_string()])
@@ -117,9 +127,18 @@ fn two_hundred_machines_boot_at_once_and_all_call_back_with_the_right_bytes() {
     );
     let summary = stdout.lines().last().unwrap_or_default();
     assert!(
-        summary.starts_with(&format!("storm: {MACHINES} machines, 0 failures,")),
+        summary.starts_with(&format!("storm: {machines} machines, 0 failures,")),
         "{summary}"
     );
+    Some(StormRun { server, lab, work })
+}
+
+#[test]
+fn two_hundred_machines_boot_at_once_and_all_call_back_with_the_right_bytes() {
+    let Some(StormRun { server, lab, work }) = boot_storm(MACHINES, "stm") else {
+        return;
+    };
+    let out = work.path().join("out");
     // Its files: one row per machine, each with a call-back time.
     let csv = std::fs::read_to_string(out.join("machines.csv")).unwrap();
     assert_eq!(csv.lines().count(), MACHINES + 1);

@@ -386,6 +386,53 @@ fn request_for_another_address_is_nakked() {
     stats.decided(&decide(&msg));
     assert_eq!(stats.snapshot().naks, 1);
     assert_eq!(stats.snapshot().replied, 1);
+    // By kind: one NAK, booting nothing; nothing else counted.
+    let by_kind = stats.by_kind();
+    let counted: Vec<_> = by_kind.replies.iter().filter(|(_, _, n)| *n > 0).collect();
+    assert_eq!(counted, [&("nak", "none", 1)]);
+    assert!(by_kind.drops.iter().all(|(_, n)| *n == 0));
+}
+
+#[test]
+fn every_drop_reason_has_its_own_metric_label() {
+    let mac = MAC_A;
+    let ip = Ipv4Addr::new(10, 0, 0, 1);
+    let reasons = [
+        DropReason::Disabled,
+        DropReason::Malformed(WireError::TooShort(3)),
+        DropReason::NotARequest(2),
+        DropReason::UnsupportedHardware { htype: 6, hlen: 6 },
+        DropReason::NoServerAddress,
+        DropReason::UnknownClient(mac),
+        DropReason::DhcpDisabled(mac),
+        DropReason::NoReservation(mac),
+        DropReason::NotNetbootClient(mac),
+        DropReason::NetbootNotAllowed(mac),
+        DropReason::NoBootFile {
+            mac,
+            reason: "none".into(),
+        },
+        DropReason::OtherServerChosen { mac, server: ip },
+        DropReason::AddressingNotOurs(mac),
+        DropReason::Released { mac, ip },
+        DropReason::Declined { mac, ip },
+        DropReason::Unanswered {
+            mac,
+            kind: MessageType::Inform,
+        },
+    ];
+    assert_eq!(reasons.len(), DropReason::KINDS.len());
+    let mut labels: Vec<&str> = reasons.iter().map(DropReason::kind).collect();
+    labels.sort_unstable();
+    labels.dedup();
+    assert_eq!(labels.len(), reasons.len(), "two reasons share a label");
+    // Each is counted under its own label.
+    let stats = crate::stats::DhcpStats::default();
+    for reason in &reasons {
+        stats.decided(&Decision::Drop(reason.clone()));
+    }
+    let by_kind = stats.by_kind();
+    assert!(by_kind.drops.iter().all(|(_, n)| *n == 1), "{by_kind:?}");
 }
 
 #[test]

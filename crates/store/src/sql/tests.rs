@@ -782,7 +782,36 @@ async fn unfinished_listing_follows_every_write(backend: Backend) {
     );
 }
 
+/// The metrics' count: one row per state that has workflows, following
+/// every write, and commits are timed.
+async fn workflows_are_counted_by_state(backend: Backend) {
+    let home = Home::new(backend);
+    let s = home.open().await;
+    assert!(s.count_workflows_by_state().await.unwrap().is_empty());
+    let a = "aa:bb:cc:00:00:01";
+    for id in ["wf-1", "wf-2", "wf-3"] {
+        s.create_workflow(&workflow(id, a)).await.unwrap();
+    }
+    s.apply_transition("wf-1", &started(a, 1)).await.unwrap();
+    s.apply_transition("wf-1", &succeeded(a)).await.unwrap();
+    let mut counts = s.count_workflows_by_state().await.unwrap();
+    counts.sort_by_key(|(state, _)| state.as_str());
+    assert_eq!(counts, [(State::Pending, 2), (State::Success, 1)]);
+    // Five writes, each committed through `commit` and timed.
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register("commit_seconds", "", s.commit_latency());
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let count: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("commit_seconds_count "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_default();
+    assert!(count >= 5, "{text}");
+}
+
 on_both_backends!(
+    workflows_are_counted_by_state,
     hardware_push_get_and_lookups,
     duplicate_mac_or_ip_is_a_conflict_and_changes_nothing,
     replace_and_delete_hardware,
