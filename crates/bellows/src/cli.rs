@@ -11,6 +11,7 @@ use crate::commands::{
 };
 use crate::image::ImageCmd;
 use crate::server::ServerArgs;
+use crate::server::doctor::DoctorArgs;
 use crate::worker::WorkerArgs;
 
 /// Bare-metal provisioning: network boot, workflows of container actions,
@@ -56,6 +57,11 @@ pub use crate::output::Format;
 pub enum Command {
     /// Run the Bellows server (API and state) in the foreground.
     Server(Box<ServerArgs>),
+    /// Check what the server would use (same flags, environment and config
+    /// file): ports, the interface and its IPv6, other DHCP servers on the
+    /// segment, boot files, disk, clock, BMCs; each problem with its
+    /// remedy. Exits 1 if a check fails.
+    Doctor(Box<DoctorArgs>),
     /// Manage hardware records.
     #[command(subcommand)]
     Hardware(HardwareCmd),

@@ -39,6 +39,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let client = || Client::new(&cli.url, token.clone(), cli.ca.as_deref());
     match cli.command {
         Command::Server(args) => return server::run(*args).await,
+        Command::Doctor(args) => return server::doctor::run(*args, client().ok()).await,
         Command::Worker(mut args) => {
             // `bellows --token T worker` and BELLOWS_TOKEN work too.
             args.worker_token = args.worker_token.or(cli.token);

@@ -28,6 +28,7 @@ use args::{DhcpMode, LogFormat};
 mod args;
 pub mod bootstrap;
 pub mod config;
+pub mod doctor;
 mod metrics;
 mod netboot;
 mod ports;
@@ -45,6 +46,9 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
     let cfg = config::resolve(&args).map_err(|e| CliError::Usage(e.to_string()))?;
     init_logging(&cfg.log, cfg.log_format)?;
     raise_open_file_limit();
+    // What `bellows doctor` would warn about, in the log (the DHCP probe
+    // in the background).
+    doctor::log_at_start(&cfg);
     let store = open_store(&cfg).await?;
     let dyn_store: Arc<dyn Store> = store.clone();
     let auth_store: Arc<dyn AuthStore> = store.clone();

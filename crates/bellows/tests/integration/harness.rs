@@ -88,6 +88,8 @@ pub struct Server {
     pub http_url: String,
     /// The syslog receiver's address, when on.
     pub syslog: Option<std::net::SocketAddr>,
+    /// The lines it logged until it was ready (start-up warnings).
+    pub startup: Vec<String>,
     log: mpsc::Receiver<String>,
 }
 
@@ -188,6 +190,7 @@ impl Server {
         let (mut url, mut http_url, mut syslog) = (None, None, None);
         // "boot URLs start with" is logged once every listener is bound.
         let mut ready = false;
+        let mut startup = Vec::new();
         while !ready {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = match rx.recv_timeout(left) {
@@ -205,6 +208,7 @@ impl Server {
             };
             eprintln!("server: {line}");
             ready = line.contains("boot URLs start with");
+            startup.push(line.clone());
             if let Some(i) = line.find("syslog receiver listening on udp://") {
                 let rest = &line[i + "syslog receiver listening on udp://".len()..];
                 syslog = rest.split_whitespace().next().and_then(|a| a.parse().ok());
@@ -237,6 +241,7 @@ impl Server {
             ca,
             http_url,
             syslog,
+            startup,
             log: rx,
         }
     }

@@ -4,14 +4,15 @@
 //! with a viewer token, and its query API must hold every series the
 //! server promises, with the values the storm implies; every query of the
 //! Grafana dashboard in `contrib/grafana/` must run and return data. And
-//! `--log-format json`: every line an object a log shipper can index.
+//! `--log-format json`: every line an object a log shipper can index. And
+//! `bellows doctor` against a rogue dnsmasq and IPv6 switched off.
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use bellows_testkit::packages::ensure_installed;
-use bellows_testkit::process::{ChildGuard, wait_for, wait_until};
+use bellows_testkit::process::{ChildGuard, run_checked, wait_for, wait_until};
 
 use crate::harness::{BIN, ok};
 use crate::storm::{StormRun, boot_storm};
@@ -298,4 +299,140 @@ fn json_logs_are_one_object_per_line_with_fields_at_the_top() {
         Some(dir.path().to_str().unwrap()),
         "{listening}"
     );
+}
+
+/// Runs `bellows doctor` inside `ns` with `args`; (exit code, stdout).
+fn doctor(ns: &str, args: &[&str]) -> (i32, String) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, BIN, "doctor", "--dhcp-probe-secs", "5"])
+        .args(args)
+        .output()
+        .expect("run bellows doctor");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), stdout)
+}
+
+/// `bellows doctor` on a lab network: a rogue DHCP server (Debian's
+/// dnsmasq, answering everyone) fails the check in reservation mode, with
+/// the way out in the message, and is what proxy mode expects; IPv6
+/// switched off on the provisioning bridge is a warning that explains the
+/// 13 s iPXE waits, and the server logs the same warning at start.
+#[test]
+fn doctor_finds_a_rogue_dhcp_server_and_ipv6_switched_off() {
+    use bellows_testkit::netns::{Lab, can_run};
+
+    if !can_run() {
+        assert!(std::env::var_os("CI").is_none(), "CI runs as root");
+        return;
+    }
+    let dnsmasq = ensure_installed("dnsmasq", "dnsmasq-base");
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let mut lab = Lab::new("doc", "10.91.0.1/24");
+    let ns = lab.server_ns.clone();
+    let common = [
+        "--interface",
+        "br0",
+        "--public-ip",
+        "10.91.0.1",
+        "--listen",
+        "10.91.0.1:0",
+        "--http-listen",
+        "10.91.0.1:0",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let with = |mode: &'static str| {
+        let mut args: Vec<&str> = common.to_vec();
+        args.extend(["--dhcp-mode", mode]);
+        args
+    };
+
+    // Alone on the segment: nothing to say about DHCP or IPv6.
+    let (_, alone) = doctor(&ns, &with("reservation"));
+    assert!(
+        alone.contains("ok    other DHCP servers on br0: none answered"),
+        "{alone}"
+    );
+    assert!(alone.contains("ok    IPv6 on br0: usable"), "{alone}");
+    assert!(
+        alone.contains("ok    interface br0: holds 10.91.0.1"),
+        "{alone}"
+    );
+
+    // A rogue server on a host of the segment.
+    let rogue = lab.host("rog").addr("10.91.0.2/24").add();
+    let conf = work.path().join("rogue.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "interface={}\nbind-interfaces\nport=0\nno-resolv\nno-hosts\n\
+             dhcp-range=10.91.0.100,10.91.0.200,255.255.255.0,10m\n\
+             dhcp-leasefile={}\npid-file={}\n",
+            rogue.ifname,
+            work.path().join("rogue.leases").display(),
+            work.path().join("rogue.pid").display(),
+        ),
+    )
+    .unwrap();
+    let log = work.path().join("rogue.log");
+    let conf_arg = format!("--conf-file={}", conf.display());
+    let mut peer = ChildGuard::spawn_in(&rogue.ns, &[&dnsmasq, "-k", &conf_arg], &log);
+    std::thread::sleep(Duration::from_millis(500));
+    peer.assert_running(&log);
+
+    let (code, found) = doctor(&ns, &with("reservation"));
+    assert_eq!(code, 1, "a rival DHCP server is a failure:\n{found}");
+    assert!(
+        found.contains("FAIL  other DHCP servers on br0: another DHCP server answers on br0: 10.91.0.2 (offered 10.91.0.1"),
+        "{found}"
+    );
+    assert!(found.contains("--dhcp-mode proxy"), "{found}");
+    let (_, proxy) = doctor(&ns, &with("proxy"));
+    assert!(
+        proxy.contains("ok    other DHCP servers on br0: the site's server answers (10.91.0.2"),
+        "{proxy}"
+    );
+    drop(peer);
+
+    // IPv6 off on the provisioning bridge.
+    run_checked(
+        Command::new("ip").args([
+            "netns",
+            "exec",
+            &ns,
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.br0.disable_ipv6=1",
+        ]),
+        "sysctl",
+    );
+    let (code, off) = doctor(&ns, &with("reservation"));
+    assert_eq!(code, 0, "a warning is not a failure:\n{off}");
+    assert!(
+        off.contains("WARN  IPv6 on br0: IPv6 is disabled on br0"),
+        "{off}"
+    );
+    assert!(
+        off.contains("sysctl -w net.ipv6.conf.br0.disable_ipv6=0") && off.contains("~13 s"),
+        "{off}"
+    );
+    // The server says the same when it starts.
+    let server = crate::harness::Server::start_in_netns_with(
+        &ns,
+        "10.91.0.1",
+        &work.path().join("server"),
+        &["--interface", "br0", "--tftp-listen", "off"],
+    );
+    assert!(
+        server
+            .startup
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("IPv6 is disabled on br0")),
+        "the server did not warn about IPv6 at start: {:#?}",
+        server.startup
+    );
+    drop(server);
+    drop(lab);
 }
