@@ -107,4 +107,11 @@ pub enum Command {
         /// Shell to generate for.
         shell: clap_complete::Shell,
     },
+    /// Write the manual pages (`bellows.1`, `bellows-server.1`, …) into a
+    /// directory; the packages ship them.
+    #[command(hide = true)]
+    Manpages {
+        /// Where to write them (created if missing).
+        dir: std::path::PathBuf,
+    },
 }

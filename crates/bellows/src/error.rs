@@ -31,4 +31,7 @@ pub enum CliError {
     /// The server could not start or run.
     #[error("{0}")]
     Server(String),
+    /// A local file could not be written.
+    #[error("{0}")]
+    Io(String),
 }

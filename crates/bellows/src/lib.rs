@@ -56,6 +56,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 &mut std::io::stdout(),
             );
         }
+        Command::Manpages { dir } => write_manpages(&dir)?,
         Command::Hardware(cmd) => hardware::run(&client()?, format, cmd).await?,
         Command::Template(cmd) => template::run(&client()?, format, cmd).await?,
         Command::Workflow(cmd) => return workflow::run(&client()?, format, cmd).await,
@@ -68,6 +69,32 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Ipxe(cmd) => ipxe::run(&client()?, cmd).await?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes one manual page per command and visible subcommand
+/// (`bellows-hardware-push.1`), as packages install them.
+fn write_manpages(dir: &std::path::Path) -> Result<(), CliError> {
+    fn write(cmd: &clap::Command, name: &str, dir: &std::path::Path) -> std::io::Result<usize> {
+        let page = cmd.clone().name(name.to_string());
+        let mut bytes = Vec::new();
+        clap_mangen::Man::new(page).render(&mut bytes)?;
+        std::fs::write(dir.join(format!("{name}.1")), bytes)?;
+        let mut written = 1;
+        for sub in cmd
+            .get_subcommands()
+            .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+        {
+            written += write(sub, &format!("{name}-{}", sub.get_name()), dir)?;
+        }
+        Ok(written)
+    }
+    let failed = |e: std::io::Error| CliError::Io(format!("{}: {e}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(failed)?;
+    let mut cli = Cli::command();
+    cli.build();
+    let written = write(&cli, "bellows", dir).map_err(failed)?;
+    eprintln!("wrote {written} manual pages to {}", dir.display());
+    Ok(())
 }
 
 /// What both binaries' `main` does: install the TLS provider, run `task`

@@ -19,6 +19,7 @@ mod netboot;
 mod observability;
 mod osie;
 mod osie_bench;
+mod packaging;
 mod replica_vm;
 mod replicas;
 mod security;
