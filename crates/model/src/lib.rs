@@ -16,6 +16,7 @@ pub mod registry;
 pub mod render;
 pub mod template;
 pub mod time;
+pub mod timeline;
 pub mod workflow;
 
 pub use api::LogEntry;

@@ -18,6 +18,7 @@
 use std::net::IpAddr;
 
 use async_trait::async_trait;
+use bellows_model::timeline::BootEvent;
 use bellows_model::workflow::{Event, Transition, TransitionError};
 use bellows_model::{Hardware, MacAddr, State, Workflow};
 use serde::{Deserialize, Serialize};
@@ -189,6 +190,10 @@ impl std::fmt::Debug for BmcSecret {
 
 /// Log lines kept per machine; older ones are dropped as new ones arrive.
 pub const MACHINE_LOG_KEEP: i64 = 10_000;
+
+/// Boot-timeline steps kept per machine: ~10 a boot, so the last twenty
+/// boots or so.
+pub const BOOT_EVENTS_PER_MACHINE: i64 = 200;
 
 /// Log lines kept for all senders that are not a known machine together
 /// (those filed as [`UNKNOWN_SENDER_PREFIX`]`<address>`): anyone can send
@@ -404,6 +409,11 @@ pub trait Store: Send + Sync + 'static {
     async fn append_logs(&self, entries: &[LogEntry]) -> Result<()>;
     /// The newest `limit` lines of a machine, oldest first.
     async fn machine_logs(&self, machine: &str, limit: u32) -> Result<Vec<LogRecord>>;
+    /// Adds steps to machines' boot timelines, keeping the newest
+    /// [`BOOT_EVENTS_PER_MACHINE`] of each.
+    async fn append_boot_events(&self, events: &[(String, BootEvent)]) -> Result<()>;
+    /// The newest `limit` steps of a machine's timeline, oldest first.
+    async fn boot_events(&self, hardware_id: &str, limit: u32) -> Result<Vec<BootEvent>>;
 
     /// Creates or replaces a machine's BMC record and password.
     async fn put_bmc(&self, record: &BmcRecord, secret: &BmcSecret) -> Result<()>;

@@ -18,6 +18,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bellows_model::timeline::{BootEvent, Step};
 use bellows_model::workflow::{Event, Transition};
 use bellows_model::{Hardware, MacAddr, State, Workflow};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -933,6 +934,10 @@ impl Store for SqlStore {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        sqlx::query("DELETE FROM boot_event WHERE hardware_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM machine_log WHERE machine = $1")
             .bind(id)
             .execute(&mut *tx)
@@ -1566,6 +1571,65 @@ impl Store for SqlStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn append_boot_events(&self, events: &[(String, BootEvent)]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let (_guard, mut tx) = self.begin().await?;
+        let mut machines: Vec<&str> = Vec::new();
+        for (hardware_id, event) in events {
+            sqlx::query(
+                "INSERT INTO boot_event (hardware_id, at, step, detail) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(hardware_id)
+            .bind(event.at)
+            .bind(event.step.as_str())
+            .bind(&event.detail)
+            .execute(&mut *tx)
+            .await?;
+            if !machines.contains(&hardware_id.as_str()) {
+                machines.push(hardware_id);
+            }
+        }
+        for machine in machines {
+            sqlx::query(
+                "DELETE FROM boot_event WHERE hardware_id = $1 AND seq <= \
+                 (SELECT seq FROM boot_event WHERE hardware_id = $1 ORDER BY seq DESC LIMIT 1 OFFSET $2)",
+            )
+            .bind(machine)
+            .bind(crate::BOOT_EVENTS_PER_MACHINE)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn boot_events(&self, hardware_id: &str, limit: u32) -> Result<Vec<BootEvent>> {
+        let rows = sqlx::query(
+            "SELECT at, step, detail FROM (SELECT seq, at, step, detail FROM boot_event \
+             WHERE hardware_id = $1 ORDER BY seq DESC LIMIT $2) AS newest ORDER BY seq",
+        )
+        .bind(hardware_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut events = Vec::with_capacity(rows.len());
+        for row in rows {
+            let step: String = row.try_get("step")?;
+            // A step this build does not know (a newer replica wrote it)
+            // is left out.
+            if let Some(step) = Step::parse(&step) {
+                events.push(BootEvent {
+                    at: row.try_get("at")?,
+                    step,
+                    detail: row.try_get("detail")?,
+                });
+            }
+        }
+        Ok(events)
     }
 
     async fn machine_logs(&self, machine: &str, limit: u32) -> Result<Vec<LogRecord>> {

@@ -107,6 +107,18 @@ const TABLES: &[Table] = &[
         serial: true,
     },
     Table {
+        name: "boot_event",
+        columns: &[
+            ("seq", Int),
+            ("hardware_id", Text),
+            ("at", Int),
+            ("step", Text),
+            ("detail", Text),
+        ],
+        key: Some("seq"),
+        serial: true,
+    },
+    Table {
         name: "bmc",
         columns: &[
             ("hardware_id", Text),

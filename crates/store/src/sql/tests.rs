@@ -810,7 +810,45 @@ async fn workflows_are_counted_by_state(backend: Backend) {
     assert!(count >= 5, "{text}");
 }
 
+/// A machine's timeline: in order, the newest kept when it grows, its own
+/// apart from other machines', gone with the machine.
+async fn boot_timelines_keep_the_newest_steps_per_machine(backend: Backend) {
+    use bellows_model::timeline::{BootEvent, Step};
+    let (_d, s) = store(backend).await;
+    s.push_hardware(hw("m1", "aa:bb:cc:00:00:01", "10.0.0.1"))
+        .await
+        .unwrap();
+    let event = |i: i64| BootEvent {
+        at: i,
+        step: if i % 2 == 0 {
+            Step::DhcpOffer
+        } else {
+            Step::DhcpAck
+        },
+        detail: format!("step {i}"),
+    };
+    let mut batch: Vec<(String, BootEvent)> = (0..crate::BOOT_EVENTS_PER_MACHINE + 50)
+        .map(|i| ("m1".to_string(), event(i)))
+        .collect();
+    batch.push(("m2".to_string(), event(7)));
+    s.append_boot_events(&batch).await.unwrap();
+    let kept = s.boot_events("m1", 1_000).await.unwrap();
+    assert_eq!(kept.len() as i64, crate::BOOT_EVENTS_PER_MACHINE);
+    assert_eq!(kept[0], event(50), "the oldest are dropped first");
+    assert_eq!(
+        kept.last(),
+        Some(&event(crate::BOOT_EVENTS_PER_MACHINE + 49))
+    );
+    let newest = s.boot_events("m1", 3).await.unwrap();
+    assert_eq!(newest.len(), 3);
+    assert_eq!(newest[2], *kept.last().unwrap());
+    assert_eq!(s.boot_events("m2", 10).await.unwrap(), [event(7)]);
+    s.delete_hardware("m1").await.unwrap();
+    assert!(s.boot_events("m1", 10).await.unwrap().is_empty());
+}
+
 on_both_backends!(
+    boot_timelines_keep_the_newest_steps_per_machine,
     workflows_are_counted_by_state,
     hardware_push_get_and_lookups,
     duplicate_mac_or_ip_is_a_conflict_and_changes_nothing,
