@@ -5,7 +5,9 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use bellows_model::api::{InventoryRecord, List, LogRecord};
+use bellows_model::timeline::{BootEvent, from_workflow_event};
 use bellows_model::{Hardware, MacAddr};
+use bellows_store::WorkflowFilter;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -150,6 +152,43 @@ pub(crate) async fn logs(
     Ok(Json(List::from(
         state.store.machine_logs(&machine, limit).await?,
     )))
+}
+
+/// The machine's boot timeline: what the services saw it do (DHCP, TFTP,
+/// the script, downloads, its worker, metadata) merged with its newest
+/// workflows' action events, oldest first, at most `limit`.
+pub(crate) async fn timeline(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> Result<Json<List<BootEvent>>, ApiError> {
+    /// Workflows whose events are merged in, newest first.
+    const WORKFLOWS: usize = 5;
+    let hw = resolve(&state, &id).await?;
+    let limit = q.limit.unwrap_or(200).clamp(1, 1_000);
+    let mut steps = state.store.boot_events(&hw.id, limit).await?;
+    // A task names its worker by MAC or by hardware id.
+    let mut workflows = Vec::new();
+    for worker in hw.macs().map(|m| m.to_string()).chain([hw.id.clone()]) {
+        let filter = WorkflowFilter {
+            worker: Some(worker),
+            ..WorkflowFilter::default()
+        };
+        for wf in state.store.list_workflows(&filter).await? {
+            if !workflows.iter().any(|(id, _)| *id == wf.id) {
+                workflows.push((wf.id.clone(), wf.created_at));
+            }
+        }
+    }
+    workflows.sort_by_key(|(_, created)| std::cmp::Reverse(*created));
+    for (id, _) in workflows.into_iter().take(WORKFLOWS) {
+        for record in state.store.workflow_events(&id).await? {
+            steps.extend(from_workflow_event(&id, &record.event));
+        }
+    }
+    steps.sort_by_key(|s| s.at);
+    let skip = steps.len().saturating_sub(limit as usize);
+    Ok(Json(List::from(steps.split_off(skip))))
 }
 
 /// The facts the machine's worker last reported (CPU, memory, disks, NICs).

@@ -71,6 +71,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("put", "/api/v1/hardware/{id}"),
     ("delete", "/api/v1/hardware/{id}"),
     ("get", "/api/v1/hardware/{id}/logs"),
+    ("get", "/api/v1/hardware/{id}/timeline"),
     ("get", "/api/v1/hardware/{id}/inventory"),
     ("get", "/api/v1/hardware/{id}/bmc"),
     ("put", "/api/v1/hardware/{id}/bmc"),
@@ -114,6 +115,7 @@ pub fn router(state: AppState) -> Router {
                 .delete(hardware::delete),
         )
         .route("/api/v1/hardware/{id}/logs", get(hardware::logs))
+        .route("/api/v1/hardware/{id}/timeline", get(hardware::timeline))
         .route("/api/v1/hardware/{id}/inventory", get(hardware::inventory))
         .route(
             "/api/v1/hardware/{id}/bmc",

@@ -13,6 +13,10 @@ use bellows_model::{Hardware, MacAddr};
 pub trait Lookup: Send + Sync {
     /// The hardware record with an interface whose DHCP MAC is `mac`.
     fn by_mac(&self, mac: MacAddr) -> Option<Arc<Hardware>>;
+
+    /// Told after each reply is sent, for the machine's boot timeline; must
+    /// return at once. Nothing by default.
+    fn replied(&self, _reply: &crate::responder::Reply) {}
 }
 
 /// A fixed map, for tests, benches and small static set-ups.
@@ -24,6 +28,10 @@ impl Lookup for HashMap<MacAddr, Arc<Hardware>> {
 
 /// Lets an `Arc<L>` be passed where a lookup is expected.
 impl<L: Lookup + ?Sized> Lookup for Arc<L> {
+    fn replied(&self, reply: &crate::responder::Reply) {
+        (**self).replied(reply)
+    }
+
     fn by_mac(&self, mac: MacAddr) -> Option<Arc<Hardware>> {
         (**self).by_mac(mac)
     }

@@ -296,6 +296,7 @@ async fn answer(listener: &Listener, shared: &Shared, buf: &[u8], received: &Dat
                         "DHCP reply"
                     );
                     shared.stats.decided(&decision);
+                    shared.hosts.replied(reply);
                 }
                 Err(e) => {
                     shared.stats.send_error();

@@ -51,6 +51,9 @@ pub trait BootLookup: Send + Sync {
         mac: MacAddr,
         workflow_id: &str,
     ) -> Result<Option<String>, LookupError>;
+    /// Told when `auto.ipxe` is served with `choice`, for the machine's boot
+    /// timeline; must return at once. Nothing by default.
+    fn script_served(&self, _hw: &Hardware, _mac: MacAddr, _choice: &ScriptChoice) {}
 }
 
 /// The lookup behind [`BootLookup`] failed; the machine is told to retry.
@@ -440,6 +443,7 @@ async fn script(state: &BootState, hw: &Hardware, mac: MacAddr) -> Response {
         _ => None,
     };
     tracing::info!(%mac, hardware = %hw.id, ?choice, "serving auto.ipxe");
+    state.machines.script_served(hw, mac, &choice);
     if choice == ScriptChoice::Install
         && let Err(e) = hw.vlan_of(mac)
     {

@@ -34,6 +34,10 @@ use views::{Ec2Answer, Ec2Dialect};
 pub trait MachineByAddress: Send + Sync {
     /// The machine with an interface reserved `ip`.
     fn by_ip(&self, ip: IpAddr) -> Option<Arc<Hardware>>;
+
+    /// Told when `hw` (at `ip`) is answered, for its boot timeline; must
+    /// return at once. Nothing by default.
+    fn served(&self, _hw: &Hardware, _ip: IpAddr) {}
 }
 
 /// Shared by the metadata handlers.
@@ -109,7 +113,10 @@ impl FromRequestParts<MetadataState> for Caller {
         };
         let ip = caller_ip(peer.ip(), &parts.headers, &state.trusted_proxies);
         match state.machines.by_ip(ip) {
-            Some(hw) => Ok(Caller { hw, ip }),
+            Some(hw) => {
+                state.machines.served(&hw, ip);
+                Ok(Caller { hw, ip })
+            }
             None => {
                 tracing::debug!(%ip, "metadata request from an unknown address");
                 Err(not_found())

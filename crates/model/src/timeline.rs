@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::workflow::{Event, EventKind};
+
 /// One step of a boot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -91,9 +93,57 @@ pub const MAX_DETAIL: usize = 256;
 
 /// Where services hand their steps: must return at once (a packet path
 /// calls it) and never fail the caller.
-pub trait Recorder: Send + Sync {
-    /// Notes that the machine `hardware_id` took `step`.
-    fn record(&self, hardware_id: &str, step: Step, detail: String);
+pub trait Recorder: Send + Sync + std::fmt::Debug {
+    /// Notes that the machine `hardware_id` took `step` at `at` (Unix
+    /// milliseconds: a transfer is noted when it began, once it ends).
+    fn record_at(&self, hardware_id: &str, at: i64, step: Step, detail: String);
+
+    /// Notes that the machine `hardware_id` took `step` now.
+    fn record(&self, hardware_id: &str, step: Step, detail: String) {
+        self.record_at(hardware_id, crate::time::now_ms(), step, detail);
+    }
+}
+
+/// The step a workflow event is in its machine's timeline: actions
+/// starting and ending, and the workflow ending; None for the rest.
+pub fn from_workflow_event(workflow_id: &str, event: &Event) -> Option<BootEvent> {
+    let (step, detail) = match &event.kind {
+        EventKind::ActionStarted {
+            task,
+            action,
+            attempt,
+            ..
+        } => (
+            Step::ActionStarted,
+            format!("{workflow_id}: {task}/{action} (attempt {attempt})"),
+        ),
+        EventKind::ActionFinished {
+            task,
+            action,
+            state,
+            exit_code,
+            ..
+        } => (
+            Step::ActionFinished,
+            match exit_code {
+                Some(code) => format!("{workflow_id}: {task}/{action} {state} (exit {code})"),
+                None => format!("{workflow_id}: {task}/{action} {state}"),
+            },
+        ),
+        EventKind::StateChanged { to, message, .. } if to.is_terminal() => (
+            Step::WorkflowFinished,
+            match message {
+                Some(m) => format!("{workflow_id}: {to} ({m})"),
+                None => format!("{workflow_id}: {to}"),
+            },
+        ),
+        _ => return None,
+    };
+    Some(BootEvent {
+        at: event.at,
+        step,
+        detail,
+    })
 }
 
 #[cfg(test)]
@@ -110,5 +160,43 @@ mod tests {
             );
         }
         assert_eq!(Step::parse("reboot"), None);
+    }
+
+    #[test]
+    fn workflow_events_become_steps() {
+        use crate::workflow::State;
+        let started = Event {
+            at: 5,
+            kind: EventKind::ActionStarted {
+                task: "os".into(),
+                action: "disk".into(),
+                worker: "m".into(),
+                attempt: 1,
+            },
+        };
+        let step = from_workflow_event("wf", &started).unwrap();
+        assert_eq!((step.at, step.step), (5, Step::ActionStarted));
+        assert_eq!(step.detail, "wf: os/disk (attempt 1)");
+        let done = Event {
+            at: 9,
+            kind: EventKind::StateChanged {
+                from: State::Running,
+                to: State::Success,
+                message: None,
+            },
+        };
+        assert_eq!(
+            from_workflow_event("wf", &done).unwrap().detail,
+            "wf: SUCCESS"
+        );
+        let running = Event {
+            at: 6,
+            kind: EventKind::StateChanged {
+                from: State::Pending,
+                to: State::Running,
+                message: None,
+            },
+        };
+        assert_eq!(from_workflow_event("wf", &running), None);
     }
 }

@@ -40,6 +40,8 @@ pub struct HubSettings {
     pub registry_logins: Vec<bellows_model::registry::RegistryLogin>,
     /// Where finished actions' durations are recorded.
     pub metrics: crate::metrics::ApiMetrics,
+    /// Where a worker's connection is noted in its machine's timeline.
+    pub timeline: Option<Arc<dyn bellows_model::timeline::Recorder>>,
 }
 
 impl Default for HubSettings {
@@ -50,6 +52,7 @@ impl Default for HubSettings {
             deadline_tick: Duration::from_secs(1),
             registry_logins: Vec::new(),
             metrics: crate::metrics::ApiMetrics::default(),
+            timeline: None,
         }
     }
 }

@@ -190,6 +190,18 @@ impl bellows_rpc::Worker for WorkerService {
             version = %req.version,
             "worker connected"
         );
+        if let (Some(hw), Some(timeline)) = (&hardware, &self.hub.settings.timeline) {
+            let how = if machine {
+                "its per-boot credential"
+            } else {
+                "an operator's token"
+            };
+            timeline.record(
+                &hw.id,
+                bellows_model::timeline::Step::WorkerConnected,
+                format!("worker {worker} (version {}), with {how}", req.version),
+            );
+        }
         // Boxed: the channel allocates its slots 32 at a time, whatever its
         // bound, and an Instruction is ~300 bytes; with every machine of a
         // boot storm connected at once that was 10 KiB each.

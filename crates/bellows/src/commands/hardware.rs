@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use bellows_model::Hardware;
 use bellows_model::api::{BmcView, Facts, InventoryRecord, List, LogRecord};
 use bellows_model::time::rfc3339;
+use bellows_model::timeline::BootEvent;
 use clap::Subcommand;
 use reqwest::Method;
 use serde_json::Value;
@@ -46,6 +47,16 @@ pub enum HardwareCmd {
         /// Hardware id or MAC, or ip:ADDRESS for an unknown sender.
         id: String,
         /// Newest N lines.
+        #[arg(short = 'n', long, default_value_t = 200)]
+        limit: u32,
+    },
+    /// Show the machine's boot timeline with the time between steps: DHCP,
+    /// TFTP, the iPXE script, downloads, its worker, each action, metadata.
+    /// Where a boot stopped is its last line.
+    Timeline {
+        /// Hardware id or MAC.
+        id: String,
+        /// Newest N steps.
         #[arg(short = 'n', long, default_value_t = 200)]
         limit: u32,
     },
@@ -137,6 +148,29 @@ pub async fn run(c: &Client, format: Format, cmd: HardwareCmd) -> Result<(), Cli
                     })
                     .collect();
                 print!("{}", table(&["TIME", "SEVERITY", "APP", "MESSAGE"], &rows));
+            })?;
+        }
+        HardwareCmd::Timeline { id, limit } => {
+            let answer = c
+                .get::<List<BootEvent>>(&format!(
+                    "/api/v1/hardware/{}/timeline?limit={limit}",
+                    segment(&id)
+                ))
+                .await?;
+            show(format, answer, |list| {
+                let mut previous = None;
+                let rows: Vec<Vec<String>> = list
+                    .items
+                    .into_iter()
+                    .map(|e| {
+                        let since = previous.map_or_else(String::new, |p: i64| {
+                            format!("+{:.3} s", (e.at - p) as f64 / 1000.0)
+                        });
+                        previous = Some(e.at);
+                        vec![rfc3339(e.at), since, e.step.to_string(), e.detail]
+                    })
+                    .collect();
+                print!("{}", table(&["TIME", "AFTER", "STEP", "DETAIL"], &rows));
             })?;
         }
         HardwareCmd::Inventory { id } => {

@@ -13,6 +13,8 @@ use bellows_dhcp::DhcpStats;
 use bellows_store::SqlStore;
 use bellows_syslog::SyslogStats;
 use bellows_tftp::StatsHandle;
+
+use super::timeline::TimelineRecorder;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -30,6 +32,8 @@ pub struct Sources {
     pub syslog: Option<Arc<SyslogStats>>,
     /// Connected workers.
     pub hub: Arc<WorkerHub>,
+    /// The boot timeline's writer.
+    pub timeline: Arc<TimelineRecorder>,
 }
 
 /// The registry `/metrics` serves, with `api`'s instruments in it.
@@ -191,6 +195,12 @@ impl Collector for Sources {
                 .map(|(outcome, n)| (OutcomeLabels { outcome }, n)),
             )?;
         }
+        counter(
+            e,
+            "bellows_timeline_dropped",
+            "Boot-timeline steps dropped because the writer's queue was full",
+            self.timeline.dropped(),
+        )?;
         gauge(
             e,
             "bellows_connected_workers",

@@ -33,6 +33,7 @@ mod metrics;
 mod netboot;
 mod ports;
 mod services;
+mod timeline;
 pub mod tls;
 
 pub use args::ServerArgs;
@@ -75,10 +76,14 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
         Some(load_tls(&cfg)?)
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let ports = Arc::new(StorePorts::new(
-        dyn_store.clone(),
-        (!cfg.insecure).then(|| auth_store.clone()),
-    ));
+    let timeline = timeline::TimelineRecorder::start(dyn_store.clone());
+    let ports = Arc::new(
+        StorePorts::new(
+            dyn_store.clone(),
+            (!cfg.insecure).then(|| auth_store.clone()),
+        )
+        .with_timeline(timeline.clone()),
+    );
 
     let api_listener = TcpListener::bind(cfg.listen)
         .await
@@ -100,7 +105,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
 
     let syslog = netboot::start_syslog(&cfg, ports.clone()).await?;
     let ipxe_dir = netboot::prepare_ipxe_dir(&cfg);
-    let tftp = netboot::start_tftp(&cfg, &ipxe_dir).await?;
+    let tftp = netboot::start_tftp(&cfg, &ipxe_dir, ports.clone()).await?;
     let boot_addr = SocketAddr::new(cfg.public_ip, http_port);
     let published = Published {
         http_base: format!("http://{boot_addr}"),
@@ -126,6 +131,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
             keepalive: cfg.worker_keepalive,
             registry_logins: cfg.registry_logins.clone(),
             metrics: api_metrics.clone(),
+            timeline: Some(timeline.clone()),
             ..HubSettings::default()
         },
     );
@@ -137,6 +143,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
             tftp: tftp.as_ref().map(|t| t.stats()),
             syslog: syslog.as_ref().map(|s| s.stats()),
             hub: hub.clone(),
+            timeline: timeline.clone(),
         },
     );
     tokio::spawn(hub.clone().follow_changes());
@@ -161,7 +168,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
     });
     let http_apps = http_apps(
         &cfg,
-        ports,
+        ports.clone(),
         worker_service,
         os,
         ipxe_dir,
@@ -239,7 +246,11 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
     }
     // The boot listener comes first; the others serve metadata alone.
     for (i, (listener, app, listener_tls)) in http_apps.into_iter().enumerate() {
-        let app = api_metrics.count_requests(app, if i == 0 { "boot" } else { "metadata" });
+        let app = if i == 0 {
+            timeline::note_downloads(api_metrics.count_requests(app, "boot"), ports.clone())
+        } else {
+            api_metrics.count_requests(app, "metadata")
+        };
         let stopped = stop.wait();
         let limits = cfg.http_limits;
         let name = match listener.local_addr() {

@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use bellows_ipxe::InstallOs;
 use bellows_model::boot::{DEFAULT_CONSOLES, KernelArgs};
+use bellows_model::timeline::Step;
 use bellows_syslog::SyslogServer;
-use bellows_tftp::{DirectorySource, TftpConfig, TftpServer};
+use bellows_tftp::{DirectorySource, TftpConfig, TftpServer, TransferOutcome};
 
 use super::args::{DhcpMode, Listen};
 use super::config::ServerConfig;
@@ -65,6 +66,7 @@ pub async fn start_syslog(
 pub async fn start_tftp(
     cfg: &ServerConfig,
     ipxe_dir: &Path,
+    ports: Arc<StorePorts>,
 ) -> Result<Option<TftpServer>, CliError> {
     let Listen::At(listen) = cfg.tftp_listen else {
         return Ok(None);
@@ -84,7 +86,7 @@ pub async fn start_tftp(
     };
     match bound {
         Ok(server) => {
-            let server = server.with_transfer_hook(|record| {
+            let server = server.with_transfer_hook(move |record| {
                 tracing::info!(
                     peer = %record.peer,
                     file = %record.requested,
@@ -92,6 +94,23 @@ pub async fn start_tftp(
                     bytes = record.bytes_sent,
                     "TFTP transfer ended"
                 );
+                // A size probe (UEFI asks the size, then downloads) is not
+                // a step of the boot.
+                if !matches!(record.outcome, TransferOutcome::OptionsDeclined { .. }) {
+                    let began = bellows_store::now_ms()
+                        .saturating_sub(i64::try_from(record.duration.as_millis()).unwrap_or(0));
+                    ports.record_by_ip(record.peer.ip(), began, Step::Tftp, || {
+                        let outcome = match &record.outcome {
+                            TransferOutcome::Completed { bytes } => format!("{bytes} bytes"),
+                            other => format!("{other:?}"),
+                        };
+                        format!(
+                            "{}: {outcome} in {} ms",
+                            record.requested,
+                            record.duration.as_millis()
+                        )
+                    });
+                }
             });
             tracing::info!("TFTP server listening on udp://{}", server.local_addr());
             Ok(Some(server))

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use bellows_model::auth::{WORKER_TOKEN_PREFIX, WorkerCredential, token_digest};
+use bellows_model::timeline::{Recorder, Step};
 use bellows_model::{Hardware, LogEntry, MacAddr};
 use bellows_store::group::{GroupCommit, WriteBatch};
 use bellows_store::{AuthStore, HardwareIndex, Store, WorkflowFilter, now_ms};
@@ -20,6 +21,8 @@ pub struct StorePorts {
     /// Where per-boot credentials are stored, in groups (a boot storm
     /// mints thousands a second); `None` under `--insecure`.
     credentials: Option<CredentialQueue>,
+    /// Where the services' boot steps go (each machine's timeline).
+    timeline: Option<Arc<dyn Recorder>>,
 }
 
 /// Credentials written together; every caller learns the batch's outcome.
@@ -49,6 +52,30 @@ impl StorePorts {
             store,
             index,
             credentials,
+            timeline: None,
+        }
+    }
+
+    /// Records the services' boot steps with `recorder`.
+    pub fn with_timeline(mut self, recorder: Arc<dyn Recorder>) -> StorePorts {
+        self.timeline = Some(recorder);
+        self
+    }
+
+    /// Notes a step of the machine that holds `hardware_id`.
+    pub fn record(&self, hardware_id: &str, step: Step, detail: String) {
+        if let Some(timeline) = &self.timeline {
+            timeline.record(hardware_id, step, detail);
+        }
+    }
+
+    /// Notes a step of the machine reserved `ip`, if one is, taken at
+    /// `at` (Unix milliseconds).
+    pub fn record_by_ip(&self, ip: IpAddr, at: i64, step: Step, detail: impl FnOnce() -> String) {
+        if let Some(timeline) = &self.timeline
+            && let Some(hw) = self.index.by_ip(ip)
+        {
+            timeline.record_at(&hw.id, at, step, detail());
         }
     }
 }
@@ -57,11 +84,45 @@ impl bellows_dhcp::Lookup for StorePorts {
     fn by_mac(&self, mac: MacAddr) -> Option<Arc<Hardware>> {
         self.index.by_mac(mac)
     }
+
+    fn replied(&self, reply: &bellows_dhcp::Reply) {
+        use bellows_dhcp::{BootPlan, MessageType};
+        let step = match reply.message_type {
+            MessageType::Offer => Step::DhcpOffer,
+            MessageType::Ack => Step::DhcpAck,
+            _ => return,
+        };
+        if self.timeline.is_none() {
+            return;
+        }
+        let Some(hw) = self.index.by_mac(reply.mac) else {
+            return;
+        };
+        let boot = match &reply.boot {
+            Some(BootPlan::Tftp { next_server, file }) => {
+                format!("firmware: boot file {file} by TFTP from {next_server}")
+            }
+            Some(BootPlan::Http { url }) => format!("UEFI HTTP boot: {url}"),
+            Some(BootPlan::Script { url }) => format!("iPXE: script {url}"),
+            Some(BootPlan::Nothing(reason)) => format!("no boot file: {reason}"),
+            None => "address only".to_string(),
+        };
+        let detail = if reply.yiaddr.is_unspecified() {
+            format!("{} (proxy) {boot}", reply.mac)
+        } else {
+            format!("{} → {}; {boot}", reply.mac, reply.yiaddr)
+        };
+        self.record(&hw.id, step, detail);
+    }
 }
 
 impl bellows_metadata::MachineByAddress for StorePorts {
     fn by_ip(&self, ip: IpAddr) -> Option<Arc<Hardware>> {
         self.index.by_ip(ip)
+    }
+
+    fn served(&self, hw: &Hardware, ip: IpAddr) {
+        self.record(&hw.id, Step::Metadata, format!("from {ip}"));
     }
 }
 
@@ -73,6 +134,17 @@ impl bellows_ipxe::http::BootLookup for StorePorts {
 
     fn by_ip(&self, ip: IpAddr) -> Option<Arc<Hardware>> {
         self.index.by_ip(ip)
+    }
+
+    fn script_served(&self, hw: &Hardware, mac: MacAddr, choice: &bellows_ipxe::ScriptChoice) {
+        use bellows_ipxe::ScriptChoice;
+        let detail = match choice {
+            ScriptChoice::Install => format!("{mac}: the in-memory OS, to run a workflow"),
+            ScriptChoice::LocalBoot(why) => format!("{mac}: local boot ({why})"),
+            ScriptChoice::Chain(url) => format!("{mac}: chain {url}"),
+            ScriptChoice::Inline(_) => format!("{mac}: the record's own script"),
+        };
+        self.record(&hw.id, Step::Script, detail);
     }
 
     async fn waiting_workflow(

@@ -83,6 +83,28 @@ fn each_caller_sees_only_its_own_record() {
     };
     assert_eq!(host("127.0.0.2"), (200, "alpha".into()));
     assert_eq!(host("127.0.0.3"), (200, "bravo".into()));
+    // Each machine's timeline notes its metadata request once (a burst of
+    // paths is one step), and only its own.
+    assert_eq!(host("127.0.0.2"), (200, "alpha".into()));
+    let metadata_steps = |id: &str| -> Vec<String> {
+        let (_, v) = http(
+            "GET",
+            &format!("{}/api/v1/hardware/{id}/timeline", s.url),
+            None,
+        );
+        v["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["step"] == "metadata")
+            .map(|e| e["detail"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let noted = bellows_testkit::process::wait_for(std::time::Duration::from_secs(5), || {
+        metadata_steps("a") == ["from 127.0.0.2"]
+    });
+    assert!(noted, "alpha's timeline: {:?}", metadata_steps("a"));
+    assert_eq!(metadata_steps("b"), ["from 127.0.0.3"]);
     // Unknown caller: 404 and nothing else.
     for path in [
         "/latest/meta-data/hostname",

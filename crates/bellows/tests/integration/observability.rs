@@ -40,6 +40,7 @@ const SERIES: &[&str] = &[
     "bellows_action_seconds_bucket",
     "bellows_action_seconds_count",
     "bellows_connected_workers",
+    "bellows_timeline_dropped_total",
     "bellows_bmc_polls_total",
     "bellows_store_commit_seconds_bucket",
 ];

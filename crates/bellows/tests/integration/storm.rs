@@ -176,6 +176,68 @@ fn two_hundred_machines_boot_at_once_and_all_call_back_with_the_right_bytes() {
             assert_eq!(n, 1, "{kind} {action}: {events:#}");
         }
     }
+
+    // Each machine's boot timeline, as the services recorded it: every
+    // step of the path, in order (a BIOS machine; the writer is behind
+    // the storm by a moment).
+    let expected = [
+        ("dhcp_offer", "firmware: boot file undionly.kpxe by TFTP"),
+        ("dhcp_ack", "firmware: boot file undionly.kpxe by TFTP"),
+        ("tftp", "undionly.kpxe: "),
+        ("dhcp_offer", "iPXE: script http://"),
+        ("dhcp_ack", "iPXE: script http://"),
+        ("script", "the in-memory OS"),
+        ("download", "/osie/vmlinuz (20"),
+        ("download", "/osie/initramfs (20"),
+        ("worker_connected", "per-boot credential"),
+        ("action_started", "step-1"),
+        ("action_finished", "step-1 SUCCESS"),
+        ("action_started", "step-2"),
+        ("action_finished", "step-2 SUCCESS"),
+        ("action_started", "step-3"),
+        ("action_finished", "step-3 SUCCESS"),
+        ("workflow_finished", "SUCCESS"),
+    ];
+    let mut steps = Vec::new();
+    let complete = bellows_testkit::process::wait_for(std::time::Duration::from_secs(20), || {
+        let out = server.cli_netns(
+            &lab.server_ns,
+            &["hardware", "timeline", "storm-00000", "-o", "json"],
+            None,
+        );
+        let json: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        steps = json["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| {
+                (
+                    s["step"].as_str().unwrap_or_default().to_string(),
+                    s["detail"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        // Each expected step found after the one before it.
+        let mut rest = steps.iter();
+        expected
+            .iter()
+            .all(|(step, detail)| rest.any(|(s, d)| s == step && d.contains(detail)))
+    });
+    assert!(
+        complete,
+        "timeline of storm-00000 lacks a step or its order: {steps:#?}"
+    );
+    // The table a person reads: the time between steps.
+    let table = ok(&server.cli_netns(
+        &lab.server_ns,
+        &["hardware", "timeline", "storm-00000"],
+        None,
+    ));
+    assert!(
+        table.starts_with("TIME") && table.contains(" s "),
+        "{table}"
+    );
     drop(server);
     drop(lab);
 }
