@@ -17,6 +17,8 @@ use tokio::net::TcpListener;
 pub mod auth;
 mod bmc;
 mod body;
+mod changes;
+mod console;
 mod error;
 mod hardware;
 pub mod metrics;
@@ -97,6 +99,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/tokens"),
     ("delete", "/api/v1/tokens/{name}"),
     ("get", "/api/v1/audit"),
+    ("get", "/api/v1/changes"),
     ("get", "/metrics"),
 ];
 
@@ -165,6 +168,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/audit", get(tokens::audit))
         .route("/metrics", get(metrics::serve))
+        .route("/api/v1/changes", get(changes::serve))
+        .route("/ui", get(console::redirect))
+        .route("/ui/", get(console::index))
+        .route("/ui/{file}", get(console::asset))
         // After routing, so the middleware knows the route's template.
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

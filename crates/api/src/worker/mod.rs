@@ -154,7 +154,8 @@ impl WorkerHub {
         self.stopping.notify_waiters();
     }
 
-    pub(crate) fn is_stopped(&self) -> bool {
+    /// Whether the server is stopping (long-lived streams end).
+    pub fn is_stopped(&self) -> bool {
         self.stopped.load(Ordering::SeqCst)
     }
 

@@ -287,8 +287,9 @@ fn openapi_document_matches_the_router() {
         .map(|(m, p)| (m.to_string(), p.to_string()))
         .collect();
     assert_eq!(documented, routed);
-    // Every route in the table is really served (not 404/405 from the fallback).
-    for (method, path) in &routed {
+    // Every route in the table is really served (not 404/405 from the fallback);
+    // the change stream never ends (the console test reads it).
+    for (method, path) in routed.iter().filter(|(_, p)| p != "/api/v1/changes") {
         let url = format!("{}{}", s.url, path.replace("{id}", "x"));
         let body = (method == "post" || method == "put").then_some(b"{}".as_slice());
         let (status, v) = http(&method.to_uppercase(), &url, body);

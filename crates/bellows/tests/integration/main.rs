@@ -8,6 +8,7 @@ mod boot_options;
 mod byo_dhcp;
 mod cli;
 mod compat;
+mod console;
 mod containers;
 mod durability;
 mod harness;
