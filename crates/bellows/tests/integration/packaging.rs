@@ -252,3 +252,100 @@ fn the_deb_installs_verifies_runs_as_its_unit_and_purges_clean() {
     assert!(!user.status.success(), "the bellows user left after purge");
     drop(guard);
 }
+
+/// The container image (`scripts/package-oci.sh`), run by the private
+/// Docker engine the tests start: the server starts in it as its
+/// unprivileged user, with no configuration, and the CLI inside the same
+/// container (loopback only: `--network none`) reaches it over TLS.
+#[test]
+fn the_container_image_runs_the_server_as_an_unprivileged_user() {
+    if std::env::var_os("DOCKER_HOST").is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI starts a Docker engine (scripts/docker-test-daemon.sh)"
+        );
+        eprintln!("skipped: no DOCKER_HOST (eval \"$(scripts/docker-test-daemon.sh)\")");
+        return;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/package-oci.sh");
+    let image = run_checked(
+        Command::new(&script).env("BELLOWS_BIN", BIN),
+        "scripts/package-oci.sh",
+    );
+    let image = image.trim().to_string();
+    let name = format!("bellows-oci-test-{}", std::process::id());
+    let docker = |args: &[&str]| Command::new("docker").args(args).output().expect("docker");
+    let _ = docker(&["rm", "-f", &name]);
+    struct Removed(String);
+    impl Drop for Removed {
+        fn drop(&mut self) {
+            let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
+        }
+    }
+    let _removed = Removed(name.clone());
+    let started = docker(&["run", "-d", "--name", &name, "--network", "none", &image]);
+    assert!(
+        started.status.success(),
+        "docker run: {}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let logs = || {
+        let out = docker(&["logs", &name]);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    assert!(
+        bellows_testkit::process::wait_for(Duration::from_secs(30), || logs()
+            .contains("boot URLs start with")),
+        "the server in the image did not start:\n{}",
+        logs()
+    );
+    // Not root: the image's user.
+    let user = docker(&["exec", &name, "/usr/bin/bellows", "--version"]);
+    assert!(
+        user.status.success(),
+        "{}",
+        String::from_utf8_lossy(&user.stderr)
+    );
+    let inspect = docker(&["inspect", "-f", "{{.Config.User}}", &name]);
+    assert_eq!(
+        String::from_utf8_lossy(&inspect.stdout).trim(),
+        "65532:65532"
+    );
+    // The CLI in the same container, against the server's own CA and the
+    // admin token it wrote in its state directory.
+    let listed = docker(&[
+        "exec",
+        &name,
+        "/usr/bin/bellows",
+        "--url",
+        "https://127.0.0.1:42113",
+        "--ca",
+        "/var/lib/bellows/tls/ca.crt",
+        "hardware",
+        "list",
+        "-o",
+        "json",
+    ]);
+    assert!(
+        listed.status.success(),
+        "bellows hardware list in the container: {}{}\n{}",
+        String::from_utf8_lossy(&listed.stdout),
+        String::from_utf8_lossy(&listed.stderr),
+        logs()
+    );
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("\"items\""));
+    // It stops on SIGTERM (docker stop) with status 0.
+    let stopped = docker(&["stop", "-t", "20", &name]);
+    assert!(stopped.status.success());
+    let code = docker(&["inspect", "-f", "{{.State.ExitCode}}", &name]);
+    assert_eq!(
+        String::from_utf8_lossy(&code.stdout).trim(),
+        "0",
+        "{}",
+        logs()
+    );
+}
