@@ -39,13 +39,16 @@ printf 'Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.
 
 install -d "$root/DEBIAN"
 installed_kib="$(du -sk "$root" | cut -f1)"
+# The newest glibc symbol version the binary needs, as dpkg-shlibdeps
+# would derive it (libgcc_s and libm come with libc6 and libgcc-s1).
+glibc="$(objdump -T "$root/usr/bin/bellows" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -n 1)"
 cat >"$root/DEBIAN/control" <<CONTROL_END
 Package: bellows
 Version: $version
 Architecture: $arch
 Maintainer: Bellows developers <bellows@example.invalid>
 Installed-Size: $installed_kib
-Depends: adduser, libc6 (>= 2.36)
+Depends: adduser, libc6 (>= ${glibc:-2.36}), libgcc-s1
 Recommends: ipxe
 Suggests: prometheus, qemu-system-x86
 Section: admin

@@ -8,6 +8,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
@@ -20,16 +21,33 @@ use crate::AppState;
 /// notices the server stopping.
 const TICK: Duration = Duration::from_secs(5);
 
+/// How often the reader's token is checked again: a revoked token stops
+/// hearing changes within this.
+const RECHECK: Duration = Duration::from_secs(30);
+
 pub(crate) async fn serve(
     State(state): State<AppState>,
+    headers: HeaderMap,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let mut changes = state.store.subscribe();
     let hub = state.workers.clone();
+    let auth = state.auth.clone();
     // Bounded: a reader that does not read holds this task, not memory.
     let (tx, rx) = mpsc::channel::<Event>(64);
     tokio::spawn(async move {
+        let mut checked = tokio::time::Instant::now();
         while !hub.is_stopped() {
-            let event = match tokio::time::timeout(TICK, changes.recv()).await {
+            if checked.elapsed() >= RECHECK {
+                if auth.operator(&headers).await.is_err() {
+                    return; // revoked: the stream ends
+                }
+                checked = tokio::time::Instant::now();
+            }
+            let next = tokio::select! {
+                () = tx.closed() => return, // the reader left
+                next = tokio::time::timeout(TICK, changes.recv()) => next,
+            };
+            let event = match next {
                 Err(_) => continue, // idle: the keep-alive covers it
                 Ok(Ok(change)) => match serde_json::to_string(&change) {
                     Ok(json) => Event::default().event("change").data(json),

@@ -98,6 +98,10 @@ async function followChanges() {
         headers: { Authorization: "Bearer " + token },
         signal: changesAbort.signal,
       });
+      if (response.status === 401) {
+        signOut("The token was refused: sign in again.");
+        return;
+      }
       if (!response.ok || !response.body) throw new Error("changes: " + response.status);
       document.getElementById("live").hidden = false;
       backoff = 1000;
@@ -294,15 +298,39 @@ async function workflows() {
     el("table", { id: "workflows" }, el("thead", {}, el("tr", {},
       el("th", {}, "Workflow"), el("th", {}, "Template"), el("th", {}, "Machine"), el("th", {}, "State"),
       el("th", {}, "Progress"), el("th", {}, "Updated"))), body));
-  onChange = async (change) => {
+  // Changes that arrive together are fetched once each, a moment later:
+  // a boot storm's thousands of reports do not become thousands of GETs.
+  const pending = new Set();
+  let timer = null;
+  const rowOf = (id) => body.querySelector('tr[data-id="' + CSS.escape(id) + '"]');
+  const flush = async () => {
+    timer = null;
+    const ids = [...pending].slice(0, 50);
+    for (const id of ids) pending.delete(id);
+    for (const id of ids) {
+      try {
+        const wf = await api("/api/v1/workflows/" + encodeURIComponent(id));
+        const row = workflowRow(wf);
+        // Looked up after the fetch: another update may have added it.
+        const existing = rowOf(id);
+        if (existing) existing.replaceWith(row); else body.prepend(row);
+      } catch (_) {
+        const existing = rowOf(id);
+        if (existing) existing.remove(); // gone meanwhile
+      }
+    }
+    if (pending.size && !timer) timer = setTimeout(flush, 250);
+  };
+  onChange = (change) => {
     if (change.kind !== "workflow") return;
-    const existing = body.querySelector('tr[data-id="' + CSS.escape(change.id) + '"]');
-    if (change.op === "delete") { if (existing) existing.remove(); return; }
-    try {
-      const wf = await api("/api/v1/workflows/" + encodeURIComponent(change.id));
-      const row = workflowRow(wf);
-      if (existing) existing.replaceWith(row); else body.prepend(row);
-    } catch (_) { /* gone meanwhile */ }
+    if (change.op === "delete") {
+      const existing = rowOf(change.id);
+      if (existing) existing.remove();
+      pending.delete(change.id);
+      return;
+    }
+    pending.add(change.id);
+    if (!timer) timer = setTimeout(flush, 250);
   };
 }
 
@@ -363,7 +391,13 @@ async function templates() {
 async function route() {
   if (!token) return;
   const hash = location.hash || "#/workflows";
-  const [, view, id] = hash.split("/").map(decodeURIComponent);
+  let view;
+  let id;
+  try {
+    [, view, id] = hash.split("/").map(decodeURIComponent);
+  } catch (_) {
+    view = "workflows"; // a malformed address: the default view
+  }
   for (const link of document.querySelectorAll("#nav a")) {
     link.classList.toggle("current", link.id === "nav-" + view);
   }

@@ -43,14 +43,17 @@ impl WorkerService {
     }
 
     /// Records how long the action that just ended ran, as the workflow
-    /// now holds it (the server's clock, not the machine's).
-    fn record_duration(&self, wf: &Workflow, task: &str, action: &str, outcome: Outcome) {
+    /// now holds it (the server's clock, not the machine's), once: a
+    /// repeated report (a worker retrying an unacknowledged one) changes
+    /// nothing, and the action's end is then not this report's `at`.
+    fn record_duration(&self, wf: &Workflow, task: &str, action: &str, outcome: Outcome, at: i64) {
         let duration_ms = wf
             .tasks
             .iter()
             .filter(|t| t.name == task)
             .flat_map(|t| t.actions.iter())
             .find(|a| a.name == action)
+            .filter(|a| a.stopped_at == Some(at))
             .and_then(|a| a.duration_ms);
         if let Some(ms) = duration_ms {
             let outcome = match outcome {
@@ -284,8 +287,8 @@ impl bellows_rpc::Worker for WorkerService {
             .apply(&r.workflow_id, transition.clone())
             .await
             .map_err(status_of)?;
-        if let Transition::ActionFinished { outcome, .. } = &transition {
-            self.record_duration(&wf, &r.task, &r.action, *outcome);
+        if let Transition::ActionFinished { outcome, at, .. } = &transition {
+            self.record_duration(&wf, &r.task, &r.action, *outcome, *at);
         }
         if !matches!(transition, Transition::ActionProgress { .. }) {
             tracing::info!(

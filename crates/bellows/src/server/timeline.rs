@@ -29,14 +29,33 @@ const QUEUE: usize = 65_536;
 /// installed system asks for many paths in a row, and again on every boot.
 const METADATA_EVERY_MS: i64 = 10 * 60 * 1000;
 
+/// Steps noted per machine per minute, at most. A boot takes ~16; DHCP
+/// and TFTP requests are not authenticated, so a host that spoofs a
+/// machine's MAC or address could otherwise fill its timeline (and the
+/// store's write queue) with made-up steps.
+const STEPS_PER_MINUTE: u32 = 60;
+
+/// Machines whose recent counts are kept; past this the counts start over
+/// (they are known machines only, so this is a bound, not a working size).
+const MAX_TRACKED: usize = 100_000;
+
+/// What is remembered per machine between steps.
+#[derive(Debug, Default)]
+struct Recent {
+    /// When the current minute began, and steps noted in it.
+    minute: (i64, u32),
+    /// When its metadata was last noted.
+    metadata: Option<i64>,
+}
+
 /// The services' [`Recorder`]: queues steps for the store.
 #[derive(Debug)]
 pub struct TimelineRecorder {
     queue: mpsc::Sender<(String, BootEvent)>,
     dropped: AtomicU64,
-    /// When each machine's metadata was last noted (known machines only,
-    /// so bounded by the hardware records).
-    last_metadata: Mutex<HashMap<String, i64>>,
+    /// Each machine's recent steps (known machines only; at most
+    /// [`MAX_TRACKED`]).
+    recent: Mutex<HashMap<String, Recent>>,
 }
 
 impl TimelineRecorder {
@@ -47,7 +66,7 @@ impl TimelineRecorder {
         Arc::new(TimelineRecorder {
             queue,
             dropped: AtomicU64::new(0),
-            last_metadata: Mutex::new(HashMap::new()),
+            recent: Mutex::new(HashMap::new()),
         })
     }
 
@@ -59,15 +78,29 @@ impl TimelineRecorder {
 
 impl Recorder for TimelineRecorder {
     fn record_at(&self, hardware_id: &str, at: i64, step: Step, mut detail: String) {
-        if step == Step::Metadata
-            && let Ok(mut last) = self.last_metadata.lock()
         {
-            match last.get(hardware_id) {
-                Some(t) if at - t < METADATA_EVERY_MS => return,
-                _ => {
-                    last.insert(hardware_id.to_string(), at);
-                }
+            let Ok(mut recent) = self.recent.lock() else {
+                return;
+            };
+            if recent.len() >= MAX_TRACKED && !recent.contains_key(hardware_id) {
+                recent.clear();
             }
+            let machine = recent.entry(hardware_id.to_string()).or_default();
+            if step == Step::Metadata {
+                if machine.metadata.is_some_and(|t| at - t < METADATA_EVERY_MS) {
+                    return;
+                }
+                machine.metadata = Some(at);
+            }
+            let now = bellows_store::now_ms();
+            if now - machine.minute.0 >= 60_000 {
+                machine.minute = (now, 0);
+            }
+            if machine.minute.1 >= STEPS_PER_MINUTE {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            machine.minute.1 += 1;
         }
         if detail.len() > MAX_DETAIL {
             let mut end = MAX_DETAIL;
@@ -139,4 +172,48 @@ async fn note_download(
         });
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use bellows_store::{SecretKey, SqlStore};
+
+    use super::*;
+
+    /// The attack: a host spoofing a machine's MAC sends DISCOVER after
+    /// DISCOVER. Its timeline takes a minute's worth of steps and the rest
+    /// are dropped and counted; another machine's steps still go in.
+    #[tokio::test]
+    async fn a_flood_of_steps_for_one_machine_is_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, _) = SecretKey::load_or_create(&dir.path().join("key")).unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqlStore::open_sqlite(dir.path(), key).await.unwrap());
+        let recorder = TimelineRecorder::start(store.clone());
+        for i in 0..500 {
+            recorder.record("victim", Step::DhcpOffer, format!("spoofed {i}"));
+        }
+        recorder.record("other", Step::DhcpAck, "real".into());
+        assert_eq!(recorder.dropped(), 500 - u64::from(STEPS_PER_MINUTE));
+        // The writer runs in the background.
+        let mut stored = Vec::new();
+        for _ in 0..100 {
+            stored = store.boot_events("victim", 1_000).await.unwrap();
+            if stored.len() == STEPS_PER_MINUTE as usize {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(stored.len(), STEPS_PER_MINUTE as usize);
+        assert_eq!(store.boot_events("other", 10).await.unwrap().len(), 1);
+        // Details from clients are cut to their bound.
+        recorder.record("third", Step::Tftp, "x".repeat(10_000));
+        for _ in 0..100 {
+            if let Some(e) = store.boot_events("third", 1).await.unwrap().pop() {
+                assert_eq!(e.detail.len(), MAX_DETAIL);
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("the long detail was never stored");
+    }
 }

@@ -281,6 +281,14 @@ fn an_operator_watches_a_workflow_live_and_reads_a_machines_timeline() {
             r
         });
         browser.wait_until("the workflow RUNNING", &row_state("RUNNING"));
+        // The row shows the running action (the state alone stays RUNNING
+        // from the first action to the last).
+        browser.wait_until(
+            &format!("{action} running"),
+            &format!(
+                "return document.querySelector('#workflows tr[data-id=\"{id}\"] td[data-progress]').textContent.includes('{action}')"
+            ),
+        );
         if action == "partition" {
             browser.screenshot(&shots, "workflow-running.png");
         }

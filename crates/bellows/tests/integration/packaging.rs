@@ -279,7 +279,9 @@ fn the_container_image_runs_the_server_as_an_unprivileged_user() {
     struct Removed(String);
     impl Drop for Removed {
         fn drop(&mut self) {
-            let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
+            let _ = Command::new("docker")
+                .args(["rm", "-f", "-v", &self.0])
+                .output();
         }
     }
     let _removed = Removed(name.clone());
