@@ -1578,30 +1578,50 @@ impl Store for SqlStore {
             return Ok(());
         }
         let (_guard, mut tx) = self.begin().await?;
-        let mut machines: Vec<&str> = Vec::new();
-        for (hardware_id, event) in events {
-            sqlx::query(
-                "INSERT INTO boot_event (hardware_id, at, step, detail) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(hardware_id)
-            .bind(event.at)
-            .bind(event.step.as_str())
-            .bind(&event.detail)
-            .execute(&mut *tx)
-            .await?;
-            if !machines.contains(&hardware_id.as_str()) {
-                machines.push(hardware_id);
+        // A boot storm writes ~16 steps per machine: one statement per
+        // group of rows, and one prune for all the machines of a group,
+        // not one of each per row (every statement is a round trip to
+        // the database's thread, holding the one writer).
+        for chunk in events.chunks(MAX_BOUND / 4) {
+            let mut sql =
+                String::from("INSERT INTO boot_event (hardware_id, at, step, detail) VALUES ");
+            for i in 0..chunk.len() {
+                let n = i * 4;
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("(${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4));
             }
+            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (hardware_id, event) in chunk {
+                insert = insert
+                    .bind(hardware_id)
+                    .bind(event.at)
+                    .bind(event.step.as_str())
+                    .bind(&event.detail);
+            }
+            insert.execute(&mut *tx).await?;
         }
-        for machine in machines {
-            sqlx::query(
-                "DELETE FROM boot_event WHERE hardware_id = $1 AND seq <= \
-                 (SELECT seq FROM boot_event WHERE hardware_id = $1 ORDER BY seq DESC LIMIT 1 OFFSET $2)",
-            )
-            .bind(machine)
-            .bind(crate::BOOT_EVENTS_PER_MACHINE)
-            .execute(&mut *tx)
-            .await?;
+        let mut machines: Vec<&str> = events.iter().map(|(id, _)| id.as_str()).collect();
+        machines.sort_unstable();
+        machines.dedup();
+        for chunk in machines.chunks(MAX_BOUND - 1) {
+            let list = (0..chunk.len())
+                .map(|i| format!("${}", i + 2))
+                .collect::<Vec<_>>()
+                .join(", ");
+            // Each machine's rows newest first; past the limit they go.
+            let sql = format!(
+                "DELETE FROM boot_event WHERE seq IN (SELECT seq FROM \
+                 (SELECT seq, ROW_NUMBER() OVER (PARTITION BY hardware_id ORDER BY seq DESC) AS newer \
+                 FROM boot_event WHERE hardware_id IN ({list})) AS ranked WHERE newer > $1)"
+            );
+            let mut prune =
+                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(crate::BOOT_EVENTS_PER_MACHINE);
+            for machine in chunk {
+                prune = prune.bind(*machine);
+            }
+            prune.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
