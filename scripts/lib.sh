@@ -38,3 +38,16 @@ ensure_build_deps() {
   apt_install build-essential pkg-config
   ensure_rust
 }
+
+# package_inputs: what both package scripts start from. Sets `bin` to the
+# binary to package ($BELLOWS_BIN, else a fresh release build) and
+# `version` to the workspace's version.
+package_inputs() {
+  bin="${BELLOWS_BIN:-}"
+  if [ -z "$bin" ]; then
+    ensure_build_deps
+    cargo build --locked --release -p bellows
+    bin=target/release/bellows
+  fi
+  version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)"
+}

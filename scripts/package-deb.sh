@@ -7,14 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-target/deb}"
-bin="${BELLOWS_BIN:-}"
-if [ -z "$bin" ]; then
-  . scripts/lib.sh
-  ensure_build_deps
-  cargo build --locked --release -p bellows
-  bin=target/release/bellows
-fi
-version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)"
+. scripts/lib.sh
+package_inputs # sets bin and version
 arch="$(dpkg --print-architecture)"
 stage="$(mktemp -d)"
 trap 'rm -rf "$stage"' EXIT

@@ -8,14 +8,8 @@
 # Prints the image name. OUT_TAR: also keep the root file system tar here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin="${BELLOWS_BIN:-}"
-if [ -z "$bin" ]; then
-  . scripts/lib.sh
-  ensure_build_deps
-  cargo build --locked --release -p bellows
-  bin=target/release/bellows
-fi
-version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)"
+. scripts/lib.sh
+package_inputs # sets bin and version
 stage="$(mktemp -d)"
 trap 'rm -rf "$stage"' EXIT
 root="$stage/root"
