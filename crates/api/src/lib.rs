@@ -19,6 +19,7 @@ mod bmc;
 mod body;
 mod changes;
 mod console;
+mod discovery;
 mod error;
 mod hardware;
 pub mod metrics;

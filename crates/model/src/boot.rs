@@ -101,6 +101,9 @@ pub struct KernelArgs {
     pub facility: Option<String>,
     /// `console=`, each in order (see [`DEFAULT_CONSOLES`]).
     pub consoles: Vec<String>,
+    /// `bellows.discovery=1`: the machine is unknown; the worker reports
+    /// its inventory and waits to be enrolled instead of running actions.
+    pub discovery: bool,
 }
 
 /// The command-line words, in the order they are written.
@@ -113,6 +116,7 @@ const HW_ADDR: &str = "hw_addr=";
 const VLAN_ID: &str = "vlan_id=";
 const FACILITY: &str = "facility=";
 const CONSOLE: &str = "console=";
+const DISCOVERY: &str = "bellows.discovery=";
 /// Read only: the server-wide VLAN an operator gives in `--kernel-args`.
 const BELLOWS_VLAN: &str = "bellows.vlan=";
 
@@ -155,6 +159,7 @@ impl KernelArgs {
         words.extend(self.vlan.map(|v| (VLAN_ID, v.to_string())));
         words.extend(text(FACILITY, &self.facility));
         words.extend(self.consoles.iter().map(|c| (CONSOLE, c.clone())));
+        words.extend(self.discovery.then(|| (DISCOVERY, "1".to_string())));
         let mut out = String::new();
         for (key, value) in words.iter().filter(|(_, v)| writable(v)) {
             if !out.is_empty() {
@@ -195,6 +200,8 @@ impl KernelArgs {
                 args.facility = Some(v.to_string());
             } else if let Some(v) = word.strip_prefix(CONSOLE) {
                 args.consoles.push(v.to_string());
+            } else if let Some(v) = word.strip_prefix(DISCOVERY) {
+                args.discovery = matches!(v, "1" | "true" | "yes");
             }
         }
         // The init's rule too: the first non-empty of the two, then checked.
@@ -299,6 +306,7 @@ mod tests {
             vlan: Some(VlanId::new(16).expect("vlan")),
             facility: Some("onprem".into()),
             consoles: vec!["tty0".into(), "ttyS1,115200".into()],
+            discovery: true,
         };
         let cmdline = format!("BOOT_IMAGE=x initrd=initramfs {} quiet", args.to_cmdline());
         assert_eq!(KernelArgs::parse(&cmdline), args);

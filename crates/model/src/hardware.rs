@@ -46,6 +46,10 @@ pub struct Hardware {
     /// object can be written back in that shape without loss.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource: Option<Value>,
+    /// Set on records discovery made: their state (discovered or
+    /// enrolled) and the inventory the machine reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<crate::discovery::Discovery>,
     /// Top-level fields Bellows does not interpret.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -565,6 +569,7 @@ mod resource {
             "vendor_data",
             "bmc_ref",
             "resource",
+            "discovery",
         ] {
             if obj.contains_key(key) {
                 return Err(ValidationError::new(
@@ -634,6 +639,7 @@ mod resource {
             vendor_data,
             bmc_ref,
             resource: Some(Value::Object(resource)),
+            discovery: None,
             extra,
         })
     }

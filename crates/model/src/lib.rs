@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod bmc;
 pub mod boot;
+pub mod discovery;
 pub mod error;
 pub mod hardware;
 pub mod mac;

@@ -18,6 +18,7 @@
 use std::net::IpAddr;
 
 use async_trait::async_trait;
+use bellows_model::discovery::rule::{Rule, RuleRecord};
 use bellows_model::timeline::BootEvent;
 use bellows_model::workflow::{Event, Transition, TransitionError};
 use bellows_model::{Hardware, MacAddr, State, Workflow};
@@ -439,6 +440,25 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<()>;
     /// Removes a machine's BMC record.
     async fn delete_bmc(&self, hardware_id: &str) -> Result<()>;
+
+    /// Creates or replaces the rule named `rule.name` (its enrolment count
+    /// kept); `true` when it is new. At most `MAX_RULES` rules are kept.
+    async fn put_rule(&self, rule: &Rule) -> Result<bool>;
+    /// Every rule, in the order they are tried.
+    async fn list_rules(&self) -> Result<Vec<RuleRecord>>;
+    /// The rule named `name`.
+    async fn rule(&self, name: &str) -> Result<Option<RuleRecord>>;
+    /// Deletes the rule named `name`.
+    async fn delete_rule(&self, name: &str) -> Result<()>;
+    /// Adds one to the rule's enrolment count and returns it (the
+    /// `{counter}` of the machine it is enrolling; a failed enrolment
+    /// leaves a gap, never a repeat).
+    async fn next_rule_counter(&self, name: &str) -> Result<u64>;
+    /// Enrols a discovered machine in one transaction: `hw` replaces the
+    /// record (which must still be `discovered`: a machine two servers or
+    /// a rule and an operator enrol at once is enrolled once) and `wf`, if
+    /// any, is created.
+    async fn enroll(&self, hw: &Hardware, wf: Option<&Workflow>) -> Result<()>;
 
     /// Change notifications for writes committed from now on.
     fn subscribe(&self) -> broadcast::Receiver<Change>;

@@ -18,6 +18,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bellows_model::discovery::rule::{MAX_RULES, Rule, RuleRecord};
 use bellows_model::timeline::{BootEvent, Step};
 use bellows_model::workflow::{Event, Transition};
 use bellows_model::{Hardware, MacAddr, State, Workflow};
@@ -434,6 +435,18 @@ fn template_row(row: &AnyRow) -> Result<TemplateRecord> {
     })
 }
 
+fn rule_row(row: &AnyRow) -> Result<RuleRecord> {
+    let name: String = row.try_get("name")?;
+    let body: String = row.try_get("body")?;
+    let enrolled: i64 = row.try_get("enrolled")?;
+    Ok(RuleRecord {
+        rule: decode("rule", &name, &body)?,
+        enrolled: u64::try_from(enrolled).unwrap_or(0),
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
 fn workflow_row(row: &AnyRow) -> Result<Workflow> {
     let id: String = row.try_get("id")?;
     let body: String = row.try_get("body")?;
@@ -722,6 +735,60 @@ impl SqlStore {
             changed.push(hw);
         }
         Ok(changed)
+    }
+
+    /// A new workflow's rows inside `tx` (the workflow, its workers, its
+    /// first event, netboot switched on when it asks): what changed, for
+    /// the commit.
+    async fn insert_workflow(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        wf: &Workflow,
+    ) -> Result<Vec<Written>> {
+        sqlx::query(
+            "INSERT INTO workflow (id, template_id, hardware_id, state, body, version, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, 1, $6, $7)",
+        )
+        .bind(&wf.id)
+        .bind(&wf.template_id)
+        .bind(&wf.hardware_id)
+        .bind(wf.state.as_str())
+        .bind(encode(wf))
+        .bind(wf.created_at)
+        .bind(wf.updated_at)
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| {
+            conflict_on_unique(e, || StoreError::Conflict {
+                field: Some("id".into()),
+                message: format!("a workflow with id {:?} already exists", wf.id),
+            })
+        })?;
+        for worker in worker_keys(wf) {
+            sqlx::query("INSERT INTO workflow_worker (workflow_id, worker) VALUES ($1, $2)")
+                .bind(&wf.id)
+                .bind(worker)
+                .execute(&mut **tx)
+                .await?;
+        }
+        let created = wf.created_event();
+        sqlx::query("INSERT INTO workflow_event (workflow_id, at, body) VALUES ($1, $2, $3)")
+            .bind(&wf.id)
+            .bind(created.at)
+            .bind(encode(&created))
+            .execute(&mut **tx)
+            .await?;
+        let netboot = if wf.boot_options.toggle_allow_netboot {
+            self.set_netboot(tx, wf, true).await?
+        } else {
+            Vec::new()
+        };
+        let mut written: Vec<Written> = netboot
+            .into_iter()
+            .map(|hw| Written::Hardware(Box::new(hw)))
+            .collect();
+        written.push(Written::Workflow(Box::new(wf.clone()), false));
+        Ok(written)
     }
 
     /// Writes `hw` under `id` inside `tx`, enforcing MAC/IP ownership.
@@ -1075,49 +1142,7 @@ impl Store for SqlStore {
 
     async fn create_workflow(&self, wf: &Workflow) -> Result<()> {
         let (_guard, mut tx) = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO workflow (id, template_id, hardware_id, state, body, version, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, 1, $6, $7)",
-        )
-        .bind(&wf.id)
-        .bind(&wf.template_id)
-        .bind(&wf.hardware_id)
-        .bind(wf.state.as_str())
-        .bind(encode(wf))
-        .bind(wf.created_at)
-        .bind(wf.updated_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| {
-            conflict_on_unique(e, || StoreError::Conflict {
-                field: Some("id".into()),
-                message: format!("a workflow with id {:?} already exists", wf.id),
-            })
-        })?;
-        for worker in worker_keys(wf) {
-            sqlx::query("INSERT INTO workflow_worker (workflow_id, worker) VALUES ($1, $2)")
-                .bind(&wf.id)
-                .bind(worker)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let created = wf.created_event();
-        sqlx::query("INSERT INTO workflow_event (workflow_id, at, body) VALUES ($1, $2, $3)")
-            .bind(&wf.id)
-            .bind(created.at)
-            .bind(encode(&created))
-            .execute(&mut *tx)
-            .await?;
-        let netboot = if wf.boot_options.toggle_allow_netboot {
-            self.set_netboot(&mut tx, wf, true).await?
-        } else {
-            Vec::new()
-        };
-        let mut written: Vec<Written> = netboot
-            .into_iter()
-            .map(|hw| Written::Hardware(Box::new(hw)))
-            .collect();
-        written.push(Written::Workflow(Box::new(wf.clone()), false));
+        let written = self.insert_workflow(&mut tx, wf).await?;
         self.commit(tx, written).await?;
         Ok(())
     }
@@ -1831,6 +1856,125 @@ impl Store for SqlStore {
             None,
         )
         .await
+    }
+
+    async fn put_rule(&self, rule: &Rule) -> Result<bool> {
+        let (_guard, mut tx) = self.begin().await?;
+        let existed: Option<i64> =
+            sqlx::query_scalar(for_update!(self, "SELECT 1 FROM rule WHERE name = $1"))
+                .bind(&rule.name)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if existed.is_none() {
+            let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM rule")
+                .fetch_one(&mut *tx)
+                .await?;
+            if count >= MAX_RULES as i64 {
+                return Err(StoreError::Conflict {
+                    field: Some("name".into()),
+                    message: format!(
+                        "there are already {MAX_RULES} rules; delete one first (every discovered machine is tried against each)"
+                    ),
+                });
+            }
+        }
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO rule (name, body, enrolled, created_at, updated_at) VALUES ($1, $2, 0, $3, $3) \
+             ON CONFLICT (name) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
+        )
+        .bind(&rule.name)
+        .bind(encode(rule))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        self.commit(tx, Vec::new()).await?;
+        Ok(existed.is_none())
+    }
+
+    async fn list_rules(&self) -> Result<Vec<RuleRecord>> {
+        let rows = sqlx::query(
+            "SELECT name, body, enrolled, created_at, updated_at FROM rule ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut rules = rows.iter().map(rule_row).collect::<Result<Vec<_>>>()?;
+        rules.sort_by(|a, b| {
+            a.rule
+                .priority
+                .cmp(&b.rule.priority)
+                .then_with(|| a.rule.name.cmp(&b.rule.name))
+        });
+        Ok(rules)
+    }
+
+    async fn rule(&self, name: &str) -> Result<Option<RuleRecord>> {
+        let row = sqlx::query(
+            "SELECT name, body, enrolled, created_at, updated_at FROM rule WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(rule_row).transpose()
+    }
+
+    async fn delete_rule(&self, name: &str) -> Result<()> {
+        self.delete_one("DELETE FROM rule WHERE name = $1", "rule", name, None)
+            .await
+    }
+
+    async fn next_rule_counter(&self, name: &str) -> Result<u64> {
+        let (_guard, mut tx) = self.begin().await?;
+        let done = sqlx::query("UPDATE rule SET enrolled = enrolled + 1 WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                kind: "rule",
+                id: name.to_string(),
+            });
+        }
+        let n: i64 = sqlx::query_scalar("SELECT enrolled FROM rule WHERE name = $1")
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
+        self.commit(tx, Vec::new()).await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn enroll(&self, hw: &Hardware, wf: Option<&Workflow>) -> Result<()> {
+        let (_guard, mut tx) = self.begin().await?;
+        let row = sqlx::query(for_update!(
+            self,
+            "SELECT id, body FROM hardware WHERE id = $1"
+        ))
+        .bind(&hw.id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Err(StoreError::NotFound {
+                kind: "hardware",
+                id: hw.id.clone(),
+            });
+        };
+        let current = hardware_row(&row)?;
+        if !bellows_model::discovery::is_discovered(&current) {
+            return Err(StoreError::Conflict {
+                field: None,
+                message: format!(
+                    "hardware {:?} is {}, not discovered: it was enrolled already",
+                    hw.id,
+                    bellows_model::discovery::hardware_state(&current)
+                ),
+            });
+        }
+        Self::write_hardware(&mut tx, &hw.id, hw, now_ms()).await?;
+        let mut written = vec![Written::Hardware(Box::new(hw.clone()))];
+        if let Some(wf) = wf {
+            written.extend(self.insert_workflow(&mut tx, wf).await?);
+        }
+        self.commit(tx, written).await
     }
 
     fn subscribe(&self) -> broadcast::Receiver<Change> {

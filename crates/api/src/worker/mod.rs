@@ -8,7 +8,7 @@
 
 mod assign;
 mod reports;
-mod service;
+pub(crate) mod service;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -306,6 +306,13 @@ impl bellows_rpc::Worker for WorkerService {
         }))
     }
 
+    async fn discover(
+        &self,
+        request: Request<bellows_rpc::v1::DiscoverRequest>,
+    ) -> Result<Response<bellows_rpc::v1::DiscoverReply>, Status> {
+        crate::discovery::report(self, request).await
+    }
+
     async fn send_logs(&self, request: Request<LogBatch>) -> Result<Response<LogReply>, Status> {
         let worker = worker_id(&request.get_ref().worker_id)?;
         self.authorize(&request, &worker).await?;
@@ -539,8 +546,15 @@ fn ended_by_server(wf: &Workflow, r: &ActionRef) -> bool {
 /// The facts as stored JSON: the protobuf fields by name, in the shape
 /// the CLI reads back ([`bellows_model::api::Facts`]).
 fn facts_json(f: &bellows_rpc::v1::Facts) -> serde_json::Value {
-    use bellows_model::api::{CpuFacts, DiskFacts, Facts, NicFacts};
-    let facts = Facts {
+    // Plain structs of strings and numbers: serializing cannot fail.
+    serde_json::to_value(facts_model(f)).unwrap_or_default()
+}
+
+/// The facts in the model's types (what discovery keeps in the record).
+/// Extra JSON that does not parse, or is not an object, reads as none.
+pub(crate) fn facts_model(f: &bellows_rpc::v1::Facts) -> bellows_model::api::Facts {
+    use bellows_model::api::{CpuFacts, DiskFacts, Facts, LldpNeighbour, NicFacts};
+    Facts {
         hostname: f.hostname.clone(),
         kernel: f.kernel.clone(),
         architecture: f.architecture.clone(),
@@ -572,12 +586,20 @@ fn facts_json(f: &bellows_rpc::v1::Facts) -> serde_json::Value {
                 speed_mbps: n.speed_mbps,
                 link_up: n.link_up,
                 addresses: n.addresses.clone(),
+                lldp: n.lldp.as_ref().map(|l| LldpNeighbour {
+                    chassis_id: l.chassis_id.clone(),
+                    port_id: l.port_id.clone(),
+                    system_name: l.system_name.clone(),
+                    port_description: l.port_description.clone(),
+                }),
             })
             .collect(),
-        extra: serde_json::from_str(&f.extra_json).unwrap_or_default(),
-    };
-    // Plain structs of strings and numbers: serializing cannot fail.
-    serde_json::to_value(facts).unwrap_or_default()
+        extra: serde_json::from_str::<serde_json::Value>(&f.extra_json)
+            .ok()
+            .filter(serde_json::Value::is_object)
+            .unwrap_or_default(),
+        bmc_address: f.bmc_address.clone(),
+    }
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ mod requests;
 pub use bmc::{BmcJob, BmcRecord, BmcView, PowerReading};
 pub use records::{
     ActionLogLine, ActionLogRecord, CpuFacts, DiskFacts, EventRecord, Facts, InventoryRecord,
-    LogEntry, LogRecord, NicFacts, TemplateRecord, UNKNOWN_SENDER_PREFIX,
+    LldpNeighbour, LogEntry, LogRecord, NicFacts, TemplateRecord, UNKNOWN_SENDER_PREFIX,
 };
 pub use requests::{
     BootDeviceRequest, CancelWorkflow, NetbootRequest, NewTemplate, NewWorkflow, PowerRequest,

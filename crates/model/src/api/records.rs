@@ -133,6 +133,18 @@ pub struct Facts {
     pub nics: Vec<NicFacts>,
     /// DMI identity and anything else, free-form.
     pub extra: serde_json::Value,
+    /// The BMC's address as the machine itself reads it (`ipmitool lan
+    /// print`), empty when it cannot: so discovery can fill the BMC record.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub bmc_address: String,
+}
+
+impl Facts {
+    /// A DMI field (`sys_vendor`, `product_name`, `product_serial` …) from
+    /// [`Facts::extra`], empty when the machine did not report it.
+    pub fn dmi(&self, field: &str) -> &str {
+        self.extra.get(field).and_then(|v| v.as_str()).unwrap_or("")
+    }
 }
 
 /// The processors of a machine.
@@ -181,4 +193,22 @@ pub struct NicFacts {
     pub link_up: bool,
     /// Addresses with prefix length (`10.0.0.5/24`).
     pub addresses: Vec<String>,
+    /// The switch port at the other end, when the switch speaks LLDP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lldp: Option<LldpNeighbour>,
+}
+
+/// What a switch says about itself in LLDP (IEEE 802.1AB): enough for an
+/// operator (and a rule) to know where a machine is cabled.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LldpNeighbour {
+    /// Chassis id, as text (a MAC in `aa:bb:…` form when it is one).
+    pub chassis_id: String,
+    /// Port id, as text (`Ethernet1/7`, `ge-0/0/7`, or a MAC).
+    pub port_id: String,
+    /// System name (the switch's hostname), when sent.
+    pub system_name: String,
+    /// Port description, when sent.
+    pub port_description: String,
 }

@@ -847,7 +847,66 @@ async fn boot_timelines_keep_the_newest_steps_per_machine(backend: Backend) {
     assert!(s.boot_events("m1", 10).await.unwrap().is_empty());
 }
 
+async fn rules_keep_their_order_and_counter_and_enrolment_happens_once(backend: Backend) {
+    use bellows_model::discovery::rule::Rule;
+    use bellows_model::discovery::{discovered_record, hardware_state, mark_enrolled};
+    let (_d, s) = store(backend).await;
+    let rule = |y: &str| Rule::parse(y).unwrap();
+    assert!(s.put_rule(&rule("name: b\npriority: 1\n")).await.unwrap());
+    assert!(s.put_rule(&rule("name: a\npriority: 9\n")).await.unwrap());
+    assert!(s.put_rule(&rule("name: c\npriority: 1\n")).await.unwrap());
+    assert_eq!(s.next_rule_counter("b").await.unwrap(), 1);
+    assert_eq!(s.next_rule_counter("b").await.unwrap(), 2);
+    // Replacing a rule keeps its count.
+    assert!(!s.put_rule(&rule("name: b\npriority: 2\n")).await.unwrap());
+    let names: Vec<(String, u64)> = s
+        .list_rules()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.rule.name, r.enrolled))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("c".to_string(), 0),
+            ("b".to_string(), 2),
+            ("a".to_string(), 0)
+        ]
+    );
+    assert!(matches!(
+        s.next_rule_counter("nope").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    s.delete_rule("a").await.unwrap();
+    assert!(s.rule("a").await.unwrap().is_none());
+    assert!(matches!(
+        s.delete_rule("a").await,
+        Err(StoreError::NotFound { .. })
+    ));
+
+    let mac = "52:54:00:be:00:01".parse().unwrap();
+    let found = discovered_record(mac, None, &[], Default::default(), 1);
+    s.push_hardware(found.clone()).await.unwrap();
+    let mut enrolled = found.clone();
+    mark_enrolled(&mut enrolled, "rule:b".into());
+    let wf = workflow("wf-e", "52:54:00:be:00:01");
+    s.enroll(&enrolled, Some(&wf)).await.unwrap();
+    let stored = s.hardware(&found.id).await.unwrap().unwrap();
+    assert_eq!(hardware_state(&stored), "enrolled");
+    assert!(s.workflow("wf-e").await.unwrap().is_some());
+    // A second enrolment (another server, or the operator at the same
+    // moment) is refused and writes nothing.
+    let again = workflow("wf-f", "52:54:00:be:00:01");
+    assert!(matches!(
+        s.enroll(&enrolled, Some(&again)).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert!(s.workflow("wf-f").await.unwrap().is_none());
+}
+
 on_both_backends!(
+    rules_keep_their_order_and_counter_and_enrolment_happens_once,
     boot_timelines_keep_the_newest_steps_per_machine,
     workflows_are_counted_by_state,
     hardware_push_get_and_lookups,
