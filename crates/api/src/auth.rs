@@ -88,6 +88,18 @@ pub struct Authenticator {
     tokens: Arc<dyn AuthStore>,
     store: Arc<dyn Store>,
     settings: AuthSettings,
+    /// Discovery credentials, when the server runs discovery.
+    discovery: std::sync::OnceLock<crate::discovery::DiscoveryTokens>,
+}
+
+/// Who a `Discover` call comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiscoveryCaller {
+    /// An operator token (operator or admin): may report for any MAC, as
+    /// `bellows worker --discovery` on an ordinary host does.
+    Operator(Operator),
+    /// A machine's discovery credential: reports for its own MAC only.
+    Machine(crate::discovery::DiscoveryClaim),
 }
 
 impl Authenticator {
@@ -102,7 +114,76 @@ impl Authenticator {
             tokens,
             store,
             settings,
+            discovery: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Accepts discovery credentials signed with `tokens`' key (set once,
+    /// at start, when the server runs discovery).
+    pub fn enable_discovery(&self, tokens: crate::discovery::DiscoveryTokens) {
+        let _ = self.discovery.set(tokens);
+    }
+
+    /// Discovery credentials, if discovery is on.
+    pub fn discovery_tokens(&self) -> Option<&crate::discovery::DiscoveryTokens> {
+        self.discovery.get()
+    }
+
+    /// Who a `Discover` call with these headers, from `peer`, comes from:
+    /// a discovery credential (checked, and bound to its address unless
+    /// `--no-bind-credentials`), or an operator token.
+    pub async fn discovery_caller(
+        &self,
+        headers: &HeaderMap,
+        peer: Option<SocketAddr>,
+    ) -> Result<DiscoveryCaller, tonic::Status> {
+        if self.settings.insecure {
+            return Ok(DiscoveryCaller::Operator(insecure_operator()));
+        }
+        let token = bearer(headers).ok_or_else(|| {
+            tonic::Status::unauthenticated(
+                "no credential: a discovering machine sends the bellows.token= of its boot",
+            )
+        })?;
+        if token.starts_with(crate::discovery::DISCOVERY_TOKEN_PREFIX) {
+            let tokens = self.discovery.get().ok_or_else(|| {
+                tonic::Status::failed_precondition("discovery is off on this server")
+            })?;
+            let claim = tokens
+                .verify(token, now_ms())
+                .map_err(|e| tonic::Status::unauthenticated(e.to_string()))?;
+            if self.settings.bind_to_address
+                && let Some(bound) = claim.address
+            {
+                let from = peer.map(|p| canonical(p.ip()));
+                if from != Some(canonical(bound)) {
+                    tracing::warn!(mac = %claim.mac, from = ?from, %bound,
+                        "a discovery credential was used from another address");
+                    return Err(tonic::Status::permission_denied(
+                        "this credential works only from the address the machine was leased",
+                    ));
+                }
+            }
+            return Ok(DiscoveryCaller::Machine(claim));
+        }
+        match self
+            .tokens
+            .api_token_by_digest(&token_digest(token))
+            .await
+            .map_err(unavailable)?
+        {
+            Some(t) if t.role.allows(Role::Operator) => Ok(DiscoveryCaller::Operator(Operator {
+                name: t.name,
+                role: t.role,
+            })),
+            Some(t) => Err(tonic::Status::permission_denied(format!(
+                "token {:?} is a {}; reporting a discovery needs operator or admin",
+                t.name, t.role
+            ))),
+            None => Err(tonic::Status::unauthenticated(
+                "the credential is not valid (a per-boot credential cannot report a discovery)",
+            )),
+        }
     }
 
     /// The settings it was made with.
@@ -296,6 +377,8 @@ pub fn required_role(method: &Method, route: &str) -> Option<Role> {
         "/api/v1/hardware/{id}/bmc" if method != Method::GET && method != Method::HEAD => {
             Some(Role::Admin)
         }
+        // Answers a question; changes nothing.
+        "/api/v1/rules/test" => Some(Role::Viewer),
         _ if method == Method::GET || method == Method::HEAD => Some(Role::Viewer),
         _ => Some(Role::Operator),
     }

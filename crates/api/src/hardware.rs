@@ -76,6 +76,8 @@ pub(crate) async fn get(
 pub(crate) struct ListQuery {
     mac: Option<String>,
     ip: Option<String>,
+    /// `discovered`, `enrolled` or `registered`.
+    state: Option<String>,
 }
 
 pub(crate) async fn list(
@@ -112,7 +114,66 @@ pub(crate) async fn list(
         }
         (None, None) => state.store.list_hardware().await?,
     };
+    let items = match q.state.as_deref() {
+        None => items,
+        Some(wanted @ ("discovered" | "enrolled" | "registered")) => items
+            .into_iter()
+            .filter(|hw| bellows_model::discovery::hardware_state(hw) == wanted)
+            .collect(),
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("state: {other:?} is not a state: discovered, enrolled or registered"),
+                Some("state".into()),
+            ));
+        }
+    };
     Ok(Json(List::from(items)))
+}
+
+/// `POST /hardware/{id}/enroll`: an operator turns a discovered machine
+/// into an enrolled one, with a workflow of `template` if given.
+pub(crate) async fn enroll(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    operator: Option<axum::Extension<crate::auth::Operator>>,
+    body: Body,
+) -> Result<(StatusCode, Json<bellows_model::api::Enrolled>), ApiError> {
+    let req: bellows_model::api::EnrollRequest = body::json(body).await?;
+    let hw = resolve(&state, &id).await?;
+    if !bellows_model::discovery::is_discovered(&hw) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!(
+                "hardware {:?} is {}, not discovered: only discovered machines are enrolled",
+                hw.id,
+                bellows_model::discovery::hardware_state(&hw)
+            ),
+            None,
+        ));
+    }
+    let name = operator.map_or_else(|| "anonymous".to_string(), |axum::Extension(o)| o.name);
+    let id = hw.id.clone();
+    let workflow =
+        crate::discovery::enrol_by_operator(&state.store, hw, req.template, &name).await?;
+    if let Some(wf) = &workflow {
+        crate::workflows::start_boot(&state, wf);
+    }
+    let hardware = state.store.hardware(&id).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("hardware {id:?} not found"),
+            None,
+        )
+    })?;
+    tracing::info!(hardware = %id, operator = %name, "enrolled by an operator");
+    Ok((
+        StatusCode::OK,
+        Json(bellows_model::api::Enrolled { hardware, workflow }),
+    ))
 }
 
 pub(crate) async fn delete(

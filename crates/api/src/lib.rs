@@ -19,11 +19,12 @@ mod bmc;
 mod body;
 mod changes;
 mod console;
-mod discovery;
+pub mod discovery;
 mod error;
 mod hardware;
 pub mod metrics;
 pub mod power;
+mod rules;
 mod serve;
 mod templates;
 mod tokens;
@@ -84,6 +85,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/hardware/{id}/power"),
     ("post", "/api/v1/hardware/{id}/boot-device"),
     ("post", "/api/v1/hardware/{id}/netboot"),
+    ("post", "/api/v1/hardware/{id}/enroll"),
+    ("get", "/api/v1/rules"),
+    ("post", "/api/v1/rules"),
+    ("get", "/api/v1/rules/{name}"),
+    ("delete", "/api/v1/rules/{name}"),
+    ("post", "/api/v1/rules/test"),
+    ("post", "/api/v1/workflow-sets"),
     ("get", "/api/v1/templates"),
     ("post", "/api/v1/templates"),
     ("get", "/api/v1/templates/{id}"),
@@ -137,6 +145,20 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/hardware/{id}/netboot",
             axum::routing::post(power::netboot),
+        )
+        .route(
+            "/api/v1/hardware/{id}/enroll",
+            axum::routing::post(hardware::enroll),
+        )
+        .route("/api/v1/rules", get(rules::list).post(rules::put))
+        .route(
+            "/api/v1/rules/{name}",
+            get(rules::get).delete(rules::delete),
+        )
+        .route("/api/v1/rules/test", axum::routing::post(rules::test))
+        .route(
+            "/api/v1/workflow-sets",
+            axum::routing::post(rules::create_set),
         )
         .route(
             "/api/v1/templates",

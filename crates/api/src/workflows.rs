@@ -9,21 +9,21 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use bellows_model::api::{ActionLogRecord, CancelWorkflow, EventRecord, List, NewWorkflow};
 use bellows_model::{Hardware, MacAddr, RenderContext, Workflow, render};
-use bellows_store::{WorkflowFilter, now_ms};
+use bellows_store::{Store, WorkflowFilter, now_ms};
 use serde::Deserialize;
 
 use crate::auth::Operator;
 use crate::{ApiError, AppState, body};
 
 /// Finds the hardware a map value names: a MAC, a reserved IP, or an id.
-async fn lookup(state: &AppState, value: &str) -> Result<Option<Hardware>, ApiError> {
+async fn lookup(store: &dyn Store, value: &str) -> Result<Option<Hardware>, ApiError> {
     if let Ok(mac) = value.parse::<MacAddr>() {
-        return Ok(state.store.hardware_by_mac(mac).await?);
+        return Ok(store.hardware_by_mac(mac).await?);
     }
     if let Ok(ip) = value.parse::<IpAddr>() {
-        return Ok(state.store.hardware_by_ip(ip).await?);
+        return Ok(store.hardware_by_ip(ip).await?);
     }
-    Ok(state.store.hardware(value).await?)
+    Ok(store.hardware(value).await?)
 }
 
 pub(crate) async fn create(
@@ -32,7 +32,42 @@ pub(crate) async fn create(
     body: Body,
 ) -> Result<(StatusCode, Json<Workflow>), ApiError> {
     let req: NewWorkflow = body::json(body).await?;
-    let template = state.store.template(&req.template).await?.ok_or_else(|| {
+    let wf = build(
+        state.store.as_ref(),
+        &req,
+        operator.map(|Extension(op)| op.name),
+        None,
+    )
+    .await?;
+    state.store.create_workflow(&wf).await?;
+    tracing::info!(id = %wf.id, template = %wf.template_id, "workflow created");
+    start_boot(&state, &wf);
+    Ok((StatusCode::CREATED, Json(wf)))
+}
+
+/// Powers the workflow's machine on to netboot when its boot options ask.
+pub(crate) fn start_boot(state: &AppState, wf: &Workflow) {
+    if let (Some(_), Some(hw)) = (wf.boot_options.boot_mode, wf.hardware_id.clone()) {
+        tokio::spawn(crate::power::boot_for_workflow(
+            state.clone(),
+            wf.id.clone(),
+            hw,
+            wf.boot_options.efi,
+        ));
+    }
+}
+
+/// The workflow `req` asks for, rendered, not yet stored: the template
+/// found, every machine the map names known, `.Hardware` set (to
+/// `hardware` when given: a record about to be written, as enrolment
+/// makes).
+pub(crate) async fn build(
+    store: &dyn Store,
+    req: &NewWorkflow,
+    created_by: Option<String>,
+    hardware: Option<Hardware>,
+) -> Result<Workflow, ApiError> {
+    let template = store.template(&req.template).await?.ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -75,7 +110,7 @@ pub(crate) async fn create(
             Ok(mac) => mac.to_string(),
             Err(_) => value.to_string(),
         };
-        match lookup(&state, value).await? {
+        match lookup(store, value).await? {
             Some(hw) => {
                 machines.insert(key.clone(), hw);
             }
@@ -92,11 +127,12 @@ pub(crate) async fn create(
         map.insert(key.clone(), worker);
     }
     let hardware =
-        match &req.hardware {
-            Some(id) => Some(lookup(&state, id).await?.ok_or_else(|| {
+        match (hardware, &req.hardware) {
+            (Some(hw), _) => Some(hw),
+            (None, Some(id)) => Some(lookup(store, id).await?.ok_or_else(|| {
                 ApiError::invalid("hardware", format!("hardware {id:?} not found"))
             })?),
-            None => machines
+            (None, None) => machines
                 .get("device_1")
                 .or_else(|| machines.values().next())
                 .cloned(),
@@ -116,24 +152,14 @@ pub(crate) async fn create(
         now_ms(),
     );
     wf.boot_options = req.boot_options.clone();
-    wf.created_by = operator.map(|Extension(op)| op.name);
+    wf.created_by = created_by;
     if wf.boot_options.boot_mode.is_some() && wf.hardware_id.is_none() {
         return Err(ApiError::invalid(
             "boot_options.boot_mode",
             "boot_options.boot_mode needs a machine to boot: give `hardware` or a device_1",
         ));
     }
-    state.store.create_workflow(&wf).await?;
-    tracing::info!(id = %wf.id, template = %template.name, "workflow created");
-    if let (Some(_), Some(hw)) = (wf.boot_options.boot_mode, wf.hardware_id.clone()) {
-        tokio::spawn(crate::power::boot_for_workflow(
-            state.clone(),
-            wf.id.clone(),
-            hw,
-            wf.boot_options.efi,
-        ));
-    }
-    Ok((StatusCode::CREATED, Json(wf)))
+    Ok(wf)
 }
 
 async fn resolve(state: &AppState, id: &str) -> Result<Workflow, ApiError> {
@@ -179,7 +205,7 @@ pub(crate) async fn list(
         None => None,
         Some(h) => Some(match h.parse::<MacAddr>() {
             Ok(mac) => mac.to_string(),
-            Err(_) => match lookup(&state, &h).await? {
+            Err(_) => match lookup(state.store.as_ref(), &h).await? {
                 Some(hw) => hw
                     .macs()
                     .next()

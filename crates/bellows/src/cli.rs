@@ -6,8 +6,8 @@ use clap::{Parser, Subcommand};
 // Every subcommand's arguments live next to its code; the grammar only
 // names them. Nothing below imports `cli`.
 use crate::commands::{
-    BmcCmd, BootDeviceArgs, DhcpConfigArgs, HardwareCmd, IpxeCmd, NetbootArgs, PowerArgs, StoreCmd,
-    TemplateCmd, TokenCmd, WorkflowCmd,
+    BmcCmd, BootDeviceArgs, DhcpConfigArgs, HardwareCmd, IpxeCmd, NetbootArgs, PowerArgs, RuleCmd,
+    StoreCmd, TemplateCmd, TokenCmd, WorkflowCmd,
 };
 use crate::image::ImageCmd;
 use crate::server::ServerArgs;
@@ -65,6 +65,10 @@ pub enum Command {
     /// Manage hardware records.
     #[command(subcommand)]
     Hardware(HardwareCmd),
+    /// Enrolment rules: what discovered machines become (match on the
+    /// inventory, set metadata, create a workflow); workflow sets.
+    #[command(subcommand)]
+    Rule(RuleCmd),
     /// Manage workflow templates.
     #[command(subcommand)]
     Template(TemplateCmd),

@@ -26,7 +26,7 @@ pub mod worker;
 
 use cli::{Cli, Command};
 use client::Client;
-use commands::{bmc, dhcp_config, hardware, ipxe, store, template, token, workflow};
+use commands::{bmc, dhcp_config, hardware, ipxe, rule, store, template, token, workflow};
 use error::CliError;
 
 /// Runs a parsed command line to its exit status.
@@ -59,6 +59,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Manpages { dir } => write_manpages(&dir)?,
         Command::Hardware(cmd) => hardware::run(&client()?, format, cmd).await?,
         Command::Template(cmd) => template::run(&client()?, format, cmd).await?,
+        Command::Rule(cmd) => rule::run(&client()?, format, cmd).await?,
         Command::Workflow(cmd) => return workflow::run(&client()?, format, cmd).await,
         Command::Bmc(cmd) => bmc::run(&client()?, format, cmd).await?,
         Command::Token(cmd) => token::run(&client()?, format, cmd).await?,

@@ -30,6 +30,7 @@
 pub mod config;
 pub mod lookup;
 pub mod netboot;
+pub mod pool;
 pub mod responder;
 pub mod server;
 pub mod stats;
@@ -40,6 +41,7 @@ pub mod ra;
 pub use config::{ConfigError, DhcpConfig, IpxeBinaries, ListenConfig, Mode, ModeParseError};
 pub use lookup::Lookup;
 pub use netboot::{BootPlan, ClientKind, NetbootClient};
+pub use pool::LeasePool;
 pub use responder::{
     Arrival, Decision, Destination, DropReason, Reply, Service, respond, respond_to,
 };

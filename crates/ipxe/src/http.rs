@@ -51,6 +51,16 @@ pub trait BootLookup: Send + Sync {
         mac: MacAddr,
         workflow_id: &str,
     ) -> Result<Option<String>, LookupError>;
+    /// A credential for a machine that boots discovery (an unknown MAC,
+    /// or a discovered record): it lets the worker report its inventory
+    /// and nothing else. `None` under `--insecure` or without discovery.
+    async fn mint_discovery_credential(
+        &self,
+        _hw: &Hardware,
+        _mac: MacAddr,
+    ) -> Result<Option<String>, LookupError> {
+        Ok(None)
+    }
     /// Told when `auto.ipxe` is served with `choice`, for the machine's boot
     /// timeline; must return at once. Nothing by default.
     fn script_served(&self, _hw: &Hardware, _mac: MacAddr, _choice: &ScriptChoice) {}
@@ -436,6 +446,15 @@ async fn script(state: &BootState, hw: &Hardware, mac: MacAddr) -> Response {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(error = %e, %mac, "cannot mint the worker's credential");
+                    return retry_later();
+                }
+            }
+        }
+        (ScriptChoice::Discover, _) => {
+            match state.machines.mint_discovery_credential(hw, mac).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e, %mac, "cannot mint the discovery credential");
                     return retry_later();
                 }
             }

@@ -76,6 +76,10 @@ pub enum ScriptChoice {
     Install,
     /// Nothing to do, or not allowed to: boot the local disk.
     LocalBoot(&'static str),
+    /// A machine nobody registered (or one discovered and not yet
+    /// enrolled): the in-memory OS in discovery mode, which reports the
+    /// inventory and waits.
+    Discover,
 }
 
 /// Picks the script for the machine's NIC `mac`.
@@ -94,6 +98,9 @@ pub fn choose(hw: &Hardware, mac: MacAddr, workflow_waiting: bool) -> ScriptChoi
     }
     if !boot::netboot_allowed(hw.interface_by_mac(mac)) {
         return ScriptChoice::LocalBoot("netboot.allow_pxe is false");
+    }
+    if bellows_model::discovery::is_discovered(hw) {
+        return ScriptChoice::Discover;
     }
     if netboot.and_then(|n| n.allow_workflow) == Some(false) {
         return ScriptChoice::LocalBoot("netboot.allow_workflow is false");
@@ -157,7 +164,8 @@ pub fn render(
             let _ = writeln!(s, "echo Bellows: {mac}: {why}; booting the local disk");
             local_boot(&mut s, local);
         }
-        ScriptChoice::Install => install(&mut s, hw, mac, os, local, credential),
+        ScriptChoice::Install => install(&mut s, hw, mac, os, local, credential, false),
+        ScriptChoice::Discover => install(&mut s, hw, mac, os, local, credential, true),
     }
     s
 }
@@ -169,10 +177,12 @@ fn install(
     os: &InstallOs,
     local: &LocalBoot,
     credential: Option<&str>,
+    discovery: bool,
 ) {
     let initrd_name = image_name(&os.initrd_url);
     let machine = KernelArgs {
         token: credential.map(str::to_string),
+        discovery,
         ..KernelArgs::for_machine(hw, mac)
     };
     let cmdline = format!(
@@ -181,10 +191,17 @@ fn install(
         machine.to_cmdline()
     );
     let attempts = os.attempts.max(1);
-    let _ = writeln!(
-        s,
-        "echo Bellows: {mac} has a workflow; booting the in-memory OS"
-    );
+    if discovery {
+        let _ = writeln!(
+            s,
+            "echo Bellows: {mac} is not enrolled; booting the in-memory OS to report its inventory"
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "echo Bellows: {mac} has a workflow; booting the in-memory OS"
+        );
+    }
     // A VLAN the record names but no interface can carry: the machine boots
     // untagged, and its console says why (without the value: iPXE would
     // read `&&` or `${` in it).

@@ -109,6 +109,12 @@ impl HardwareIndex {
         self.maps.read().by_id.get(id).cloned()
     }
 
+    /// Number of machines for which `f` holds (a scan: for rare questions,
+    /// such as how many machines wait in discovery).
+    pub fn count_where(&self, f: impl Fn(&Hardware) -> bool) -> usize {
+        self.maps.read().by_id.values().filter(|hw| f(hw)).count()
+    }
+
     /// Number of machines indexed.
     pub fn len(&self) -> usize {
         self.maps.read().by_id.len()

@@ -34,6 +34,8 @@ const FINGERPRINT_INPUT: &[u8] = b"bellows secret key fingerprint v1";
 pub struct SecretKey {
     key: LessSafeKey,
     fingerprint: String,
+    /// HMAC key over the raw key, for [`SecretKey::derive`].
+    derivation: hmac::Key,
 }
 
 impl std::fmt::Debug for SecretKey {
@@ -109,7 +111,18 @@ impl SecretKey {
         SecretKey {
             key: LessSafeKey::new(unbound),
             fingerprint: to_hex(&tag.as_ref()[..8]),
+            derivation: hmac::Key::new(hmac::HMAC_SHA256, bytes),
         }
+    }
+
+    /// A key for another purpose (`label` names it), derived from this one
+    /// (HMAC-SHA256 of the label): replicas sharing the key file share it,
+    /// and it reveals nothing of this key.
+    pub fn derive(&self, label: &[u8]) -> [u8; KEY_LEN] {
+        let tag = hmac::sign(&self.derivation, label);
+        let mut out = [0u8; KEY_LEN];
+        out.copy_from_slice(&tag.as_ref()[..KEY_LEN]);
+        out
     }
 
     /// A fresh random key (and its bytes, to be written somewhere safe).

@@ -42,6 +42,8 @@ pub struct HubSettings {
     pub metrics: crate::metrics::ApiMetrics,
     /// Where a worker's connection is noted in its machine's timeline.
     pub timeline: Option<Arc<dyn bellows_model::timeline::Recorder>>,
+    /// Discovery, when the server runs it (`Discover` is refused without).
+    pub discovery: Option<Arc<crate::discovery::DiscoverySettings>>,
 }
 
 impl Default for HubSettings {
@@ -53,6 +55,7 @@ impl Default for HubSettings {
             registry_logins: Vec::new(),
             metrics: crate::metrics::ApiMetrics::default(),
             timeline: None,
+            discovery: None,
         }
     }
 }
@@ -117,6 +120,11 @@ impl Drop for Registration {
 }
 
 impl WorkerHub {
+    /// The store the hub reads and writes.
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
     /// A hub over `store`.
     pub fn new(store: Arc<dyn Store>, settings: HubSettings) -> Arc<WorkerHub> {
         Arc::new(WorkerHub {

@@ -42,6 +42,21 @@ impl WorkerService {
         WorkerService { hub, auth }
     }
 
+    /// Discovery's settings, when the server runs it.
+    pub(crate) fn discovery_settings(&self) -> Option<Arc<crate::discovery::DiscoverySettings>> {
+        self.hub.settings.discovery.clone()
+    }
+
+    /// The authenticator every call passes.
+    pub(crate) fn auth(&self) -> &Authenticator {
+        &self.auth
+    }
+
+    /// The store behind the hub.
+    pub(crate) fn store(&self) -> &Arc<dyn bellows_store::Store> {
+        self.hub.store()
+    }
+
     /// Records how long the action that just ended ran, as the workflow
     /// now holds it (the server's clock, not the machine's), once: a
     /// repeated report (a worker retrying an unacknowledged one) changes
@@ -632,11 +647,13 @@ mod tests {
                 speed_mbps: 1000,
                 link_up: true,
                 addresses: vec!["10.0.0.5/24".into()],
+                lldp: None,
             }],
             hostname: "m0".into(),
             kernel: "6.1".into(),
             architecture: "x86_64".into(),
             extra_json: r#"{"vendor":"QEMU"}"#.into(),
+            bmc_address: String::new(),
         };
         let expected = serde_json::json!({
             "hostname": "m0", "kernel": "6.1", "architecture": "x86_64",

@@ -35,7 +35,23 @@ pub enum HardwareCmd {
         id: String,
     },
     /// List machines.
-    List,
+    List {
+        /// Only machines in this state: discovered (waiting for a rule or
+        /// `hardware enroll`), enrolled (discovered, then enrolled) or
+        /// registered (pushed by hand).
+        #[arg(long, value_parser = ["discovered", "enrolled", "registered"])]
+        state: Option<String>,
+    },
+    /// Enrol a discovered machine by hand: it becomes an ordinary machine,
+    /// with a workflow of TEMPLATE (device_1 = its MAC) if given, and
+    /// reboots into it at its next report.
+    Enroll {
+        /// Hardware id or MAC.
+        id: String,
+        /// Template (name or id) of the workflow to create.
+        #[arg(short, long)]
+        template: Option<String>,
+    },
     /// Delete a machine, by id or MAC.
     Delete {
         /// Hardware id or MAC.
@@ -93,8 +109,25 @@ pub async fn run(c: &Client, format: Format, cmd: HardwareCmd) -> Result<(), Cli
                 print!("{}", table(HEADERS, &[row(&hw)]));
             })?;
         }
-        HardwareCmd::List => {
-            let answer = c.get::<List<Hardware>>("/api/v1/hardware").await?;
+        HardwareCmd::Enroll { id, template } => {
+            let answer = c
+                .send::<bellows_model::api::Enrolled>(
+                    Method::POST,
+                    &format!("/api/v1/hardware/{}/enroll", segment(&id)),
+                    &bellows_model::api::EnrollRequest { template },
+                )
+                .await?;
+            show(format, answer, |e| match &e.workflow {
+                Some(wf) => println!("{} enrolled; workflow {}", e.hardware.id, wf.id),
+                None => println!("{} enrolled", e.hardware.id),
+            })?;
+        }
+        HardwareCmd::List { state } => {
+            let path = match &state {
+                Some(s) => format!("/api/v1/hardware?state={}", segment(s)),
+                None => "/api/v1/hardware".to_string(),
+            };
+            let answer = c.get::<List<Hardware>>(&path).await?;
             if !structured(format, answer.raw())? {
                 let list = answer.decode()?;
                 // The power column comes from the BMC poller's last reading.
@@ -111,13 +144,14 @@ pub async fn run(c: &Client, format: Format, cmd: HardwareCmd) -> Result<(), Cli
                             .filter(|p| !p.is_empty())
                             .unwrap_or_else(|| "-".into());
                         let mut row = row(hw);
+                        row.push(bellows_model::discovery::hardware_state(hw).to_string());
                         row.push(power);
                         row
                     })
                     .collect();
                 print!(
                     "{}",
-                    table(&["ID", "MAC", "IP", "HOSTNAME", "POWER"], &rows)
+                    table(&["ID", "MAC", "IP", "HOSTNAME", "STATE", "POWER"], &rows)
                 );
             }
         }

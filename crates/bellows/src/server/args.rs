@@ -192,6 +192,33 @@ pub struct ServerArgs {
     /// address too).
     #[arg(long, env = "BELLOWS_ALLOW_SCRIPT_FROM_ANY_ADDRESS", num_args = 0..=1, default_missing_value = "true")]
     pub allow_script_from_any_address: Option<bool>,
+    /// Discovery: machines with no hardware record that network-boot get
+    /// the in-memory OS in discovery mode, report their inventory and wait
+    /// as `discovered` records for a rule or `bellows hardware enroll`.
+    /// Reservation mode needs --discovery-pool; proxy mode leaves
+    /// addressing to the site's DHCP.
+    #[arg(long, env = "BELLOWS_DISCOVERY", num_args = 0..=1, default_missing_value = "true")]
+    pub discovery: Option<bool>,
+    /// Addresses for unknown machines in reservation mode: FIRST-LAST
+    /// (e.g. 10.0.0.200-10.0.0.249), outside every reservation.
+    #[arg(long, env = "BELLOWS_DISCOVERY_POOL")]
+    pub discovery_pool: Option<String>,
+    /// Subnet mask of discovery leases [default: none sent].
+    #[arg(long, env = "BELLOWS_DISCOVERY_NETMASK")]
+    pub discovery_netmask: Option<std::net::Ipv4Addr>,
+    /// Default gateway of discovery leases [default: none sent].
+    #[arg(long, env = "BELLOWS_DISCOVERY_GATEWAY")]
+    pub discovery_gateway: Option<std::net::Ipv4Addr>,
+    /// Seconds a discovery lease lasts [default: 600].
+    #[arg(long, env = "BELLOWS_DISCOVERY_LEASE")]
+    pub discovery_lease: Option<u64>,
+    /// Most machines waiting as `discovered` at once; reports of new ones
+    /// beyond it are refused [default: 1024].
+    #[arg(long, env = "BELLOWS_DISCOVERY_MAX")]
+    pub discovery_max: Option<usize>,
+    /// Seconds between a waiting machine's reports [default: 10].
+    #[arg(long, env = "BELLOWS_DISCOVERY_POLL")]
+    pub discovery_poll: Option<u32>,
     /// TOML file with any of these settings (same names, `_` for `-`).
     #[arg(long, env = "BELLOWS_CONFIG")]
     #[serde(skip)]

@@ -63,6 +63,8 @@ pub struct ServerConfig {
     pub refind_dir: PathBuf,
     /// Serve per-machine scripts to any address, not only reserved ones.
     pub allow_script_from_any_address: bool,
+    /// Discovery, when on.
+    pub discovery: Option<DiscoveryConfig>,
     /// Log filter.
     pub log: String,
     /// How log lines are written.
@@ -313,6 +315,7 @@ pub fn resolve(args: &ServerArgs) -> Result<ServerConfig, ConfigError> {
         local_boot,
         refind_dir: pick!(refind_dir).unwrap_or_else(|| PathBuf::from(DEBIAN_REFIND_DIR)),
         allow_script_from_any_address: pick!(allow_script_from_any_address).unwrap_or(false),
+        discovery: discovery_config(&args, &file)?,
         log: pick!(log).unwrap_or_else(|| "info".to_string()),
         log_format: pick!(log_format).unwrap_or(LogFormat::Text),
         action_grace: std::time::Duration::from_secs(pick!(action_grace).unwrap_or(60)),
@@ -550,4 +553,60 @@ mod tests {
         assert_eq!(cfg.api_limits.header_read_timeout.as_secs(), 3);
         assert_eq!(cfg.api_limits.max_connections, 128);
     }
+}
+
+/// Discovery's settings, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoveryConfig {
+    /// Leases for unknown machines (reservation mode).
+    pub pool: Option<bellows_model::discovery::Pool>,
+    /// Seconds a lease lasts.
+    pub lease_secs: u64,
+    /// Most machines waiting as discovered.
+    pub max_discovered: usize,
+    /// Seconds between a waiting machine's reports.
+    pub poll_seconds: u32,
+}
+
+fn discovery_config(
+    args: &ServerArgs,
+    file: &ServerArgs,
+) -> Result<Option<DiscoveryConfig>, ConfigError> {
+    macro_rules! pick {
+        ($field:ident) => {
+            args.$field.clone().or(file.$field.clone())
+        };
+    }
+    if !pick!(discovery).unwrap_or(false) {
+        return Ok(None);
+    }
+    let pool = match pick!(discovery_pool) {
+        Some(text) => {
+            let (first, last) = bellows_model::discovery::Pool::parse_range(&text)
+                .map_err(|e| ConfigError::Value(format!("discovery_pool: {e}")))?;
+            Some(bellows_model::discovery::Pool {
+                first,
+                last,
+                netmask: pick!(discovery_netmask),
+                gateway: pick!(discovery_gateway),
+                name_servers: Vec::new(),
+            })
+        }
+        None => None,
+    };
+    let mode = pick!(dhcp_mode).unwrap_or(DhcpMode::Reservation);
+    if mode == DhcpMode::Reservation
+        && pool.is_none()
+        && (pick!(dhcp_mode).is_some() || pick!(dhcp_listen).is_some())
+    {
+        return Err(ConfigError::Value(
+            "discovery in reservation mode needs --discovery-pool FIRST-LAST: the addresses unknown machines get".into(),
+        ));
+    }
+    Ok(Some(DiscoveryConfig {
+        pool,
+        lease_secs: pick!(discovery_lease).unwrap_or(600).clamp(30, 86_400),
+        max_discovered: pick!(discovery_max).unwrap_or(1024).clamp(1, 100_000),
+        poll_seconds: pick!(discovery_poll).unwrap_or(10).clamp(1, 300),
+    }))
 }

@@ -50,7 +50,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
     // What `bellows doctor` would warn about, in the log (the DHCP probe
     // in the background).
     doctor::log_at_start(&cfg);
-    let store = open_store(&cfg).await?;
+    let (store, discovery_key) = open_store(&cfg).await?;
     let dyn_store: Arc<dyn Store> = store.clone();
     let auth_store: Arc<dyn AuthStore> = store.clone();
     let auth = Authenticator::new(
@@ -77,13 +77,32 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
     let timeline = timeline::TimelineRecorder::start(dyn_store.clone());
-    let ports = Arc::new(
-        StorePorts::new(
-            dyn_store.clone(),
-            (!cfg.insecure).then(|| auth_store.clone()),
-        )
-        .with_timeline(timeline.clone()),
-    );
+    let mut ports = StorePorts::new(
+        dyn_store.clone(),
+        (!cfg.insecure).then(|| auth_store.clone()),
+    )
+    .with_timeline(timeline.clone());
+    if let Some(d) = &cfg.discovery {
+        let tokens = || bellows_api::discovery::DiscoveryTokens::new(&discovery_key);
+        auth.enable_discovery(tokens());
+        ports = ports.with_discovery(ports::Discovery {
+            pool: match cfg.dhcp_mode {
+                DhcpMode::Reservation => d
+                    .pool
+                    .clone()
+                    .map(|p| std::sync::Mutex::new(bellows_dhcp::LeasePool::new(p, d.lease_secs))),
+                _ => None,
+            },
+            lease_secs: d.lease_secs,
+            tokens: (!cfg.insecure).then(tokens),
+        });
+        tracing::info!(
+            pool = ?d.pool.as_ref().map(|p| format!("{}-{}", p.first, p.last)),
+            max_discovered = d.max_discovered,
+            "discovery is on: machines with no record boot the in-memory OS and report their inventory"
+        );
+    }
+    let ports = Arc::new(ports);
 
     let api_listener = TcpListener::bind(cfg.listen)
         .await
@@ -132,6 +151,13 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode, CliError> {
             registry_logins: cfg.registry_logins.clone(),
             metrics: api_metrics.clone(),
             timeline: Some(timeline.clone()),
+            discovery: cfg.discovery.as_ref().map(|d| {
+                Arc::new(bellows_api::discovery::DiscoverySettings {
+                    pool: d.pool.clone(),
+                    max_discovered: d.max_discovered,
+                    poll_seconds: d.poll_seconds,
+                })
+            }),
             ..HubSettings::default()
         },
     );
@@ -360,7 +386,7 @@ fn init_logging(filter: &str, format: LogFormat) -> Result<(), CliError> {
 
 /// Opens (creating if needed) the embedded store in the data directory,
 /// with the secret key its BMC passwords are sealed with.
-async fn open_store(cfg: &ServerConfig) -> Result<Arc<SqlStore>, CliError> {
+async fn open_store(cfg: &ServerConfig) -> Result<(Arc<SqlStore>, [u8; 32]), CliError> {
     // Private before anything (the key file by default) is written in it.
     bellows_store::files::private_dir(&cfg.data_dir)
         .map_err(|e| CliError::Server(format!("data directory: {e}")))?;
@@ -375,6 +401,9 @@ async fn open_store(cfg: &ServerConfig) -> Result<Arc<SqlStore>, CliError> {
              database; without it the stored BMC passwords cannot be read"
         );
     }
+    // Discovery credentials are signed with a key of their own, derived
+    // from this one: replicas sharing the key file accept each other's.
+    let discovery_key = key.derive(bellows_api::discovery::KEY_LABEL);
     let opened = match &cfg.store {
         config::StoreLocation::Sqlite => SqlStore::open_sqlite(&cfg.data_dir, key).await,
         config::StoreLocation::Postgres { url, pool } => {
@@ -426,7 +455,7 @@ async fn open_store(cfg: &ServerConfig) -> Result<Arc<SqlStore>, CliError> {
             )));
         }
     };
-    Ok(Arc::new(store))
+    Ok((Arc::new(store), discovery_key))
 }
 
 /// The HTTP listeners and what each serves: the boot listener carries the

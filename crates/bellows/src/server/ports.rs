@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use bellows_model::auth::{WORKER_TOKEN_PREFIX, WorkerCredential, token_digest};
+use bellows_model::discovery::transient_record;
 use bellows_model::timeline::{Recorder, Step};
 use bellows_model::{Hardware, LogEntry, MacAddr};
 use bellows_store::group::{GroupCommit, WriteBatch};
@@ -23,6 +24,59 @@ pub struct StorePorts {
     credentials: Option<CredentialQueue>,
     /// Where the services' boot steps go (each machine's timeline).
     timeline: Option<Arc<dyn Recorder>>,
+    /// Discovery, when on: unknown MACs are answered as transient records.
+    discovery: Option<Discovery>,
+}
+
+/// What the ports need for discovery.
+pub struct Discovery {
+    /// Leases for unknown machines (reservation mode); none in proxy mode.
+    pub pool: Option<std::sync::Mutex<bellows_dhcp::LeasePool>>,
+    /// Lease length, seconds.
+    pub lease_secs: u64,
+    /// Signs discovery credentials; `None` under `--insecure`.
+    pub tokens: Option<bellows_api::discovery::DiscoveryTokens>,
+}
+
+impl Discovery {
+    /// The transient record DHCP answers an unknown `mac` with: a new or
+    /// renewed lease (reservation mode; `None` when the pool is full), or
+    /// boot information only (proxy mode).
+    fn lease(&self, mac: MacAddr, index: &HardwareIndex) -> Option<Arc<Hardware>> {
+        let Some(pool) = &self.pool else {
+            return Some(Arc::new(transient_record(mac, None, &[], None)));
+        };
+        let mut pool = pool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let ip = pool.lease(mac, now_ms(), |ip| index.by_ip(IpAddr::V4(ip)).is_some())?;
+        let p = pool.pool();
+        Some(Arc::new(transient_record(
+            mac,
+            Some(p.reservation(ip)),
+            &p.name_servers,
+            Some(self.lease_secs),
+        )))
+    }
+
+    /// The same for the boot script: never leases, only reads the lease
+    /// DHCP gave (so the script is bound to that address).
+    fn current(&self, mac: MacAddr) -> Option<Arc<Hardware>> {
+        let Some(pool) = &self.pool else {
+            return Some(Arc::new(transient_record(mac, None, &[], None)));
+        };
+        let pool = pool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let ip = pool.current(mac, now_ms())?;
+        let p = pool.pool();
+        Some(Arc::new(transient_record(
+            mac,
+            Some(p.reservation(ip)),
+            &p.name_servers,
+            Some(self.lease_secs),
+        )))
+    }
 }
 
 /// Credentials written together; every caller learns the batch's outcome.
@@ -53,7 +107,14 @@ impl StorePorts {
             index,
             credentials,
             timeline: None,
+            discovery: None,
         }
+    }
+
+    /// Answers unknown machines for discovery.
+    pub fn with_discovery(mut self, discovery: Discovery) -> StorePorts {
+        self.discovery = Some(discovery);
+        self
     }
 
     /// Records the services' boot steps with `recorder`.
@@ -82,7 +143,9 @@ impl StorePorts {
 
 impl bellows_dhcp::Lookup for StorePorts {
     fn by_mac(&self, mac: MacAddr) -> Option<Arc<Hardware>> {
-        self.index.by_mac(mac)
+        self.index
+            .by_mac(mac)
+            .or_else(|| self.discovery.as_ref()?.lease(mac, &self.index))
     }
 
     fn replied(&self, reply: &bellows_dhcp::Reply) {
@@ -129,7 +192,26 @@ impl bellows_metadata::MachineByAddress for StorePorts {
 #[async_trait::async_trait]
 impl bellows_ipxe::http::BootLookup for StorePorts {
     fn by_mac(&self, mac: MacAddr) -> Option<Arc<Hardware>> {
-        self.index.by_mac(mac)
+        self.index
+            .by_mac(mac)
+            .or_else(|| self.discovery.as_ref()?.current(mac))
+    }
+
+    async fn mint_discovery_credential(
+        &self,
+        hw: &Hardware,
+        mac: MacAddr,
+    ) -> Result<Option<String>, bellows_ipxe::http::LookupError> {
+        let Some(tokens) = self.discovery.as_ref().and_then(|d| d.tokens.as_ref()) else {
+            return Ok(None);
+        };
+        let address = hw
+            .interface_by_mac(mac)
+            .and_then(|i| i.dhcp.as_ref())
+            .and_then(|d| d.ip.as_ref())
+            .map(|ip| ip.address);
+        tracing::info!(%mac, bound_to = ?address, "minted a discovery credential");
+        Ok(Some(tokens.mint(mac, address, now_ms())))
     }
 
     fn by_ip(&self, ip: IpAddr) -> Option<Arc<Hardware>> {
@@ -143,7 +225,12 @@ impl bellows_ipxe::http::BootLookup for StorePorts {
             ScriptChoice::LocalBoot(why) => format!("{mac}: local boot ({why})"),
             ScriptChoice::Chain(url) => format!("{mac}: chain {url}"),
             ScriptChoice::Inline(_) => format!("{mac}: the record's own script"),
+            ScriptChoice::Discover => format!("{mac}: the in-memory OS, to report its inventory"),
         };
+        if hw.id.is_empty() {
+            // An unknown machine: no record to note it in yet.
+            return;
+        }
         self.record(&hw.id, Step::Script, detail);
     }
 

@@ -16,12 +16,13 @@ mod requests;
 
 pub use bmc::{BmcJob, BmcRecord, BmcView, PowerReading};
 pub use records::{
-    ActionLogLine, ActionLogRecord, CpuFacts, DiskFacts, EventRecord, Facts, InventoryRecord,
-    LldpNeighbour, LogEntry, LogRecord, NicFacts, TemplateRecord, UNKNOWN_SENDER_PREFIX,
+    ActionLogLine, ActionLogRecord, CpuFacts, DiskFacts, Enrolled, EventRecord, Facts,
+    InventoryRecord, LldpNeighbour, LogEntry, LogRecord, NicFacts, RuleTest, TemplateRecord,
+    UNKNOWN_SENDER_PREFIX, WorkflowSet,
 };
 pub use requests::{
-    BootDeviceRequest, CancelWorkflow, NetbootRequest, NewTemplate, NewWorkflow, PowerRequest,
-    SetBmc, TemplateUpdate,
+    BootDeviceRequest, CancelWorkflow, EnrollRequest, NetbootRequest, NewTemplate, NewWorkflow,
+    PowerRequest, RuleSource, RuleTestRequest, SetBmc, TemplateUpdate, WorkflowSetRequest,
 };
 
 /// Every listing (`GET /hardware`, `/templates`, `/workflows`, `/bmcs`,

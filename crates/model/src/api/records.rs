@@ -212,3 +212,41 @@ pub struct LldpNeighbour {
     /// Port description, when sent.
     pub port_description: String,
 }
+
+/// The answer to `POST /hardware/{id}/enroll`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Enrolled {
+    /// The record, now enrolled.
+    pub hardware: crate::Hardware,
+    /// The workflow created, if a template was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<crate::Workflow>,
+}
+
+/// The answer to `POST /rules/test`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuleTest {
+    /// Every rule's verdict, in the order they are tried.
+    pub verdicts: Vec<crate::discovery::rule::Verdict>,
+    /// The rule that would enrol the machine, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub winner: Option<String>,
+    /// The record it would produce.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardware: Option<crate::Hardware>,
+    /// The workflow request it would make.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<crate::api::NewWorkflow>,
+    /// Why nothing would happen (not discovered, a rule's result invalid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// The answer to `POST /workflow-sets`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowSet {
+    /// Machines the selector took (ids).
+    pub machines: Vec<String>,
+    /// Workflows created (none on a dry run).
+    pub workflows: Vec<crate::Workflow>,
+}

@@ -119,3 +119,48 @@ pub struct NetbootRequest {
     #[serde(default)]
     pub efi: bool,
 }
+
+/// `POST /hardware/{id}/enroll`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    /// Template (name or id) of the workflow to create for the machine
+    /// (`device_1` is its MAC); none: enrolled only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+}
+
+/// `POST /rules` and `POST /rules/test`: a rule's YAML (or JSON) text.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSource {
+    /// The rule file.
+    #[serde(default)]
+    pub data: String,
+}
+
+/// `POST /rules/test`: which rule would take a machine.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleTestRequest {
+    /// The machine (id or MAC).
+    pub hardware: String,
+    /// A rule not stored yet, tried as if it were (replacing a stored rule
+    /// of the same name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+}
+
+/// `POST /workflow-sets`: one template for every machine a selector takes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowSetRequest {
+    /// Template name or id; `device_1` is each machine's first MAC.
+    pub template: String,
+    /// Which machines: a rule's `match` (state, facility, tags, vendor,
+    /// disks …), as YAML or JSON text.
+    pub selector: String,
+    /// Only say which machines it would take.
+    #[serde(default)]
+    pub dry_run: bool,
+}

@@ -211,30 +211,6 @@ pub struct Assign {
     /// Added to `metadata.instance.tags`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
-    /// The machine's BMC, for power and boot control: its address (usually
-    /// `{bmc_address}`, what the machine read from it) and how to log in.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bmc: Option<RuleBmc>,
-}
-
-/// The BMC a rule attaches. The password is not in the rule: rules are
-/// readable by viewers. It comes from the BMC named in `credentials_from`
-/// (a machine whose BMC record an operator set), so one stored secret
-/// serves a rack of identical BMCs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuleBmc {
-    /// Address (placeholders allowed).
-    pub address: String,
-    /// `ipmi` or `redfish`.
-    #[serde(default = "default_bmc_protocol")]
-    pub protocol: String,
-    /// Hardware id whose BMC record's username and password are copied.
-    pub credentials_from: String,
-}
-
-fn default_bmc_protocol() -> String {
-    "ipmi".to_string()
 }
 
 /// The workflow a matching rule creates.
@@ -492,15 +468,6 @@ impl Rule {
         for (i, t) in self.set.tags.iter().enumerate() {
             texts.push((format!("set.tags[{i}]"), t));
         }
-        if let Some(b) = &self.set.bmc {
-            texts.push(("set.bmc.address".into(), &b.address));
-            if !matches!(b.protocol.as_str(), "ipmi" | "redfish") {
-                return Err(ValidationError::new(
-                    "set.bmc.protocol",
-                    format!("{:?} is not a BMC protocol: ipmi or redfish", b.protocol),
-                ));
-            }
-        }
         if let Some(w) = &self.workflow {
             if w.template.trim().is_empty() {
                 return Err(ValidationError::new(
@@ -574,11 +541,6 @@ impl Rule {
             }
         }
         out.validate()?;
-        let bmc = self.set.bmc.as_ref().map(|b| EnrolBmc {
-            address: vars.expand(&b.address),
-            protocol: b.protocol.clone(),
-            credentials_from: b.credentials_from.clone(),
-        });
         let workflow = self.workflow.as_ref().map(|w| {
             let mut map: BTreeMap<String, String> = w
                 .hardware_map
@@ -598,7 +560,6 @@ impl Rule {
         Ok(Enrolment {
             hardware: out,
             workflow,
-            bmc,
         })
     }
 }
@@ -610,19 +571,6 @@ pub struct Enrolment {
     pub hardware: Hardware,
     /// The workflow to create, if the rule names one.
     pub workflow: Option<NewWorkflow>,
-    /// The BMC to attach, if the rule names one.
-    pub bmc: Option<EnrolBmc>,
-}
-
-/// A BMC a rule attaches, placeholders expanded.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EnrolBmc {
-    /// Address.
-    pub address: String,
-    /// `ipmi` or `redfish`.
-    pub protocol: String,
-    /// Hardware id whose BMC login is copied.
-    pub credentials_from: String,
 }
 
 fn object<'a>(map: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
@@ -802,6 +750,33 @@ fn describe_count(r: &CountRange) -> String {
 }
 
 impl Match {
+    /// A selector from YAML (or JSON) text: a rule's `match` on its own.
+    pub fn parse(text: &str) -> Result<Match, ValidationError> {
+        if text.len() > MAX_RULE_BYTES {
+            return Err(ValidationError::new("", "the selector is too long"));
+        }
+        let mut field = String::new();
+        let selector: Match = serde_saphyr::with_deserializer_from_str(text, |de| {
+            serde_path_to_error::deserialize(de).map_err(|e| {
+                let path = e.path().to_string();
+                if path != "." && path != "?" {
+                    field = path;
+                }
+                e.into_inner()
+            })
+        })
+        .map_err(|e| ValidationError::new(field.clone(), e.to_string()))?;
+        if let Some(state) = &selector.state
+            && !matches!(state.as_str(), "discovered" | "enrolled" | "registered")
+        {
+            return Err(ValidationError::new(
+                "state",
+                format!("{state:?} is not a state: discovered, enrolled or registered"),
+            ));
+        }
+        Ok(selector)
+    }
+
     /// Does `hw` fit every condition? The error is the first that does not.
     pub fn check(&self, hw: &Hardware) -> Result<(), Miss> {
         let empty = Facts::default();

@@ -157,10 +157,6 @@ fn bad_rules_name_their_field() {
             "name: x\nworkflow: { template: \" \" }\n",
             "workflow.template",
         ),
-        (
-            "name: x\nset: { bmc: { address: \"{bmc_address}\", protocol: snmp, credentials_from: a } }\n",
-            "set.bmc.protocol",
-        ),
     ];
     for (text, field) in cases {
         let err = Rule::parse(text).unwrap_err();
