@@ -14,7 +14,7 @@ apt_install golang-go python3-venv curl iproute2 cloud-init dnsmasq-base kea-dhc
   zstd xz-utils gzip e2fsprogs libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients \
   python3-libvirt openssl syslinux syslinux-common mtools dosfstools systemd-boot-efi \
   binutils fdisk kmod refind crun docker-registry qemu-utils postgresql postgresql-client \
-  prometheus systemd util-linux chromium chromium-driver
+  prometheus systemd util-linux chromium chromium-driver lldpd
 
 echo "== fmt"
 cargo fmt --all -- --check

@@ -1,5 +1,7 @@
 //! `bellows worker`: settings from flags, environment and the kernel command
-//! line, the runtimes this machine has, and the agent loop.
+//! line, the runtimes this machine has, and the agent loop; or, on a
+//! machine booted for discovery (`bellows.discovery=1`, `--discovery`),
+//! the discovery loop instead.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -9,6 +11,7 @@ use std::time::Duration;
 
 use bellows_model::boot::ContainerArgs;
 use bellows_worker::agent::{self, Agent, AgentConfig, Exit, Only, PowerMode};
+use bellows_worker::discovery::Discovery;
 use bellows_worker::docker::{DockerOptions, DockerRuntime, PullPolicy, RegistryCredentials};
 use bellows_worker::oci::registry::RegistryOptions;
 use bellows_worker::oci::{OciOptions, OciRuntime};
@@ -66,7 +69,13 @@ pub async fn run(args: WorkerArgs) -> Result<ExitCode, CliError> {
     if servers.is_empty() {
         return Err(CliError::Usage(format!("no server URL in {server:?}")));
     }
-    let runtimes = runtimes(&args, &cmdline, &servers).await?;
+    let discovery = args.discovery || booted_with.discovery;
+    // Discovery runs no action: no runtime to look for.
+    let runtimes = if discovery {
+        Vec::new()
+    } else {
+        runtimes(&args, &cmdline, &servers).await?
+    };
     let power = match args.reboot {
         RebootArg::Syscall => PowerMode::Syscall,
         RebootArg::Command => PowerMode::Command(vec!["reboot".into()]),
@@ -82,9 +91,17 @@ pub async fn run(args: WorkerArgs) -> Result<ExitCode, CliError> {
         token: args.worker_token.clone().or(booted_with.token),
         trust: server_trust(&args, booted_with.ca.as_deref())?,
     };
-    let agent = Agent::new(config, runtimes).map_err(|e| CliError::Usage(e.to_string()))?;
-    tracing::info!(server = %server, worker = %worker_id, "worker starting");
     let stop = CancellationToken::new();
+    let usage = |e: agent::AgentError| CliError::Usage(e.to_string());
+    let worker: std::pin::Pin<Box<dyn Future<Output = Exit> + Send>> = if discovery {
+        let discovery = Discovery::new(config).map_err(usage)?;
+        tracing::info!(server = %server, worker = %worker_id, "worker starting in discovery mode");
+        Box::pin(discovery.run(stop.clone()))
+    } else {
+        let agent = Agent::new(config, runtimes).map_err(usage)?;
+        tracing::info!(server = %server, worker = %worker_id, "worker starting");
+        Box::pin(agent.run(stop.clone()))
+    };
     {
         let stop = stop.clone();
         let mut term = signal(SignalKind::terminate())
@@ -96,11 +113,11 @@ pub async fn run(args: WorkerArgs) -> Result<ExitCode, CliError> {
                 _ = term.recv() => {}
                 _ = int.recv() => {}
             }
-            tracing::info!("signal: stopping (the running action is stopped)");
+            tracing::info!("signal: stopping (a running action is stopped)");
             stop.cancel();
         });
     }
-    Ok(match agent.run(stop).await {
+    Ok(match worker.await {
         Exit::Stopped => ExitCode::SUCCESS,
         Exit::Reboot => ExitCode::from(EXIT_REBOOT),
         Exit::PowerOff => ExitCode::from(EXIT_POWEROFF),
@@ -357,6 +374,13 @@ pub struct WorkerArgs {
     /// Longest wait between reconnection attempts, in seconds.
     #[arg(long, default_value_t = 10)]
     pub max_backoff: u64,
+    /// Discovery instead of actions: report this machine's inventory
+    /// (hardware, BMC address, LLDP neighbours) until the server enrols
+    /// it, then reboot as --reboot says; with an operator token, to enrol
+    /// an ordinary host by hand [default: bellows.discovery=1 on the
+    /// kernel command line].
+    #[arg(long, env = "BELLOWS_DISCOVERY")]
+    pub discovery: bool,
     /// Log filter.
     #[arg(long, env = "BELLOWS_LOG", default_value = "info")]
     pub log: String,

@@ -108,19 +108,18 @@ impl LeasePool {
             if held(ip) {
                 continue;
             }
-            match self.by_ip.get(&ip).copied() {
-                Some(owner) => {
-                    let Some(old) = self.by_mac.get(&owner).copied() else {
-                        self.by_ip.remove(&ip);
-                        continue;
-                    };
-                    if old.expires_ms > now_ms {
+            if let Some(owner) = self.by_ip.get(&ip).copied() {
+                match self.by_mac.get(&owner).copied() {
+                    Some(old) if old.expires_ms > now_ms => {
                         earliest = Some(earliest.map_or(old.expires_ms, |e| e.min(old.expires_ms)));
                         continue;
                     }
-                    self.by_mac.remove(&owner);
+                    // Expired: the address is free again.
+                    Some(_) => {
+                        self.by_mac.remove(&owner);
+                    }
+                    None => {}
                 }
-                None => {}
             }
             self.by_ip.insert(ip, mac);
             self.by_mac.insert(mac, Lease { ip, expires_ms });

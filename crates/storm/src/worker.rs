@@ -137,11 +137,13 @@ fn facts(mac: &str) -> Facts {
             speed_mbps: 10_000,
             link_up: true,
             addresses: Vec::new(),
+            lldp: None,
         }],
         hostname: String::new(),
         kernel: "6.1.0".into(),
         architecture: "x86_64".into(),
         extra_json: String::new(),
+        bmc_address: String::new(),
     }
 }
 

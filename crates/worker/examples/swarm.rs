@@ -50,8 +50,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bellows_rpc::v1::{
-    ActionRef, ActionReport, ActionSpec, ActionState, Assignment, Cpu, Facts, Hello, Instruction,
-    LogBatch, LogReply, Nic, ReportReply, SubscribeRequest, instruction,
+    ActionRef, ActionReport, ActionSpec, ActionState, Assignment, Cpu, DiscoverReply,
+    DiscoverRequest, Facts, Hello, Instruction, LogBatch, LogReply, Nic, ReportReply,
+    SubscribeRequest, instruction,
 };
 use bellows_rpc::{Worker, WorkerClient, WorkerServer};
 use tokio::sync::{Semaphore, mpsc};
@@ -311,6 +312,14 @@ impl Worker for Baseline {
             accepted: request.into_inner().lines.len() as u32,
         }))
     }
+
+    /// Simulated workers are never unknown machines.
+    async fn discover(
+        &self,
+        _request: Request<DiscoverRequest>,
+    ) -> Result<Response<DiscoverReply>, Status> {
+        Err(Status::unimplemented("the baseline has no discovery"))
+    }
 }
 
 async fn serve_baseline(addr: String) -> Result<(), Error> {
@@ -406,11 +415,13 @@ async fn worker(i: usize, channel: Channel, shared: Arc<Shared>) {
                 speed_mbps: 10_000,
                 link_up: true,
                 addresses: Vec::new(),
+                lldp: None,
             }],
             hostname: format!("swarm-{i:04}"),
             kernel: "6.1.0".into(),
             architecture: "x86_64".into(),
             extra_json: String::new(),
+            bmc_address: String::new(),
         }),
         running: None,
     };

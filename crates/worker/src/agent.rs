@@ -56,7 +56,8 @@ pub enum PowerMode {
 pub enum Exit {
     /// Asked to stop (signal).
     Stopped,
-    /// An action asked for a reboot, in [`PowerMode::Exit`].
+    /// An action asked for a reboot (or discovery found the machine
+    /// enrolled), in [`PowerMode::Exit`].
     Reboot,
     /// An action asked for a power-off, in [`PowerMode::Exit`].
     PowerOff,
@@ -91,13 +92,16 @@ pub struct AgentConfig {
 }
 
 /// The client every call goes through: it adds the bearer credential.
-type Client = WorkerClient<InterceptedService<Channel, Bearer>>;
+pub(crate) type Client = WorkerClient<InterceptedService<Channel, Bearer>>;
 
 /// The servers this worker may talk to, in order, and the one it talks to
 /// now. Replicas sharing one database are interchangeable: when the
 /// current one stops answering, the worker moves to the next and carries
 /// on as after a reconnection (a report in flight is retried there).
-struct Servers {
+///
+/// Shared with discovery (`crate::discovery`), which talks to the same
+/// servers with the same credential.
+pub(crate) struct Servers {
     urls: Vec<String>,
     /// One lazily connected channel per server (tonic reconnects each).
     channels: Vec<Channel>,
@@ -106,22 +110,64 @@ struct Servers {
 }
 
 impl Servers {
+    /// Lazy channels to every server of `config` (TLS checked by its
+    /// trust) and its bearer credential; nothing is dialled yet.
+    pub(crate) fn connect(config: &AgentConfig) -> Result<Servers, AgentError> {
+        if config.servers.is_empty() {
+            return Err(AgentError::BadServer {
+                url: String::new(),
+                message: "no server given".into(),
+            });
+        }
+        let mut channels = Vec::new();
+        for url in &config.servers {
+            let bad = |e: &dyn std::fmt::Display| AgentError::BadServer {
+                url: url.clone(),
+                message: e.to_string(),
+            };
+            let endpoint = Endpoint::from_shared(url.clone())
+                .map_err(|e| bad(&e))?
+                .connect_timeout(Duration::from_secs(5))
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(30))
+                .keep_alive_timeout(Duration::from_secs(20))
+                .keep_alive_while_idle(true);
+            let dialer = Dialer::new(endpoint, &config.trust).map_err(|e| bad(&e))?;
+            channels.push(dialer.lazy());
+        }
+        let bearer = match config.token.as_deref().map(str::trim) {
+            None | Some("") => Bearer(None),
+            Some(token) => Bearer(Some(
+                format!("Bearer {token}")
+                    .parse()
+                    .map_err(|_| AgentError::BadToken)?,
+            )),
+        };
+        Ok(Servers {
+            urls: config.servers.clone(),
+            channels,
+            current: Default::default(),
+            bearer,
+        })
+    }
+
     fn index(&self) -> usize {
         self.current.load(std::sync::atomic::Ordering::Relaxed) % self.channels.len()
     }
 
     /// A client for the current server; every call (and every retry of
     /// one) asks again, so a retry after a fail-over goes to the new one.
-    fn client(&self) -> Client {
+    pub(crate) fn client(&self) -> Client {
         WorkerClient::with_interceptor(self.channels[self.index()].clone(), self.bearer.clone())
     }
 
-    fn url(&self) -> &str {
+    /// The current server's URL, for messages.
+    pub(crate) fn url(&self) -> &str {
         &self.urls[self.index()]
     }
 
     /// Moves to the next server, when there is another.
-    fn fail_over(&self) {
+    pub(crate) fn fail_over(&self) {
         if self.channels.len() > 1 {
             self.current
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -132,7 +178,7 @@ impl Servers {
 
 /// Adds `authorization: Bearer TOKEN` to each call, when there is a token.
 #[derive(Clone)]
-struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+pub(crate) struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
 
 impl tonic::service::Interceptor for Bearer {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
@@ -186,7 +232,7 @@ enum StopReason {
 }
 
 /// Per-call deadline for unary calls.
-const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 /// Lines per log batch, and how long a partial batch may wait.
 const LOG_BATCH: usize = 500;
 const LOG_FLUSH: Duration = Duration::from_millis(250);
@@ -202,43 +248,8 @@ impl Agent {
         if runtimes.is_empty() {
             return Err(AgentError::NoRuntime);
         }
-        if config.servers.is_empty() {
-            return Err(AgentError::BadServer {
-                url: String::new(),
-                message: "no server given".into(),
-            });
-        }
-        let mut channels = Vec::new();
-        for url in &config.servers {
-            let bad = |e: &dyn std::fmt::Display| AgentError::BadServer {
-                url: url.clone(),
-                message: e.to_string(),
-            };
-            let endpoint = Endpoint::from_shared(url.clone())
-                .map_err(|e| bad(&e))?
-                .connect_timeout(Duration::from_secs(5))
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_secs(30))
-                .keep_alive_timeout(Duration::from_secs(20))
-                .keep_alive_while_idle(true);
-            let dialer = Dialer::new(endpoint, &config.trust).map_err(|e| bad(&e))?;
-            channels.push(dialer.lazy());
-        }
-        let bearer = match config.token.as_deref().map(str::trim) {
-            None | Some("") => Bearer(None),
-            Some(token) => Bearer(Some(
-                format!("Bearer {token}")
-                    .parse()
-                    .map_err(|_| AgentError::BadToken)?,
-            )),
-        };
         Ok(Agent {
-            servers: Arc::new(Servers {
-                urls: config.servers.clone(),
-                channels,
-                current: Default::default(),
-                bearer,
-            }),
+            servers: Arc::new(Servers::connect(&config)?),
             config,
             runtimes,
         })
@@ -591,48 +602,68 @@ impl Agent {
     }
 
     async fn power(&self, after: AfterSuccess, exit: &watch::Sender<Option<Exit>>) {
-        let (what, exit_code) = match after {
-            AfterSuccess::Continue => return,
-            AfterSuccess::Reboot => ("reboot", Exit::Reboot),
-            AfterSuccess::PowerOff => ("power off", Exit::PowerOff),
-            AfterSuccess::Kexec => ("kexec", Exit::Kexec),
-        };
-        tracing::info!("the server acknowledged; {what} now");
-        match &self.config.power {
-            PowerMode::Exit => {
-                let _ = exit.send(Some(exit_code));
-            }
-            PowerMode::Command(cmd) => {
-                // The loaded kernel is started by kexec-tools, whatever
-                // command reboots.
-                let kexec = ["kexec".to_string(), "-e".to_string()];
-                let cmd: &[String] = if after == AfterSuccess::Kexec {
-                    &kexec
-                } else {
-                    cmd
-                };
-                let Some((prog, args)) = cmd.split_first() else {
-                    return;
-                };
-                match tokio::process::Command::new(prog).args(args).status().await {
-                    Ok(s) if s.success() => {}
-                    Ok(s) => tracing::error!("{what} command {cmd:?} exited {s}"),
-                    Err(e) => tracing::error!("{what} command {cmd:?} failed: {e}"),
-                }
-            }
-            PowerMode::Syscall => {
-                nix::unistd::sync();
-                let mode = match after {
-                    AfterSuccess::PowerOff => nix::sys::reboot::RebootMode::RB_POWER_OFF,
-                    AfterSuccess::Kexec => nix::sys::reboot::RebootMode::RB_KEXEC,
-                    _ => nix::sys::reboot::RebootMode::RB_AUTOBOOT,
-                };
-                // Returns only on failure.
-                let Err(e) = nix::sys::reboot::reboot(mode);
-                tracing::error!("{what} failed: {e} (is the worker root?)");
-            }
+        if after != AfterSuccess::Continue {
+            tracing::info!("the server acknowledged; {} now", power_word(after));
+        }
+        if let Some(code) = take_power_action(&self.config.power, after).await {
+            let _ = exit.send(Some(code));
         }
     }
+}
+
+/// What `after` is called in messages.
+fn power_word(after: AfterSuccess) -> &'static str {
+    match after {
+        AfterSuccess::Continue => "continue",
+        AfterSuccess::Reboot => "reboot",
+        AfterSuccess::PowerOff => "power off",
+        AfterSuccess::Kexec => "kexec",
+    }
+}
+
+/// Reboots, powers off or kexecs the way `mode` says; shared with
+/// discovery, which reboots once enrolled. Returns the exit for the caller
+/// to return in [`PowerMode::Exit`]; otherwise `None`, once the command
+/// ran or the system call failed (both logged).
+pub(crate) async fn take_power_action(mode: &PowerMode, after: AfterSuccess) -> Option<Exit> {
+    let what = power_word(after);
+    let exit_code = match after {
+        AfterSuccess::Continue => return None,
+        AfterSuccess::Reboot => Exit::Reboot,
+        AfterSuccess::PowerOff => Exit::PowerOff,
+        AfterSuccess::Kexec => Exit::Kexec,
+    };
+    match mode {
+        PowerMode::Exit => return Some(exit_code),
+        PowerMode::Command(cmd) => {
+            // The loaded kernel is started by kexec-tools, whatever
+            // command reboots.
+            let kexec = ["kexec".to_string(), "-e".to_string()];
+            let cmd: &[String] = if after == AfterSuccess::Kexec {
+                &kexec
+            } else {
+                cmd
+            };
+            let (prog, args) = cmd.split_first()?;
+            match tokio::process::Command::new(prog).args(args).status().await {
+                Ok(s) if s.success() => {}
+                Ok(s) => tracing::error!("{what} command {cmd:?} exited {s}"),
+                Err(e) => tracing::error!("{what} command {cmd:?} failed: {e}"),
+            }
+        }
+        PowerMode::Syscall => {
+            nix::unistd::sync();
+            let mode = match after {
+                AfterSuccess::PowerOff => nix::sys::reboot::RebootMode::RB_POWER_OFF,
+                AfterSuccess::Kexec => nix::sys::reboot::RebootMode::RB_KEXEC,
+                _ => nix::sys::reboot::RebootMode::RB_AUTOBOOT,
+            };
+            // Returns only on failure.
+            let Err(e) = nix::sys::reboot::reboot(mode);
+            tracing::error!("{what} failed: {e} (is the worker root?)");
+        }
+    }
+    None
 }
 
 /// Runs `spec` with its time limit: on expiry, cancels the runtime and waits
@@ -825,7 +856,7 @@ fn sanitize(id: &str) -> String {
 }
 
 /// ±25 % so a rack of workers does not reconnect in lock-step.
-fn jitter(d: Duration) -> Duration {
+pub(crate) fn jitter(d: Duration) -> Duration {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|t| t.subsec_nanos())

@@ -6,12 +6,23 @@
 //! functions, and [`collect_from`] reads a tree under any root so tests can
 //! hand it a made-up one. A fact that cannot be read is left empty (or 0):
 //! a machine with an odd kernel still gets a worker.
+//!
+//! Discovery adds two facts that need more than reading files: the BMC's
+//! address ([`bmc_address`], from `ipmitool lan print`) and the switch
+//! port at the other end of each NIC ([`merge_lldp`], from
+//! [`crate::lldp`]).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
 use std::fs;
-use std::path::Path;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
 
-use bellows_rpc::v1::{Cpu, Disk, Facts, Nic};
+use bellows_model::api::LldpNeighbour;
+use bellows_rpc::v1::{Cpu, Disk, Facts, Lldp, Nic};
+use tokio::io::AsyncReadExt;
 
 /// The facts of this machine.
 pub fn collect() -> Facts {
@@ -42,6 +53,102 @@ pub fn collect_from(root: &Path) -> Facts {
         kernel: read("proc/sys/kernel/osrelease").trim().to_string(),
         architecture: std::env::consts::ARCH.to_string(),
         extra_json: dmi_json(&root.join("sys/class/dmi/id")),
+        bmc_address: String::new(),
+    }
+}
+
+/// Longest `ipmitool lan print` may take: a BMC that does not answer must
+/// not hold up the report.
+const IPMITOOL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most of `ipmitool lan print`'s output read (it is about 2 KiB).
+const IPMITOOL_OUTPUT_LIMIT: u64 = 64 << 10;
+
+/// The BMC's IPv4 address as this machine reads it with `ipmitool lan
+/// print` (its default channel), so discovery can fill in the BMC record;
+/// "" when `ipmitool` is not on the PATH, fails, takes longer than 10 s,
+/// or the BMC has no address.
+pub async fn bmc_address() -> String {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let Some(program) = find_on_path("ipmitool", &path) else {
+        return String::new();
+    };
+    let run = async {
+        let mut child = tokio::process::Command::new(&program)
+            .args(["lan", "print"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .ok()?;
+        let mut out = Vec::new();
+        // The pipe is closed once read, so a chatty child cannot block.
+        child
+            .stdout
+            .take()?
+            .take(IPMITOOL_OUTPUT_LIMIT)
+            .read_to_end(&mut out)
+            .await
+            .ok()?;
+        let _ = child.wait().await;
+        parse_lan_print(&String::from_utf8_lossy(&out))
+    };
+    match tokio::time::timeout(IPMITOOL_TIMEOUT, run).await {
+        Ok(Some(address)) => address.to_string(),
+        Ok(None) => String::new(),
+        Err(_) => {
+            tracing::debug!("ipmitool lan print took longer than {IPMITOOL_TIMEOUT:?}");
+            String::new()
+        }
+    }
+}
+
+/// The address of the `IP Address` line of `ipmitool lan print` (not the
+/// `IP Address Source` line before it); `None` without one, or when it is
+/// 0.0.0.0 (a BMC without an address).
+pub fn parse_lan_print(text: &str) -> Option<Ipv4Addr> {
+    text.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        if key.trim() != "IP Address" {
+            return None;
+        }
+        value
+            .trim()
+            .parse::<Ipv4Addr>()
+            .ok()
+            .filter(|a| !a.is_unspecified())
+    })
+}
+
+/// The first executable file called `name` in the directories of `path`
+/// (a `PATH` value).
+pub fn find_on_path(name: &str, path: &OsStr) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::split_paths(path)
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .map(|dir| dir.join(name))
+        .find(|file| {
+            fs::metadata(file).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// The protobuf form of an LLDP neighbour.
+pub fn lldp_to_proto(neighbour: &LldpNeighbour) -> Lldp {
+    Lldp {
+        chassis_id: neighbour.chassis_id.clone(),
+        port_id: neighbour.port_id.clone(),
+        system_name: neighbour.system_name.clone(),
+        port_description: neighbour.port_description.clone(),
+    }
+}
+
+/// Puts the neighbour heard on each NIC (by interface name) into `facts`;
+/// a NIC nothing was heard on keeps what it had.
+pub fn merge_lldp(facts: &mut Facts, heard: &BTreeMap<String, LldpNeighbour>) {
+    for nic in &mut facts.nics {
+        if let Some(neighbour) = heard.get(&nic.name) {
+            nic.lldp = Some(lldp_to_proto(neighbour));
+        }
     }
 }
 
@@ -187,6 +294,7 @@ fn nics(sys_class_net: &Path) -> Vec<Nic> {
                     .unwrap_or(0),
                 link_up: read_trimmed(&dir.join("operstate")).as_deref() == Some("up"),
                 addresses: Vec::new(),
+                lldp: None,
                 name,
             }
         })
@@ -433,6 +541,7 @@ CPU part\t: 0xd0c
                     speed_mbps: 1000,
                     link_up: true,
                     addresses: vec![],
+                    lldp: None,
                 },
                 Nic {
                     name: "eth1".into(),
@@ -441,6 +550,7 @@ CPU part\t: 0xd0c
                     speed_mbps: 0,
                     link_up: false,
                     addresses: vec![],
+                    lldp: None,
                 },
             ]
         );
@@ -469,6 +579,119 @@ CPU part\t: 0xd0c
         assert_eq!(facts.cpu.unwrap().sockets, 1);
         assert_eq!(facts.extra_json, "");
         assert!(facts.disks.is_empty() && facts.nics.is_empty());
+    }
+
+    /// `ipmitool lan print` of a Supermicro BMC (ipmitool 1.8.19): the
+    /// "IP Address Source" line comes first and must not be taken.
+    const LAN_PRINT: &str = "\
+Set in Progress         : Set Complete
+Auth Type Support       : NONE MD2 MD5 PASSWORD
+Auth Type Enable        : Callback : MD2 MD5 PASSWORD
+                        : User     : MD2 MD5 PASSWORD
+                        : Operator : MD2 MD5 PASSWORD
+                        : Admin    : MD2 MD5 PASSWORD
+                        : OEM      : MD2 MD5 PASSWORD
+IP Address Source       : DHCP Address
+IP Address              : 10.20.30.41
+Subnet Mask             : 255.255.255.0
+MAC Address             : 0c:c4:7a:12:34:56
+SNMP Community String   : public
+IP Header               : TTL=0x00 Flags=0x00 Precedence=0x00 TOS=0x00
+BMC ARP Control         : ARP Responses Enabled, Gratuitous ARP Disabled
+Default Gateway IP      : 10.20.30.1
+Default Gateway MAC     : 00:00:00:00:00:00
+Backup Gateway IP       : 0.0.0.0
+Backup Gateway MAC      : 00:00:00:00:00:00
+802.1q VLAN ID          : Disabled
+802.1q VLAN Priority    : 0
+RMCP+ Cipher Suites     : 1,2,3,6,7,8,11,12
+Cipher Suite Priv Max   : XaaaXXaaaXXaaXX
+                        :     X=Cipher Suite Unused
+                        :     c=CALLBACK
+                        :     u=USER
+                        :     o=OPERATOR
+                        :     a=ADMIN
+                        :     O=OEM
+Bad Password Threshold  : Not Available
+";
+
+    #[test]
+    fn bmc_address_from_lan_print() {
+        assert_eq!(
+            parse_lan_print(LAN_PRINT),
+            Some(Ipv4Addr::new(10, 20, 30, 41))
+        );
+        // No address yet (DHCP pending), or none configured.
+        let unset = LAN_PRINT.replace("10.20.30.41", "0.0.0.0");
+        assert_eq!(parse_lan_print(&unset), None);
+        // Only the source line: not an address.
+        assert_eq!(
+            parse_lan_print("IP Address Source       : Static Address\n"),
+            None
+        );
+        // ipmitool's error output, and nothing.
+        assert_eq!(
+            parse_lan_print(
+                "Could not open device at /dev/ipmi0 or /dev/ipmi/0 or /dev/ipmidev/0: No such file or directory\n"
+            ),
+            None
+        );
+        assert_eq!(parse_lan_print(""), None);
+        assert_eq!(parse_lan_print("IP Address : 10.1.2.300\n"), None);
+    }
+
+    #[test]
+    fn programs_on_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let tool = dir.path().join("ipmitool");
+        fs::write(&tool, "#!/bin/sh\n").unwrap();
+        let path = std::env::join_paths([Path::new("/nonexistent"), dir.path()]).unwrap();
+        assert_eq!(find_on_path("ipmitool", &path), None, "not executable");
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&tool, fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(find_on_path("ipmitool", &path), Some(tool));
+        assert_eq!(find_on_path("ipmitool", OsStr::new("")), None);
+        // A directory of that name is no program.
+        fs::create_dir(dir.path().join("sub")).unwrap();
+        assert_eq!(find_on_path("sub", &path), None);
+    }
+
+    #[test]
+    fn lldp_goes_to_its_nic() {
+        let mut facts = Facts {
+            nics: vec![
+                Nic {
+                    name: "eth0".into(),
+                    ..Default::default()
+                },
+                Nic {
+                    name: "eth1".into(),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let neighbour = LldpNeighbour {
+            chassis_id: "00:1c:73:0a:0b:0c".into(),
+            port_id: "Ethernet1/7".into(),
+            system_name: "leaf-12".into(),
+            port_description: "rack 12".into(),
+        };
+        let heard = BTreeMap::from([
+            ("eth1".to_string(), neighbour.clone()),
+            ("eth9".to_string(), neighbour),
+        ]);
+        merge_lldp(&mut facts, &heard);
+        assert_eq!(facts.nics[0].lldp, None);
+        assert_eq!(
+            facts.nics[1].lldp,
+            Some(Lldp {
+                chassis_id: "00:1c:73:0a:0b:0c".into(),
+                port_id: "Ethernet1/7".into(),
+                system_name: "leaf-12".into(),
+                port_description: "rack 12".into(),
+            })
+        );
     }
 
     /// This machine, read for real: the numbers must be plausible and agree

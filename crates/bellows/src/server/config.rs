@@ -315,7 +315,7 @@ pub fn resolve(args: &ServerArgs) -> Result<ServerConfig, ConfigError> {
         local_boot,
         refind_dir: pick!(refind_dir).unwrap_or_else(|| PathBuf::from(DEBIAN_REFIND_DIR)),
         allow_script_from_any_address: pick!(allow_script_from_any_address).unwrap_or(false),
-        discovery: discovery_config(&args, &file)?,
+        discovery: discovery_config(args, &file)?,
         log: pick!(log).unwrap_or_else(|| "info".to_string()),
         log_format: pick!(log_format).unwrap_or(LogFormat::Text),
         action_grace: std::time::Duration::from_secs(pick!(action_grace).unwrap_or(60)),

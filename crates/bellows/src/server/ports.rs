@@ -309,3 +309,116 @@ impl bellows_syslog::LogSink for StorePorts {
             .map_err(|e| bellows_syslog::SinkError(e.to_string()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, SocketAddrV4};
+
+    use bellows_dhcp::responder::{Arrival, Decision, Service, respond};
+    use bellows_dhcp::{DhcpConfig, LeasePool, Lookup};
+    use bellows_model::discovery::Pool;
+    use bellows_store::{SecretKey, SqlStore};
+    use dhcproto::v4::{self, DhcpOption, Message};
+    use dhcproto::{Encodable, Encoder};
+
+    use super::*;
+
+    fn discover(mac: MacAddr) -> Vec<u8> {
+        let mut msg = Message::new_with_id(
+            0x1234_5678,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            &mac.octets(),
+        );
+        msg.opts_mut()
+            .insert(DhcpOption::MessageType(v4::MessageType::Discover));
+        let mut buf = Vec::new();
+        msg.encode(&mut Encoder::new(&mut buf)).unwrap();
+        buf
+    }
+
+    fn offered(decision: Decision) -> Option<Ipv4Addr> {
+        match decision {
+            Decision::Reply(r) => Some(r.yiaddr),
+            Decision::Drop(_) => None,
+        }
+    }
+
+    /// The attack: 5,000 made-up MACs ask for addresses. They share the
+    /// discovery pool (50 here) and nothing else; the known machine still
+    /// gets its reservation, the lease table never holds more than the
+    /// pool, and no record is written for any of them.
+    #[tokio::test]
+    async fn five_thousand_unknown_macs_cannot_exhaust_the_known_machines_addresses() {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, _) = SecretKey::load_or_create(&dir.path().join("key")).unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqlStore::open_sqlite(dir.path(), key).await.unwrap());
+        let known = Hardware::from_json(
+            br#"{"id":"known","network":{"interfaces":[{"dhcp":{"mac":"02:00:00:00:00:01",
+                "ip":{"address":"10.0.0.105","netmask":"255.255.255.0"}}}]}}"#,
+        )
+        .unwrap();
+        store.push_hardware(known).await.unwrap();
+        let pool = Pool {
+            first: Ipv4Addr::new(10, 0, 0, 100),
+            last: Ipv4Addr::new(10, 0, 0, 149),
+            netmask: Some(Ipv4Addr::new(255, 255, 255, 0)),
+            gateway: None,
+            name_servers: vec![],
+        };
+        let ports = StorePorts::new(store.clone(), None).with_discovery(Discovery {
+            pool: Some(std::sync::Mutex::new(LeasePool::new(pool, 600))),
+            lease_secs: 600,
+            tokens: None,
+        });
+        let cfg = DhcpConfig::default();
+        let arrival = Arrival {
+            service: Service::Dhcp,
+            local_addr: Ipv4Addr::new(10, 0, 0, 1),
+            netmask: Some(Ipv4Addr::new(255, 255, 255, 0)),
+            source: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68),
+        };
+        let mut leased = std::collections::BTreeSet::new();
+        for i in 0..5_000u32 {
+            let b = i.to_be_bytes();
+            let mac = MacAddr([0x02, 0xbd, b[0], b[1], b[2], b[3]]);
+            if let Some(ip) = offered(respond(&discover(mac), &arrival, &cfg, &ports)) {
+                assert_ne!(
+                    ip,
+                    Ipv4Addr::new(10, 0, 0, 105),
+                    "a reserved address was leased"
+                );
+                leased.insert(ip);
+            }
+        }
+        // 50 addresses, one of them reserved for the known machine.
+        assert_eq!(leased.len(), 49);
+        let pool_len = ports
+            .discovery
+            .as_ref()
+            .and_then(|d| d.pool.as_ref())
+            .map(|p| p.lock().unwrap().len());
+        assert_eq!(pool_len, Some(49));
+        let known_mac: MacAddr = "02:00:00:00:00:01".parse().unwrap();
+        assert_eq!(
+            offered(respond(&discover(known_mac), &arrival, &cfg, &ports)),
+            Some(Ipv4Addr::new(10, 0, 0, 105))
+        );
+        assert_eq!(store.list_hardware().await.unwrap().len(), 1);
+        assert!(ports.by_mac(known_mac).is_some());
+    }
+
+    /// Discovery off: an unknown MAC gets nothing at all.
+    #[tokio::test]
+    async fn without_discovery_unknown_macs_get_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, _) = SecretKey::load_or_create(&dir.path().join("key")).unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqlStore::open_sqlite(dir.path(), key).await.unwrap());
+        let ports = StorePorts::new(store, None);
+        let mac: MacAddr = "02:bd:00:00:00:01".parse().unwrap();
+        assert!(Lookup::by_mac(&ports, mac).is_none());
+        assert!(bellows_ipxe::http::BootLookup::by_mac(&ports, mac).is_none());
+    }
+}

@@ -288,6 +288,7 @@ fn install(how: Install, fw: Firmware, order: Order, tag: &str, mac: &str, ip: &
         memory_mib: 1024,
         reboot: true,
         disk: Some((&disk, order)),
+        disk_serial: None,
     });
     let console = || file_tail(&work.join("console.log"), 4000);
     let mut first_action_at: Option<Duration> = None;
@@ -689,6 +690,7 @@ tasks:
         memory_mib: 1024,
         reboot: false,
         disk: Some((&disk, Order::NetworkFirst)),
+        disk_serial: None,
     });
     let console = || file_tail(&work.join("console.log"), 4000);
     loop {

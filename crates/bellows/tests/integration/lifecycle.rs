@@ -105,6 +105,7 @@ fn start_vm(
         memory_mib: 1024,
         reboot: true,
         disk: Some((disk, order)),
+        disk_serial: None,
     })
 }
 

@@ -53,6 +53,7 @@ fn boots_its_disk_under_refind(fw: Firmware, efi_path: &str, tag: &str, mac: &st
         memory_mib: 512,
         reboot: false,
         disk: Some((&disk, Order::NetworkFirst)),
+        disk_serial: None,
     });
     let line = wait_for_log_line(&s, &ns, &name, "installed hostname=", &mut vm, work.path());
     assert!(line.contains(&format!("ip={ip}")), "{line}");

@@ -10,6 +10,7 @@ mod cli;
 mod compat;
 mod console;
 mod containers;
+mod discovery;
 mod durability;
 mod harness;
 mod libvirt_bmc;

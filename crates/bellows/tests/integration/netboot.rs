@@ -28,6 +28,7 @@ fn netboot_vm(ns: &str, tap: &str, mac: &str, fw: Firmware, work: &Path) -> Chil
         memory_mib: 512,
         reboot: false,
         disk: None,
+        disk_serial: None,
     })
 }
 

@@ -212,6 +212,7 @@ fn measure(variant: Variant, n: u32) -> Timings {
         memory_mib: 2048,
         reboot: false,
         disk: None,
+        disk_serial: None,
     });
     let (mut connected, mut started) = (None, None);
     let done = loop {

@@ -254,6 +254,7 @@ fn a_vm_installs_through_the_replica_that_survives_its_first_ones_death() {
         memory_mib: 1024,
         reboot: true,
         disk: Some((&disk, Order::NetworkFirst)),
+        disk_serial: None,
     });
     let console = || file_tail(&work.path().join("console.log"), 4000);
     let start = Instant::now();

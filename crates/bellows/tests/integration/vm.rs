@@ -40,6 +40,8 @@ pub struct VmSpec<'a> {
     pub reboot: bool,
     /// A raw virtio disk and the boot order; without one, network only.
     pub disk: Option<(&'a Path, Order)>,
+    /// The disk's serial number (what the machine reads in sysfs).
+    pub disk_serial: Option<&'a str>,
 }
 
 /// Starts the VM in `spec.ns` on `spec.tap`.
@@ -77,7 +79,12 @@ pub fn start_vm(spec: &VmSpec<'_>) -> ChildGuard {
                         spec.mac
                     ),
                     "-device",
-                    &format!("virtio-blk-pci,drive=d0,bootindex={disk_index}"),
+                    &format!(
+                        "virtio-blk-pci,drive=d0,bootindex={disk_index}{}",
+                        spec.disk_serial
+                            .map(|s| format!(",serial={s}"))
+                            .unwrap_or_default()
+                    ),
                 ]);
         }
         None => {
