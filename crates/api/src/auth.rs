@@ -166,23 +166,39 @@ impl Authenticator {
             }
             return Ok(DiscoveryCaller::Machine(claim));
         }
+        self.operator_for_machine_call(
+            &token_digest(token),
+            "reporting a discovery",
+            "the credential is not valid (a per-boot credential cannot report a discovery)",
+        )
+        .await
+        .map(DiscoveryCaller::Operator)
+    }
+
+    /// The operator behind an API token with `digest` making a call a
+    /// machine would make (`doing` it): operator or admin only; `unknown`
+    /// is the refusal when no token has that digest.
+    async fn operator_for_machine_call(
+        &self,
+        digest: &str,
+        doing: &str,
+        unknown: &'static str,
+    ) -> Result<Operator, tonic::Status> {
         match self
             .tokens
-            .api_token_by_digest(&token_digest(token))
+            .api_token_by_digest(digest)
             .await
             .map_err(unavailable)?
         {
-            Some(t) if t.role.allows(Role::Operator) => Ok(DiscoveryCaller::Operator(Operator {
+            Some(t) if t.role.allows(Role::Operator) => Ok(Operator {
                 name: t.name,
                 role: t.role,
-            })),
+            }),
             Some(t) => Err(tonic::Status::permission_denied(format!(
-                "token {:?} is a {}; reporting a discovery needs operator or admin",
+                "token {:?} is a {}; {doing} needs operator or admin",
                 t.name, t.role
             ))),
-            None => Err(tonic::Status::unauthenticated(
-                "the credential is not valid (a per-boot credential cannot report a discovery)",
-            )),
+            None => Err(tonic::Status::unauthenticated(unknown)),
         }
     }
 
@@ -276,24 +292,14 @@ impl Authenticator {
             workflow_active,
         }) = lookup
         else {
-            return match self
-                .tokens
-                .api_token_by_digest(&digest)
-                .await
-                .map_err(unavailable)?
-            {
-                Some(t) if t.role.allows(Role::Operator) => Ok(WorkerCaller::Operator(Operator {
-                    name: t.name,
-                    role: t.role,
-                })),
-                Some(t) => Err(tonic::Status::permission_denied(format!(
-                    "token {:?} is a {}; acting as a worker needs operator or admin",
-                    t.name, t.role
-                ))),
-                None => Err(tonic::Status::unauthenticated(
+            return self
+                .operator_for_machine_call(
+                    &digest,
+                    "acting as a worker",
                     "the credential is not valid (from an earlier boot, or never issued)",
-                )),
-            };
+                )
+                .await
+                .map(WorkerCaller::Operator);
         };
         if self.settings.bind_to_address
             && let Some(bound) = credential.address.as_deref()

@@ -454,11 +454,13 @@ pub trait Store: Send + Sync + 'static {
     /// `{counter}` of the machine it is enrolling; a failed enrolment
     /// leaves a gap, never a repeat).
     async fn next_rule_counter(&self, name: &str) -> Result<u64>;
-    /// Enrols a discovered machine in one transaction: `hw` replaces the
-    /// record (which must still be `discovered`: a machine two servers or
-    /// a rule and an operator enrol at once is enrolled once) and `wf`, if
-    /// any, is created.
-    async fn enroll(&self, hw: &Hardware, wf: Option<&Workflow>) -> Result<()>;
+    /// Replaces a record that is still `discovered` with `hw`, and creates
+    /// `wf` if any, in one transaction; refused (Conflict) when the stored
+    /// record is no longer discovered. Enrolment is this with `hw` marked
+    /// enrolled (a machine two servers, or a rule and an operator, enrol at
+    /// once is enrolled once); a new report of a waiting machine is this
+    /// with its inventory (it never undoes an enrolment).
+    async fn replace_discovered(&self, hw: &Hardware, wf: Option<&Workflow>) -> Result<()>;
 
     /// Change notifications for writes committed from now on.
     fn subscribe(&self) -> broadcast::Receiver<Change>;

@@ -1943,7 +1943,7 @@ impl Store for SqlStore {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    async fn enroll(&self, hw: &Hardware, wf: Option<&Workflow>) -> Result<()> {
+    async fn replace_discovered(&self, hw: &Hardware, wf: Option<&Workflow>) -> Result<()> {
         let (_guard, mut tx) = self.begin().await?;
         let row = sqlx::query(for_update!(
             self,

@@ -114,7 +114,7 @@ pub(crate) async fn report(
             let same = hw.discovery.as_ref().is_some_and(|d| d.inventory == facts);
             if !same || now - seen > RESEEN_WRITE_MS {
                 update_inventory(&mut hw, facts, now);
-                match store.enroll(&hw, None).await {
+                match store.replace_discovered(&hw, None).await {
                     Ok(()) => {}
                     // Enrolled meanwhile (a rule on another server, an
                     // operator): the next report says so.
@@ -270,7 +270,7 @@ pub(crate) async fn enrol(
         Some(req) => Some(crate::workflows::build(store, req, created_by, Some(hw.clone())).await?),
         None => None,
     };
-    store.enroll(&hw, wf.as_ref()).await?;
+    store.replace_discovered(&hw, wf.as_ref()).await?;
     Ok(wf)
 }
 

@@ -43,32 +43,31 @@ impl Discovery {
     /// renewed lease (reservation mode; `None` when the pool is full), or
     /// boot information only (proxy mode).
     fn lease(&self, mac: MacAddr, index: &HardwareIndex) -> Option<Arc<Hardware>> {
+        self.transient(mac, |pool| {
+            pool.lease(mac, now_ms(), |ip| index.by_ip(IpAddr::V4(ip)).is_some())
+        })
+    }
+
+    /// The same for the boot script: never leases, only reads the lease
+    /// DHCP gave (so the script is bound to that address).
+    fn current(&self, mac: MacAddr) -> Option<Arc<Hardware>> {
+        self.transient(mac, |pool| pool.current(mac, now_ms()))
+    }
+
+    /// The transient record for `mac` with the address `address` picks
+    /// from the pool (none: no record); without a pool, boot info only.
+    fn transient(
+        &self,
+        mac: MacAddr,
+        address: impl FnOnce(&mut bellows_dhcp::LeasePool) -> Option<std::net::Ipv4Addr>,
+    ) -> Option<Arc<Hardware>> {
         let Some(pool) = &self.pool else {
             return Some(Arc::new(transient_record(mac, None, &[], None)));
         };
         let mut pool = pool
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let ip = pool.lease(mac, now_ms(), |ip| index.by_ip(IpAddr::V4(ip)).is_some())?;
-        let p = pool.pool();
-        Some(Arc::new(transient_record(
-            mac,
-            Some(p.reservation(ip)),
-            &p.name_servers,
-            Some(self.lease_secs),
-        )))
-    }
-
-    /// The same for the boot script: never leases, only reads the lease
-    /// DHCP gave (so the script is bound to that address).
-    fn current(&self, mac: MacAddr) -> Option<Arc<Hardware>> {
-        let Some(pool) = &self.pool else {
-            return Some(Arc::new(transient_record(mac, None, &[], None)));
-        };
-        let pool = pool
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let ip = pool.current(mac, now_ms())?;
+        let ip = address(&mut pool)?;
         let p = pool.pool();
         Some(Arc::new(transient_record(
             mac,

@@ -15,7 +15,7 @@ use serde_json::Value;
 use bellows_testkit::netns::{Lab, can_run};
 
 use crate::harness::{Server, ok};
-use crate::lifecycle::{build_disk, build_osie, have, template};
+use crate::lifecycle::{build_disk, build_osie, callback_line, have, template};
 use crate::vm::{Firmware, Order, VmSpec, file_tail};
 
 const SERVER_IP: &str = "10.83.0.1";
@@ -214,18 +214,8 @@ fn unknown_vms_are_discovered_and_a_rule_enrols_the_one_with_the_larger_disk() {
     // its installed system calls back over syslog.
     let start = Instant::now();
     let callback = loop {
-        let logs = ok(&server.cli_netns(
-            &ns,
-            &["hardware", "logs", big_id, "-o", "json", "-n", "2000"],
-            None,
-        ));
-        let logs: Value = serde_json::from_str(&logs).unwrap_or(Value::Null);
-        if let Some(line) = logs["items"].as_array().into_iter().flatten().find(|l| {
-            l["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("installed hostname="))
-        }) {
-            break line.clone();
+        if let Some(line) = callback_line(&server, &ns, big_id) {
+            break line;
         }
         let wfs = ok(&server.cli_netns(&ns, &["workflow", "list", "-o", "json"], None));
         assert!(

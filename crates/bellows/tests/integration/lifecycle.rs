@@ -173,6 +173,27 @@ tasks:
     )
 }
 
+/// The installed system's call-back (`installed hostname=…`) among the
+/// syslog lines filed under `machine`, if it has come.
+pub(crate) fn callback_line(server: &Server, ns: &str, machine: &str) -> Option<Value> {
+    let logs = ok(&server.cli_netns(
+        ns,
+        &["hardware", "logs", machine, "-o", "json", "-n", "2000"],
+        None,
+    ));
+    let logs: Value = serde_json::from_str(&logs).unwrap_or(Value::Null);
+    logs["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("installed hostname="))
+        })
+        .cloned()
+}
+
 /// Unix milliseconds of a server log line (tracing's RFC 3339 prefix).
 pub(crate) fn log_time(line: &str) -> Option<i64> {
     let stamp = line.split_whitespace().next()?;
@@ -321,18 +342,8 @@ fn lifecycle(fw: Firmware, order: Order, after: After, tag: &str, mac: &str, ip:
             ),
             _ => {}
         }
-        let logs = ok(&s.server.cli_netns(
-            &s.ns,
-            &["hardware", "logs", name, "-o", "json", "-n", "2000"],
-            None,
-        ));
-        let logs: Value = serde_json::from_str(&logs).unwrap_or(Value::Null);
-        if let Some(line) = logs["items"].as_array().into_iter().flatten().find(|l| {
-            l["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("installed hostname="))
-        }) {
-            break line.clone();
+        if let Some(line) = callback_line(&s.server, &s.ns, name) {
+            break line;
         }
         assert!(
             start.elapsed() < TIMEOUT,

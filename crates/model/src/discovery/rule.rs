@@ -399,6 +399,22 @@ impl std::fmt::Display for Size {
     }
 }
 
+/// `T` typed straight from YAML (or JSON) text; an error names the field
+/// it is about, as the document spells its path.
+fn from_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ValidationError> {
+    let mut field = String::new();
+    serde_saphyr::with_deserializer_from_str(text, |de| {
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            if path != "." && path != "?" {
+                field = path;
+            }
+            e.into_inner()
+        })
+    })
+    .map_err(|e| ValidationError::new(field.clone(), e.to_string()))
+}
+
 /// The placeholder names text in `set` and `workflow` may use.
 const PLACEHOLDERS: &[&str] = &[
     "counter",
@@ -422,17 +438,7 @@ impl Rule {
                 ),
             ));
         }
-        let mut field = String::new();
-        let rule: Rule = serde_saphyr::with_deserializer_from_str(text, |de| {
-            serde_path_to_error::deserialize(de).map_err(|e| {
-                let path = e.path().to_string();
-                if path != "." && path != "?" {
-                    field = path;
-                }
-                e.into_inner()
-            })
-        })
-        .map_err(|e| ValidationError::new(field.clone(), e.to_string()))?;
+        let rule: Rule = from_yaml(text)?;
         rule.validate()?;
         Ok(rule)
     }
@@ -482,15 +488,7 @@ impl Rule {
         for (field, text) in texts {
             check_placeholders(text).map_err(|m| ValidationError::new(field, m))?;
         }
-        if let Some(state) = &self.matches.state
-            && !matches!(state.as_str(), "discovered" | "enrolled" | "registered")
-        {
-            return Err(ValidationError::new(
-                "match.state",
-                format!("{state:?} is not a state: discovered, enrolled or registered"),
-            ));
-        }
-        Ok(())
+        self.matches.check_state("match.state")
     }
 
     /// What this rule makes of `hw` with enrolment number `counter`: the
@@ -755,26 +753,23 @@ impl Match {
         if text.len() > MAX_RULE_BYTES {
             return Err(ValidationError::new("", "the selector is too long"));
         }
-        let mut field = String::new();
-        let selector: Match = serde_saphyr::with_deserializer_from_str(text, |de| {
-            serde_path_to_error::deserialize(de).map_err(|e| {
-                let path = e.path().to_string();
-                if path != "." && path != "?" {
-                    field = path;
-                }
-                e.into_inner()
-            })
-        })
-        .map_err(|e| ValidationError::new(field.clone(), e.to_string()))?;
-        if let Some(state) = &selector.state
-            && !matches!(state.as_str(), "discovered" | "enrolled" | "registered")
-        {
-            return Err(ValidationError::new(
-                "state",
-                format!("{state:?} is not a state: discovered, enrolled or registered"),
-            ));
-        }
+        let selector: Match = from_yaml(text)?;
+        selector.check_state("state")?;
         Ok(selector)
+    }
+
+    /// `state`, if given, is one `hardware_state` can return; `field` is
+    /// where the caller's document holds it.
+    fn check_state(&self, field: &str) -> Result<(), ValidationError> {
+        match &self.state {
+            Some(state) if !matches!(state.as_str(), "discovered" | "enrolled" | "registered") => {
+                Err(ValidationError::new(
+                    field,
+                    format!("{state:?} is not a state: discovered, enrolled or registered"),
+                ))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Does `hw` fit every condition? The error is the first that does not.

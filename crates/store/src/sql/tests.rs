@@ -891,7 +891,7 @@ async fn rules_keep_their_order_and_counter_and_enrolment_happens_once(backend: 
     let mut enrolled = found.clone();
     mark_enrolled(&mut enrolled, "rule:b".into());
     let wf = workflow("wf-e", "52:54:00:be:00:01");
-    s.enroll(&enrolled, Some(&wf)).await.unwrap();
+    s.replace_discovered(&enrolled, Some(&wf)).await.unwrap();
     let stored = s.hardware(&found.id).await.unwrap().unwrap();
     assert_eq!(hardware_state(&stored), "enrolled");
     assert!(s.workflow("wf-e").await.unwrap().is_some());
@@ -899,7 +899,7 @@ async fn rules_keep_their_order_and_counter_and_enrolment_happens_once(backend: 
     // moment) is refused and writes nothing.
     let again = workflow("wf-f", "52:54:00:be:00:01");
     assert!(matches!(
-        s.enroll(&enrolled, Some(&again)).await,
+        s.replace_discovered(&enrolled, Some(&again)).await,
         Err(StoreError::Conflict { .. })
     ));
     assert!(s.workflow("wf-f").await.unwrap().is_none());
