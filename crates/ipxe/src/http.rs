@@ -18,8 +18,6 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bellows_model::{Hardware, MacAddr, boot};
-use tower::ServiceExt;
-use tower_http::services::ServeFile;
 
 use crate::script::{InstallOs, LocalBoot, ScriptChoice, choose, render};
 
@@ -285,26 +283,26 @@ enum Inside {
 
 /// Resolves `relative` under `root`, following symlinks, and says whether
 /// the file it reaches lies inside `root` (itself resolved, so a served
-/// folder reached through a link still works). Runs on the blocking pool.
+/// folder reached through a link still works). In the task, like the read
+/// that follows (see `file.rs`): a few lookups of entries the kernel has
+/// cached, cheaper than a hop to the blocking pool and back.
 async fn inside(root: &std::path::Path, relative: &std::path::Path) -> Inside {
-    let root = root.to_path_buf();
     let target = root.join(relative);
-    let resolved = tokio::task::spawn_blocking(move || {
-        let root = std::fs::canonicalize(&root).ok()?;
+    let resolved = (|| {
+        let root = std::fs::canonicalize(root).ok()?;
         let file = std::fs::canonicalize(&target).ok()?;
         let is_file = std::fs::metadata(&file).is_ok_and(|m| m.is_file());
         Some((root, file, is_file))
-    })
-    .await;
+    })();
     match resolved {
-        Ok(Some((root, file, is_file))) if file.starts_with(&root) => {
+        Some((root, file, is_file)) if file.starts_with(&root) => {
             if is_file {
                 Inside::File(file)
             } else {
                 Inside::Missing
             }
         }
-        Ok(Some((root, file, _))) => {
+        Some((root, file, _)) => {
             tracing::warn!(
                 folder = %root.display(),
                 target = %file.display(),
@@ -312,20 +310,13 @@ async fn inside(root: &std::path::Path, relative: &std::path::Path) -> Inside {
             );
             Inside::Outside
         }
-        Ok(None) => Inside::Missing,
-        Err(e) => {
-            tracing::error!(error = %e, "path resolution task failed");
-            Inside::Missing
-        }
+        None => Inside::Missing,
     }
 }
 
 /// Serves a resolved file (ranges, HEAD and conditional requests included).
 async fn serve_file(path: PathBuf, req: Request) -> Response {
-    match ServeFile::new(path).oneshot(req).await {
-        Ok(resp) => resp.into_response(),
-        Err(never) => match never {},
-    }
+    crate::file::serve(&path, req.headers())
 }
 
 fn not_found() -> Response {

@@ -8,6 +8,7 @@
 //! unrolled rather than counted, because arithmetic on settings is not
 //! core either.
 
+mod file;
 pub mod http;
 pub mod script;
 

@@ -283,3 +283,102 @@ async fn symlinks_out_of_a_served_folder_are_not_followed() {
         );
     }
 }
+
+/// curl with `extra` arguments: (status, headers, body bytes).
+async fn curl_raw(server: SocketAddr, path: &str, extra: &[&str]) -> (u16, String, Vec<u8>) {
+    bellows_testkit::packages::ensure_programs(&["curl"], &["curl"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let headers = dir.path().join("headers");
+    let url = format!("http://{server}{path}");
+    let run = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-D"])
+        .arg(&headers)
+        .args(extra)
+        .arg(&url)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("curl finishes")
+        .expect("curl runs");
+    assert!(output.status.success(), "curl {url}: {output:?}");
+    let headers = std::fs::read_to_string(headers).expect("headers");
+    let status = headers
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    (status, headers, output.stdout)
+}
+
+/// True when `headers` (as curl wrote them) hold `line`, case aside.
+fn has(headers: &str, line: &str) -> bool {
+    headers.to_lowercase().contains(&line.to_lowercase())
+}
+
+/// Boot files as curl sees them: whole, one range (what the storm and
+/// some firmware ask), a suffix, past the end (416), several ranges
+/// (answered whole), HEAD, and If-Modified-Since (304).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boot_files_answer_ranges_head_and_conditional_requests() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let osie = dir.path().join("osie");
+    std::fs::create_dir_all(&osie).expect("mkdir");
+    // Three and a half chunks of 64 KiB, every byte telling its place.
+    let kernel: Vec<u8> = (0..229_376u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(osie.join("vmlinuz"), &kernel).expect("write");
+    let mut dirs = empty_dirs(dir.path());
+    dirs.osie_dir = Some(osie);
+    let server = serve(&dirs, false).await;
+
+    let (status, headers, body) = curl_raw(server, "/osie/vmlinuz", &[]).await;
+    assert_eq!(status, 200);
+    assert!(body == kernel, "the whole file, byte for byte");
+    assert!(has(&headers, "accept-ranges: bytes"), "{headers}");
+    assert!(has(&headers, "content-length: 229376"), "{headers}");
+    let modified = headers
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("last-modified: ")
+                .or(l.strip_prefix("Last-Modified: "))
+        })
+        .expect("last-modified")
+        .trim()
+        .to_string();
+
+    let (status, headers, body) = curl_raw(server, "/osie/vmlinuz", &["-r", "65530-131080"]).await;
+    assert_eq!(status, 206);
+    assert!(
+        body == kernel[65_530..=131_080],
+        "the range crosses a chunk"
+    );
+    assert!(
+        has(&headers, "content-range: bytes 65530-131080/229376"),
+        "{headers}"
+    );
+    let (status, _, body) = curl_raw(server, "/osie/vmlinuz", &["-r", "-10"]).await;
+    assert_eq!((status, body.as_slice()), (206, &kernel[229_366..]));
+    let (status, headers, body) = curl_raw(server, "/osie/vmlinuz", &["-r", "300000-"]).await;
+    assert_eq!((status, body.len()), (416, 0));
+    assert!(has(&headers, "content-range: bytes */229376"), "{headers}");
+    let (status, _, body) = curl_raw(server, "/osie/vmlinuz", &["-r", "0-1,5-6"]).await;
+    assert!(
+        status == 200 && body == kernel,
+        "several ranges: the whole file"
+    );
+
+    let (status, headers, _) = curl_raw(server, "/osie/vmlinuz", &["-I"]).await;
+    assert_eq!(status, 200, "HEAD");
+    assert!(has(&headers, "content-length: 229376"), "{headers}");
+    let since = format!("If-Modified-Since: {modified}");
+    let (status, _, body) = curl_raw(server, "/osie/vmlinuz", &["-H", &since]).await;
+    assert_eq!((status, body.len()), (304, 0));
+    let stale = "If-Range: Thu, 01 Jan 1970 00:00:00 GMT";
+    let (status, _, body) = curl_raw(server, "/osie/vmlinuz", &["-r", "0-9", "-H", stale]).await;
+    assert!(
+        status == 200 && body == kernel,
+        "If-Range of another version: whole"
+    );
+    let (status, _, _) = curl_raw(server, "/osie/missing", &[]).await;
+    assert_eq!(status, 404);
+}

@@ -100,6 +100,11 @@ impl ActiveWorkflows {
         self.maps.write().remove(id);
     }
 
+    /// Workflow `id` as stored, when it is unfinished.
+    pub(crate) fn get(&self, id: &str) -> Option<Workflow> {
+        self.maps.read().by_id.get(id).cloned()
+    }
+
     /// True when workflow `id` is unfinished.
     pub(crate) fn contains(&self, id: &str) -> bool {
         self.maps.read().by_id.contains_key(id)

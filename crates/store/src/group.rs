@@ -77,20 +77,37 @@ fn start_writer<T: Send + 'static, R: Send + 'static>(
     write: WriteBatch<T, R>,
     queue: mpsc::Receiver<Pending<T, R>>,
 ) {
+    spawn_writer("group-commit", write_batches(write, queue));
+}
+
+/// Runs `writer` (a loop that writes to the store) on a thread of its own,
+/// in the runtime it is called from, for the reason given at
+/// [`start_writer`]: a writer holds the store's single write lock across
+/// its awaits, and on the runtime each await waited behind a boot storm's
+/// thousands of ready tasks while every other writer waited for the lock.
+/// If the thread cannot start, the writer does not run (logged) and its
+/// queue's senders see it closed.
+pub fn spawn_writer(name: &str, writer: impl Future<Output = ()> + Send + 'static) {
     let runtime = tokio::runtime::Handle::current();
     let spawned = std::thread::Builder::new()
-        .name("group-commit".into())
-        .spawn(move || runtime.block_on(write_batches(write, queue)));
+        .name(name.into())
+        .spawn(move || runtime.block_on(writer));
     if let Err(e) = spawned {
-        tracing::error!("cannot start the group-commit writer's thread: {e}");
+        tracing::error!("cannot start the {name} writer's thread: {e}");
     }
 }
 
 /// Waits for the next item, then takes whatever else is waiting, up to
 /// [`MAX_BATCH`]; None when every sender is gone.
 pub async fn next_batch<T>(queue: &mut mpsc::Receiver<T>) -> Option<Vec<T>> {
+    next_batch_up_to(queue, MAX_BATCH).await
+}
+
+/// [`next_batch`] with another cap (at least one item): background
+/// writers that nobody waits on take more per transaction.
+pub async fn next_batch_up_to<T>(queue: &mut mpsc::Receiver<T>, max: usize) -> Option<Vec<T>> {
     let mut batch = vec![queue.recv().await?];
-    while batch.len() < MAX_BATCH {
+    while batch.len() < max {
         match queue.try_recv() {
             Ok(item) => batch.push(item),
             Err(_) => break,

@@ -16,6 +16,8 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bellows_model::discovery::rule::{MAX_RULES, Rule, RuleRecord};
@@ -23,10 +25,10 @@ use bellows_model::timeline::{BootEvent, Step};
 use bellows_model::workflow::{Event, Transition};
 use bellows_model::{Hardware, MacAddr, State, Workflow};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use sqlx::AnyPool;
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
-use tokio::sync::{Mutex, MutexGuard, broadcast};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, Connection, Row, Transaction};
+use tokio::sync::{Mutex, MutexGuard, Semaphore, SemaphorePermit, broadcast};
 
 use crate::active::{ActiveWorkflows, worker_keys};
 use crate::credentials::Credentials;
@@ -65,20 +67,19 @@ pub enum Backend {
 
 /// The one SQL-backed [`Store`].
 pub struct SqlStore {
-    /// Reads (and, on PostgreSQL, writes).
+    /// Reads (and, on PostgreSQL, writes). On SQLite only the rare
+    /// whole-table loads (at open, after a copy): the frequent reads go
+    /// through `readers`.
     pool: AnyPool,
-    /// Where write transactions run: on SQLite a pool of its own with one
-    /// connection, so that a writer never queues for a connection behind
-    /// thousands of readers (a boot storm's streams) while every other
-    /// writer queues behind it; readers do not block it (WAL). On
-    /// PostgreSQL the same pool as reads.
-    writer: AnyPool,
+    /// On SQLite, the connections reads run on (see [`ReadPool`]); None on
+    /// PostgreSQL, which reads from `pool`.
+    readers: Option<ReadPool>,
+    /// Where write transactions run (see [`Writer`]).
+    writer: Writer,
     backend: Backend,
-    /// SQLite has one writer; taking this lock before `BEGIN` turns lock
-    /// contention into an orderly queue instead of `SQLITE_BUSY` errors.
-    /// Not taken on PostgreSQL, whose row locks order writers (and whose
-    /// other writers are in other processes anyway).
-    write: Mutex<()>,
+    /// Foreground writers waiting for `write` (SQLite): background writes
+    /// (the boot timeline, inventories) let them go first.
+    foreground_waiting: Arc<AtomicUsize>,
     changes: broadcast::Sender<Change>,
     index: Arc<HardwareIndex>,
     /// On SQLite, the unfinished workflows by worker (see `active.rs`);
@@ -95,6 +96,138 @@ pub struct SqlStore {
     replica: Option<postgres::Replica>,
     /// How long each write's commit took (see [`SqlStore::commit_latency`]).
     commit_seconds: Histogram,
+}
+
+/// Where write transactions run.
+enum Writer {
+    /// SQLite: one connection of its own, behind a lock. SQLite has one
+    /// writer; taking the lock before `BEGIN` turns contention into an
+    /// orderly queue instead of `SQLITE_BUSY` errors, and a writer never
+    /// queues for a connection behind a boot storm's readers (WAL lets
+    /// them run side by side). Not a pool: a pooled connection goes back
+    /// through a task sqlx spawns on the runtime (with a ping), and under a
+    /// boot storm that task waited 50-400 ms behind thousands of ready
+    /// ones while the next writer, holding the lock, waited for it. None
+    /// once the store is closed.
+    Sqlite(Mutex<Option<AnyConnection>>),
+    /// PostgreSQL: the pool reads use too; its row locks order writers
+    /// (whose others are in other processes anyway).
+    Pool(AnyPool),
+}
+
+/// SQLite's read connections, handed out and taken back without a task:
+/// a connection from sqlx's pool goes back through a task spawned on the
+/// runtime (with a ping), and under a boot storm the four readers each
+/// waited 50-400 ms for that task, so reads queued for seconds (25,000
+/// "slow acquire" warnings in one 10,000-machine storm) once the writes
+/// stopped pacing them.
+pub(crate) struct ReadPool {
+    idle: std::sync::Mutex<Vec<AnyConnection>>,
+    /// One permit per connection in `idle`.
+    available: Semaphore,
+}
+
+impl ReadPool {
+    /// A pool of these connections.
+    pub(crate) fn new(connections: Vec<AnyConnection>) -> ReadPool {
+        let available = Semaphore::new(connections.len());
+        ReadPool {
+            idle: std::sync::Mutex::new(connections),
+            available,
+        }
+    }
+
+    /// A connection, once one is free.
+    async fn acquire(&self) -> Result<ReadConn<'_>> {
+        let closed = || StoreError::Database(sqlx::Error::PoolClosed);
+        let permit = self.available.acquire().await.map_err(|_| closed())?;
+        let conn = self
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .ok_or_else(closed)?;
+        Ok(ReadConn::Own {
+            conn: Some(conn),
+            pool: self,
+            _permit: permit,
+        })
+    }
+
+    /// Closes every connection; later reads fail.
+    async fn close(&self) {
+        self.available.close();
+        let all = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|e| e.into_inner()));
+        for conn in all {
+            let _ = conn.close().await;
+        }
+    }
+}
+
+/// A connection a read runs on.
+enum ReadConn<'a> {
+    /// One of SQLite's [`ReadPool`], back in it on drop.
+    Own {
+        conn: Option<AnyConnection>,
+        pool: &'a ReadPool,
+        _permit: SemaphorePermit<'a>,
+    },
+    /// One of PostgreSQL's pool.
+    Pool(PoolConnection<Any>),
+}
+
+impl std::ops::Deref for ReadConn<'_> {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        match self {
+            // Always Some until drop.
+            ReadConn::Own { conn, .. } => conn.as_ref().unwrap_or_else(|| unreachable!()),
+            ReadConn::Pool(conn) => conn,
+        }
+    }
+}
+
+impl std::ops::DerefMut for ReadConn<'_> {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        match self {
+            ReadConn::Own { conn, .. } => conn.as_mut().unwrap_or_else(|| unreachable!()),
+            ReadConn::Pool(conn) => conn,
+        }
+    }
+}
+
+impl Drop for ReadConn<'_> {
+    fn drop(&mut self) {
+        // Back before the permit is released (fields drop after this).
+        if let ReadConn::Own { conn, pool, .. } = self
+            && let Some(conn) = conn.take()
+        {
+            pool.idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(conn);
+        }
+    }
+}
+
+/// A write connection while a transaction uses it: the embedded store's
+/// one writer under its lock, or a PostgreSQL connection from the pool.
+enum WriteConn<'a> {
+    Sqlite(MutexGuard<'a, Option<AnyConnection>>),
+    Pool(PoolConnection<Any>),
+}
+
+impl WriteConn<'_> {
+    /// Begins a transaction on the connection.
+    async fn transaction(&mut self) -> Result<Transaction<'_, Any>> {
+        let conn: &mut AnyConnection = match self {
+            WriteConn::Sqlite(guard) => guard
+                .as_mut()
+                .ok_or(StoreError::Database(sqlx::Error::PoolClosed))?,
+            WriteConn::Pool(conn) => conn,
+        };
+        Ok(conn.begin().await?)
+    }
 }
 
 /// A row read to be written in the same transaction: on PostgreSQL the
@@ -152,7 +285,8 @@ impl SqlStore {
     /// the key check and the index.
     async fn finish_open(
         pool: AnyPool,
-        writer: AnyPool,
+        readers: Option<ReadPool>,
+        writer: Writer,
         backend: Backend,
         key: SecretKey,
     ) -> Result<SqlStore> {
@@ -161,9 +295,10 @@ impl SqlStore {
         let (changes, _) = broadcast::channel(16_384);
         let mut store = SqlStore {
             pool,
+            readers,
             writer,
             backend,
-            write: Mutex::new(()),
+            foreground_waiting: Arc::new(AtomicUsize::new(0)),
             changes,
             index: Arc::new(HardwareIndex::new(Vec::new())),
             active: None,
@@ -194,7 +329,8 @@ impl SqlStore {
     /// Refuses a key whose fingerprint is not the one recorded with the
     /// sealed passwords; records it when there are none to protect.
     async fn check_key(&self) -> Result<()> {
-        let (_guard, mut tx) = self.begin().await?;
+        let mut conn = self.begin().await?;
+        let mut tx = conn.transaction().await?;
         let recorded: Option<String> = sqlx::query_scalar(for_update!(
             self,
             "SELECT fingerprint FROM secret_key WHERE id = 1"
@@ -240,7 +376,8 @@ impl SqlStore {
     /// how many. (Only SQLite databases ever held clear text; the caller
     /// then rewrites the file so none is left in free pages.)
     async fn seal_clear_secrets(&self) -> Result<usize> {
-        let (_guard, mut tx) = self.begin().await?;
+        let mut conn = self.begin().await?;
+        let mut tx = conn.transaction().await?;
         let rows = sqlx::query(for_update!(
             self,
             "SELECT hardware_id, body, secret FROM bmc WHERE secret_format = 0"
@@ -299,20 +436,30 @@ impl SqlStore {
             replica.stop();
         }
         self.pool.close().await;
-        self.writer.close().await;
+        if let Some(readers) = &self.readers {
+            readers.close().await;
+        }
+        match &self.writer {
+            Writer::Sqlite(conn) => {
+                if let Some(conn) = conn.lock().await.take() {
+                    let _ = conn.close().await;
+                }
+            }
+            Writer::Pool(pool) => pool.close().await,
+        }
     }
 
     /// Commits `tx` with what it wrote: on PostgreSQL the changes are
     /// announced to the other replicas inside the transaction (so they are
     /// heard if and only if it commits); then the index is brought up to
     /// date and local subscribers are told.
-    async fn commit(&self, mut tx: Transaction<'static, Any>, written: Vec<Written>) -> Result<()> {
+    async fn commit(&self, mut tx: Transaction<'_, Any>, written: Vec<Written>) -> Result<()> {
         if let Some(replica) = &self.replica {
             for w in &written {
                 replica.announce(&mut tx, &w.change()).await?;
             }
         }
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         tx.commit().await?;
         self.commit_seconds.observe(started.elapsed().as_secs_f64());
         for w in written {
@@ -343,13 +490,76 @@ impl SqlStore {
         Ok(())
     }
 
-    async fn begin(&self) -> Result<(Option<MutexGuard<'_, ()>>, Transaction<'static, Any>)> {
-        let guard = match self.backend {
-            Backend::Sqlite => Some(self.write.lock().await),
-            Backend::Postgres => None,
-        };
-        let tx = self.writer.begin().await?;
-        Ok((guard, tx))
+    /// A connection to read on (hold it for one statement, or one read
+    /// transaction).
+    async fn read(&self) -> Result<ReadConn<'_>> {
+        match &self.readers {
+            Some(readers) => readers.acquire().await,
+            None => Ok(ReadConn::Pool(self.pool.acquire().await?)),
+        }
+    }
+
+    /// The connection a write transaction runs on (begin it with
+    /// [`WriteConn::transaction`]); on SQLite, once the writers before
+    /// have finished.
+    async fn begin(&self) -> Result<WriteConn<'_>> {
+        Ok(match &self.writer {
+            Writer::Sqlite(conn) => {
+                let _waiting = Waiting::count(&self.foreground_waiting);
+                WriteConn::Sqlite(conn.lock().await)
+            }
+            Writer::Pool(pool) => WriteConn::Pool(pool.acquire().await?),
+        })
+    }
+
+    /// [`SqlStore::begin`] for a write nobody waits on (the boot timeline,
+    /// inventories): on SQLite it first lets the foreground writers that
+    /// are waiting go, for at most [`BACKGROUND_MAX_WAIT`]. In a boot storm
+    /// the timeline's ~16 steps per machine took the single writer in turn
+    /// with the workers' reports and credentials, and each of those waited
+    /// 200-400 ms for the lock instead of ~20.
+    async fn begin_background(&self) -> Result<WriteConn<'_>> {
+        Ok(match &self.writer {
+            Writer::Sqlite(conn) => {
+                let deadline = Instant::now() + BACKGROUND_MAX_WAIT;
+                loop {
+                    let guard = conn.lock().await;
+                    if self.foreground_waiting.load(Ordering::Acquire) == 0
+                        || Instant::now() >= deadline
+                    {
+                        break WriteConn::Sqlite(guard);
+                    }
+                    // The lock is fair: let go, and queue again behind the
+                    // foreground writers waiting now. (No timer: this runs
+                    // on writer threads outside the runtime's workers,
+                    // where a timer would panic once it shuts down.)
+                    drop(guard);
+                }
+            }
+            Writer::Pool(pool) => WriteConn::Pool(pool.acquire().await?),
+        })
+    }
+}
+
+/// Longest a background write defers to foreground writers: under a
+/// steady stream of them it still goes about once a second (and takes
+/// its whole backlog then).
+const BACKGROUND_MAX_WAIT: Duration = Duration::from_secs(1);
+
+/// One foreground writer counted in `foreground_waiting` while it waits
+/// for the write lock; uncounted on drop, also when the wait is cancelled.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn count(counter: &'a AtomicUsize) -> Waiting<'a> {
+        counter.fetch_add(1, Ordering::AcqRel);
+        Waiting(counter)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -372,9 +582,48 @@ fn conflict_on_unique(error: sqlx::Error, message: impl FnOnce() -> StoreError) 
     }
 }
 
-/// Most parameters bound in one statement built for a batch (below every
-/// SQLite build's and PostgreSQL's limits).
-pub(crate) const MAX_BOUND: usize = 900;
+impl Backend {
+    /// Most parameters bound in one statement built for a batch. Every
+    /// statement is a round trip to SQLite's thread, and under a boot
+    /// storm each round trip waits for both threads to be scheduled, so
+    /// SQLite takes big statements (its limit is 32,766 since 3.32; the
+    /// bundled build is newer). PostgreSQL keeps a conservative size.
+    pub(crate) fn max_bound(self) -> usize {
+        match self {
+            Backend::Sqlite => 8_192,
+            Backend::Postgres => 900,
+        }
+    }
+
+    /// Appends the placeholder of the `n`th (1-based) parameter of a
+    /// statement built for a batch, whose parameters appear in the text in
+    /// the order they are bound: `$n` on PostgreSQL, a bare `?` on SQLite.
+    /// sqlx asks SQLite each parameter's name when binding, and SQLite finds
+    /// a numbered one by a linear scan: binding 900 `$n` took ~400,000
+    /// steps (2 % of a 10,000-machine storm's CPU); `?` has no name.
+    pub(crate) fn push_param(self, sql: &mut String, n: usize) {
+        match self {
+            Backend::Sqlite => sql.push('?'),
+            Backend::Postgres => {
+                use std::fmt::Write as _;
+                let _ = write!(sql, "${n}");
+            }
+        }
+    }
+
+    /// Appends `(p, p, …)`: one row of `width` placeholders, the first
+    /// numbered `first`.
+    pub(crate) fn push_row(self, sql: &mut String, first: usize, width: usize) {
+        sql.push('(');
+        for i in 0..width {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            self.push_param(sql, first + i);
+        }
+        sql.push(')');
+    }
+}
 
 /// The `machine` values of unknown senders, as a half-open string range
 /// (`ip:` ≤ machine < `ip;`, `;` following `:`).
@@ -488,7 +737,8 @@ impl SqlStore {
         id: &str,
         written: Option<Written>,
     ) -> Result<()> {
-        let (_guard, mut tx) = self.begin().await?;
+        let mut conn = self.begin().await?;
+        let mut tx = conn.transaction().await?;
         let done = sqlx::query(sql).bind(id).execute(&mut *tx).await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound {
@@ -504,7 +754,7 @@ impl SqlStore {
     /// `written` for the commit. A repeated report writes nothing.
     async fn transition_in(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut Transaction<'_, Any>,
         id: &str,
         transition: &Transition,
         written: &mut Vec<Written>,
@@ -565,17 +815,17 @@ impl SqlStore {
     /// succeeded with the toggle, its machines' netboot.
     async fn write_transition(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut Transaction<'_, Any>,
         id: &str,
         next: &Workflow,
         events: &[Event],
         toggle: bool,
         written: &mut Vec<Written>,
     ) -> Result<()> {
-        Self::update_workflows(tx, &[(id, next)]).await?;
+        Self::update_workflows(self.backend, tx, &[(id, next)]).await?;
         let events: Vec<(String, Event)> =
             events.iter().map(|e| (id.to_string(), e.clone())).collect();
-        Self::insert_events(tx, &events).await?;
+        Self::insert_events(self.backend, tx, &events).await?;
         // Installed: the next boot must come from disk. Same transaction, so
         // a crash cannot leave a succeeded workflow with netboot still on.
         if toggle {
@@ -589,17 +839,17 @@ impl SqlStore {
     /// The workflows `ids` (sorted), locked on PostgreSQL, by id.
     async fn workflows_for_update(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut Transaction<'_, Any>,
         ids: &[&str],
     ) -> Result<HashMap<String, Workflow>> {
         let mut found = HashMap::with_capacity(ids.len());
-        for chunk in ids.chunks(MAX_BOUND) {
+        for chunk in ids.chunks(self.backend.max_bound()) {
             let mut sql = String::from("SELECT id, body FROM workflow WHERE id IN (");
             for i in 0..chunk.len() {
                 if i > 0 {
                     sql.push_str(", ");
                 }
-                sql.push_str(&format!("${}", i + 1));
+                self.backend.push_param(&mut sql, i + 1);
             }
             sql.push_str(") ORDER BY id");
             if self.backend == Backend::Postgres {
@@ -622,21 +872,21 @@ impl SqlStore {
     /// reports was one statement per workflow, each a round trip to
     /// SQLite's thread (the writer's slowest part under a boot storm).
     async fn update_workflows(
-        tx: &mut Transaction<'static, Any>,
+        backend: Backend,
+        tx: &mut Transaction<'_, Any>,
         rows: &[(&str, &Workflow)],
     ) -> Result<()> {
-        for chunk in rows.chunks(MAX_BOUND / 4) {
+        for chunk in rows.chunks(backend.max_bound() / 4) {
             // `VALUES` names its columns column1.. on both backends.
             let mut sql = String::from(
                 "UPDATE workflow SET state = v.column2, body = v.column3, \
                  version = version + 1, updated_at = v.column4 FROM (VALUES ",
             );
             for i in 0..chunk.len() {
-                let n = i * 4;
                 if i > 0 {
                     sql.push_str(", ");
                 }
-                sql.push_str(&format!("(${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4));
+                backend.push_row(&mut sql, i * 4 + 1, 4);
             }
             sql.push_str(") AS v WHERE workflow.id = v.column1");
             let mut update = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -655,18 +905,18 @@ impl SqlStore {
     /// Appends events (workflow id, event), in order, in as few statements
     /// as the bound-parameter limit allows.
     async fn insert_events(
-        tx: &mut Transaction<'static, Any>,
+        backend: Backend,
+        tx: &mut Transaction<'_, Any>,
         events: &[(String, Event)],
     ) -> Result<()> {
-        for chunk in events.chunks(MAX_BOUND / 3) {
+        for chunk in events.chunks(backend.max_bound() / 3) {
             let mut sql =
                 String::from("INSERT INTO workflow_event (workflow_id, at, body) VALUES ");
             for i in 0..chunk.len() {
-                let n = i * 3;
                 if i > 0 {
                     sql.push_str(", ");
                 }
-                sql.push_str(&format!("(${}, ${}, ${})", n + 1, n + 2, n + 3));
+                backend.push_row(&mut sql, i * 3 + 1, 3);
             }
             let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
             for (id, event) in chunk {
@@ -680,7 +930,7 @@ impl SqlStore {
     /// Writes `record` inside `tx`; false (nothing written) when its
     /// hardware record does not exist.
     async fn upsert_inventory(
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut Transaction<'_, Any>,
         record: &InventoryRecord,
     ) -> Result<bool> {
         let done = sqlx::query(
@@ -703,7 +953,7 @@ impl SqlStore {
     /// index once the transaction commits.
     async fn set_netboot(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut Transaction<'_, Any>,
         wf: &Workflow,
         allow: bool,
     ) -> Result<Vec<Hardware>> {
@@ -742,7 +992,7 @@ impl SqlStore {
     /// the commit.
     async fn insert_workflow(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut Transaction<'_, Any>,
         wf: &Workflow,
     ) -> Result<Vec<Written>> {
         sqlx::query(
@@ -793,7 +1043,7 @@ impl SqlStore {
 
     /// Writes `hw` under `id` inside `tx`, enforcing MAC/IP ownership.
     async fn write_hardware(
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut Transaction<'_, Any>,
         id: &str,
         hw: &Hardware,
         now: i64,
@@ -880,7 +1130,8 @@ impl SqlStore {
 #[async_trait]
 impl Store for SqlStore {
     async fn push_hardware(&self, mut hw: Hardware) -> Result<Pushed> {
-        let (_guard, mut tx) = self.begin().await?;
+        let mut conn = self.begin().await?;
+        let mut tx = conn.transaction().await?;
         if hw.id.is_empty() {
             let mut owner = None;
             for mac in hw.macs() {
@@ -907,7 +1158,8 @@ impl Store for SqlStore {
     }
 
     async fn replace_hardware(&self, id: &str, mut hw: Hardware) -> Result<Hardware> {
-        let (_guard, mut tx) = self.begin().await?;
+        let mut conn = self.begin().await?;
+        let mut tx = conn.transaction().await?;
         // Locked: a delete committing on another replica meanwhile must not
         // be undone by the upsert below.
         let exists: Option<i64> =
@@ -931,7 +1183,7 @@ impl Store for SqlStore {
     async fn hardware(&self, id: &str) -> Result<Option<Hardware>> {
         let row = sqlx::query("SELECT id, body FROM hardware WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.read().await?)
             .await?;
         row.as_ref().map(hardware_row).transpose()
     }
@@ -942,7 +1194,7 @@ impl Store for SqlStore {
              WHERE m.mac = $1",
         )
         .bind(mac.to_string())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.read().await?)
         .await?;
         row.as_ref().map(hardware_row).transpose()
     }
@@ -953,7 +1205,7 @@ impl Store for SqlStore {
              WHERE i.ip = $1",
         )
         .bind(ip.to_string())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.read().await?)
         .await?;
         row.as_ref().map(hardware_row).transpose()
     }
@@ -963,7 +1215,8 @@ impl Store for SqlStore {
     }
 
     async fn delete_hardware(&self, id: &str) -> Result<()> {
-        let (_guard, mut tx) = self.begin().await?;
+        let mut conn = self.begin().await?;
+        let mut tx = conn.transaction().await?;
         let row = sqlx::query(for_update!(
             self,
             "SELECT id, body FROM hardware WHERE id = $1"
@@ -1015,7 +1268,8 @@ impl Store for SqlStore {
     }
 
     async fn create_template(&self, name: &str, data: &str) -> Result<TemplateRecord> {
-        let (_guard, mut tx) = self.begin().await?;
+        let mut conn = self.begin().await?;
+        let mut tx = conn.transaction().await?;
         let taken: Option<String> = sqlx::query_scalar("SELECT id FROM template WHERE name = $1")
             .bind(name)
             .fetch_optional(&mut *tx)
@@ -1060,7 +1314,7 @@ impl Store for SqlStore {
              WHERE id = $1 OR name = $1 ORDER BY (id = $1) DESC LIMIT 1",
         )
         .bind(id_or_name)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.read().await?)
         .await?;
         row.as_ref().map(template_row).transpose()
     }
@@ -1069,7 +1323,7 @@ impl Store for SqlStore {
         let rows = sqlx::query(
             "SELECT id, name, data, created_at, updated_at FROM template ORDER BY name",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.read().await?)
         .await?;
         rows.iter().map(template_row).collect()
     }
@@ -1080,7 +1334,8 @@ impl Store for SqlStore {
         name: Option<&str>,
         data: &str,
     ) -> Result<TemplateRecord> {
-        let (_guard, mut tx) = self.begin().await?;
+        let mut conn = self.begin().await?;
+        let mut tx = conn.transaction().await?;
         let row = sqlx::query(for_update!(
             self,
             "SELECT id, name, data, created_at, updated_at FROM template WHERE id = $1"
@@ -1141,16 +1396,22 @@ impl Store for SqlStore {
     }
 
     async fn create_workflow(&self, wf: &Workflow) -> Result<()> {
-        let (_guard, mut tx) = self.begin().await?;
+        let mut conn = self.begin().await?;
+        let mut tx = conn.transaction().await?;
         let written = self.insert_workflow(&mut tx, wf).await?;
         self.commit(tx, written).await?;
         Ok(())
     }
 
     async fn workflow(&self, id: &str) -> Result<Option<Workflow>> {
+        // An unfinished one from memory on the embedded store (exactly the
+        // row, see `active.rs`): a worker's stream asks after each action.
+        if let Some(wf) = self.active.as_ref().and_then(|a| a.get(id)) {
+            return Ok(Some(wf));
+        }
         let row = sqlx::query("SELECT id, body FROM workflow WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.read().await?)
             .await?;
         row.as_ref().map(workflow_row).transpose()
     }
@@ -1179,7 +1440,7 @@ impl Store for SqlStore {
                 .bind(worker.to_lowercase())
                 .bind(filter.state.map(|s| s.as_str()))
                 .bind(i64::from(filter.active))
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.read().await?)
                 .await?
             }
             // The deadline check asks for every unfinished workflow each
@@ -1194,7 +1455,7 @@ impl Store for SqlStore {
                      ORDER BY created_at, id",
                 )
                 .bind(filter.state.map(|s| s.as_str()))
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.read().await?)
                 .await?
             }
         };
@@ -1203,7 +1464,7 @@ impl Store for SqlStore {
 
     async fn count_workflows_by_state(&self) -> Result<Vec<(State, u64)>> {
         let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM workflow GROUP BY state")
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.read().await?)
             .await?;
         let mut counts = Vec::with_capacity(rows.len());
         for row in rows {
@@ -1234,7 +1495,7 @@ impl Store for SqlStore {
             "SELECT seq, workflow_id, body FROM workflow_event WHERE workflow_id = $1 ORDER BY seq",
         )
         .bind(id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.read().await?)
         .await?;
         rows.iter()
             .map(|row| {
@@ -1249,7 +1510,8 @@ impl Store for SqlStore {
     }
 
     async fn apply_transition(&self, id: &str, transition: &Transition) -> Result<Workflow> {
-        let (_guard, mut tx) = self.begin().await?;
+        let mut conn = self.begin().await?;
+        let mut tx = conn.transaction().await?;
         let mut written = Vec::new();
         let next = self
             .transition_in(&mut tx, id, transition, &mut written)
@@ -1267,7 +1529,8 @@ impl Store for SqlStore {
         order.sort_by(|a, b| batch[*a].0.cmp(&batch[*b].0));
         let mut results: Vec<Option<Result<Workflow>>> = (0..batch.len()).map(|_| None).collect();
         let database_failure = async {
-            let (_guard, mut tx) = self.begin().await?;
+            let mut conn = self.begin().await?;
+            let mut tx = conn.transaction().await?;
             let mut written = Vec::new();
             let mut ids: Vec<&str> = order.iter().map(|&i| batch[i].0.as_str()).collect();
             ids.dedup();
@@ -1341,8 +1604,8 @@ impl Store for SqlStore {
                 .iter()
                 .filter_map(|(id, _)| Some((id.as_str(), current.get(id)?)))
                 .collect();
-            Self::update_workflows(&mut tx, &rows).await?;
-            Self::insert_events(&mut tx, &events).await?;
+            Self::update_workflows(self.backend, &mut tx, &rows).await?;
+            Self::insert_events(self.backend, &mut tx, &events).await?;
             for (id, quiet) in changed {
                 if let Some(wf) = current.remove(&id) {
                     written.push(Written::Workflow(Box::new(wf), quiet));
@@ -1383,7 +1646,8 @@ impl Store for SqlStore {
     }
 
     async fn append_event(&self, id: &str, event: &Event) -> Result<()> {
-        let (_guard, mut tx) = self.begin().await?;
+        let mut conn = self.begin().await?;
+        let mut tx = conn.transaction().await?;
         let done = sqlx::query(
             "INSERT INTO workflow_event (workflow_id, at, body) \
              SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM workflow WHERE id = $1)",
@@ -1407,7 +1671,8 @@ impl Store for SqlStore {
         if lines.is_empty() {
             return Ok(());
         }
-        let (_guard, mut tx) = self.begin().await?;
+        let mut conn = self.begin().await?;
+        let mut tx = conn.transaction().await?;
         if self.backend == Backend::Postgres {
             // Lines of one workflow are numbered in commit order, so a
             // follower reading "after seq N" never misses one that another
@@ -1476,7 +1741,7 @@ impl Store for SqlStore {
             .bind(query.after)
             .bind(query.action.as_deref())
             .bind(limit)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.read().await?)
             .await?;
         rows.iter()
             .map(|row| {
@@ -1490,7 +1755,8 @@ impl Store for SqlStore {
     }
 
     async fn put_inventory(&self, record: &InventoryRecord) -> Result<()> {
-        let (_guard, mut tx) = self.begin().await?;
+        let mut conn = self.begin().await?;
+        let mut tx = conn.transaction().await?;
         if !Self::upsert_inventory(&mut tx, record).await? {
             return Err(StoreError::NotFound {
                 kind: "hardware",
@@ -1505,10 +1771,46 @@ impl Store for SqlStore {
         if records.is_empty() {
             return Ok(());
         }
-        let (_guard, mut tx) = self.begin().await?;
-        for record in records {
+        // One row per machine (the last one given), or the upsert would
+        // touch a row twice in one statement.
+        let mut last: Vec<&InventoryRecord> = Vec::with_capacity(records.len());
+        let mut seen = std::collections::HashSet::with_capacity(records.len());
+        for r in records.iter().rev() {
+            if seen.insert(r.hardware_id.as_str()) {
+                last.push(r);
+            }
+        }
+        last.reverse();
+        let mut conn = self.begin_background().await?;
+        let mut tx = conn.transaction().await?;
+        // A statement per group of rows, not per row: each is a round trip
+        // to SQLite's thread while holding the single writer.
+        for chunk in last.chunks(self.backend.max_bound() / 4) {
+            let mut sql = String::from(
+                "INSERT INTO inventory (hardware_id, worker, body, updated_at) \
+                 SELECT v.column1, v.column2, v.column3, v.column4 FROM (VALUES ",
+            );
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                self.backend.push_row(&mut sql, i * 4 + 1, 4);
+            }
             // Hardware deleted meanwhile: nothing to attach it to.
-            Self::upsert_inventory(&mut tx, record).await?;
+            sql.push_str(
+                ") AS v WHERE EXISTS (SELECT 1 FROM hardware WHERE id = v.column1) \
+                 ON CONFLICT (hardware_id) DO UPDATE SET worker = excluded.worker, \
+                 body = excluded.body, updated_at = excluded.updated_at",
+            );
+            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for r in chunk {
+                insert = insert
+                    .bind(&r.hardware_id)
+                    .bind(&r.worker)
+                    .bind(encode(&r.facts))
+                    .bind(r.updated_at);
+            }
+            insert.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -1519,7 +1821,7 @@ impl Store for SqlStore {
             "SELECT hardware_id, worker, body, updated_at FROM inventory WHERE hardware_id = $1",
         )
         .bind(hardware_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.read().await?)
         .await?;
         let Some(row) = row else { return Ok(None) };
         let body: String = row.try_get("body")?;
@@ -1536,7 +1838,8 @@ impl Store for SqlStore {
             return Ok(());
         }
         let limits = self.log_limits;
-        let (_guard, mut tx) = self.begin().await?;
+        let mut conn = self.begin().await?;
+        let mut tx = conn.transaction().await?;
         let mut machines: Vec<&str> = Vec::new();
         let mut unknown = false;
         for e in entries {
@@ -1602,20 +1905,20 @@ impl Store for SqlStore {
         if events.is_empty() {
             return Ok(());
         }
-        let (_guard, mut tx) = self.begin().await?;
+        let mut conn = self.begin_background().await?;
+        let mut tx = conn.transaction().await?;
         // A boot storm writes ~16 steps per machine: one statement per
         // group of rows, and one prune for all the machines of a group,
         // not one of each per row (every statement is a round trip to
         // the database's thread, holding the one writer).
-        for chunk in events.chunks(MAX_BOUND / 4) {
+        for chunk in events.chunks(self.backend.max_bound() / 4) {
             let mut sql =
                 String::from("INSERT INTO boot_event (hardware_id, at, step, detail) VALUES ");
             for i in 0..chunk.len() {
-                let n = i * 4;
                 if i > 0 {
                     sql.push_str(", ");
                 }
-                sql.push_str(&format!("(${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4));
+                self.backend.push_row(&mut sql, i * 4 + 1, 4);
             }
             let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
             for (hardware_id, event) in chunk {
@@ -1630,19 +1933,23 @@ impl Store for SqlStore {
         let mut machines: Vec<&str> = events.iter().map(|(id, _)| id.as_str()).collect();
         machines.sort_unstable();
         machines.dedup();
-        for chunk in machines.chunks(MAX_BOUND - 1) {
-            let list = (0..chunk.len())
-                .map(|i| format!("${}", i + 2))
-                .collect::<Vec<_>>()
-                .join(", ");
-            // Each machine's rows newest first; past the limit they go.
+        for chunk in machines.chunks(self.backend.max_bound()) {
+            let mut list = String::new();
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    list.push_str(", ");
+                }
+                self.backend.push_param(&mut list, i + 1);
+            }
+            // Each machine's rows newest first; past the limit they go. The
+            // limit is a constant of ours, written in the text.
             let sql = format!(
                 "DELETE FROM boot_event WHERE seq IN (SELECT seq FROM \
                  (SELECT seq, ROW_NUMBER() OVER (PARTITION BY hardware_id ORDER BY seq DESC) AS newer \
-                 FROM boot_event WHERE hardware_id IN ({list})) AS ranked WHERE newer > $1)"
+                 FROM boot_event WHERE hardware_id IN ({list})) AS ranked WHERE newer > {})",
+                crate::BOOT_EVENTS_PER_MACHINE
             );
-            let mut prune =
-                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(crate::BOOT_EVENTS_PER_MACHINE);
+            let mut prune = sqlx::query(sqlx::AssertSqlSafe(sql));
             for machine in chunk {
                 prune = prune.bind(*machine);
             }
@@ -1659,7 +1966,7 @@ impl Store for SqlStore {
         )
         .bind(hardware_id)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.read().await?)
         .await?;
         let mut events = Vec::with_capacity(rows.len());
         for row in rows {
@@ -1684,7 +1991,7 @@ impl Store for SqlStore {
         )
         .bind(machine)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.read().await?)
         .await?;
         rows.iter()
             .map(|row| {
@@ -1698,7 +2005,8 @@ impl Store for SqlStore {
     }
 
     async fn put_bmc(&self, record: &BmcRecord, secret: &BmcSecret) -> Result<()> {
-        let (_guard, mut tx) = self.begin().await?;
+        let mut conn = self.begin().await?;
+        let mut tx = conn.transaction().await?;
         let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM hardware WHERE id = $1")
             .bind(&record.hardware_id)
             .fetch_optional(&mut *tx)
@@ -1734,7 +2042,8 @@ impl Store for SqlStore {
     }
 
     async fn update_bmc(&self, record: &BmcRecord) -> Result<()> {
-        let (_guard, mut tx) = self.begin().await?;
+        let mut conn = self.begin().await?;
+        let mut tx = conn.transaction().await?;
         let body: Option<String> = sqlx::query_scalar(for_update!(
             self,
             "SELECT body FROM bmc WHERE hardware_id = $1"
@@ -1771,7 +2080,7 @@ impl Store for SqlStore {
         let body: Option<String> =
             sqlx::query_scalar("SELECT body FROM bmc WHERE hardware_id = $1")
                 .bind(hardware_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.read().await?)
                 .await?;
         body.map(|body| decode("bmc", hardware_id, &body))
             .transpose()
@@ -1780,7 +2089,7 @@ impl Store for SqlStore {
     async fn bmc_with_secret(&self, hardware_id: &str) -> Result<Option<(BmcRecord, BmcSecret)>> {
         let row = sqlx::query("SELECT body, secret, secret_format FROM bmc WHERE hardware_id = $1")
             .bind(hardware_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.read().await?)
             .await?;
         let Some(row) = row else { return Ok(None) };
         let body: String = row.try_get("body")?;
@@ -1806,7 +2115,7 @@ impl Store for SqlStore {
 
     async fn list_bmcs(&self) -> Result<Vec<BmcRecord>> {
         let rows = sqlx::query("SELECT hardware_id, body FROM bmc ORDER BY hardware_id")
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.read().await?)
             .await?;
         rows.iter()
             .map(|row| {
@@ -1824,7 +2133,8 @@ impl Store for SqlStore {
         error: Option<&str>,
         at: i64,
     ) -> Result<()> {
-        let (_guard, mut tx) = self.begin().await?;
+        let mut conn = self.begin().await?;
+        let mut tx = conn.transaction().await?;
         let body: Option<String> = sqlx::query_scalar(for_update!(
             self,
             "SELECT body FROM bmc WHERE hardware_id = $1"
@@ -1859,7 +2169,8 @@ impl Store for SqlStore {
     }
 
     async fn put_rule(&self, rule: &Rule) -> Result<bool> {
-        let (_guard, mut tx) = self.begin().await?;
+        let mut conn = self.begin().await?;
+        let mut tx = conn.transaction().await?;
         let existed: Option<i64> =
             sqlx::query_scalar(for_update!(self, "SELECT 1 FROM rule WHERE name = $1"))
                 .bind(&rule.name)
@@ -1896,7 +2207,7 @@ impl Store for SqlStore {
         let rows = sqlx::query(
             "SELECT name, body, enrolled, created_at, updated_at FROM rule ORDER BY name",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.read().await?)
         .await?;
         let mut rules = rows.iter().map(rule_row).collect::<Result<Vec<_>>>()?;
         rules.sort_by(|a, b| {
@@ -1913,7 +2224,7 @@ impl Store for SqlStore {
             "SELECT name, body, enrolled, created_at, updated_at FROM rule WHERE name = $1",
         )
         .bind(name)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.read().await?)
         .await?;
         row.as_ref().map(rule_row).transpose()
     }
@@ -1924,7 +2235,8 @@ impl Store for SqlStore {
     }
 
     async fn next_rule_counter(&self, name: &str) -> Result<u64> {
-        let (_guard, mut tx) = self.begin().await?;
+        let mut conn = self.begin().await?;
+        let mut tx = conn.transaction().await?;
         let done = sqlx::query("UPDATE rule SET enrolled = enrolled + 1 WHERE name = $1")
             .bind(name)
             .execute(&mut *tx)
@@ -1944,7 +2256,8 @@ impl Store for SqlStore {
     }
 
     async fn replace_discovered(&self, hw: &Hardware, wf: Option<&Workflow>) -> Result<()> {
-        let (_guard, mut tx) = self.begin().await?;
+        let mut conn = self.begin().await?;
+        let mut tx = conn.transaction().await?;
         let row = sqlx::query(for_update!(
             self,
             "SELECT id, body FROM hardware WHERE id = $1"

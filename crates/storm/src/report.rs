@@ -85,7 +85,7 @@ impl Verifier {
 }
 
 /// The server's peak resident memory and CPU time over the run.
-#[derive(Default, Clone, Copy)]
+#[derive(Default, Clone)]
 pub struct ServerUse {
     /// Peak VmRSS seen, KiB.
     pub peak_rss_kib: u64,
@@ -93,6 +93,11 @@ pub struct ServerUse {
     pub cpu_secs: f64,
     /// This process's own CPU over the run, seconds.
     pub own_cpu_secs: f64,
+    /// VmRSS when sampling began, KiB.
+    pub start_rss_kib: u64,
+    /// Every sample: seconds since the start, VmRSS KiB, server CPU
+    /// seconds since the start (`server.csv`).
+    pub samples: Vec<(f64, u64, f64)>,
 }
 
 /// Samples the server every 200 ms until stopped.
@@ -110,9 +115,18 @@ impl Sampler {
             let cpu = |pids: &[u32]| pids.iter().copied().map(cpu_secs).sum::<f64>();
             let cpu0 = cpu(&pids);
             let own0 = own_cpu_secs();
+            let started = std::time::Instant::now();
+            let rss = |pids: &[u32]| pids.iter().copied().map(rss_kib).sum::<u64>();
+            let start_rss_kib = rss(&pids);
             let mut peak = 0;
+            let mut samples = Vec::new();
             loop {
-                peak = peak.max(pids.iter().copied().map(rss_kib).sum());
+                let now = rss(&pids);
+                peak = peak.max(now);
+                // At most an hour of samples (5 a second).
+                if samples.len() < 18_000 {
+                    samples.push((started.elapsed().as_secs_f64(), now, cpu(&pids) - cpu0));
+                }
                 tokio::select! {
                     _ = &mut stopped => break,
                     _ = tokio::time::sleep(Duration::from_millis(200)) => {}
@@ -122,6 +136,8 @@ impl Sampler {
                 peak_rss_kib: peak,
                 cpu_secs: cpu(&pids) - cpu0,
                 own_cpu_secs: own_cpu_secs() - own0,
+                start_rss_kib,
+                samples,
             }
         });
         Sampler { stop, task }
@@ -205,6 +221,7 @@ pub fn finish(
     let mut done: Vec<Duration> = outcomes.iter().filter_map(|o| o.done).collect();
     done.sort();
     write_completed(&args.out, &done)?;
+    write_server(&args.out, server)?;
     write_svg(&args.out.join("storm.svg"), &done, outcomes.len(), args)?;
 
     let mut per_stage = String::new();
@@ -230,6 +247,10 @@ pub fn finish(
     let mib = |b: &std::sync::atomic::AtomicU64| {
         b.load(std::sync::atomic::Ordering::Relaxed) as f64 / (1 << 20) as f64
     };
+    eprintln!(
+        "storm: server RSS {:.1} MB before the storm",
+        server.start_rss_kib as f64 / 1024.0
+    );
     eprintln!(
         "storm: moved {:.0} MiB by TFTP and {:.0} MiB by HTTP in {:.1} s",
         mib(&TFTP_BYTES),
@@ -290,6 +311,16 @@ fn write_completed(dir: &Path, done: &[Duration]) -> Result<(), Error> {
         let _ = writeln!(s, "{:.3},{}", d.as_secs_f64(), n + 1);
     }
     write(&dir.join("completed.csv"), &s)
+}
+
+/// The server's resident memory and CPU over the run, five times a
+/// second: where the peak falls against the stages in `machines.csv`.
+fn write_server(dir: &Path, server: &ServerUse) -> Result<(), Error> {
+    let mut s = String::from("seconds,server_rss_mb,server_cpu_s\n");
+    for (t, rss, cpu) in &server.samples {
+        let _ = writeln!(s, "{t:.1},{:.1},{cpu:.2}", *rss as f64 / 1024.0);
+    }
+    write(&dir.join("server.csv"), &s)
 }
 
 /// A line chart: machines called back (y) against seconds since the storm

@@ -5,7 +5,7 @@
 use std::sync::{Arc, OnceLock};
 
 use bellows_model::{Transition, Workflow};
-use bellows_store::group::{GroupCommit, next_batch};
+use bellows_store::group::{GroupCommit, next_batch, spawn_writer};
 use bellows_store::{InventoryRecord, Store, StoreError};
 use tokio::sync::mpsc;
 
@@ -59,7 +59,7 @@ impl InventoryQueue {
     pub(crate) fn put(&self, record: InventoryRecord) {
         let sender = self.sender.get_or_init(|| {
             let (tx, rx) = mpsc::channel(INVENTORY_QUEUE);
-            tokio::spawn(write_inventories(self.store.clone(), rx));
+            spawn_writer("inventories", write_inventories(self.store.clone(), rx));
             tx
         });
         if sender.try_send(record).is_err() {

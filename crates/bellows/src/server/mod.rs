@@ -534,7 +534,7 @@ impl StopSignal {
 }
 
 async fn bind_tcp(addr: SocketAddr, what: &str) -> Result<TcpListener, CliError> {
-    let listener = TcpListener::bind(addr).await.map_err(|e| {
+    let listener = listen(addr).map_err(|e| {
         CliError::Server(format!(
             "cannot listen on {addr} for the {what}: {e} (choose another address with --http-listen / --metadata-listen)"
         ))
@@ -544,6 +544,24 @@ async fn bind_tcp(addr: SocketAddr, what: &str) -> Result<TcpListener, CliError>
         .map_err(|e| CliError::Server(format!("listener has no address: {e}")))?;
     tracing::info!("{what} listening on http://{local}");
     Ok(listener)
+}
+
+/// Connections the kernel queues for a listener before it accepts them
+/// (capped by `net.core.somaxconn`, 4096 by default): a boot storm's
+/// machines connect by the thousand within a second, and tokio's default
+/// of 1,024 dropped their SYNs.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A TCP listener on `addr` with [`LISTEN_BACKLOG`].
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 fn local_port(listener: &TcpListener) -> Result<u16, CliError> {

@@ -17,7 +17,7 @@ use axum::response::Response;
 use bellows_model::boot;
 use bellows_model::timeline::{BootEvent, MAX_DETAIL, Recorder, Step};
 use bellows_store::Store;
-use bellows_store::group::next_batch;
+use bellows_store::group::next_batch_up_to;
 use tokio::sync::mpsc;
 
 use super::ports::StorePorts;
@@ -62,7 +62,7 @@ impl TimelineRecorder {
     /// A recorder whose steps a background task writes into `store`.
     pub fn start(store: Arc<dyn Store>) -> Arc<TimelineRecorder> {
         let (queue, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(write(store, rx));
+        bellows_store::group::spawn_writer("timeline", write(store, rx));
         Arc::new(TimelineRecorder {
             queue,
             dropped: AtomicU64::new(0),
@@ -120,10 +120,26 @@ impl Recorder for TimelineRecorder {
     }
 }
 
+/// Steps written in one transaction, at most.
+const BATCH: usize = 4096;
+
+/// After writing less than a full batch, the writer waits this long for
+/// more steps: a boot storm's ~16 steps per machine then go in a few
+/// transactions a second instead of hundreds of small ones, each of which
+/// took the store's single writer from the workers' reports.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(250);
+
 async fn write(store: Arc<dyn Store>, mut queue: mpsc::Receiver<(String, BootEvent)>) {
-    while let Some(batch) = next_batch(&mut queue).await {
+    while let Some(batch) = next_batch_up_to(&mut queue, BATCH).await {
+        let full = batch.len() == BATCH;
         if let Err(e) = store.append_boot_events(&batch).await {
             tracing::warn!(steps = batch.len(), "boot timeline steps not stored: {e}");
+        }
+        if !full {
+            // This loop has a thread of its own (`spawn_writer`), so it may
+            // sleep; a tokio timer would panic here once the runtime shuts
+            // down.
+            std::thread::sleep(GATHER);
         }
     }
 }

@@ -50,7 +50,8 @@ pub(super) async fn all_worker_credentials(pool: &sqlx::AnyPool) -> Result<Vec<W
 #[async_trait]
 impl AuthStore for SqlStore {
     async fn create_api_token(&self, record: &TokenRecord, digest: &str) -> Result<()> {
-        let (_guard, mut tx) = self.begin().await?;
+        let mut conn = self.begin().await?;
+        let mut tx = conn.transaction().await?;
         let taken: Option<i64> = sqlx::query_scalar("SELECT 1 FROM api_token WHERE name = $1")
             .bind(&record.name)
             .fetch_optional(&mut *tx)
@@ -87,7 +88,7 @@ impl AuthStore for SqlStore {
             "SELECT name, role, created_by, created_at FROM api_token WHERE digest = $1",
         )
         .bind(digest)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.read().await?)
         .await?;
         row.as_ref().map(token_row).transpose()
     }
@@ -95,13 +96,14 @@ impl AuthStore for SqlStore {
     async fn list_api_tokens(&self) -> Result<Vec<TokenRecord>> {
         let rows =
             sqlx::query("SELECT name, role, created_by, created_at FROM api_token ORDER BY name")
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.read().await?)
                 .await?;
         rows.iter().map(token_row).collect()
     }
 
     async fn revoke_api_token(&self, name: &str) -> Result<()> {
-        let (_guard, mut tx) = self.begin().await?;
+        let mut conn = self.begin().await?;
+        let mut tx = conn.transaction().await?;
         let role: Option<String> = sqlx::query_scalar("SELECT role FROM api_token WHERE name = $1")
             .bind(name)
             .fetch_optional(&mut *tx)
@@ -141,7 +143,7 @@ impl AuthStore for SqlStore {
     async fn count_api_tokens(&self, role: Role) -> Result<u64> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_token WHERE role = $1")
             .bind(role.as_str())
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.read().await?)
             .await?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
@@ -160,26 +162,18 @@ impl AuthStore for SqlStore {
             }
         }
         last.reverse();
-        let (_guard, mut tx) = self.begin().await?;
-        for chunk in last.chunks(super::MAX_BOUND / 6) {
+        let mut conn = self.begin().await?;
+        let mut tx = conn.transaction().await?;
+        for chunk in last.chunks(self.backend.max_bound() / 6) {
             let mut sql = String::from(
                 "INSERT INTO worker_credential \
                  (worker, digest, hardware_id, workflow_id, address, issued_at) VALUES ",
             );
             for i in 0..chunk.len() {
-                let n = i * 6;
                 if i > 0 {
                     sql.push_str(", ");
                 }
-                sql.push_str(&format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${})",
-                    n + 1,
-                    n + 2,
-                    n + 3,
-                    n + 4,
-                    n + 5,
-                    n + 6
-                ));
+                self.backend.push_row(&mut sql, i * 6 + 1, 6);
             }
             sql.push_str(
                 " ON CONFLICT (worker) DO UPDATE SET digest = excluded.digest, \
@@ -224,7 +218,7 @@ impl AuthStore for SqlStore {
              WHERE c.digest = $1",
         )
         .bind(digest)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.read().await?)
         .await?;
         let Some(row) = row else { return Ok(None) };
         let active: i64 = row.try_get("active")?;
@@ -235,7 +229,8 @@ impl AuthStore for SqlStore {
     }
 
     async fn append_audit(&self, e: &AuditEntry) -> Result<()> {
-        let (_guard, mut tx) = self.begin().await?;
+        let mut conn = self.begin().await?;
+        let mut tx = conn.transaction().await?;
         sqlx::query(
             "INSERT INTO audit (at, actor, method, path, status) VALUES ($1, $2, $3, $4, $5)",
         )
@@ -260,7 +255,7 @@ impl AuthStore for SqlStore {
              (SELECT * FROM audit ORDER BY seq DESC LIMIT $1) AS newest ORDER BY seq",
         )
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.read().await?)
         .await?;
         rows.iter()
             .map(|row| {

@@ -241,7 +241,8 @@ impl SqlStore {
                 .execute(&mut *source)
                 .await?;
         }
-        let (_guard, mut tx) = target.begin().await?;
+        let mut conn = target.begin().await?;
+        let mut tx = conn.transaction().await?;
         // Rows the target made at open (its first admin token has not been
         // made yet, but its key fingerprint has) are replaced by ours.
         let mut report = Vec::new();
@@ -366,8 +367,8 @@ where
 
 async fn copy_table(
     table: &Table,
-    source: &mut Transaction<'static, Any>,
-    target: &mut Transaction<'static, Any>,
+    source: &mut Transaction<'_, Any>,
+    target: &mut Transaction<'_, Any>,
 ) -> Result<u64> {
     let columns: Vec<&str> = table.columns.iter().map(|(c, _)| *c).collect();
     let params: Vec<String> = (1..=columns.len()).map(|i| format!("${i}")).collect();

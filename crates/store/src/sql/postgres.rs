@@ -122,7 +122,14 @@ impl SqlStore {
             .connect(url)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        let mut store = SqlStore::finish_open(pool.clone(), pool, Backend::Postgres, key).await?;
+        let mut store = SqlStore::finish_open(
+            pool.clone(),
+            None,
+            super::Writer::Pool(pool),
+            Backend::Postgres,
+            key,
+        )
+        .await?;
         // Listening before the index is (re)loaded: nothing committed in
         // between is missed.
         let listener = listen(url).await?;
@@ -235,7 +242,7 @@ impl Replica {
     /// Adds the change to `tx`'s announcements (sent if it commits).
     pub(super) async fn announce(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut Transaction<'_, Any>,
         change: &Change,
     ) -> Result<()> {
         let mut announcement = Announcement {

@@ -3,10 +3,10 @@
 
 use std::path::Path;
 
-use sqlx::Executor;
 use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyConnection, Connection, Executor};
 
-use super::{Backend, SqlStore};
+use super::{Backend, ReadPool, SqlStore, WriteConn, Writer};
 use crate::secrets::SecretKey;
 use crate::{Result, StoreError, files};
 
@@ -30,19 +30,46 @@ impl SqlStore {
         let db = data_dir.join(DB_FILE);
         files::private_file(&db)?;
         let url = format!("sqlite://{}?mode=rwc", url_path(&db)?);
-        // Readers and the one writer in pools of their own (see
-        // `SqlStore::writer`): WAL lets them run side by side.
-        let writer = pool_of(1).connect(&url).await?;
-        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
-        let pool = pool_of(READERS).connect(&url).await?;
-        let store = SqlStore::finish_open(pool, writer, Backend::Sqlite, key).await?;
+        // The readers in a pool, the one writer on a connection of its
+        // own (see `Writer`): WAL lets them run side by side.
+        let mut writer = AnyConnection::connect(&url).await?;
+        writer.execute(PRAGMAS).await?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&mut writer)
+            .await?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let mut conn = AnyConnection::connect(&url).await?;
+            conn.execute(PRAGMAS).await?;
+            readers.push(conn);
+        }
+        // Whole-table loads (at open, after a copy) only: its connection
+        // closes when idle.
+        let pool = pool_of(1)
+            .min_connections(0)
+            .idle_timeout(Some(std::time::Duration::from_secs(30)))
+            .connect_lazy(&url)?;
+        let writer = Writer::Sqlite(tokio::sync::Mutex::new(Some(writer)));
+        let store = SqlStore::finish_open(
+            pool,
+            Some(ReadPool::new(readers)),
+            writer,
+            Backend::Sqlite,
+            key,
+        )
+        .await?;
         if store.seal_clear_secrets().await? > 0 {
             // Rewrite the file and empty the WAL so that the clear text is
             // not left behind in free pages.
-            sqlx::query("VACUUM").execute(&store.writer).await?;
-            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-                .execute(&store.writer)
-                .await?;
+            let mut conn = store.begin().await?;
+            if let WriteConn::Sqlite(guard) = &mut conn
+                && let Some(conn) = guard.as_mut()
+            {
+                sqlx::query("VACUUM").execute(&mut *conn).await?;
+                sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .execute(&mut *conn)
+                    .await?;
+            }
         }
         for suffix in ["-wal", "-shm"] {
             let mut name = db.clone().into_os_string();
@@ -55,7 +82,7 @@ impl SqlStore {
 
 /// Connections that only read (each statement runs on its connection's
 /// own thread).
-const READERS: u32 = 4;
+const READERS: usize = 4;
 
 /// Pool options of `max` connections, each set up with [`PRAGMAS`].
 fn pool_of(max: u32) -> AnyPoolOptions {

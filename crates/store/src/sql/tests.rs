@@ -336,9 +336,7 @@ async fn a_batch_of_reports_applies_each_as_alone_and_refuses_alone(backend: Bac
     // Each workflow written was announced once (after the commit); the one
     // whose action only started, quietly (nobody's next action changed).
     let mut announced = Vec::new();
-    while let Ok(Ok(c)) =
-        tokio::time::timeout(std::time::Duration::from_millis(200), changes.recv()).await
-    {
+    while let Ok(Ok(c)) = tokio::time::timeout(Duration::from_millis(200), changes.recv()).await {
         announced.push((c.id, c.quiet));
     }
     announced.sort();
@@ -847,6 +845,55 @@ async fn boot_timelines_keep_the_newest_steps_per_machine(backend: Backend) {
     assert!(s.boot_events("m1", 10).await.unwrap().is_empty());
 }
 
+/// A batch bigger than one statement (2,048 rows on SQLite, 225 on
+/// PostgreSQL) keeps every machine's newest steps, in order.
+async fn a_timeline_batch_spanning_statements_keeps_order(backend: Backend) {
+    use bellows_model::timeline::{BootEvent, Step};
+    let (_d, s) = store(backend).await;
+    let event = |i: i64| BootEvent {
+        at: i,
+        step: Step::Tftp,
+        detail: format!("{i}"),
+    };
+    let batch: Vec<(String, BootEvent)> = (0..2_200)
+        .map(|i| (format!("m{}", i % 2), event(i)))
+        .collect();
+    s.append_boot_events(&batch).await.unwrap();
+    for m in 0..2 {
+        let kept = s.boot_events(&format!("m{m}"), 1_000).await.unwrap();
+        let all: Vec<BootEvent> = (0..2_200).filter(|i| i % 2 == m).map(event).collect();
+        let expected = &all[all.len() - crate::BOOT_EVENTS_PER_MACHINE as usize..];
+        assert_eq!(kept, expected);
+    }
+}
+
+/// Inventories stored in a group: the last one given for a machine wins,
+/// one for an unknown machine is left out, the others are all stored.
+async fn inventories_in_a_group_keep_the_last_per_machine(backend: Backend) {
+    let (_d, s) = store(backend).await;
+    s.push_hardware(hw("m1", "aa:bb:cc:00:00:01", "10.0.0.1"))
+        .await
+        .unwrap();
+    s.push_hardware(hw("m2", "aa:bb:cc:00:00:02", "10.0.0.2"))
+        .await
+        .unwrap();
+    let rec = |id: &str, n: i64| InventoryRecord {
+        hardware_id: id.into(),
+        worker: format!("w-{id}"),
+        facts: serde_json::json!({"n": n}),
+        updated_at: n,
+    };
+    s.put_inventories(&[rec("m1", 1), rec("nobody", 2), rec("m2", 3), rec("m1", 4)])
+        .await
+        .unwrap();
+    assert_eq!(s.inventory("m1").await.unwrap(), Some(rec("m1", 4)));
+    assert_eq!(s.inventory("m2").await.unwrap(), Some(rec("m2", 3)));
+    assert_eq!(s.inventory("nobody").await.unwrap(), None);
+    // And again: an update, not a second row.
+    s.put_inventories(&[rec("m2", 5)]).await.unwrap();
+    assert_eq!(s.inventory("m2").await.unwrap(), Some(rec("m2", 5)));
+}
+
 async fn rules_keep_their_order_and_counter_and_enrolment_happens_once(backend: Backend) {
     use bellows_model::discovery::rule::Rule;
     use bellows_model::discovery::{discovered_record, hardware_state, mark_enrolled};
@@ -906,6 +953,8 @@ async fn rules_keep_their_order_and_counter_and_enrolment_happens_once(backend: 
 }
 
 on_both_backends!(
+    a_timeline_batch_spanning_statements_keeps_order,
+    inventories_in_a_group_keep_the_last_per_machine,
     rules_keep_their_order_and_counter_and_enrolment_happens_once,
     boot_timelines_keep_the_newest_steps_per_machine,
     workflows_are_counted_by_state,
