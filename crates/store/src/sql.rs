@@ -582,6 +582,15 @@ fn conflict_on_unique(error: sqlx::Error, message: impl FnOnce() -> StoreError) 
     }
 }
 
+/// The last item given for each key, in the order given: what an upsert
+/// of many rows takes (one statement may not touch a row twice).
+pub(crate) fn last_per_key<'a, T>(items: &'a [T], key: impl Fn(&'a T) -> &'a str) -> Vec<&'a T> {
+    let mut seen = std::collections::HashSet::with_capacity(items.len());
+    let mut last: Vec<&T> = items.iter().rev().filter(|i| seen.insert(key(i))).collect();
+    last.reverse();
+    last
+}
+
 impl Backend {
     /// Most parameters bound in one statement built for a batch. Every
     /// statement is a round trip to SQLite's thread, and under a boot
@@ -1773,14 +1782,7 @@ impl Store for SqlStore {
         }
         // One row per machine (the last one given), or the upsert would
         // touch a row twice in one statement.
-        let mut last: Vec<&InventoryRecord> = Vec::with_capacity(records.len());
-        let mut seen = std::collections::HashSet::with_capacity(records.len());
-        for r in records.iter().rev() {
-            if seen.insert(r.hardware_id.as_str()) {
-                last.push(r);
-            }
-        }
-        last.reverse();
+        let last = last_per_key(records, |r| r.hardware_id.as_str());
         let mut conn = self.begin_background().await?;
         let mut tx = conn.transaction().await?;
         // A statement per group of rows, not per row: each is a round trip

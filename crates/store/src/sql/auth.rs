@@ -155,13 +155,7 @@ impl AuthStore for SqlStore {
     async fn put_worker_credentials(&self, credentials: &[WorkerCredential]) -> Result<()> {
         // One row per worker (the last one given), or the upsert would
         // touch a row twice in one statement.
-        let mut last: Vec<&WorkerCredential> = Vec::with_capacity(credentials.len());
-        for c in credentials.iter().rev() {
-            if !last.iter().any(|l| l.worker == c.worker) {
-                last.push(c);
-            }
-        }
-        last.reverse();
+        let last = super::last_per_key(credentials, |c| c.worker.as_str());
         let mut conn = self.begin().await?;
         let mut tx = conn.transaction().await?;
         for chunk in last.chunks(self.backend.max_bound() / 6) {
