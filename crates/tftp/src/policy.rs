@@ -9,7 +9,8 @@
 //! into a refusal by [`refusal_for_open`].
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::hash::{Hash, Hasher};
+use std::net::{IpAddr, SocketAddr};
 
 use crate::files::{OpenError, RequestPath, sanitize_request_path};
 use crate::packet::{ErrorCode, Packet, Request};
@@ -96,13 +97,49 @@ pub fn admit(datagram: &[u8], busy: Option<Busy>) -> Admission<'_> {
     }
 }
 
-/// Transfers running per client address, against the per-client limit.
-/// Holds an entry only for addresses with a transfer running, so it never
-/// has more entries than the server has transfer slots.
+/// Transfers running per client address, against the per-client limit,
+/// and per client endpoint the request its latest transfer answers. Holds
+/// entries only for transfers running, so it never has more than the
+/// server has slots.
 #[derive(Debug)]
 pub struct PerClient {
     limit: usize,
     running: HashMap<IpAddr, usize>,
+    peers: HashMap<SocketAddr, Endpoint>,
+}
+
+/// The transfers one client address and port runs.
+#[derive(Debug)]
+struct Endpoint {
+    /// Fingerprint of the request datagram the latest one answers.
+    request: u64,
+    /// How many (a client may start a new fetch from the same port before
+    /// the server has seen the end of the previous one).
+    running: usize,
+}
+
+/// A request datagram's fingerprint: equal for a retransmission, which
+/// repeats the request byte for byte.
+pub fn fingerprint(datagram: &[u8]) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    datagram.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Whether a request may start a transfer for its client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Counted: the transfer may run.
+    Started,
+    /// The client's address already runs `limit` transfers.
+    AtLimit,
+    /// A transfer for this very address and port runs already and answers
+    /// the same request, byte for byte: this is the client's retransmission
+    /// of its read request (firmware sends it again when the first answer
+    /// is late), not a new fetch. Serving it would start a second transfer
+    /// the client ignores, doubling the load exactly when the server is
+    /// slow. (A different request from the same port is a new fetch.)
+    Duplicate,
 }
 
 impl PerClient {
@@ -111,25 +148,44 @@ impl PerClient {
         Self {
             limit,
             running: HashMap::new(),
+            peers: HashMap::new(),
         }
     }
 
-    /// Counts one more transfer for `client`, unless it is at its limit.
-    pub fn try_start(&mut self, client: IpAddr) -> bool {
-        let running = self.running.entry(client).or_insert(0);
+    /// Counts one more transfer for `peer`, answering the request with
+    /// this [`fingerprint`], unless its address is at its limit or `peer`'s
+    /// latest transfer answers that same request.
+    pub fn try_start(&mut self, peer: SocketAddr, request: u64) -> Start {
+        if self.peers.get(&peer).is_some_and(|e| e.request == request) {
+            return Start::Duplicate;
+        }
+        let running = self.running.entry(peer.ip()).or_insert(0);
         if *running >= self.limit {
-            return false;
+            return Start::AtLimit;
         }
         *running += 1;
-        true
+        let endpoint = self.peers.entry(peer).or_insert(Endpoint {
+            request,
+            running: 0,
+        });
+        endpoint.request = request;
+        endpoint.running += 1;
+        Start::Started
     }
 
-    /// Counts one of `client`'s transfers as ended.
-    pub fn end(&mut self, client: IpAddr) {
-        if let Some(running) = self.running.get_mut(&client) {
+    /// Counts one of `peer`'s transfers as ended.
+    pub fn end(&mut self, peer: SocketAddr) {
+        let Some(endpoint) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        endpoint.running = endpoint.running.saturating_sub(1);
+        if endpoint.running == 0 {
+            self.peers.remove(&peer);
+        }
+        if let Some(running) = self.running.get_mut(&peer.ip()) {
             *running = running.saturating_sub(1);
             if *running == 0 {
-                self.running.remove(&client);
+                self.running.remove(&peer.ip());
             }
         }
     }
@@ -241,22 +297,65 @@ mod tests {
 
     #[test]
     fn each_address_counts_against_its_own_limit() {
-        let a: IpAddr = "10.0.0.5".parse().unwrap();
-        let b: IpAddr = "10.0.0.6".parse().unwrap();
+        let a = |port| SocketAddr::new("10.0.0.5".parse().unwrap(), port);
+        let b = SocketAddr::new("10.0.0.6".parse().unwrap(), 1000);
         let mut clients = PerClient::new(2);
-        assert!(clients.try_start(a));
-        assert!(clients.try_start(a));
-        assert!(!clients.try_start(a), "a third transfer for one address");
-        assert!(clients.try_start(b), "another address is not affected");
-        assert_eq!((clients.running(a), clients.running(b)), (2, 1));
-        clients.end(a);
-        assert!(clients.try_start(a));
-        for _ in 0..5 {
-            clients.end(a);
+        assert_eq!(clients.try_start(a(1000), 1), Start::Started);
+        assert_eq!(clients.try_start(a(1001), 1), Start::Started);
+        assert_eq!(
+            clients.try_start(a(1002), 1),
+            Start::AtLimit,
+            "a third transfer for one address"
+        );
+        assert_eq!(
+            clients.try_start(b, 1),
+            Start::Started,
+            "another address is not affected"
+        );
+        assert_eq!(
+            (clients.running(a(0).ip()), clients.running(b.ip())),
+            (2, 1)
+        );
+        clients.end(a(1000));
+        assert_eq!(clients.try_start(a(1002), 1), Start::Started);
+        for port in 1000..1005 {
+            clients.end(a(port));
             clients.end(b);
         }
         assert_eq!(clients.clients(), 0, "ended clients leave no entry");
-        assert_eq!(clients.running(a), 0);
+        assert_eq!(clients.running(a(0).ip()), 0);
+    }
+
+    #[test]
+    fn a_retransmitted_request_is_not_a_second_transfer() {
+        let peer = SocketAddr::new("10.0.0.5".parse().unwrap(), 2070);
+        let first = fingerprint(&rrq("undionly.kpxe", "octet"));
+        let other = fingerprint(&rrq("ipxe.efi", "octet"));
+        assert_ne!(first, other);
+        let mut clients = PerClient::new(8);
+        assert_eq!(clients.try_start(peer, first), Start::Started);
+        assert_eq!(clients.try_start(peer, first), Start::Duplicate);
+        assert_eq!(
+            clients.running(peer.ip()),
+            1,
+            "the duplicate is not counted"
+        );
+        // Another request from the same port is a new fetch: its client may
+        // start it before the server has seen the first one end.
+        assert_eq!(clients.try_start(peer, other), Start::Started);
+        assert_eq!(clients.try_start(peer, other), Start::Duplicate);
+        assert_eq!(clients.running(peer.ip()), 2);
+        // Ending an endpoint that has no transfer changes nothing.
+        clients.end(SocketAddr::new(peer.ip(), 2071));
+        assert_eq!(clients.running(peer.ip()), 2);
+        clients.end(peer);
+        clients.end(peer);
+        assert_eq!(clients.clients(), 0);
+        assert_eq!(
+            clients.try_start(peer, first),
+            Start::Started,
+            "once its transfers ended, the same port may fetch the same file again"
+        );
     }
 
     #[test]

@@ -26,7 +26,7 @@ use crate::packet::{
     DATA_HEADER_LEN, ErrorCode, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, TftpOption, data_header,
     error_packet,
 };
-use crate::policy::{self, Admission, Busy, PerClient, Refusal};
+use crate::policy::{self, Admission, Busy, PerClient, Refusal, Start};
 use crate::transfer::{ReadTransfer, TransferOutcome, Transmit};
 
 mod task;
@@ -135,6 +135,7 @@ struct Counters {
     failed: AtomicU64,
     busy: AtomicU64,
     client_busy: AtomicU64,
+    duplicates: AtomicU64,
     malformed: AtomicU64,
     data_bytes_sent: AtomicU64,
     active: AtomicU64,
@@ -161,6 +162,9 @@ pub struct TftpStats {
     /// Of `failed`, those refused because their address already ran
     /// `max_transfers_per_client`.
     pub client_busy: u64,
+    /// Requests repeated byte for byte from a client address and port
+    /// whose transfer of them runs already (retransmissions), ignored.
+    pub duplicates: u64,
     /// Datagrams on the listening socket that were not a valid request.
     pub malformed: u64,
     /// DATA payload bytes sent, retransmissions included.
@@ -186,6 +190,7 @@ impl StatsHandle {
             failed: get(&c.failed),
             busy: get(&c.busy),
             client_busy: get(&c.client_busy),
+            duplicates: get(&c.duplicates),
             malformed: get(&c.malformed),
             data_bytes_sent: get(&c.data_bytes_sent),
             active: get(&c.active),
@@ -469,16 +474,25 @@ impl Acceptor {
     ) {
         let shared = &self.shared;
         let counters = &shared.counters;
-        let client = unmapped(peer.ip());
+        let transfer_peer = SocketAddr::new(unmapped(peer.ip()), peer.port());
         // Both slots are taken before the datagram is even decoded and
         // given back (by drop) unless a transfer starts.
-        let permit = Arc::clone(&self.slots).try_acquire_owned().ok();
-        let client_slot = permit
+        let request = policy::fingerprint(datagram);
+        let client_slot = match ClientSlot::take(&self.clients, transfer_peer, request) {
+            Ok(slot) => Some(slot),
+            Err(Start::Duplicate) => {
+                bump(&counters.duplicates, 1);
+                debug!(%peer, "ignored a request from a client whose transfer runs already");
+                return;
+            }
+            Err(_) => None,
+        };
+        let permit = client_slot
             .as_ref()
-            .and_then(|_| ClientSlot::take(&self.clients, client));
-        let busy = match (&permit, &client_slot) {
-            (None, _) => Some(Busy::Server),
-            (Some(_), None) => Some(Busy::Client),
+            .and_then(|_| Arc::clone(&self.slots).try_acquire_owned().ok());
+        let busy = match (&client_slot, &permit) {
+            (None, _) => Some(Busy::Client),
+            (Some(_), None) => Some(Busy::Server),
             (Some(_), Some(_)) => None,
         };
         let request = match policy::admit(datagram, busy) {
@@ -528,7 +542,6 @@ impl Acceptor {
                 .map(|o| (o.name.to_string(), o.value.to_string()))
                 .collect(),
         };
-        let transfer_peer = SocketAddr::new(unmapped(peer.ip()), peer.port());
         let local_ip = transfer_local_ip(transfer_peer.ip(), destination);
         let task = task::run_transfer(
             Arc::clone(shared),
@@ -546,20 +559,28 @@ impl Acceptor {
 /// (when the transfer's task ends, however it ends).
 struct ClientSlot {
     clients: Arc<Mutex<PerClient>>,
-    client: IpAddr,
+    peer: SocketAddr,
 }
 
 impl ClientSlot {
-    /// Counts a transfer for `client`, unless it is at its limit.
-    fn take(clients: &Arc<Mutex<PerClient>>, client: IpAddr) -> Option<Self> {
-        let started = clients
+    /// Counts a transfer for `peer`, unless its address is at its limit or
+    /// the request is a retransmission ([`Start`] says which).
+    fn take(
+        clients: &Arc<Mutex<PerClient>>,
+        peer: SocketAddr,
+        request: u64,
+    ) -> Result<Self, Start> {
+        let start = clients
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .try_start(client);
-        started.then(|| Self {
-            clients: Arc::clone(clients),
-            client,
-        })
+            .try_start(peer, request);
+        match start {
+            Start::Started => Ok(Self {
+                clients: Arc::clone(clients),
+                peer,
+            }),
+            refused => Err(refused),
+        }
     }
 }
 
@@ -568,7 +589,7 @@ impl Drop for ClientSlot {
         self.clients
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .end(self.client);
+            .end(self.peer);
     }
 }
 

@@ -455,6 +455,44 @@ async fn requests_beyond_max_transfers_are_told_the_server_is_busy() {
     fx.stop().await;
 }
 
+/// Firmware sends its read request again, from the same port, when the
+/// answer is late (a busy server, a boot storm). That is the same fetch: a
+/// second transfer beside the first would double the server's work exactly
+/// when it is slow, and the client ignores its packets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retransmitted_request_does_not_start_a_second_transfer() {
+    let fx = Fixture::start(TftpConfig::default()).await;
+    let mut client = Raw::new().await;
+    client.rrq(fx.addr, "file-2936.bin", "octet", &[]).await;
+    // `download` sends the request again, then takes every block in order
+    // from whichever port answers: a second transfer's block 1 would fail it.
+    let data = client.download(fx.addr, "file-2936.bin", &[]).await;
+    assert_eq!(&data, &fx.files["file-2936.bin"]);
+    assert!(
+        client
+            .recv_within(Duration::from_millis(1500))
+            .await
+            .is_none(),
+        "nothing more arrives once the file is whole"
+    );
+    let stats = fx.settled_stats(1).await;
+    assert_eq!(
+        (
+            stats.requests,
+            stats.duplicates,
+            stats.completed,
+            stats.failed
+        ),
+        (1, 1, 1, 0),
+        "{stats:?}"
+    );
+    // Once that transfer ended, the same port may fetch again.
+    let again = client.download(fx.addr, "file-1.bin", &[]).await;
+    assert_eq!(&again, &fx.files["file-1.bin"]);
+    assert_eq!(fx.settled_stats(2).await.completed, 2);
+    fx.stop().await;
+}
+
 /// The attack of issue 12: one address opens many transfers with
 /// `timeout=255` and never acknowledges, to hold every slot. It gets at
 /// most its own share, with the long timeout declined, and another address

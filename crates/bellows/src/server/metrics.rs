@@ -163,6 +163,12 @@ impl Collector for Sources {
             )?;
             counter(
                 e,
+                "bellows_tftp_duplicate_requests",
+                "TFTP read requests a client repeated while their transfer ran (retransmissions; ignored)",
+                s.duplicates,
+            )?;
+            counter(
+                e,
                 "bellows_tftp_malformed",
                 "Datagrams on the TFTP port that were not a valid request",
                 s.malformed,

@@ -87,7 +87,8 @@ pub async fn start_tftp(
     match bound {
         Ok(server) => {
             let server = server.with_transfer_hook(move |record| {
-                tracing::info!(
+                // The TFTP server logs each transfer at `info` itself.
+                tracing::debug!(
                     peer = %record.peer,
                     file = %record.requested,
                     outcome = ?record.outcome,

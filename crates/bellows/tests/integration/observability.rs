@@ -30,6 +30,7 @@ const SERIES: &[&str] = &[
     "bellows_tftp_requests_total",
     "bellows_tftp_transfers_total",
     "bellows_tftp_refused_total",
+    "bellows_tftp_duplicate_requests_total",
     "bellows_tftp_malformed_total",
     "bellows_tftp_data_bytes_total",
     "bellows_tftp_active_transfers",

@@ -153,10 +153,18 @@ async fn serve_request(
         packet: Vec::with_capacity(DATA_HEADER_LEN + usize::from(transfer.block_size())),
     };
     let mut incoming = vec![0u8; TRANSFER_BUFFER];
-    // One timer for the whole transfer, moved at each step: a new one per
-    // block cost a timer-wheel registration and removal each.
+    // One timer for the whole transfer, and moved lazily: every block moves
+    // the transfer's deadline later, but the timer is only moved when it
+    // fires early (or must fire sooner), so a lockstep transfer touches the
+    // timer wheel about once per timeout, not once per block.
     let retransmit = tokio::time::sleep_until(tokio::time::Instant::now());
     tokio::pin!(retransmit);
+    let mut timer_armed_for: Option<Instant> = None;
+    // Registered once: a new waiter on the shutdown signal per block cost
+    // a lock on its waiter list each.
+    let stopping = stop.wait_for(|stop| *stop);
+    tokio::pin!(stopping);
+    let mut stopped = false;
     loop {
         let sent = sender.send_all(&mut reader, &pending).await;
         bump(&shared.counters.data_bytes_sent, sent.data_bytes);
@@ -173,11 +181,15 @@ async fn serve_request(
         let Some(deadline) = transfer.deadline() else {
             break;
         };
-        retransmit
-            .as_mut()
-            .reset(tokio::time::Instant::from_std(deadline));
+        if timer_armed_for.is_none_or(|armed| armed > deadline) {
+            retransmit
+                .as_mut()
+                .reset(tokio::time::Instant::from_std(deadline));
+            timer_armed_for = Some(deadline);
+        }
         pending = tokio::select! {
-            _ = stop.wait_for(|stop| *stop) => {
+            _ = &mut stopping, if !stopped => {
+                stopped = true;
                 vec![transfer.abort(
                     ErrorCode::NotDefined,
                     "Server shutting down",
@@ -185,10 +197,23 @@ async fn serve_request(
                 )]
             }
             () = &mut retransmit => {
-                transfer.handle_timeout(Instant::now())
+                timer_armed_for = None;
+                let now = Instant::now();
+                if now < deadline {
+                    // Fired for a deadline since moved: re-armed above.
+                    Vec::new()
+                } else {
+                    transfer.handle_timeout(now)
+                }
             }
             received = socket.recv_from(&mut incoming) => match received {
-                Ok((len, from)) => transfer.handle_datagram(from, &incoming[..len], Instant::now()),
+                Ok((len, from)) => {
+                    let next = transfer.handle_datagram(from, &incoming[..len], Instant::now());
+                    if !next.is_empty() {
+                        forget_readiness(socket);
+                    }
+                    next
+                }
                 Err(e) => {
                     debug!(%peer, error = %e, "TFTP transfer receive error");
                     Vec::new()
@@ -202,6 +227,21 @@ async fn serve_request(
         .unwrap_or(TransferOutcome::Aborted {
             reason: "ended without an outcome".into(),
         })
+}
+
+/// Makes the next receive wait for the socket to signal a datagram instead
+/// of trying first. tokio keeps a socket readable after a successful read,
+/// so each block's receive began with a `recvfrom` that could only fail:
+/// the client's answer is a round trip away. Called only when a datagram
+/// moved the transfer on and there is something to send: the client answers
+/// that (or the retransmission timer fires), and the signal for its answer
+/// also brings any datagram still queued behind this one.
+fn forget_readiness(socket: &UdpSocket) {
+    // A closure that reports "would block" clears the readiness tokio saw
+    // (and only that: a signal that came since is kept).
+    let _ = socket.try_io(tokio::io::Interest::READABLE, || {
+        Err::<(), _>(io::ErrorKind::WouldBlock.into())
+    });
 }
 
 /// What one batch of sends did.
