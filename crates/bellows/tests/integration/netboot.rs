@@ -202,7 +202,7 @@ fn boot_vm(fw: Firmware, site: Site, tag: &str, mac: &str, ip: &str, name: &str)
     assert_callback(&line, mac, ip, name);
     if matches!(fw, Firmware::Uefi) {
         // OVMF's own PXE client fetched iPXE from Bellows' TFTP server.
-        let tftp = s.wait_for_log("TFTP transfer ended", Duration::from_secs(2));
+        let tftp = s.wait_for_log("TFTP transfer complete", Duration::from_secs(2));
         assert!(
             tftp.as_deref().is_some_and(|l| l.contains("snponly.efi")),
             "{tftp:?}"
