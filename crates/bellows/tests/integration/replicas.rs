@@ -259,14 +259,47 @@ fn wait_all_succeeded(r: &Replicas, ids: &[String], limit: Duration) {
             assert!(failed.is_empty(), "workflows ended badly: {failed:#?}");
             left.retain(|id| states.get(id).map(String::as_str) != Some("SUCCESS"));
         }
-        assert!(
-            Instant::now() < deadline,
-            "{} of {} workflows unfinished after {limit:?}, e.g. {:?}",
-            left.len(),
-            ids.len(),
-            left.first()
-        );
+        if Instant::now() >= deadline {
+            print_diagnostics(r);
+            panic!(
+                "{} of {} workflows unfinished after {limit:?}, e.g. {:?}",
+                left.len(),
+                ids.len(),
+                left.first()
+            );
+        }
         std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// What a stuck run leaves to read: each replica's warnings and errors and
+/// the end of each worker's log (the temporary directory goes with the test).
+fn print_diagnostics(r: &Replicas) {
+    for (i, server) in r.live().iter().enumerate() {
+        let lines = server.drain_log();
+        let notable: Vec<&String> = lines
+            .iter()
+            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+            .collect();
+        eprintln!("--- replica {i}: {} warnings and errors", notable.len());
+        for line in notable.iter().rev().take(40).rev() {
+            eprintln!("{line}");
+        }
+    }
+    let Ok(entries) = std::fs::read_dir(&r.base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("worker-") {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        eprintln!("--- {name}: last lines of {}", lines.len());
+        for line in &lines[lines.len().saturating_sub(15)..] {
+            eprintln!("{line}");
+        }
     }
 }
 
