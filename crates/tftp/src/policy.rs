@@ -98,24 +98,17 @@ pub fn admit(datagram: &[u8], busy: Option<Busy>) -> Admission<'_> {
 }
 
 /// Transfers running per client address, against the per-client limit,
-/// and per client endpoint the request its latest transfer answers. Holds
-/// entries only for transfers running, so it never has more than the
-/// server has slots.
+/// and per client endpoint the requests they answer. Holds entries only
+/// for transfers running, so it never has more than the server has slots.
 #[derive(Debug)]
 pub struct PerClient {
     limit: usize,
     running: HashMap<IpAddr, usize>,
-    peers: HashMap<SocketAddr, Endpoint>,
-}
-
-/// The transfers one client address and port runs.
-#[derive(Debug)]
-struct Endpoint {
-    /// Fingerprint of the request datagram the latest one answers.
-    request: u64,
-    /// How many (a client may start a new fetch from the same port before
-    /// the server has seen the end of the previous one).
-    running: usize,
+    /// The [`fingerprint`] of each running transfer's request, by client
+    /// address and port (more than one when a client starts a new fetch
+    /// from the same port before the server has seen the previous end; at
+    /// most `limit`).
+    requests: HashMap<SocketAddr, Vec<u64>>,
 }
 
 /// A request datagram's fingerprint: equal for a retransmission, which
@@ -148,15 +141,19 @@ impl PerClient {
         Self {
             limit,
             running: HashMap::new(),
-            peers: HashMap::new(),
+            requests: HashMap::new(),
         }
     }
 
     /// Counts one more transfer for `peer`, answering the request with
-    /// this [`fingerprint`], unless its address is at its limit or `peer`'s
-    /// latest transfer answers that same request.
+    /// this [`fingerprint`], unless its address is at its limit or one of
+    /// `peer`'s running transfers answers that same request.
     pub fn try_start(&mut self, peer: SocketAddr, request: u64) -> Start {
-        if self.peers.get(&peer).is_some_and(|e| e.request == request) {
+        if self
+            .requests
+            .get(&peer)
+            .is_some_and(|running| running.contains(&request))
+        {
             return Start::Duplicate;
         }
         let running = self.running.entry(peer.ip()).or_insert(0);
@@ -164,23 +161,21 @@ impl PerClient {
             return Start::AtLimit;
         }
         *running += 1;
-        let endpoint = self.peers.entry(peer).or_insert(Endpoint {
-            request,
-            running: 0,
-        });
-        endpoint.request = request;
-        endpoint.running += 1;
+        self.requests.entry(peer).or_default().push(request);
         Start::Started
     }
 
-    /// Counts one of `peer`'s transfers as ended.
-    pub fn end(&mut self, peer: SocketAddr) {
-        let Some(endpoint) = self.peers.get_mut(&peer) else {
+    /// Counts `peer`'s transfer of `request` as ended.
+    pub fn end(&mut self, peer: SocketAddr, request: u64) {
+        let Some(running) = self.requests.get_mut(&peer) else {
             return;
         };
-        endpoint.running = endpoint.running.saturating_sub(1);
-        if endpoint.running == 0 {
-            self.peers.remove(&peer);
+        let Some(at) = running.iter().position(|r| *r == request) else {
+            return;
+        };
+        running.swap_remove(at);
+        if running.is_empty() {
+            self.requests.remove(&peer);
         }
         if let Some(running) = self.running.get_mut(&peer.ip()) {
             *running = running.saturating_sub(1);
@@ -316,11 +311,11 @@ mod tests {
             (clients.running(a(0).ip()), clients.running(b.ip())),
             (2, 1)
         );
-        clients.end(a(1000));
+        clients.end(a(1000), 1);
         assert_eq!(clients.try_start(a(1002), 1), Start::Started);
         for port in 1000..1005 {
-            clients.end(a(port));
-            clients.end(b);
+            clients.end(a(port), 1);
+            clients.end(b, 1);
         }
         assert_eq!(clients.clients(), 0, "ended clients leave no entry");
         assert_eq!(clients.running(a(0).ip()), 0);
@@ -345,17 +340,26 @@ mod tests {
         assert_eq!(clients.try_start(peer, other), Start::Started);
         assert_eq!(clients.try_start(peer, other), Start::Duplicate);
         assert_eq!(clients.running(peer.ip()), 2);
-        // Ending an endpoint that has no transfer changes nothing.
-        clients.end(SocketAddr::new(peer.ip(), 2071));
+        // A request that started nothing in the end (refused once decoded,
+        // or not a request at all) leaves the running ones recognised.
+        let stray = fingerprint(b"not a request");
+        assert_eq!(clients.try_start(peer, stray), Start::Started);
+        clients.end(peer, stray);
+        assert_eq!(clients.try_start(peer, first), Start::Duplicate);
+        assert_eq!(clients.try_start(peer, other), Start::Duplicate);
+        // Ending what does not run changes nothing.
+        clients.end(SocketAddr::new(peer.ip(), 2071), first);
+        clients.end(peer, stray);
         assert_eq!(clients.running(peer.ip()), 2);
-        clients.end(peer);
-        clients.end(peer);
-        assert_eq!(clients.clients(), 0);
+        clients.end(peer, first);
         assert_eq!(
             clients.try_start(peer, first),
             Start::Started,
-            "once its transfers ended, the same port may fetch the same file again"
+            "once its transfer ended, the same port may fetch the same file again"
         );
+        clients.end(peer, first);
+        clients.end(peer, other);
+        assert_eq!(clients.clients(), 0);
     }
 
     #[test]

@@ -560,6 +560,7 @@ impl Acceptor {
 struct ClientSlot {
     clients: Arc<Mutex<PerClient>>,
     peer: SocketAddr,
+    request: u64,
 }
 
 impl ClientSlot {
@@ -578,6 +579,7 @@ impl ClientSlot {
             Start::Started => Ok(Self {
                 clients: Arc::clone(clients),
                 peer,
+                request,
             }),
             refused => Err(refused),
         }
@@ -589,7 +591,7 @@ impl Drop for ClientSlot {
         self.clients
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .end(self.peer);
+            .end(self.peer, self.request);
     }
 }
 

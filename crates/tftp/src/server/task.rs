@@ -209,7 +209,7 @@ async fn serve_request(
             received = socket.recv_from(&mut incoming) => match received {
                 Ok((len, from)) => {
                     let next = transfer.handle_datagram(from, &incoming[..len], Instant::now());
-                    if !next.is_empty() {
+                    if answers_the_client(&next, peer) {
                         forget_readiness(socket);
                     }
                     next
@@ -226,6 +226,18 @@ async fn serve_request(
         .cloned()
         .unwrap_or(TransferOutcome::Aborted {
             reason: "ended without an outcome".into(),
+        })
+}
+
+/// True when `next` is something to send, all of it to the transfer's
+/// client: what a datagram that moved the transfer on asks. (A stray
+/// sender's datagram is answered "unknown transfer ID" and must not make
+/// the loop wait: the client's own may be queued behind it.)
+fn answers_the_client(next: &[Transmit], peer: SocketAddr) -> bool {
+    !next.is_empty()
+        && next.iter().all(|transmit| match transmit {
+            Transmit::Data { .. } => true,
+            Transmit::Packet { to, .. } => *to == peer,
         })
 }
 
@@ -504,5 +516,31 @@ mod tests {
             "no read buffer for in-memory files"
         );
         assert!(reader.slice(4900, 512).is_none());
+    }
+
+    #[test]
+    fn only_what_answers_the_client_waits_for_its_reply() {
+        let peer: SocketAddr = "10.0.0.5:2070".parse().unwrap();
+        let stranger: SocketAddr = "10.0.0.9:4000".parse().unwrap();
+        let data = Transmit::Data {
+            block: 2,
+            offset: 512,
+            len: 512,
+        };
+        let to = |to| Transmit::Packet {
+            to,
+            bytes: error_packet(ErrorCode::UnknownTransferId, "Unknown transfer ID"),
+        };
+        assert!(answers_the_client(std::slice::from_ref(&data), peer));
+        assert!(answers_the_client(&[to(peer)], peer));
+        assert!(
+            !answers_the_client(&[], peer),
+            "nothing sent: nothing to wait for"
+        );
+        assert!(
+            !answers_the_client(&[to(stranger)], peer),
+            "a stray sender's answer"
+        );
+        assert!(!answers_the_client(&[data, to(stranger)], peer));
     }
 }
